@@ -1,0 +1,189 @@
+"""The ``evomerge`` command line: a thin Typer app, each command calling one library function.
+
+Only this module configures logging handlers. Library errors (``EvomergeError``) are
+printed as one clear message and exit with status 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from evomerge.exceptions import EvomergeError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="evomerge",
+    help="Evolutionary search over merges of fine-tuned LLMs, scored by pluggable judges.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; warnings only.")]
+
+
+def _setup_logging(quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "openai", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _clean_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EvomergeError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@_clean_errors
+def merge(
+    config: Annotated[Path, typer.Argument(help="mergekit-format YAML (the 'models:' form).")],
+    out_dir: Annotated[Path, typer.Argument(help="Output directory (must not exist, or be empty).")],
+    device: Annotated[str, typer.Option(help="Device to merge on: cpu, cuda, cuda:N.")] = "cpu",
+    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin/.pt) checkpoints.")] = False,
+    shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB, 500MB.")] = "5GB",
+    seed: Annotated[int, typer.Option(help="Seed for the random methods (dare_*, della*).")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Run one merge from a mergekit YAML and write a Hugging Face checkpoint."""
+    _setup_logging(quiet)
+    from evomerge.export.merge_cmd import merge_from_yaml
+
+    merge_from_yaml(
+        config, out_dir, device=device, allow_pickle=allow_pickle, shard_size=shard_size,
+        seed=seed, progress=not quiet,
+    )
+
+
+@app.command()
+@_clean_errors
+def search(
+    run_yaml: Annotated[Path, typer.Argument(help="The run configuration (RUN.yaml).")],
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<name>).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address to join.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Number of worker actors.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Stop after this many finished trials.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run (or resume) a merge search. Re-running the same command resumes it."""
+    _setup_logging(quiet)
+    from evomerge.search import run_search
+
+    run_search(run_yaml, run_dir=run_dir, address=address, workers=workers, max_trials=max_trials, progress=not quiet)
+
+
+@app.command()
+@_clean_errors
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Trials complete/failed/running, the best trial (or Pareto front) and its recipe."""
+    _setup_logging(True)
+    from evomerge.search import format_status, study_status
+
+    info = study_status(run_dir)
+    typer.echo(json.dumps(info, indent=2) if as_json else format_status(info))
+
+
+@app.command()
+@_clean_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")],
+    out_dir: Annotated[Path, typer.Argument(help="Output checkpoint directory.")],
+    trial: Annotated[str, typer.Option(help="'best' or a trial number.")] = "best",
+    quiet: Quiet = False,
+) -> None:
+    """Export a trial's merge as a HF checkpoint + mergekit.yaml + model card."""
+    _setup_logging(quiet)
+    from evomerge.export import export_trial
+
+    export_trial(run_dir, out_dir, trial=trial, progress=not quiet)
+
+
+@app.command()
+@_clean_errors
+def conflicts(
+    base: Annotated[Path, typer.Argument(help="Base model directory.")],
+    models: Annotated[list[Path], typer.Argument(help="Fine-tuned model or LoRA adapter directories.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    density: Annotated[float | None, typer.Option(help="TIES top-k trimming density (default: no trim).")] = None,
+    trim_scope: Annotated[str, typer.Option(help="Trim per 'tensor' (as mergekit) or 'global'.")] = "tensor",
+    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin/.pt) checkpoints.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Task-vector conflict statistics: sign conflicts, conflict-limited L2 norm."""
+    _setup_logging(quiet)
+    from evomerge.analysis import run_conflicts
+
+    run_conflicts(base, models, out, density=density, trim_scope=trim_scope, allow_pickle=allow_pickle, progress=not quiet)
+
+
+@app.command()
+@_clean_errors
+def judge(
+    judge_name: Annotated[str, typer.Option("--judge", help="Judge name (a YAML in judges/ or a local judge).")],
+    input_path: Annotated[Path, typer.Option("--input", help="RESPONSES.jsonl: question, answer, ...")],
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
+    model: Annotated[str | None, typer.Option(help="Judge model name at the endpoint.")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key.")] = None,
+    judges_dir: Annotated[list[Path] | None, typer.Option(help="Extra folders of judge YAMLs.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
+    calibrate: Annotated[bool, typer.Option(help="Check that good answers outrank bad ones.")] = False,
+) -> None:
+    """Score a file of answers with one judge (calibration)."""
+    _setup_logging(True)
+    from evomerge.judge import judge_file
+
+    judge_file(
+        judge_name, input_path, endpoint=endpoint, model=model, api_key_env=api_key_env,
+        judges_dirs=judges_dir or [], as_json=as_json, calibrate=calibrate, echo=typer.echo,
+    )
+
+
+@app.command()
+@_clean_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")]) -> None:
+    """Write the HTML report (and PNGs) of a run, finished or not."""
+    _setup_logging(True)
+    from evomerge.report import write_report
+
+    path = write_report(run_dir)
+    typer.echo(str(path))
+
+
+@app.command()
+@_clean_errors
+def demo(
+    run_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
+    trials: Annotated[int | None, typer.Option(help="Override the number of trials.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """The embedded demo: tiny models, local judges, local Ray, CMA-ES; beats its sources."""
+    _setup_logging(quiet)
+    from evomerge.demo import run_demo
+
+    run_demo(run_dir, trials=trials, progress=not quiet)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,94 @@
+"""Every error evomerge raises on purpose, in one tree.
+
+::
+
+    EvomergeError                      base of everything below
+    ├── ConfigError                    a YAML/JSON config is wrong (names file and field)
+    ├── CheckpointError                a model directory cannot be opened as asked
+    │   └── UnsafeCheckpointError      pickle weights (.bin/.pt) without allow_pickle=True
+    ├── ArchitectureMismatchError      models differ: names the first differing tensor
+    ├── MergeError                     a merge cannot be computed as configured
+    │   ├── UnknownMethodError         a merge method name not in the registry
+    │   └── MemoryBudgetError          the merge engine would not fit on its device
+    ├── SearchError                    the study or driver cannot proceed
+    ├── GenerationError                a generator backend failed
+    ├── JudgeError                     a judge failed to score (one trial, never the study)
+    │   └── JudgeAuthError             the endpoint refused the credentials (401/403)
+    └── ExportError                    a checkpoint could not be written
+
+Errors are ``ValueError`` subclasses where the cause is bad input, so that pydantic
+validators can raise them and have them reported with the field they belong to.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchitectureMismatchError",
+    "CheckpointError",
+    "ConfigError",
+    "EvomergeError",
+    "ExportError",
+    "GenerationError",
+    "JudgeAuthError",
+    "JudgeError",
+    "MemoryBudgetError",
+    "MergeError",
+    "SearchError",
+    "UnknownMethodError",
+    "UnsafeCheckpointError",
+]
+
+
+class EvomergeError(Exception):
+    """Base class of every error evomerge raises on purpose."""
+
+
+class ConfigError(EvomergeError, ValueError):
+    """A configuration file is invalid. The message names the file and every bad field."""
+
+
+class CheckpointError(EvomergeError, ValueError):
+    """A model directory is missing, incomplete or in an unsupported format."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Only pickle weights were found and the user did not opt in with ``allow_pickle``."""
+
+
+class ArchitectureMismatchError(EvomergeError, ValueError):
+    """Models in a pool do not share tensor names and shapes."""
+
+
+class MergeError(EvomergeError, ValueError):
+    """A merge cannot be computed with the given method and parameters."""
+
+
+class UnknownMethodError(MergeError, KeyError):
+    """A merge method name that is not registered. The message lists the choices."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MemoryBudgetError(MergeError):
+    """The merge engine's resident tensors would exceed the device budget."""
+
+
+class SearchError(EvomergeError):
+    """The study or the driver cannot proceed."""
+
+
+class GenerationError(EvomergeError):
+    """A generation backend failed."""
+
+
+class JudgeError(EvomergeError):
+    """A judge could not score; fails one trial, never the study."""
+
+
+class JudgeAuthError(JudgeError):
+    """The judge endpoint refused the credentials; retrying cannot help."""
+
+
+class ExportError(EvomergeError):
+    """A checkpoint or report could not be written."""
