@@ -37,7 +37,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; wa
 def _setup_logging(quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "openai", "urllib3", "filelock"):
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -135,7 +135,7 @@ def conflicts(
     _setup_logging(quiet)
     from evomerge.analysis import run_conflicts
 
-    run_conflicts(base, models, out, density=density, trim_scope=trim_scope, allow_pickle=allow_pickle, progress=not quiet)
+    typer.echo(run_conflicts(base, models, out, density=density, trim_scope=trim_scope, allow_pickle=allow_pickle, progress=not quiet))
 
 
 @app.command()

@@ -1,1 +1,24 @@
-"""export"""
+"""Writing results out: Hugging Face checkpoints, mergekit YAML, the ``evomerge merge`` command.
+
+``write_checkpoint`` streams named tensors into a sharded safetensors checkpoint with its
+config, generation config and tokenizer, atomically. ``merge_from_yaml`` runs one merge
+from a mergekit-format YAML (the ``evomerge merge`` command); ``emit_mergekit_yaml``
+writes a recipe as the YAML mergekit reproduces it from.
+"""
+
+from evomerge.export._atomic import atomic_directory, check_out_dir
+from evomerge.export._checkpoint import MERGE_CONFIG_NAME, write_checkpoint
+from evomerge.export._files import TOKENIZER_FILES
+from evomerge.export._sizes import parse_size
+from evomerge.export.merge_cmd import emit_mergekit_yaml, merge_from_yaml
+
+__all__ = [
+    "MERGE_CONFIG_NAME",
+    "TOKENIZER_FILES",
+    "atomic_directory",
+    "check_out_dir",
+    "emit_mergekit_yaml",
+    "merge_from_yaml",
+    "parse_size",
+    "write_checkpoint",
+]

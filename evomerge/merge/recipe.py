@@ -20,7 +20,7 @@ then the method's default (see :mod:`evomerge.merge.methods`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -72,32 +72,42 @@ def gradient_position(layer: int | None, num_layers: int) -> float:
     return layer / (num_layers - 1)
 
 
-def evaluate_setting(setting: ParamSetting, tensor_name: str, t: float) -> Any:
+def evaluate_setting(
+    setting: ParamSetting, tensor_name: str, t: float, *, validate: Callable[[Any], Any] | None = None
+) -> Any:
     """The value of ``setting`` for ``tensor_name`` at gradient position ``t``.
 
     Returns None when a filtered list has no entry matching ``tensor_name`` (the next
-    scope, or the method default, then applies).
+    scope, or the method default, then applies). ``validate`` (optional) converts each
+    raw value to the parameter's type first, as mergekit does: list entries are
+    validated before interpolating, so ``[0, 1]`` for a boolean parameter picks an entry.
     """
+    check: Callable[[Any], Any] = validate if validate is not None else _identity
     if isinstance(setting, Conditional):
         setting = [setting]
     if _is_scalar(setting):
-        return setting
+        return check(setting)
     if not isinstance(setting, list) or not setting:
         return None
     if all(_is_scalar(e) for e in setting):
-        if not all(_is_number(e) for e in setting):
-            return setting[int(t * (len(setting) - 1))]
-        numbers = [float(e) for e in setting]  # type: ignore[arg-type]
+        values = [check(e) for e in setting]
+        if not all(_is_number(e) for e in values):
+            return values[int(t * (len(values) - 1))]
+        numbers = [float(e) for e in values]
         scaled = t * (len(numbers) - 1)
         i0 = int(scaled)
         i1 = min(len(numbers) - 1, i0 + 1)
         frac = scaled - i0
-        return (1 - frac) * numbers[i0] + frac * numbers[i1]
+        return check((1 - frac) * numbers[i0] + frac * numbers[i1])
     for cond in setting:
         assert isinstance(cond, Conditional)
         if cond.filter is None or cond.filter == "*" or cond.filter in tensor_name:
-            return evaluate_setting(cond.value, tensor_name, t)
+            return evaluate_setting(cond.value, tensor_name, t, validate=validate)
     return None
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def _parse_setting(value: Any) -> ParamSetting:
@@ -184,11 +194,17 @@ class MergeRecipe(BaseModel):
             yield e.parameters
         yield self.parameters
 
-    def lookup(self, name: str, *, model: str | None, tensor_name: str, t: float) -> Any:
-        """The value of parameter ``name`` for ``model`` (None: global scope only), or None."""
+    def lookup(
+        self, name: str, *, model: str | None, tensor_name: str, t: float,
+        validate: Callable[[Any], Any] | None = None,
+    ) -> Any:  # fmt: skip
+        """The value of parameter ``name`` for ``model`` (None: global scope only), or None.
+
+        ``validate`` converts raw values to the parameter's type (see :func:`evaluate_setting`).
+        """
         for scope in self.scopes(model):
             if name in scope:
-                value = evaluate_setting(scope[name], tensor_name, t)
+                value = evaluate_setting(scope[name], tensor_name, t, validate=validate)
                 if value is not None:
                     return value
         return None

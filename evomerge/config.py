@@ -1,0 +1,225 @@
+"""RunConfig: everything one search needs, from ``run.yaml``.
+
+::
+
+    name: persona-merge
+    models:
+      base: ./models/base
+      sources: [./models/ft_a, ./models/lora_b]   # full checkpoints or LoRA adapters
+      names: [a, b]                               # optional, default from folder names
+    space: linear_layerwise        # a shipped space, a YAML path, or an inline mapping
+    space_overrides: {layer_granularity: 2}
+    search: {sampler: cmaes, n_trials: 200, population_size: 8, seed: 0, retries: 1}
+    merge: {dtype: float32, seed: 0}
+    generation: {...}              # evomerge.generate.GenerationConfig
+    judging: {...}                 # evomerge.judge.JudgingConfig
+    workers: {num: auto, device: auto}
+    ray: {address: null}
+    analysis: {top_k: 3}
+
+Relative paths are resolved against ``root`` (default: the YAML file's folder). Instead of
+``generation`` + ``judging``, ``evaluator: {factory: "pkg.module:callable", options: {}}``
+plugs in any :class:`evomerge.search.TrialEvaluator` (used by tests and benchmarks).
+Every invalid field is reported at once, naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from evomerge._yaml import load_yaml, validate_model
+from evomerge.exceptions import ConfigError
+from evomerge.generate import GenerationConfig
+from evomerge.judge import JudgingConfig
+
+__all__ = [
+    "AnalysisConfig",
+    "EvaluatorConfig",
+    "MergeConfig",
+    "ModelsConfig",
+    "RayConfig",
+    "RunConfig",
+    "SearchConfig",
+    "WorkersConfig",
+    "load_run_config",
+]
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelsConfig(_Frozen):
+    """The base model and its fine-tuned descendants (full checkpoints or LoRA adapters)."""
+
+    base: Path
+    sources: list[Path] = Field(min_length=1)
+    names: list[str] | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _names_match(self) -> ModelsConfig:
+        if self.names is not None:
+            if len(self.names) != len(self.sources):
+                raise ValueError(f"names has {len(self.names)} entries for {len(self.sources)} sources; give one per source")
+            if len(set(self.names)) != len(self.names):
+                raise ValueError(f"names must be distinct, got {self.names}")
+        return self
+
+
+class SearchConfig(_Frozen):
+    """The study. ``n_trials`` counts finished trials (complete, or failed after retries)."""
+
+    sampler: Literal["cmaes", "tpe", "random", "nsga2"] = "cmaes"
+    n_trials: int = Field(default=100, ge=1)
+    population_size: int | None = Field(default=None, ge=2)
+    seed: int = Field(default=0, ge=0)
+    storage: Literal["journal", "sqlite"] = "journal"
+    retries: int = Field(default=1, ge=0)
+    trial_timeout_s: float | None = Field(default=None, gt=0)
+    x0: Literal["equal", "none"] = "equal"
+
+
+class MergeConfig(_Frozen):
+    """How workers materialize recipes. ``seed`` fixes DARE's random drops for the run."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    seed: int = Field(default=0, ge=0)
+    device: str = "auto"
+
+
+class WorkersConfig(_Frozen):
+    """Worker actors: one per GPU (``gpus_per_worker``), or per CPU slot (``cpus_per_worker``)."""
+
+    num: int | Literal["auto"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpus_per_worker: float = Field(default=1.0, gt=0)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    max_restarts: int = Field(default=3, ge=0)
+    start_timeout_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("num")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"need at least one worker, got {v}; use 'auto' for one per GPU/CPU slot")
+        return v
+
+
+class RayConfig(_Frozen):
+    """``address`` None starts a local cluster on 127.0.0.1; otherwise joins that cluster."""
+
+    address: str | None = None
+    include_dashboard: bool = False
+    num_cpus: int | None = Field(default=None, ge=1)
+    num_gpus: int | None = Field(default=None, ge=0)
+
+
+class AnalysisConfig(_Frozen):
+    """Task-vector conflict analysis of the top-K trials at the end of a search (0: off)."""
+
+    top_k: int = Field(default=3, ge=0)
+
+
+class EvaluatorConfig(_Frozen):
+    """A custom trial evaluator: ``factory(config, *, device, worker_index, **options)``."""
+
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConfig(_Frozen):
+    """One search run. Build with :func:`load_run_config` (or ``model_validate`` with a
+    ``{"base_dir": ...}`` validation context) so relative paths resolve."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    root: Path | None = None
+    models: ModelsConfig
+    space: str | dict[str, Any]
+    space_overrides: dict[str, Any] = Field(default_factory=dict)
+    search: SearchConfig = SearchConfig()
+    merge: MergeConfig = MergeConfig()
+    generation: GenerationConfig | None = None
+    judging: JudgingConfig | None = None
+    evaluator: EvaluatorConfig | None = None
+    workers: WorkersConfig = WorkersConfig()
+    ray: RayConfig = RayConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_paths(cls, data: Any, handler: ModelWrapValidatorHandler[RunConfig], info: ValidationInfo) -> RunConfig:
+        if isinstance(data, Mapping) and data.get("root") is None:
+            base_dir = (info.context or {}).get("base_dir")
+            if base_dir is not None:
+                data = {**data, "root": str(Path(base_dir).resolve())}
+        cfg = handler(data)
+        return cfg._with_absolute_paths()
+
+    def _with_absolute_paths(self) -> RunConfig:
+        if self.root is None:
+            return self
+        root = self.root
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else root / p
+
+        models = self.models.model_copy(update={"base": fix(self.models.base), "sources": [fix(s) for s in self.models.sources]})
+        update: dict[str, Any] = {"models": models}
+        if self.generation is not None:
+            update["generation"] = self.generation.resolve_paths(root)
+        return self.model_copy(update=update)
+
+    @model_validator(mode="after")
+    def _complete(self) -> RunConfig:
+        if self.evaluator is None and (self.generation is None or self.judging is None):
+            missing = [k for k in ("generation", "judging") if getattr(self, k) is None]
+            raise ValueError(
+                f"missing section(s) {missing}: a search scores candidates by generating answers and judging "
+                "them; give both, or an 'evaluator: {factory: module:callable}'"
+            )
+        self.space_spec()  # a bad space is reported here, with the file of the run config
+        return self
+
+    def space_spec(self) -> Any:
+        """The validated :class:`evomerge.search.SpaceSpec` (overrides applied)."""
+        from evomerge.search._space_spec import load_space_spec
+
+        try:
+            return load_space_spec(self.space, base_dir=self.root, overrides=self.space_overrides)
+        except ConfigError as err:
+            raise ValueError(f"space: {err}") from None
+
+    def canonical(self) -> dict[str, Any]:
+        """A JSON-able dict of the run with the space resolved (compared on resume)."""
+        data = self.model_dump(mode="json")
+        data["space"] = self.space_spec().model_dump(mode="json")
+        data["space_overrides"] = {}
+        return data
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Load and validate ``run.yaml``; relative paths are resolved against its folder.
+
+    Raises ConfigError naming the file and every invalid field.
+    """
+    path = Path(path)
+    data = load_yaml(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return validate_model(RunConfig, data, source=str(path), context={"base_dir": path.parent})

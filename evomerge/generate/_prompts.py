@@ -1,0 +1,154 @@
+"""Prompt sets (JSONL), persona files (YAML/JSON) and prompt rendering.
+
+A prompt set has one user query per line: ``{"id"?, "question", "reference"?}`` (other
+keys are ignored with a warning; a missing id becomes the record's 0-based index). A
+persona file holds ``name``, ``profile``, ``examples`` (example dialogue: a string or a
+list of lines) and ``facts`` (a list of strings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from evomerge._yaml import load_yaml, validate_model
+from evomerge.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Persona",
+    "PromptItem",
+    "PromptRecord",
+    "default_system_prompt",
+    "format_context",
+    "load_persona",
+    "load_prompt_set",
+]
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One line of a prompt set."""
+
+    id: str
+    question: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """A fully rendered model input plus what judges need to know about it.
+
+    ``context`` is the persona facts put into the prompt (the retrieved ones, or all of
+    them without retrieval); ``facts`` is the persona's full list.
+    """
+
+    id: str
+    question: str
+    prompt: str
+    reference: str | None = None
+    context: str = ""
+    profile: str = ""
+    examples: str = ""
+    facts: tuple[str, ...] = ()
+
+
+class Persona(BaseModel):
+    """A character sheet: name, profile, example dialogue and facts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = ""
+    profile: str = ""
+    examples: str = ""
+    facts: tuple[str, ...] = ()
+
+    @field_validator("examples", mode="before")
+    @classmethod
+    def _join_lines(cls, v: Any) -> Any:
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return "\n".join(v)
+        return v
+
+
+def load_prompt_set(path: str | Path) -> list[PromptRecord]:
+    """Read a JSONL prompt set; ConfigError naming ``file:line`` for every bad line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read prompt set: {err.strerror}") from None
+    records: list[PromptRecord] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    ignored: set[str] = set()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            errors.append(f"  line {lineno}: invalid JSON: {err.msg}")
+            continue
+        if not isinstance(obj, dict):
+            errors.append(f"  line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        q, ref = obj.get("question"), obj.get("reference")
+        if not isinstance(q, str) or not q.strip():
+            errors.append(f"  line {lineno}: 'question' must be a non-empty string (got {q!r})")
+            continue
+        if ref is not None and not isinstance(ref, str):
+            errors.append(f"  line {lineno}: 'reference' must be a string (got {ref!r})")
+            continue
+        rid = str(obj["id"]) if obj.get("id") is not None else str(len(records))
+        if rid in seen:
+            errors.append(f"  line {lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
+            continue
+        seen[rid] = lineno
+        ignored |= set(obj) - {"id", "question", "reference"}
+        records.append(PromptRecord(id=rid, question=q, reference=ref))
+    if errors:
+        raise ConfigError(f"{path}: {len(errors)} invalid line(s)\n" + "\n".join(errors))
+    if not records:
+        raise ConfigError(f"{path}: the prompt set is empty; write one JSON object per line with a 'question'")
+    if ignored:
+        logger.warning("%s: ignoring unknown key(s) %s", path, sorted(ignored))
+    return records
+
+
+def load_persona(path: str | Path) -> Persona:
+    """Read a persona from ``.json`` or YAML; ConfigError naming the file and fields."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: invalid JSON: {err}") from None
+    else:
+        data = load_yaml(path)
+    return validate_model(Persona, data, source=str(path))
+
+
+def format_context(facts: tuple[str, ...]) -> str:
+    """Facts as the ``{context}`` field: one ``- fact`` line each."""
+    return "\n".join(f"- {f}" for f in facts)
+
+
+def default_system_prompt(persona: Persona, context: str) -> str:
+    """The system prompt used when a persona is given and ``system_prompt`` is not."""
+    parts = [f"You are {persona.name}." if persona.name else "Stay in character."]
+    if persona.profile:
+        parts.append(persona.profile)
+    if persona.examples:
+        parts.append(f"Example dialogue:\n{persona.examples}")
+    if context:
+        parts.append(f"Facts about you:\n{context}")
+    return "\n\n".join(parts)

@@ -1,0 +1,226 @@
+"""The chat-completions client of the LLM judges: any OpenAI-compatible endpoint.
+
+Policy (ours, not the ``openai`` library's: its own ``max_retries`` is 0):
+
+- at most ``max_concurrency`` requests in flight (one asyncio.Semaphore per client);
+- each attempt abandoned after ``timeout`` seconds;
+- 408/409/429/5xx, timeouts and connection errors are retried with exponential backoff
+  plus jitter (``Retry-After`` honoured), ``max_attempts`` attempts in all;
+- 401/403 raise :class:`JudgeAuthError` at once; 404 (unknown model or path) raises
+  :class:`JudgeError` at once; other 4xx fail only that request (:class:`RequestFailed`).
+
+The API key is read from the environment variable named by ``api_key_env`` when the
+client is built; it is never logged, never put in messages and never cached. Local
+endpoints (localhost, 127.0.0.1, ::1) may go without a key.
+
+Thread safety: ``acomplete`` runs on the client's private loop (:attr:`loop`); call it
+through ``client.loop.run(...)`` from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from typing import Any
+from urllib.parse import urlparse
+
+from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError
+from evomerge.judge._loop import LoopThread
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ChatClient", "RequestFailed", "resolve_api_key"]
+
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+_NO_KEY = "EMPTY"  # what vLLM and friends accept when they run without --api-key
+
+
+class RequestFailed(JudgeError):
+    """One request failed for good (retries exhausted, or a 4xx that retrying cannot fix)."""
+
+
+def _is_local(endpoint: str) -> bool:
+    return (urlparse(endpoint).hostname or "") in _LOCAL_HOSTS
+
+
+def resolve_api_key(endpoint: str, api_key_env: str | None) -> str:
+    """The API key for ``endpoint``: from ``$api_key_env``; none needed for local endpoints.
+
+    A non-local endpoint without ``api_key_env`` falls back to ``OPENAI_API_KEY``.
+    Raises ConfigError naming the variable when it is unset or empty.
+    """
+    if api_key_env:
+        key = os.environ.get(api_key_env, "")
+        if not key:
+            raise ConfigError(
+                f"api_key_env: environment variable {api_key_env!r} is not set or empty; "
+                f"export {api_key_env}=<key for {endpoint}> (or drop api_key_env for a local endpoint without a key)"
+            )
+        return key
+    if _is_local(endpoint):
+        return _NO_KEY
+    key = os.environ.get("OPENAI_API_KEY", "")
+    if not key:
+        raise ConfigError(
+            f"api_key_env: not given for the non-local endpoint {endpoint!r} and OPENAI_API_KEY is not set; "
+            "set api_key_env to the name of the environment variable holding the key"
+        )
+    return key
+
+
+def _normalize_reply(resp: Any) -> dict[str, Any]:
+    """A ChatCompletion as plain JSON: ``{"choices": [{"content", "logprobs"}]}`` (cacheable)."""
+    choices = []
+    for ch in resp.choices:
+        positions = None
+        if ch.logprobs is not None and ch.logprobs.content is not None:
+            positions = [
+                {
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "top_logprobs": [{"token": x.token, "logprob": x.logprob} for x in (t.top_logprobs or [])],
+                }
+                for t in ch.logprobs.content
+            ]
+        choices.append({"content": ch.message.content or "", "logprobs": positions})
+    return {"choices": choices}
+
+
+class ChatClient:
+    """One endpoint + model. Keyword-only; see the module docstring for the retry policy."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        api_key_env: str | None = None,
+        max_concurrency: int = 8,
+        timeout: float = 60.0,
+        max_attempts: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency: must be >= 1 (got {max_concurrency})")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts: must be >= 1 (got {max_attempts})")
+        if timeout <= 0:
+            raise ConfigError(f"timeout: must be > 0 seconds (got {timeout})")
+        self.endpoint = endpoint.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._key = resolve_api_key(self.endpoint, api_key_env)
+        self.loop = LoopThread()
+        self._client: Any = None  # openai.AsyncOpenAI, created on the private loop
+        self._sem: asyncio.Semaphore | None = None
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"ChatClient(endpoint={self.endpoint!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def _ensure_client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            self._client = openai.AsyncOpenAI(
+                base_url=self.endpoint, api_key=self._key, max_retries=0, timeout=self.timeout + 5.0
+            )
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+        return self._client
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key and self._key != _NO_KEY else text
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        delay *= 0.5 + random.random() / 2  # jitter: half to full delay
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff))
+        return delay
+
+    async def acomplete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        top_logprobs: int | None = None,
+    ) -> dict[str, Any]:
+        """One chat completion with retries; returns the normalized reply.
+
+        Raises JudgeAuthError (401/403), JudgeError (404), RequestFailed (anything else
+        that did not succeed within ``max_attempts``).
+        """
+        import openai
+
+        client = self._ensure_client()
+        assert self._sem is not None
+        kwargs: dict[str, Any] = dict(model=self.model, messages=messages, n=n, temperature=temperature, max_tokens=max_tokens)
+        if top_logprobs is not None:
+            kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+        reason = ""
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                async with self._sem:
+                    resp = await asyncio.wait_for(client.chat.completions.create(**kwargs), timeout=self.timeout)
+                return _normalize_reply(resp)
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+                raise JudgeAuthError(
+                    f"judge endpoint {self.endpoint} refused the credentials (HTTP {err.status_code}) for model "
+                    f"{self.model!r}; check the key in ${self.api_key_env or 'OPENAI_API_KEY'} "
+                    f"(server said: {self._redact(str(err.message))[:200]})"
+                ) from None
+            except openai.NotFoundError as err:
+                raise JudgeError(
+                    f"judge endpoint {self.endpoint} answered 404 for model {self.model!r}: check --endpoint "
+                    f"(it should end in /v1) and --model ({self._redact(str(err.message))[:200]})"
+                ) from None
+            except openai.APIStatusError as err:
+                code = err.status_code
+                if code not in (408, 409, 429) and code < 500:
+                    raise RequestFailed(f"HTTP {code}: {self._redact(str(err.message))[:300]}") from None
+                reason = f"HTTP {code}"
+                retry_after = _retry_after(err.response.headers.get("retry-after"))
+            except (openai.APITimeoutError, asyncio.TimeoutError):
+                reason = f"timed out after {self.timeout:g}s"
+            except openai.APIConnectionError as err:
+                reason = f"connection error ({type(err.__cause__ or err).__name__})"
+            except openai.APIError as err:  # e.g. a reply that is not a chat completion
+                raise RequestFailed(f"bad reply: {self._redact(str(err))[:300]}") from None
+            if attempt < self.max_attempts:
+                delay = self._delay(attempt, retry_after)
+                logger.warning(
+                    "judge request to %s failed (%s); retry %d/%d in %.2fs",
+                    self.endpoint, reason, attempt, self.max_attempts - 1, delay,
+                )
+                await asyncio.sleep(delay)
+        raise RequestFailed(f"gave up after {self.max_attempts} attempt(s): {reason}")
+
+    async def _aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the private loop (idempotent)."""
+        if self.loop.started:
+            self.loop.run(self._aclose())
+        self.loop.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

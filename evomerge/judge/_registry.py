@@ -1,0 +1,171 @@
+"""Finding a judge by name: local judges, plugins, then LLM judge YAMLs.
+
+Lookup order for a judge type name:
+
+1. the local judges shipped here (:data:`LOCAL_JUDGES`);
+2. judges registered in this process with :func:`register_judge`;
+3. plugins: entry points in the group ``evomerge.judges`` whose value is a factory
+   ``factory(*, name: str, options: Mapping, context: JudgeContext) -> Judge``;
+4. LLM judge YAMLs: the shipped ones, then ``./judges``, then ``judges_dirs`` (later
+   folders override earlier ones).
+
+An unknown name is a ConfigError listing every available name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from evomerge.exceptions import ConfigError
+from evomerge.judge._cache import JudgeCache
+from evomerge.judge._client import ChatClient
+from evomerge.judge._context import JudgeContext
+from evomerge.judge._embedding import EmbeddingSimilarityJudge
+from evomerge.judge._llm import LLMJudge
+from evomerge.judge._local import LengthJudge, StyleMarkersJudge
+from evomerge.judge._perplexity import PerplexityJudge
+from evomerge.judge._reference import BleuJudge, ChrfJudge, FactRecallJudge
+from evomerge.judge._spec import definition_with_overrides, discover_llm_judges, load_llm_judge
+from evomerge.judge._types import Judge
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LOCAL_JUDGES",
+    "LLM_OVERRIDABLE",
+    "JudgeFactory",
+    "available_judges",
+    "build_judge",
+    "is_code_judge",
+    "register_judge",
+]
+
+ENTRY_POINT_GROUP = "evomerge.judges"
+JudgeFactory = Callable[..., Judge]  # factory(*, name, options, context) -> Judge
+
+LOCAL_JUDGES: dict[str, JudgeFactory] = {
+    "bleu": BleuJudge.from_options,
+    "chrf": ChrfJudge.from_options,
+    "embedding_similarity": EmbeddingSimilarityJudge.from_options,
+    "fact_recall": FactRecallJudge.from_options,
+    "length": LengthJudge.from_options,
+    "perplexity": PerplexityJudge.from_options,
+    "style_markers": StyleMarkersJudge.from_options,
+}
+# The fields of a judge YAML that a run.yaml may override per judge instance (``options:``).
+LLM_OVERRIDABLE = ("samples", "temperature", "max_tokens", "top_logprobs")
+
+_REGISTERED: dict[str, JudgeFactory] = {}
+
+
+def register_judge(name: str, factory: JudgeFactory, *, replace: bool = False) -> None:
+    """Make ``name`` build judges with ``factory`` in this process (plugins use entry points)."""
+    if not replace and (name in LOCAL_JUDGES or name in _REGISTERED):
+        raise ValueError(f"judge {name!r} is already registered; pass replace=True to override it")
+    _REGISTERED[name] = factory
+
+
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, str]:
+    """Every judge name -> where it comes from (``local``, ``registered``, ``plugin ...``, a YAML path)."""
+    out: dict[str, str] = {}
+    for name, path in discover_llm_judges(judges_dirs).items():
+        out[name] = str(path)
+    for name, ep in _plugins().items():
+        out[name] = f"plugin {ep.value}"
+    out.update(dict.fromkeys(_REGISTERED, "registered"))
+    out.update(dict.fromkeys(LOCAL_JUDGES, "local"))
+    return dict(sorted(out.items()))
+
+
+def _code_factory(type_name: str) -> JudgeFactory | None:
+    if type_name in LOCAL_JUDGES:
+        return LOCAL_JUDGES[type_name]
+    if type_name in _REGISTERED:
+        return _REGISTERED[type_name]
+    ep = _plugins().get(type_name)
+    if ep is not None:
+        factory: JudgeFactory = ep.load()
+        return factory
+    return None
+
+
+def build_judge(
+    type_name: str,
+    *,
+    name: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    judges_dirs: Iterable[str | Path] = (),
+    endpoint: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    client: ChatClient | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    clients: dict[tuple[Any, ...], ChatClient] | None = None,
+    cache: JudgeCache | None = None,
+    context: JudgeContext | None = None,
+) -> Judge:
+    """Build the judge ``type_name`` as instance ``name`` (default: the type name).
+
+    For LLM judges ``endpoint``/``model``/``api_key_env`` override the YAML's defaults and
+    ``options`` may override :data:`LLM_OVERRIDABLE`. Pass ``client`` to use that client, or
+    ``clients`` (a dict the caller keeps and closes) to share one client, hence one
+    connection pool and concurrency bound, per endpoint/model/key/settings; otherwise a
+    client is created and owned (closed) by the judge.
+    Raises ConfigError for unknown names and bad options.
+    """
+    name = name or type_name
+    options = dict(options or {})
+    context = context or JudgeContext(source=f"judge {name!r} options")
+    dirs = list(judges_dirs)
+    factory = _code_factory(type_name)
+    if factory is not None:
+        return factory(name=name, options=options, context=context)
+    yamls = discover_llm_judges(dirs)
+    if type_name not in yamls:
+        choices = ", ".join(available_judges(dirs))
+        raise ConfigError(f"Unknown judge {type_name!r}. Available: {choices} (or add judges/{type_name}.yaml)")
+    path = yamls[type_name]
+    defn = load_llm_judge(path)
+    bad = sorted(set(options) - set(LLM_OVERRIDABLE))
+    if bad:
+        raise ConfigError(
+            f"{context.source}: LLM judge {type_name!r} does not take option(s) {', '.join(bad)}. "
+            f"Allowed: {', '.join(LLM_OVERRIDABLE)}"
+        )
+    if options:
+        defn = definition_with_overrides(defn, options, source=context.source)
+    owns = client is None and clients is None
+    if client is None:
+        endpoint = endpoint or defn.endpoint
+        model = model or defn.model
+        if not endpoint or not model:
+            raise ConfigError(
+                f"judge {name!r} is an LLM judge ({path}); it needs an endpoint and a model, e.g. "
+                "--endpoint http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct "
+                "(in run.yaml: judging.judges.<name>.endpoint / .model)"
+            )
+        kw: dict[str, Any] = dict(
+            endpoint=endpoint, model=model, api_key_env=api_key_env or defn.api_key_env, **dict(client_options or {})
+        )
+        key = tuple(sorted((k, repr(v)) for k, v in kw.items()))
+        if clients is not None and key in clients:
+            client = clients[key]
+        else:
+            client = ChatClient(**kw)
+            if clients is not None:
+                clients[key] = client
+    return LLMJudge(name=name, definition=defn, client=client, cache=cache, owns_client=owns, progress=context.progress)
+
+
+def is_code_judge(type_name: str) -> bool:
+    """True for local, registered and plugin judges; False for LLM judge YAMLs (or unknown names)."""
+    return _code_factory(type_name) is not None

@@ -1,0 +1,189 @@
+"""LLM judge definitions: one YAML file per judge, found in an ordered list of folders.
+
+A judge YAML (see ``evomerge/data/judges/*.yaml``)::
+
+    description: Does the answer sound like the character?
+    system_prompt: You are a strict evaluator ...
+    user_template: |
+      Profile: {profile}
+      Question: {question}
+      Answer: {answer}
+    scale: {min: 1, max: 7}
+    parsing: last_line_integer        # or logprob_expectation
+    samples: 1                        # n replies per answer, averaged (NaN ones dropped)
+    temperature: 0.0
+    max_tokens: 512
+
+The judge's name is the file's stem. Templates may use only the placeholders in
+:data:`TEMPLATE_FIELDS`; literal braces are written ``{{`` and ``}}``. Both are checked
+when the file is loaded, so a typo fails before any request is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from evomerge._yaml import load_yaml_model
+from evomerge.judge._types import Sample
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TEMPLATE_FIELDS",
+    "LLMJudgeDefinition",
+    "Scale",
+    "builtin_judges_dir",
+    "definition_with_overrides",
+    "discover_llm_judges",
+    "load_llm_judge",
+    "render_messages",
+]
+
+TEMPLATE_FIELDS: tuple[str, ...] = ("profile", "examples", "question", "answer", "reference", "context", "facts")
+
+
+def _placeholders(template: str) -> list[str]:
+    """The field names used by a ``str.format`` template; raises ValueError on bad syntax."""
+    names = []
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is not None:
+            names.append(field)
+    return names
+
+
+def _check_template(template: str) -> str:
+    try:
+        names = _placeholders(template)
+    except ValueError as err:  # e.g. a single '{' or '}'
+        raise ValueError(f"invalid template syntax ({err}); write literal braces as '{{{{' and '}}}}'") from None
+    bad = sorted({n for n in names if n not in TEMPLATE_FIELDS})
+    if bad:
+        shown = ", ".join("{" + n + "}" for n in bad)
+        raise ValueError(f"unknown placeholder(s) {shown}. Allowed: " + ", ".join(TEMPLATE_FIELDS))
+    return template
+
+
+class Scale(BaseModel):
+    """The integer score range, inclusive."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min: int = 1
+    max: int = 7
+
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, v: int, info: ValidationInfo) -> int:
+        lo = info.data.get("min")
+        if lo is not None and lo >= v:
+            raise ValueError(f"must be above scale.min ({lo})")
+        return v
+
+
+class LLMJudgeDefinition(BaseModel):
+    """The content of one judge YAML file (the name is the file stem)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str = ""
+    system_prompt: str = ""
+    user_template: str
+    scale: Scale = Scale()
+    parsing: Literal["last_line_integer", "logprob_expectation"] = "last_line_integer"
+    samples: int = Field(1, ge=1, le=64)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(512, ge=1)
+    top_logprobs: int = Field(20, ge=1, le=20)
+    # Defaults for the endpoint; a run.yaml or the CLI overrides them.
+    endpoint: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+
+    @field_validator("system_prompt", "user_template")
+    @classmethod
+    def _templates(cls, v: str) -> str:
+        return _check_template(v)
+
+    @field_validator("user_template")
+    @classmethod
+    def _shows_answer(cls, v: str) -> str:
+        if "answer" not in _placeholders(v):
+            raise ValueError("the user template must contain {answer}")
+        return v
+
+
+def _field_values(sample: Sample) -> dict[str, str]:
+    return {
+        "profile": sample.profile,
+        "examples": sample.examples,
+        "question": sample.question,
+        "answer": sample.answer,
+        "reference": sample.reference or "",
+        "context": sample.context,
+        "facts": "\n".join(f"- {f}" for f in sample.facts),
+    }
+
+
+def render_messages(defn: LLMJudgeDefinition, sample: Sample) -> list[dict[str, str]]:
+    """The chat messages sent to the judge for ``sample`` (system first when set)."""
+    values = _field_values(sample)
+    messages = []
+    if defn.system_prompt.strip():
+        messages.append({"role": "system", "content": defn.system_prompt.format_map(values).strip()})
+    messages.append({"role": "user", "content": defn.user_template.format_map(values).strip()})
+    return messages
+
+
+def load_llm_judge(path: str | Path) -> LLMJudgeDefinition:
+    """Load and check one judge YAML. Raises ConfigError naming the file and field."""
+    return load_yaml_model(LLMJudgeDefinition, path)
+
+
+def builtin_judges_dir() -> Path:
+    """The folder of judge YAMLs shipped inside the package."""
+    return Path(str(resources.files("evomerge") / "data" / "judges"))
+
+
+def _search_dirs(extra: Iterable[str | Path]) -> list[Path]:
+    dirs = [builtin_judges_dir()]
+    local = Path("judges")  # a judges/ folder in the working directory, if any
+    if local.is_dir():
+        dirs.append(local)
+    dirs.extend(Path(d) for d in extra)
+    return dirs
+
+
+def discover_llm_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, Path]:
+    """Judge name -> YAML path, searching the shipped judges, then ``./judges``, then ``judges_dirs``.
+
+    Later folders override earlier ones; each override is logged. A folder in
+    ``judges_dirs`` that does not exist is a ConfigError.
+    """
+    from evomerge.exceptions import ConfigError
+
+    extra = list(judges_dirs)
+    for d in extra:
+        if not Path(d).is_dir():
+            raise ConfigError(f"judges_dirs: {str(d)!r} is not a folder; pass a folder of judge *.yaml files")
+    found: dict[str, Path] = {}
+    for folder in _search_dirs(extra):
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            old = found.get(path.stem)
+            if old is not None and old.resolve() != path.resolve():
+                logger.info("Judge %r from %s overrides the one in %s", path.stem, path, old)
+            found[path.stem] = path
+    return found
+
+
+def definition_with_overrides(defn: LLMJudgeDefinition, overrides: Mapping[str, Any], *, source: str) -> LLMJudgeDefinition:
+    """``defn`` with some fields replaced (e.g. ``samples`` from a run.yaml), re-validated."""
+    from evomerge._yaml import validate_model
+
+    return validate_model(LLMJudgeDefinition, {**defn.model_dump(), **overrides}, source=source)

@@ -1,0 +1,215 @@
+"""Per-source precomputations that do not change between merges of the same pool.
+
+They let :class:`~evomerge.merge.MergeEngine` merge without sorting or drawing random
+numbers per trial, and the streaming merge compute exactly the same numbers:
+
+- ``rank``: int32, the position of each element of ``|delta|`` in descending order
+  (stable), so TIES' top-k mask is ``rank < k`` and breadcrumbs' is ``lo <= rank < hi``;
+- ``row_rank``: int32, the ascending rank of ``|delta|`` within its row (along dim 1;
+  1-D tensors are one row), for DELLA's rank-dependent keep probabilities;
+- ``noise``: int16 uniform integers from a generator seeded by (seed, tensor, source), so a
+  DARE/DELLA mask is ``noise < threshold`` and the same seed always gives the same model;
+- ``noise_l1``: for tensors of at least :data:`NOISE_TABLE_MIN` elements, the cumulative L1
+  of ``delta`` over noise values (``table[T] = sum |delta| where noise + 32768 < T``), so
+  DARE's L1 rescale needs no extra pass;
+- ``l1``: ``sum |delta|``; ``slerp``: norms and cosine of ``base`` and ``base + delta``.
+
+All functions are pure; flat tensors follow ``delta``'s row-major (contiguous) layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import torch
+
+from evomerge.merge.methods._spec import Need
+
+__all__ = [
+    "CHUNK",
+    "NOISE_LEVELS",
+    "NOISE_TABLE_MIN",
+    "SlerpStats",
+    "SourceAux",
+    "build_aux",
+    "l1_norm",
+    "magnitude_rank",
+    "make_noise",
+    "noise_l1_table",
+    "noise_seed",
+    "row_rank",
+    "slerp_stats",
+]
+
+CHUNK = 1 << 16  # elements per chunk in the merge kernels (fits L2 with a few sources)
+NOISE_LEVELS = 1 << 16  # int16 noise: 65536 equally likely values
+NOISE_TABLE_MIN = 1 << 20  # tensors this large get a cumulative-L1 table for DARE rescale
+_SLERP_CHUNK = 1 << 20  # mergekit's slerp statistics chunk
+
+
+@dataclass(frozen=True)
+class SlerpStats:
+    """Float32 statistics of ``v0 = base`` and ``v1 = base + delta`` (as mergekit computes them)."""
+
+    norm0: float
+    norm1: float
+    dot: float  # cosine, clamped to [-1, 1]
+
+
+@dataclass(frozen=True)
+class SourceAux:
+    """Precomputations for one source's task vector of one tensor (see module docstring)."""
+
+    l1: float | None = None
+    rank: torch.Tensor | None = None
+    row_rank: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    noise_l1: torch.Tensor | None = None
+    slerp: SlerpStats | None = None
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.rank, self.row_rank, self.noise, self.noise_l1) if t is not None)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1)  # [numel]
+
+
+def l1_norm(delta: torch.Tensor) -> float:
+    """``sum |delta|`` accumulated chunk by chunk in the tensor's precision (float32 for halves)."""
+    flat = _flat(delta)
+    total = 0.0
+    for s in range(0, flat.numel(), CHUNK):
+        c = flat[s : s + CHUNK]
+        if c.dtype in (torch.float16, torch.bfloat16):
+            c = c.float()
+        total += float(torch.linalg.vector_norm(c, ord=1))
+    return total
+
+
+def magnitude_rank(delta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: each element's position in ``|delta|`` sorted descending (stable)."""
+    mag = _flat(delta).abs().float()
+    order = torch.argsort(mag, descending=True, stable=True)
+    del mag
+    rank = torch.empty(order.numel(), dtype=torch.int32, device=order.device)
+    rank.scatter_(0, order, torch.arange(order.numel(), dtype=torch.int32, device=order.device))
+    return rank
+
+
+def _rows(delta: torch.Tensor) -> torch.Tensor:
+    """The view DELLA ranks along dim 1: 1-D (or 0-D) tensors are a single row."""
+    if delta.dim() < 2:
+        return delta.reshape(1, -1)  # [1, numel]
+    return delta
+
+
+def row_rank(delta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: the ascending rank (stable, 0-based) of ``|delta|`` along dim 1."""
+    mag = _rows(delta).abs().float()
+    order = torch.argsort(mag, dim=1, stable=True)
+    del mag
+    ar = torch.arange(order.shape[1], dtype=torch.int32, device=order.device)
+    ar = ar.view(1, -1, *([1] * (order.dim() - 2))).expand(order.shape)  # broadcast along dim 1
+    rank = torch.empty(order.shape, dtype=torch.int32, device=order.device)
+    rank.scatter_(1, order, ar)
+    return rank.reshape(-1)  # [numel]
+
+
+def row_length(delta: torch.Tensor) -> int:
+    """The length of DELLA's rows (dim 1, or the whole tensor when 1-D)."""
+    return int(_rows(delta).shape[1])
+
+
+def noise_seed(seed: int, tensor_name: str, source_key: str) -> int:
+    """A 63-bit generator seed for (seed, tensor, source); stable across runs and platforms."""
+    h = hashlib.blake2b(f"{int(seed)}\0{tensor_name}\0{source_key}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+def make_noise(
+    numel: int, *, seed: int, tensor_name: str, source_key: str, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """int16 ``[numel]`` uniform over [-32768, 32767], drawn on the CPU (same on every device)."""
+    gen = torch.Generator(device="cpu").manual_seed(noise_seed(seed, tensor_name, source_key))
+    noise = torch.randint(-(NOISE_LEVELS // 2), NOISE_LEVELS // 2, (numel,), generator=gen, dtype=torch.int16)
+    return noise.to(device)
+
+
+def noise_l1_table(delta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """float32 ``[65537]``: ``table[T] = sum |delta|`` over elements with ``noise + 32768 < T``.
+
+    Histogrammed in float64 chunk by chunk, so building it takes bounded scratch memory.
+    """
+    flat = _flat(delta)
+    hist = torch.zeros(NOISE_LEVELS, dtype=torch.float64, device=flat.device)
+    for s in range(0, flat.numel(), _SLERP_CHUNK):
+        bins = noise[s : s + _SLERP_CHUNK].to(torch.int64) + NOISE_LEVELS // 2
+        hist += torch.bincount(bins, weights=flat[s : s + _SLERP_CHUNK].abs().double(), minlength=NOISE_LEVELS)
+    table = torch.zeros(NOISE_LEVELS + 1, dtype=torch.float64, device=flat.device)
+    torch.cumsum(hist, 0, out=table[1:])
+    return table.float()
+
+
+def slerp_stats(base: torch.Tensor, delta: torch.Tensor) -> SlerpStats:
+    """Norms of ``v0 = base``, ``v1 = base + delta`` and their cosine, in float32 as mergekit.
+
+    Norms are norms of per-chunk norms; the cosine sums products of normalized chunks.
+    """
+    work = torch.float64 if base.dtype == torch.float64 else torch.float32
+    b, d = _flat(base), _flat(delta)
+    n0_parts, n1_parts = [], []
+    for s in range(0, b.numel(), _SLERP_CHUNK):
+        x = b[s : s + _SLERP_CHUNK].to(work)
+        y = x + d[s : s + _SLERP_CHUNK].to(work)
+        n0_parts.append(torch.linalg.vector_norm(x))
+        n1_parts.append(torch.linalg.vector_norm(y))
+    if not n0_parts:
+        return SlerpStats(1.0, 1.0, 1.0)
+    n0 = torch.linalg.vector_norm(torch.stack(n0_parts))
+    n1 = torch.linalg.vector_norm(torch.stack(n1_parts))
+    n0 = torch.where(n0 > 1e-8, n0, torch.ones_like(n0))
+    n1 = torch.where(n1 > 1e-8, n1, torch.ones_like(n1))
+    dots = []
+    for s in range(0, b.numel(), _SLERP_CHUNK):
+        x = b[s : s + _SLERP_CHUNK].to(work)
+        y = x + d[s : s + _SLERP_CHUNK].to(work)
+        dots.append(((x / n0) * (y / n1)).sum())
+    dot = torch.stack(dots).sum().clamp(-1, 1)
+    return SlerpStats(float(n0), float(n1), float(dot))
+
+
+def build_aux(
+    needs: Iterable[Need],
+    base: torch.Tensor,
+    delta: torch.Tensor,
+    *,
+    seed: int,
+    tensor_name: str,
+    source_key: str,
+    previous: SourceAux | None = None,
+) -> SourceAux:
+    """Compute the precomputations ``needs`` for one source's ``delta`` of ``tensor_name``.
+
+    ``previous`` keeps what was already computed (only the missing entries are added).
+    ``source_key`` identifies the source for the noise (e.g. its model reference).
+    """
+    aux = previous or SourceAux()
+    needs = set(needs)
+    if aux.l1 is None:
+        aux = replace(aux, l1=l1_norm(delta))
+    if Need.MAGNITUDE_RANK in needs and aux.rank is None:
+        aux = replace(aux, rank=magnitude_rank(delta))
+    if Need.ROW_RANK in needs and aux.row_rank is None:
+        aux = replace(aux, row_rank=row_rank(delta))
+    if (Need.NOISE in needs or Need.NOISE_L1 in needs) and aux.noise is None:
+        noise = make_noise(delta.numel(), seed=seed, tensor_name=tensor_name, source_key=source_key, device=delta.device)
+        aux = replace(aux, noise=noise)
+    if Need.NOISE_L1 in needs and aux.noise_l1 is None and delta.numel() >= NOISE_TABLE_MIN:
+        assert aux.noise is not None
+        aux = replace(aux, noise_l1=noise_l1_table(delta, aux.noise))
+    if Need.SLERP_STATS in needs and aux.slerp is None:
+        aux = replace(aux, slerp=slerp_stats(base, delta))
+    return aux

@@ -1,0 +1,294 @@
+"""The dispatch loop: ask a trial whenever a worker is free, tell results as they arrive.
+
+No worker waits for the slowest trial of a generation: CMA-ES asks beyond the current
+generation are answered by optuna from the same distribution. An evaluation that fails
+is retried (``retries`` times), then told FAIL with its error; a worker that dies is
+replaced and its trial retried (a death counts as an attempt, with at least one retry).
+Ctrl-C marks the trials in flight FAIL ``interrupted`` and re-enqueues their parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from evomerge.search._space import SearchSpace
+from evomerge.search._study import distributions, recover_interrupted
+from evomerge.search._types import TrialResult
+from evomerge.search._workers import Slot, WorkerGroup, short_cause
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Driver", "DriverStats"]
+
+_SAMPLE_LIMIT = 3
+
+
+@dataclass
+class _Job:
+    trial: optuna.Trial
+    recipe: dict[str, Any]
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Running:
+    job: _Job
+    slot: Slot
+    started: float
+
+
+@dataclass
+class DriverStats:
+    """Counters of one driver session."""
+
+    finished_before: int = 0
+    n_complete: int = 0
+    n_failed: int = 0
+    overhead_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    best_values: list[float] | None = None
+    best_trial: int | None = None
+
+    @property
+    def finished_now(self) -> int:
+        return self.n_complete + self.n_failed
+
+
+class Driver:
+    """One search session over ``study`` with the workers of ``group``. Single-threaded."""
+
+    def __init__(
+        self,
+        *,
+        study: optuna.Study,
+        space: SearchSpace,
+        group: WorkerGroup,
+        target: int,
+        finished: int,
+        retries: int,
+        trial_timeout_s: float | None,
+        progress: bool,
+        desc: str = "search",
+    ) -> None:
+        self.study = study
+        self.space = space
+        self.group = group
+        self.target = target
+        self.retries = retries
+        self.trial_timeout_s = trial_timeout_s
+        self.stats = DriverStats(finished_before=finished)
+        self._dists: dict[str, BaseDistribution] = dict(distributions(space))
+        self._queue: deque[_Job] = deque()
+        self._running: dict[Any, _Running] = {}  # ObjectRef -> running trial
+        self._busy: set[int] = set()  # slot indices with a trial
+        self._directions = [d.name.lower() for d in study.directions]
+        self._init_best()
+        self._bar = tqdm(total=target, initial=min(finished, target), disable=not progress, desc=desc, unit="trial", dynamic_ncols=True)
+        self._update_bar()
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    @property
+    def finished(self) -> int:
+        return self.stats.finished_before + self.stats.finished_now
+
+    def _init_best(self) -> None:
+        if len(self._directions) != 1:
+            return
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if done:
+            best = self.study.best_trial
+            self.stats.best_values, self.stats.best_trial = list(best.values), best.number
+
+    def _note_best(self, number: int, values: list[float]) -> None:
+        if len(values) != 1:
+            return
+        better = self.stats.best_values is None or (
+            values[0] > self.stats.best_values[0] if self._directions[0] == "maximize" else values[0] < self.stats.best_values[0]
+        )
+        if better:
+            self.stats.best_values, self.stats.best_trial = list(values), number
+
+    def _update_bar(self) -> None:
+        elapsed = max(time.monotonic() - self.stats.started, 1e-9)
+        post: dict[str, Any] = {"per_h": f"{3600 * self.stats.finished_now / elapsed:.0f}"}
+        if self.stats.best_values is not None:
+            post["best"] = f"{self.stats.best_values[0]:.4g}"
+        if self.stats.n_failed:
+            post["failed"] = self.stats.n_failed
+        self._bar.set_postfix(post, refresh=False)
+        self._bar.refresh()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run until ``target`` trials are finished. Returns ``"done"``, ``"interrupted"``
+        (Ctrl-C / SIGTERM) or ``"workers_lost"`` (every worker dead, restarts spent).
+        The study is left resumable in every case."""
+        try:
+            while True:
+                if self.finished >= self.target and not self._running:
+                    return "done"
+                self._dispatch()
+                refs = list(self._running) + self.group.starting_refs()
+                if not refs:
+                    if self.group.all_dead or not self.group.ready_slots:
+                        return self._stop("workers_lost")
+                    if self.finished >= self.target:
+                        return "done"
+                    continue
+                ready, _ = self.group.ray.wait(refs, num_returns=1, timeout=0.5)
+                for ref in ready:
+                    if ref in self._running:
+                        self._on_result(ref)
+                    else:
+                        self.group.on_started(ref)
+                self._check_timeouts()
+                self.group.check_start_deadlines()
+        except KeyboardInterrupt:
+            return self._stop("interrupted")
+        finally:
+            self._bar.close()
+
+    def _dispatch(self) -> None:
+        for slot in self.group.ready_slots:
+            if slot.index in self._busy:
+                continue
+            job: _Job | None
+            if self._queue:
+                job = self._queue.popleft()
+            elif self.finished + len(self._running) + len(self._queue) < self.target:
+                job = self._ask()
+            else:
+                return
+            if job is None:
+                continue
+            ref = slot.actor.evaluate.remote(job.trial.number, job.recipe)
+            self._running[ref] = _Running(job=job, slot=slot, started=time.monotonic())
+            self._busy.add(slot.index)
+
+    def _ask(self) -> _Job | None:
+        t0 = time.perf_counter()
+        trial = self.study.ask(self._dists)
+        try:
+            recipe = self.space.decode(self.space.from_params(trial.params)).to_mergekit_dict()
+        except Exception as err:  # a bad genome fails its trial, not the study
+            trial.set_user_attr("error", f"cannot decode: {err}")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.stats.n_failed += 1
+            self._bar.update(1)
+            return None
+        trial.set_user_attr("recipe", recipe)
+        self.stats.overhead_s += time.perf_counter() - t0
+        return _Job(trial=trial, recipe=recipe)
+
+    def _release(self, ref: Any) -> _Running:
+        run = self._running.pop(ref)
+        self._busy.discard(run.slot.index)
+        return run
+
+    def _on_result(self, ref: Any) -> None:
+        run = self._release(ref)
+        try:
+            data = self.group.ray.get(ref)
+        except self.group.ray.exceptions.RayError as err:  # the actor (or its node) died
+            reason = f"worker {run.slot.index} died: {short_cause(err)}"
+            self.group.replace(run.slot, reason)
+            self._failed(run.job, reason, None, max(self.retries, 1))
+            return
+        result = TrialResult(**data)
+        if result.ok:
+            self._tell_complete(run.job, result)
+        else:
+            self._failed(run.job, result.error or "failed", result, self.retries)
+
+    def _check_timeouts(self) -> None:
+        if self.trial_timeout_s is None:
+            return
+        now = time.monotonic()
+        for ref, run in list(self._running.items()):
+            if now - run.started > self.trial_timeout_s:
+                self._release(ref)
+                reason = f"trial timed out after {self.trial_timeout_s:g}s"
+                self.group.replace(run.slot, reason)
+                self._failed(run.job, reason, None, self.retries)
+
+    def _failed(self, job: _Job, reason: str, result: TrialResult | None, retries: int) -> None:
+        job.attempts += 1
+        job.errors.append(reason)
+        if job.attempts <= retries:
+            logger.info("trial %d failed (attempt %d), retrying: %s", job.trial.number, job.attempts, reason)
+            self._queue.appendleft(job)
+            return
+        t0 = time.perf_counter()
+        trial = job.trial
+        if result is not None:
+            self._set_result_attrs(trial, result)
+            if result.traceback:
+                trial.set_user_attr("traceback", result.traceback)
+        trial.set_user_attr("attempts", job.attempts)
+        trial.set_user_attr("error", reason)
+        if len(set(job.errors)) > 1:
+            trial.set_user_attr("errors", job.errors)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.stats.overhead_s += time.perf_counter() - t0
+        self.stats.n_failed += 1
+        logger.warning("trial %d failed after %d attempt(s): %s", trial.number, job.attempts, reason)
+        self._bar.update(1)
+        self._update_bar()
+
+    def _set_result_attrs(self, trial: optuna.Trial, result: TrialResult) -> None:
+        if result.scores:
+            trial.set_user_attr("scores", result.scores)
+        if result.samples:
+            trial.set_user_attr("samples", result.samples[:_SAMPLE_LIMIT])
+        trial.set_user_attr("timings", {k: round(v, 4) for k, v in result.timings.items()})
+        trial.set_user_attr("worker", result.worker)
+        trial.set_user_attr("node_id", result.node_id)
+        for key, value in result.extra.items():
+            trial.set_user_attr(key, value)
+
+    def _tell_complete(self, job: _Job, result: TrialResult) -> None:
+        t0 = time.perf_counter()
+        trial = job.trial
+        self._set_result_attrs(trial, result)
+        trial.set_user_attr("attempts", job.attempts + 1)
+        values = [float(v) for v in result.values or []]
+        self.study.tell(trial, values)
+        self.stats.overhead_s += time.perf_counter() - t0
+        self.stats.n_complete += 1
+        self._note_best(trial.number, values)
+        self._bar.update(1)
+        self._update_bar()
+
+    def _stop(self, why: str) -> str:
+        """Leave the study resumable: trials in flight or queued go back for re-asking."""
+        numbers = [r.job.trial.number for r in self._running.values()] + [j.trial.number for j in self._queue]
+        self._running.clear()
+        self._queue.clear()
+        if numbers:
+            recover_interrupted(self.study, trial_numbers=numbers)
+        if why == "interrupted":
+            logger.warning("interrupted: %d trial(s) finished; run the same command again to resume", self.finished)
+        return why
+
+    @property
+    def trials_per_hour(self) -> float:
+        elapsed = max(time.monotonic() - self.stats.started, 1e-9)
+        return 3600.0 * self.stats.finished_now / elapsed
+
+    @property
+    def mean_overhead_s(self) -> float:
+        n = self.stats.finished_now
+        return self.stats.overhead_s / n if n else math.nan

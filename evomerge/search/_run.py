@@ -1,0 +1,197 @@
+"""``run_search``: the ``evomerge search`` command as a library function."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from evomerge.config import RunConfig, load_run_config
+from evomerge.exceptions import SearchError
+from evomerge.search._build import build_space, open_pool
+from evomerge.search._cluster import plan_workers, ray_session
+from evomerge.search._driver import Driver
+from evomerge.search._post import post_search
+from evomerge.search._rundir import (
+    check_same_run,
+    driver_lock,
+    repair_journal,
+    stored_canonical,
+    write_run_yaml,
+)
+from evomerge.search._space import SearchSpace
+from evomerge.search._study import (
+    count_finished,
+    make_sampler,
+    make_storage,
+    open_study,
+    recover_interrupted,
+    storage_path,
+)
+from evomerge.search._types import SearchSummary
+from evomerge.search._workers import WorkerGroup
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["default_run_dir", "run_search"]
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / config.name
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread, so both stop the search cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
+def _prepare_study(config: RunConfig, run_dir: Path, space: SearchSpace, info: dict[str, Any]) -> optuna.Study:
+    """Open (or create) the study, recover a dead driver's trials, enqueue the start point."""
+    names, directions = list(info["objective_names"]), list(info["directions"])
+    storage = make_storage(run_dir, config.search.storage)
+    seed = config.search.seed + _existing_trials(storage, config.name)
+    sampler = make_sampler(config.search, n_objectives=len(directions), seed=seed)
+    study, created = open_study(storage=storage, study_name=config.name, sampler=sampler, directions=directions)
+    if created:
+        study.set_metric_names(names)
+        study.set_user_attr("objective_names", names)
+        study.set_user_attr("space", space.spec.name)
+        study.set_user_attr("sampler", config.search.sampler)
+        study.set_user_attr("genome", space.names_in_order)
+    stored_names = study.user_attrs.get("objective_names")
+    if stored_names is not None and list(stored_names) != names:
+        raise SearchError(f"the study's objectives are {stored_names}, the evaluator now gives {names}; use a new run directory")
+    recover_interrupted(study)
+    trials = study.get_trials(deepcopy=False)
+    if config.search.x0 == "equal" and not any(t.user_attrs.get("start_point") for t in trials):
+        study.enqueue_trial(space.to_params(space.x0()), user_attrs={"start_point": True})
+    return study
+
+
+def _summary(study: optuna.Study, run_dir: Path, target: int, stopped: str, driver: Driver | None, elapsed: float) -> SearchSummary:
+    n_complete, n_failed = count_finished(study)
+    directions = [d.name.lower() for d in study.directions]
+    best_trial: int | None = None
+    best_values: list[float] | None = None
+    if len(directions) == 1 and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        best = study.best_trial
+        best_trial, best_values = best.number, list(best.values)
+    return SearchSummary(
+        run_dir=run_dir, n_complete=n_complete, n_failed=n_failed, n_target=target, directions=directions,
+        best_trial=best_trial, best_values=best_values, stopped=stopped, elapsed_s=elapsed,
+        trials_per_hour=driver.trials_per_hour if driver is not None else 0.0,
+        driver_overhead_s=driver.mean_overhead_s if driver is not None else math.nan,
+        extra={"pareto_size": len(study.best_trials)} if len(directions) > 1 else {},
+    )
+
+
+def run_search(
+    run_yaml: str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    max_trials: int | None = None,
+    progress: bool = True,
+) -> SearchSummary:
+    """Run, or resume, the search of ``run_yaml`` in ``run_dir`` (default ``runs/<name>``).
+
+    Re-running with the same config on the same run directory resumes: completed trials
+    are kept, trials a dead driver left running are marked failed and re-asked, the
+    sampler's state carries over. ``max_trials`` replaces ``search.n_trials`` as the
+    number of finished trials to reach (COMPLETE + FAIL after retries). ``address`` joins
+    a Ray cluster (default: a local one on 127.0.0.1); ``workers`` overrides the number
+    of worker actors.
+
+    Raises ConfigError for a bad config or a run directory holding a different search,
+    and SearchError when no worker can start or every worker died (the run stays
+    resumable). Ctrl-C / SIGTERM during the search stop it cleanly and return with
+    ``stopped="interrupted"`` (during worker start-up, KeyboardInterrupt propagates).
+    """
+    started = time.monotonic()
+    config = load_run_config(run_yaml)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    target = max_trials if max_trials is not None else config.search.n_trials
+    if target < 1:
+        raise SearchError(f"--max-trials must be >= 1, got {target}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with driver_lock(run_dir):
+        stored = stored_canonical(run_dir)
+        if stored is not None:
+            check_same_run(stored, config.canonical(), run_dir=run_dir)
+        elif storage_path(run_dir, config.search.storage).exists():
+            raise SearchError(f"{run_dir} holds a study but no run.yaml; use a new run directory")
+        write_run_yaml(run_dir, config)
+        if config.search.storage == "journal":
+            repair_journal(storage_path(run_dir, "journal"))
+        space = build_space(config, open_pool(config))
+        logger.info("search space %s: %d dimensions, %d layer groups", space.spec.name, space.dim, space.num_groups)
+        driver: Driver | None = None
+        study: optuna.Study | None = None
+        stopped = "interrupted"
+        with _sigterm_as_interrupt(), ray_session(config.ray, address=address):
+            import ray
+
+            plan = plan_workers(config.workers, resources=ray.cluster_resources(), num=workers)
+            group = WorkerGroup(
+                config_data=config.model_dump(mode="json"), run_dir=run_dir.resolve(), plan=plan,
+                max_restarts=config.workers.max_restarts, start_timeout_s=config.workers.start_timeout_s,
+            )
+            try:
+                logger.info("starting %d %s worker(s)", plan.num, plan.device)
+                info = group.start()
+                study = _prepare_study(config, run_dir, space, info)
+                study.set_user_attr("n_target", target)
+                n_complete, n_failed = count_finished(study)
+                driver = Driver(
+                    study=study, space=space, group=group, target=target, finished=n_complete + n_failed,
+                    retries=config.search.retries, trial_timeout_s=config.search.trial_timeout_s,
+                    progress=progress, desc=config.name,
+                )
+                stopped = driver.run()
+            finally:
+                group.shutdown()
+        if study is None:  # pragma: no cover - group.start() raised instead
+            raise SearchError("the study could not be opened")
+        summary = _summary(study, run_dir, target, stopped, driver, time.monotonic() - started)
+    logger.info(
+        "search %s: %d complete, %d failed of %d; best trial %s %s",
+        stopped, summary.n_complete, summary.n_failed, target, summary.best_trial, summary.best_values,
+    )
+    if stopped == "workers_lost":
+        raise SearchError(
+            f"every worker died and none could be restarted ({summary.n_complete + summary.n_failed}/{target} trials "
+            f"finished); the run is resumable: fix the cluster and run the same command again"
+        )
+    if stopped == "done":
+        post_search(run_dir, config, study)
+    return summary

@@ -1,0 +1,131 @@
+"""The run directory: ``run.yaml`` (the config), the study, and the driver's lock.
+
+::
+
+    RUN_DIR/
+      run.yaml           the resolved run config (a resume must match it)
+      study.journal      the optuna study (or study.db with storage: sqlite)
+      driver.lock        held (flock) by the running driver
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evomerge._yaml import load_yaml
+from evomerge.config import RunConfig, load_run_config
+from evomerge.exceptions import ConfigError, SearchError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RUN_YAML",
+    "check_same_run",
+    "driver_lock",
+    "load_run_dir_config",
+    "repair_journal",
+    "stored_canonical",
+    "write_run_yaml",
+]
+
+RUN_YAML = "run.yaml"
+# fields that may differ on resume: the trial budget, and the folder paths were resolved from
+_RESUMABLE_CHANGES = ("search.n_trials", "root")
+
+
+@contextmanager
+def driver_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive ownership of ``run_dir`` for one driver; released when the process dies."""
+    path = Path(run_dir) / "driver.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = Path(path).read_text().strip() or "?"
+            raise SearchError(
+                f"another evomerge search (pid {other}) is running on {run_dir}; wait for it or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def repair_journal(path: Path) -> None:
+    """Make a journal written by a killed driver appendable again (call under the lock).
+
+    Drops a partially written last line (the driver died mid-write; that operation never
+    happened) and removes a lock file left behind by the dead process.
+    """
+    lock = Path(f"{path}.lock")
+    if lock.is_symlink() or lock.exists():
+        lock.unlink()
+        logger.warning("removed a stale journal lock %s left by a dead driver", lock)
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+        logger.warning("dropped a partial last line (%d bytes) from %s", len(data) - keep, path)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): data}
+
+
+def check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], *, run_dir: Path) -> None:
+    """Refuse to resume with a different config; only ``search.n_trials`` may change.
+
+    Raises ConfigError listing every differing field with both values.
+    """
+    a, b = _flatten(stored), _flatten(current)
+    diffs = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES]
+    if diffs:
+        lines = [f"  {k}: {a.get(k, '<unset>')!r} (run dir) != {b.get(k, '<unset>')!r} (now)" for k in diffs[:20]]
+        more = f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""
+        raise ConfigError(
+            f"{run_dir / RUN_YAML}: the run directory holds a search with a different config; "
+            "use another --run-dir, or restore these fields (only search.n_trials may change):\n"
+            + "\n".join(lines) + more
+        )
+
+
+def write_run_yaml(run_dir: Path, config: RunConfig) -> None:
+    """Write ``run.yaml`` atomically (the resolved config, absolute paths)."""
+    path = Path(run_dir) / RUN_YAML
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(config.canonical(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_run_dir_config(run_dir: Path) -> RunConfig:
+    """The config stored in ``run_dir``; a ConfigError when it is not a run directory."""
+    path = Path(run_dir) / RUN_YAML
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a search run directory: {RUN_YAML} is missing")
+    return load_run_config(path)
+
+
+def stored_canonical(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RUN_YAML
+    if not path.exists():
+        return None
+    data = load_yaml(path)
+    return dict(data) if isinstance(data, Mapping) else None

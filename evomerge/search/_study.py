@@ -1,0 +1,166 @@
+"""The Optuna study of a run: storage, sampler, start point, recovery after a crash.
+
+The driver is the only process that writes the study. Trial user attributes (readable in
+optuna-dashboard) written by the driver::
+
+    recipe       the trial's MergeRecipe as a mergekit dict (set when the trial is asked)
+    scores       per-judge mean scores            samples    a few {question, answer}
+    timings      {merge_s, generate_s, judge_s, total_s}
+    worker       worker index                     node_id    the Ray node that ran it
+    attempts     evaluations tried                error / traceback   why it failed
+    interrupted  True on a trial the driver lost (killed, Ctrl-C): its parameters are
+                 re-enqueued and it does not count as finished
+    retry_of     on a re-enqueued trial: the number of the interrupted trial
+    start_point  True on the enqueued start point x0
+
+``n_trials`` counts finished trials: COMPLETE plus FAIL (after retries), not interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from evomerge.config import SearchConfig
+from evomerge.exceptions import SearchError
+from evomerge.search._space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "INTERRUPTED_ERROR",
+    "count_finished",
+    "distributions",
+    "is_finished",
+    "make_sampler",
+    "make_storage",
+    "open_study",
+    "recover_interrupted",
+    "storage_path",
+]
+
+INTERRUPTED_ERROR = "driver died / interrupted"
+
+
+def storage_path(run_dir: Path, kind: str) -> Path:
+    return Path(run_dir) / ("study.journal" if kind == "journal" else "study.db")
+
+
+def make_storage(run_dir: Path, kind: str) -> BaseStorage:
+    """The run's storage: a journal file (default) or SQLite under ``run_dir``."""
+    path = storage_path(run_dir, kind)
+    if kind == "journal":
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    if kind == "sqlite":
+        return optuna.storages.RDBStorage(f"sqlite:///{path}")
+    raise SearchError(f"Unknown storage {kind!r}. Available: journal, sqlite")
+
+
+def make_sampler(cfg: SearchConfig, *, n_objectives: int, seed: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler. ``seed`` is the run's seed plus the number of trials already in
+    the study, so a resumed run does not replay the samples of its first part."""
+    name = cfg.sampler
+    if name == "cmaes":
+        if n_objectives > 1:
+            raise SearchError(
+                f"sampler cmaes optimizes one objective, the judges define {n_objectives}; "
+                "set search.sampler to nsga2 or tpe for a Pareto front"
+            )
+        return optuna.samplers.CmaEsSampler(seed=seed, popsize=cfg.population_size, warn_independent_sampling=False)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        kwargs: dict[str, Any] = {"seed": seed}
+        if cfg.population_size is not None:
+            kwargs["population_size"] = cfg.population_size
+        return optuna.samplers.NSGAIISampler(**kwargs)
+    raise SearchError(f"Unknown sampler {name!r}. Available: cmaes, tpe, random, nsga2")
+
+
+def distributions(space: SearchSpace) -> dict[str, FloatDistribution]:
+    """One float distribution per genome dimension, named as the space names them."""
+    return {d.name: FloatDistribution(d.bounds.low, d.bounds.high) for d in space.dimensions}
+
+
+def open_study(
+    *,
+    storage: BaseStorage,
+    study_name: str,
+    sampler: optuna.samplers.BaseSampler,
+    directions: Sequence[str],
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it if it exists (then its directions must match).
+
+    Returns ``(study, created)``.
+    """
+    try:
+        storage.get_study_id_from_name(study_name)
+        exists = True
+    except KeyError:
+        exists = False
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, sampler=sampler, directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
+        load_if_exists=True,
+    )
+    stored = [d.name.lower() for d in study.directions]
+    if stored != [d.lower() for d in directions]:
+        raise SearchError(
+            f"the run directory's study optimizes {stored}, the objective now gives {list(directions)}; "
+            "use a new run directory for different objectives"
+        )
+    return study, not exists
+
+
+def is_finished(t: FrozenTrial) -> bool:
+    """A trial that counts toward ``n_trials``: COMPLETE, or FAIL and not interrupted."""
+    if t.state == TrialState.COMPLETE:
+        return True
+    return t.state == TrialState.FAIL and not t.user_attrs.get("interrupted", False)
+
+
+def count_finished(study: optuna.Study) -> tuple[int, int]:
+    """``(n_complete, n_failed)``; interrupted trials are not counted."""
+    trials = study.get_trials(deepcopy=False)
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    n_failed = sum(t.state == TrialState.FAIL and is_finished(t) for t in trials)
+    return n_complete, n_failed
+
+
+def recover_interrupted(study: optuna.Study, *, error: str = INTERRUPTED_ERROR, trial_numbers: Sequence[int] | None = None) -> int:
+    """Mark RUNNING trials FAIL ``interrupted`` and re-enqueue their parameters.
+
+    Only the given ``trial_numbers`` when set (the driver's own in-flight trials at Ctrl-C),
+    else every RUNNING trial (left by a dead driver). The parameters are enqueued before
+    the trial is marked failed, and never twice, so a crash in between loses nothing.
+    Returns the number of trials recovered.
+    """
+    storage = study._storage
+    trials = study.get_trials(deepcopy=False)
+    waiting_for = {t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING}
+    recovered = 0
+    for t in trials:
+        if t.state != TrialState.RUNNING or (trial_numbers is not None and t.number not in trial_numbers):
+            continue
+        if t.params and t.number not in waiting_for:
+            attrs = {"retry_of": t.number}
+            if "start_point" in t.user_attrs:
+                attrs["start_point"] = True
+            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+        storage.set_trial_user_attr(t._trial_id, "error", error)
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        recovered += 1
+    if recovered:
+        logger.warning("marked %d interrupted trial(s) failed and re-enqueued their parameters", recovered)
+    return recovered

@@ -1,0 +1,76 @@
+"""The contract between the driver and its workers: TrialEvaluator and TrialResult."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from evomerge.merge.recipe import MergeRecipe
+
+__all__ = ["SearchSummary", "TrialEvaluator", "TrialResult"]
+
+
+@dataclass
+class TrialResult:
+    """What one evaluation produced. Crosses the Ray wire, so it holds only plain data.
+
+    ``values`` has one entry per objective when the evaluation succeeded; ``error`` is set
+    (and ``values`` None) when it failed. ``scores`` are per-judge means, ``samples`` a few
+    ``{"question", "answer"}`` dicts, ``timings`` seconds per stage.
+    """
+
+    trial_number: int
+    values: list[float] | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    samples: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
+    node_id: str = ""
+    error: str | None = None
+    traceback: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.values is not None and all(math.isfinite(v) for v in self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class TrialEvaluator(Protocol):
+    """Scores merge recipes; one instance lives in each worker for the whole run.
+
+    Built once per worker by a factory ``factory(config, *, device, worker_index, **options)``
+    (heavy state such as the model pool, merge engine, generator and judges stays resident).
+    ``evaluate`` is called from one thread at a time, with recipes in any order; it may
+    raise any exception, which fails that trial (the worker wraps it into a TrialResult
+    with the message and a traceback summary). ``objective_names`` and ``directions``
+    ("maximize" or "minimize", one per objective) are fixed for the evaluator's lifetime.
+    """
+
+    objective_names: list[str]
+    directions: list[str]
+
+    def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult: ...
+
+
+@dataclass
+class SearchSummary:
+    """What :func:`evomerge.search.run_search` returns."""
+
+    run_dir: Path
+    n_complete: int
+    n_failed: int
+    n_target: int
+    directions: list[str]
+    best_trial: int | None
+    best_values: list[float] | None
+    stopped: str  # "done", "interrupted", "workers_lost"
+    elapsed_s: float
+    trials_per_hour: float
+    driver_overhead_s: float  # mean driver-side seconds per finished trial (ask + tell + bookkeeping)
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,104 @@
+"""The worker: one per GPU (or CPU slot), holding its evaluator resident for the whole run.
+
+:class:`Worker` is a plain class; the driver wraps it with ``ray.remote`` and sends it the
+run config (as JSON data) and recipes (as mergekit dicts), never weights. Every method is
+called by Ray one at a time (the actor runs one task at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from evomerge.config import RunConfig
+from evomerge.merge.recipe import MergeRecipe
+from evomerge.search._build import build_evaluator
+from evomerge.search._types import TrialResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Worker", "resolve_device", "traceback_summary"]
+
+_TRACEBACK_CHARS = 4000
+
+
+def traceback_summary(err: BaseException) -> str:
+    """The last frames of ``err``'s traceback, at most a few thousand characters."""
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return text if len(text) <= _TRACEBACK_CHARS else "...\n" + text[-_TRACEBACK_CHARS:]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when this process sees a GPU, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Worker:
+    """Builds the evaluator once, then evaluates recipes until the driver lets it go."""
+
+    def __init__(self, config_data: dict[str, Any], run_dir: str, worker_index: int, device: str) -> None:
+        logging.getLogger("evomerge").setLevel(logging.WARNING)  # only the driver prints
+        self.config = RunConfig.model_validate(config_data)
+        self.worker_index = worker_index
+        self.device = resolve_device(device)
+        self.node_id = _node_id()
+        started = time.perf_counter()
+        self.evaluator = build_evaluator(
+            self.config, device=self.device, worker_index=worker_index, run_dir=Path(run_dir)
+        )
+        self.startup_s = time.perf_counter() - started
+
+    def describe(self) -> dict[str, Any]:
+        """Objective names and directions, plus where this worker runs."""
+        return {
+            "objective_names": list(self.evaluator.objective_names),
+            "directions": list(self.evaluator.directions),
+            "node_id": self.node_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": self.device,
+            "startup_s": self.startup_s,
+        }
+
+    def evaluate(self, trial_number: int, recipe_data: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate one recipe. Never raises: a failure comes back as a TrialResult with
+        ``error`` and ``traceback`` set."""
+        started = time.perf_counter()
+        try:
+            recipe = MergeRecipe.from_mergekit_dict(recipe_data, source=f"trial {trial_number}")
+            result = self.evaluator.evaluate(trial_number, recipe)
+            n_obj = len(self.evaluator.directions)
+            if result.error is None:
+                if result.values is None or len(result.values) != n_obj:
+                    got = None if result.values is None else len(result.values)
+                    result.error = f"the evaluator returned {got} value(s) for {n_obj} objective(s)"
+                elif not all(math.isfinite(v) for v in result.values):
+                    result.error = f"non-finite objective value(s) {result.values}"
+        except Exception as err:  # one trial fails, never the worker
+            result = TrialResult(trial_number=trial_number, error=f"{type(err).__name__}: {err}", traceback=traceback_summary(err))
+        result.trial_number = trial_number
+        result.worker = str(self.worker_index)
+        result.node_id = self.node_id
+        result.timings.setdefault("total_s", time.perf_counter() - started)
+        return result.to_dict()
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # not under Ray
+        pass
+    return socket.gethostname()

@@ -1,0 +1,197 @@
+"""Fake and deterministic trial evaluators for tests, benchmarks and demos.
+
+Plug one into a run with ``evaluator: {factory: "evomerge.testing.search:<factory>",
+options: {...}}`` in run.yaml. Options shared by every evaluator here (fault injection)::
+
+    fail_trials: [3]         raise in these trial numbers (every attempt)
+    fail_message: "boom"     the message raised
+    crash_once_trials: [5]   kill the worker process (os._exit) the first time these run
+    sleep_s: 0.1             seconds to sleep per evaluation (simulated work)
+
+- :func:`quadratic_evaluator`: ``-mean(((x - x*) / range)^2)`` of the recipe's genome ``x``
+  (``space.encode``) around a hidden optimum ``x*`` (value 0 at the optimum); with
+  ``n_objectives: 2`` a second optimum gives a trade-off (a Pareto front).
+- :func:`weight_distance_evaluator`: the real merge path: the recipe is materialized by
+  :class:`evomerge.merge.MergeEngine`, and the value is minus the distance of the merged
+  weights to a hidden target merge, relative to the start point's (start: -1, optimum: 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evomerge.config import RunConfig
+from evomerge.merge.recipe import MergeRecipe
+from evomerge.search._build import build_space, open_pool
+from evomerge.search._space import SearchSpace
+from evomerge.search._types import TrialResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FaultInjector",
+    "QuadraticEvaluator",
+    "WeightDistanceEvaluator",
+    "hidden_optimum",
+    "quadratic_evaluator",
+    "weight_distance_evaluator",
+]
+
+
+def hidden_optimum(space: SearchSpace, seed: int) -> np.ndarray:
+    """A deterministic point inside the space's bounds, away from the edges and the middle."""
+    rng = np.random.default_rng(seed)
+    lo, hi = space.lower, space.upper
+    return lo + (hi - lo) * rng.uniform(0.15, 0.85, size=space.dim)
+
+
+class FaultInjector:
+    """Raises, crashes or sleeps on the configured trial numbers (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        fail_trials: Sequence[int] = (),
+        fail_message: str = "injected failure",
+        crash_once_trials: Sequence[int] = (),
+        sleep_s: float = 0.0,
+        marker_dir: Path | None = None,
+    ) -> None:
+        self.fail_trials = set(fail_trials)
+        self.fail_message = fail_message
+        self.crash_once_trials = set(crash_once_trials)
+        self.sleep_s = sleep_s
+        self.marker_dir = marker_dir
+
+    def before(self, trial_number: int) -> None:
+        if trial_number in self.crash_once_trials and self.marker_dir is not None:
+            mark = self.marker_dir / "fault_marks" / f"crashed_{trial_number}"
+            if not mark.exists():
+                mark.parent.mkdir(parents=True, exist_ok=True)
+                mark.touch()
+                logger.warning("crashing this worker on trial %d (fault injection)", trial_number)
+                os._exit(3)
+        if self.sleep_s > 0:
+            time.sleep(self.sleep_s)
+        if trial_number in self.fail_trials:
+            raise RuntimeError(f"{self.fail_message} (trial {trial_number})")
+
+
+class QuadraticEvaluator:
+    """A deterministic function of the recipe's genome; needs no merge. Thread-safe."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        target: Sequence[float] | None = None,
+        seed: int = 1234,
+        n_objectives: int = 1,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        if n_objectives not in (1, 2):
+            raise ValueError(f"n_objectives must be 1 or 2, got {n_objectives}")
+        self.space = space
+        self.target = np.asarray(target, dtype=float) if target is not None else hidden_optimum(space, seed)
+        if self.target.shape != (space.dim,):
+            raise ValueError(f"target has {self.target.shape[0]} values; the space has {space.dim} dimensions")
+        self.second = hidden_optimum(space, seed + 1)
+        self.objective_names = ["score"] if n_objectives == 1 else ["score", "other"]
+        self.directions = ["maximize"] * n_objectives
+        self.faults = faults or FaultInjector()
+        self._range = space.upper - space.lower
+
+    def value(self, x: np.ndarray, target: np.ndarray) -> float:
+        return -float(np.mean(((x - target) / self._range) ** 2))
+
+    def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult:
+        self.faults.before(trial_number)
+        t0 = time.perf_counter()
+        x = self.space.encode(recipe)
+        values = [self.value(x, self.target)]
+        if len(self.directions) == 2:
+            values.append(self.value(x, self.second))
+        return TrialResult(
+            trial_number=trial_number, values=values, scores={"distance": -values[0]},
+            samples=[{"question": "genome", "answer": " ".join(f"{v:.3f}" for v in x[:8])}],
+            timings={"judge_s": time.perf_counter() - t0},
+        )
+
+
+def _faults(options: dict[str, Any], run_dir: Path) -> FaultInjector:
+    keys = ("fail_trials", "fail_message", "crash_once_trials", "sleep_s")
+    return FaultInjector(**{k: options.pop(k) for k in keys if k in options}, marker_dir=Path(run_dir))
+
+
+def quadratic_evaluator(
+    config: RunConfig, *, device: str, worker_index: int, run_dir: Path, **options: Any
+) -> QuadraticEvaluator:
+    """Factory for run.yaml: options ``target``, ``seed``, ``n_objectives`` + fault options."""
+    faults = _faults(options, run_dir)
+    return QuadraticEvaluator(build_space(config), faults=faults, **options)
+
+
+class WeightDistanceEvaluator:
+    """Minus the distance between the merged weights and a hidden target merge.
+
+    Both come from the real :class:`evomerge.merge.MergeEngine` on the run's pool. The
+    value is ``-||merge(recipe) - merge(x*)|| / ||merge(x0) - merge(x*)||`` over all
+    tensors: -1 at the start point ``x0``, 0 at the hidden optimum ``x*``.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        device: str = "cpu",
+        target: Sequence[float] | None = None,
+        seed: int = 1234,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        import torch
+
+        from evomerge.merge import MergeEngine  # type: ignore[attr-defined]
+
+        pool = open_pool(config)
+        self.space = build_space(config, pool)
+        dtype = getattr(torch, config.merge.dtype)
+        self.engine = MergeEngine(pool, device=device, dtype=dtype, seed=config.merge.seed, methods=[self.space.spec.method])
+        x_star = np.asarray(target, dtype=float) if target is not None else hidden_optimum(self.space, seed)
+        # materialize() reuses its output tensors: keep copies of the target
+        self.target = {k: v.detach().float().clone() for k, v in self.engine.materialize(self.space.decode(x_star)).items()}
+        self.scale = self._distance(self.space.decode(self.space.x0())) or 1.0
+        self.objective_names = ["closeness"]
+        self.directions = ["maximize"]
+        self.faults = faults or FaultInjector()
+
+    def _distance(self, recipe: MergeRecipe) -> float:
+        merged = self.engine.materialize(recipe)
+        total = 0.0
+        for name, t in self.target.items():
+            total += float(((merged[name].float() - t) ** 2).sum())
+        return math.sqrt(total)
+
+    def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult:
+        self.faults.before(trial_number)
+        t0 = time.perf_counter()
+        value = -self._distance(recipe) / self.scale
+        return TrialResult(
+            trial_number=trial_number, values=[value], scores={"relative_distance": -value},
+            timings={"merge_s": time.perf_counter() - t0},
+        )
+
+
+def weight_distance_evaluator(
+    config: RunConfig, *, device: str, worker_index: int, run_dir: Path, **options: Any
+) -> WeightDistanceEvaluator:
+    """Factory for run.yaml: options ``target``, ``seed`` + fault options."""
+    faults = _faults(options, run_dir)
+    return WeightDistanceEvaluator(config, device=device, faults=faults, **options)
