@@ -14,28 +14,21 @@ from evomerge.exceptions import ConfigError, ExportError
 from evomerge.export._atomic import check_out_dir
 from evomerge.export._checkpoint import write_checkpoint
 from evomerge.export._sizes import parse_size
-from evomerge.merge.recipe import MergeRecipe
+from evomerge.merge import DTYPES, MergeRecipe, iter_merged_tensors, pool_for_recipe
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["emit_mergekit_yaml", "merge_from_yaml", "recipe_out_dtype"]
 
-# The dtype names mergekit accepts for ``dtype``/``out_dtype`` (so our YAML stays its YAML).
-_DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-}
 
 
 def _dtype_field(recipe: MergeRecipe, field: str, *, source: str) -> torch.dtype | None:
     name = getattr(recipe, field)
     if name is None:
         return None
-    dtype = _DTYPES.get(name.removeprefix("torch."))
+    dtype = DTYPES.get(name.removeprefix("torch."))
     if dtype is None:
-        raise ConfigError(f"{source}: {field}: unknown dtype {name!r}; use one of {', '.join(_DTYPES)}")
+        raise ConfigError(f"{source}: {field}: unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
     return dtype
 
 
@@ -97,8 +90,6 @@ def merge_from_yaml(
     config (naming the file and field), :class:`CheckpointError` for models that cannot be
     opened, :class:`MergeError` and :class:`ExportError`. Returns ``out_dir``.
     """
-    from evomerge.merge import iter_merged_tensors, pool_for_recipe
-
     source = str(config)
     recipe = MergeRecipe.from_yaml(config)
     check_tokenizer_source(recipe, source=source)

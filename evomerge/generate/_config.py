@@ -69,12 +69,12 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int = Field(0, ge=0)
+    max_new_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0)
     stop: tuple[str, ...] = ()
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(default=8, ge=1)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -100,8 +100,8 @@ class RetrievalConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: Path
-    threshold: float = Field(0.75, ge=-1.0, le=1.0)
-    top_k: int | None = Field(None, ge=1)
+    threshold: float = Field(default=0.75, ge=-1.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
     device: str = "cpu"
 
 
@@ -128,7 +128,7 @@ class GenerationConfig(BaseModel):
     template: str | None = None
     system_prompt: str | None = None
     retrieval: RetrievalConfig | None = None
-    max_prompts: int | None = Field(None, ge=1)
+    max_prompts: int | None = Field(default=None, ge=1)
     backend_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("backend")

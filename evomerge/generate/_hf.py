@@ -38,7 +38,7 @@ class HFOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
-    score_batch_size: int = Field(4, ge=1)
+    score_batch_size: int = Field(default=4, ge=1)
     progress: bool = False
 
 
@@ -105,12 +105,12 @@ class HFGenerator:
             kwargs["attn_implementation"] = opts.attn_implementation
         try:
             tok = AutoTokenizer.from_pretrained(str(model_path), **({"trust_remote_code": True} if trust_remote_code else {}))
-            model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
         except (OSError, ValueError) as err:
             raise GenerationError(f"cannot load a causal LM from {model_path}: {err}") from err
         if model.dtype != torch_dtype:  # older transformers ignore `dtype=`
-            model = model.to(torch_dtype)
-        model = model.to(dev)
+            model.to(torch_dtype)
+        model.to(dev)
         logger.info("hf generator: %s on %s in %s", model_path, dev, torch_dtype)
         return cls(model=model, tokenizer=tok, options=opts)
 
@@ -137,11 +137,11 @@ class HFGenerator:
 
     @property
     def device(self) -> torch.device:
-        return next(self._model.parameters()).device  # type: ignore[no-any-return]
+        return next(self._model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._model.dtype  # type: ignore[no-any-return]
+        return self._model.dtype
 
     def parameters_by_name(self) -> dict[str, torch.Tensor]:
         """The model's live tensors by HF name (tied weights under each name); writing into

@@ -82,7 +82,7 @@ def get_generator_factory(name: str) -> GeneratorFactory:
         factory = eps[name].load()
         if not callable(factory):
             raise ConfigError(f"entry point {ENTRY_POINT_GROUP}:{name} = {eps[name].value} is not callable")
-        return factory  # type: ignore[no-any-return]
+        return factory
     raise ConfigError(f"Unknown generation backend {name!r}. Available: {', '.join(available_generators())}")
 
 

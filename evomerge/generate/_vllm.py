@@ -52,8 +52,8 @@ class VLLMOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
-    max_model_len: int | None = Field(None, ge=1)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(default=None, ge=1)
     enforce_eager: bool = False
     enable_prefix_caching: bool | None = None
     in_process: bool = True

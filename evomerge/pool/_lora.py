@@ -160,7 +160,7 @@ class LoraAdapter:
         if param != "weight":
             return None
         shape = (self._meta[pair.b][0][0], self._meta[pair.a][0][1])  # [out, in]
-        return shape
+        return shape[::-1] if self.fan_in_fan_out or pair.embedding else shape
 
     def delta(
         self, name: str, base_shape: tuple[int, ...] | torch.Size, *,
@@ -184,7 +184,7 @@ class LoraAdapter:
             a, b = self._read(pair.a, device), self._read(pair.b, device)
             out = (b @ a) * scale  # [out, r] @ [r, in] -> [out, in]
             if self.fan_in_fan_out or pair.embedding:
-                out = out.contiguous()  # [in, out] (Conv1D, embeddings: [vocab, dim])
+                out = out.T.contiguous()  # [in, out] (Conv1D, embeddings: [vocab, dim])
         if tuple(out.shape) != tuple(base_shape):
             hint = " (check fan_in_fan_out in adapter_config.json)" if out.dim() == 2 else ""
             raise CheckpointError(

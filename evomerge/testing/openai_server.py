@@ -40,6 +40,7 @@ _REASONS = {400: "bad_request", 401: "invalid_api_key", 403: "forbidden", 404: "
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # many clients connect at once in the concurrency tests
     fake: FakeOpenAIServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # clients that hung up: not our problem
@@ -48,6 +49,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body, sent apart, wait on delayed ACKs (~40 ms)
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet

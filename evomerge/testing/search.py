@@ -7,6 +7,7 @@ options: {...}}`` in run.yaml. Options shared by every evaluator here (fault inj
     fail_message: "boom"     the message raised
     crash_once_trials: [5]   kill the worker process (os._exit) the first time these run
     sleep_s: 0.1             seconds to sleep per evaluation (simulated work)
+    slow_trials: {1: 3.0}    seconds to sleep in these trials instead
 
 - :func:`quadratic_evaluator`: ``-mean(((x - x*) / range)^2)`` of the recipe's genome ``x``
   (``space.encode``) around a hidden optimum ``x*`` (value 0 at the optimum); with
@@ -63,12 +64,14 @@ class FaultInjector:
         fail_message: str = "injected failure",
         crash_once_trials: Sequence[int] = (),
         sleep_s: float = 0.0,
+        slow_trials: dict[int, float] | None = None,
         marker_dir: Path | None = None,
     ) -> None:
         self.fail_trials = set(fail_trials)
         self.fail_message = fail_message
         self.crash_once_trials = set(crash_once_trials)
         self.sleep_s = sleep_s
+        self.slow_trials = {int(k): float(v) for k, v in (slow_trials or {}).items()}
         self.marker_dir = marker_dir
 
     def before(self, trial_number: int) -> None:
@@ -79,8 +82,9 @@ class FaultInjector:
                 mark.touch()
                 logger.warning("crashing this worker on trial %d (fault injection)", trial_number)
                 os._exit(3)
-        if self.sleep_s > 0:
-            time.sleep(self.sleep_s)
+        delay = self.slow_trials.get(trial_number, self.sleep_s)
+        if delay > 0:
+            time.sleep(delay)
         if trial_number in self.fail_trials:
             raise RuntimeError(f"{self.fail_message} (trial {trial_number})")
 
@@ -127,7 +131,7 @@ class QuadraticEvaluator:
 
 
 def _faults(options: dict[str, Any], run_dir: Path) -> FaultInjector:
-    keys = ("fail_trials", "fail_message", "crash_once_trials", "sleep_s")
+    keys = ("fail_trials", "fail_message", "crash_once_trials", "sleep_s", "slow_trials")
     return FaultInjector(**{k: options.pop(k) for k in keys if k in options}, marker_dir=Path(run_dir))
 
 

@@ -183,7 +183,7 @@ def test_score_texts_matches_transformers_loss(gen: HFGenerator) -> None:
 def test_device_errors() -> None:
     from evomerge.generate import resolve_device
 
-    with pytest.raises(GenerationError, match="'tpu'.*cpu, cuda, cuda:N or auto"):
+    with pytest.raises(GenerationError, match=r"'tpu'.*cpu, cuda, cuda:N or auto"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(GenerationError, match="CUDA is not available"):

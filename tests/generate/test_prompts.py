@@ -145,7 +145,7 @@ def test_tokenizer_without_chat_template(files: dict[str, Path], tiny_dir: Path,
     tc.pop("chat_template", None)
     cfg_path.write_text(json.dumps(tc))
     cfg = GenerationConfig(prompts=files["prompts"])
-    with pytest.raises(ConfigError, match="no chat template; set generation.template"):
+    with pytest.raises(ConfigError, match=r"no chat template; set generation.template"):
         build_prompt_items(cfg, tokenizer_path=tok_dir)
 
 
@@ -205,5 +205,5 @@ def test_retrieval_in_build_prompt_items(files: dict[str, Path], tmp_path: Path)
 
 def test_retrieval_requires_persona(files: dict[str, Path], tmp_path: Path) -> None:
     cfg = GenerationConfig(prompts=files["prompts"], template="{question}", retrieval=RetrievalConfig(model=tmp_path))
-    with pytest.raises(ConfigError, match="needs generation.persona"):
+    with pytest.raises(ConfigError, match=r"needs generation.persona"):
         build_prompt_items(cfg, tokenizer_path=tmp_path, embedder=KeywordEmbedder(["x"]))

@@ -14,12 +14,12 @@ from evomerge.generate import (
     ENTRY_POINT_GROUP,
     GenerationConfig,
     HFGenerator,
+    _registry,
     available_generators,
     build_generator,
     get_generator_factory,
     register_generator,
 )
-from evomerge.generate import _registry
 from evomerge.testing.generation import FakeGenerator
 
 
@@ -33,7 +33,7 @@ def clean_registry() -> Iterator[None]:
 
 def test_builtins_and_unknown_lists_choices() -> None:
     assert available_generators()[:2] == ["hf", "vllm"]
-    with pytest.raises(ConfigError, match="Unknown generation backend 'hff'. Available: hf, vllm"):
+    with pytest.raises(ConfigError, match=r"Unknown generation backend 'hff'. Available: hf, vllm"):
         get_generator_factory("hff")
 
 
@@ -60,19 +60,21 @@ def test_register_custom_backend(clean_registry: None, tmp_path: Path) -> None:
     assert seen == {"model_path": tmp_path, "device": "cpu", "trust": False}
 
 
-def make_fake(cfg: GenerationConfig, **_: Any) -> FakeGenerator:
-    return FakeGenerator(answers={"q": "from entry point"})
-
-
 def test_entry_point_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A real installed-distribution layout on sys.path, found by importlib.metadata.
     dist = tmp_path / "evomerge_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: evomerge-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nplugged = tests.generate.test_registry:make_fake\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nplugged = evomerge_plugin_mod:make_fake\n")
+    (tmp_path / "evomerge_plugin_mod.py").write_text(
+        "from evomerge.testing.generation import FakeGenerator\n\n"
+        "def make_fake(cfg, **kwargs):\n    return FakeGenerator(answers={'q': 'from entry point'})\n"
+    )
+    monkeypatch.delitem(sys.modules, "evomerge_plugin_mod", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "plugged" in available_generators()
     cfg = GenerationConfig(prompts=tmp_path / "p.jsonl", backend="plugged")  # validates against the registry
+    assert "evomerge_plugin_mod" not in sys.modules  # listing does not import plugins
     gen = build_generator(cfg, model_path=tmp_path, device="cpu")
     assert isinstance(gen, FakeGenerator) and gen.answers == {"q": "from entry point"}
-    assert "tests.generate.test_registry" in sys.modules
+    assert "evomerge_plugin_mod" in sys.modules

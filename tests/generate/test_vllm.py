@@ -7,7 +7,7 @@ import math
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -112,8 +112,8 @@ class FakeSamplingParams:
 
 
 class FakeLLM:
-    instances: list[FakeLLM] = []
-    shapes: dict[str, tuple[int, ...]] = {}
+    instances: ClassVar[list[FakeLLM]] = []
+    shapes: ClassVar[dict[str, tuple[int, ...]]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -190,7 +190,7 @@ def test_backend_end_to_end_with_fake_vllm(fake_vllm: types.ModuleType, tiny_dir
 def test_bad_tensors_rejected_before_reaching_vllm(fake_vllm: types.ModuleType, tiny_dir: Path, tmp_path: Path) -> None:
     gen = build_generator(_cfg(tmp_path), model_path=tiny_dir, device="cuda")
     (llm,) = FakeLLM.instances
-    with pytest.raises(GenerationError, match="unknown tensor 'model.layers.0.mlp.up_prj.weight'"):
+    with pytest.raises(GenerationError, match=r"unknown tensor 'model.layers.0.mlp.up_prj.weight'"):
         gen.load_weights([("model.layers.0.mlp.up_prj.weight", torch.zeros(64, 32))])
     with pytest.raises(GenerationError, match=r"'model.norm.weight' has shape \(3,\)"):
         gen.load_weights([("model.norm.weight", torch.zeros(3))])
@@ -218,7 +218,7 @@ def test_other_access_paths_and_errors(tiny_dir: Path) -> None:
     assert len(model.loads) == 2
 
     bare = VLLMGenerator(llm=object(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False)
-    with pytest.raises(GenerationError, match="apply_model.*collective_rpc.*driver_worker"):
+    with pytest.raises(GenerationError, match=r"apply_model.*collective_rpc.*driver_worker"):
         bare.load_weights([("w", torch.ones(1))])
     rejecting = VLLMGenerator(llm=RpcLLM(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False)
     with pytest.raises(GenerationError, match="vLLM rejected the new weights: KeyError"):

@@ -47,7 +47,7 @@ def test_tied_alias_checked_not_copied_twice() -> None:
     w = torch.randn(5, 3)
     assert copy_named_tensors(weight_targets(m), [("embed.weight", w), ("head.weight", w.clone())]) == 1
     assert torch.equal(m.head.weight, w)
-    with pytest.raises(GenerationError, match="'head.weight' is tied to 'embed.weight'"):
+    with pytest.raises(GenerationError, match=r"'head.weight' is tied to 'embed.weight'"):
         copy_named_tensors(weight_targets(m), [("embed.weight", w), ("head.weight", w + 1)])
 
 
@@ -78,7 +78,7 @@ def test_checkpoint_shapes_from_headers(tiny_dir: Path, tmp_path: Path) -> None:
     assert checkpoint_shapes(tmp_path) is None
     ok = list(check_shapes([("model.norm.weight", torch.zeros(32))], shapes))
     assert [n for n, _ in ok] == ["model.norm.weight"]
-    with pytest.raises(GenerationError, match="model.norm.weight"):
+    with pytest.raises(GenerationError, match=r"model.norm.weight"):
         list(check_shapes([("model.norm.weight", torch.zeros(33))], shapes))
     with pytest.raises(GenerationError, match="unknown tensor 'nope'"):
         list(check_shapes([("nope", torch.zeros(1))], shapes))

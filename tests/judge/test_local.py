@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,14 +129,36 @@ def test_embedding_similarity_needs_a_model(tmp_path: Path):
         build_judge("embedding_similarity")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None, reason="sentence-transformers is installed")
 def test_embedding_similarity_without_the_library_says_how_to_install(tmp_path: Path):
-    try:
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match=r"evomerge\[embed\]"):
-            build_judge("embedding_similarity", options={"model_path": str(tmp_path)})
-    else:  # pragma: no cover
-        pytest.skip("sentence-transformers is installed")
+    with pytest.raises(ConfigError, match=r"evomerge\[embed\]"):
+        build_judge("embedding_similarity", options={"model_path": str(tmp_path)})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="needs sentence-transformers")
+def test_embedding_similarity_loads_a_local_sentence_transformers_model(tmp_path: Path):
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    torch.manual_seed(0)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
+    hf_dir = tmp_path / "hf"
+    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(hf_dir)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(cfg).save_pretrained(hf_dir)
+    word = models.Transformer(str(hf_dir))
+    st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension())])
+    st.save(str(tmp_path / "st"))
+
+    judge = build_judge("embedding_similarity", options={"model_path": "st"}, context=JudgeContext(base_dir=tmp_path))
+    same, other = judge.score([S("abc", reference="abc"), S("zzz qq", reference="abc")])
+    emb = SentenceTransformer(str(tmp_path / "st")).encode(["zzz qq", "abc"], convert_to_numpy=True)
+    expected = float(emb[0] @ emb[1] / (np.linalg.norm(emb[0]) * np.linalg.norm(emb[1])))
+    assert same.value == pytest.approx(1.0, abs=1e-5)
+    assert other.value == pytest.approx(expected, abs=1e-5) and other.value < 1.0 - 1e-6
 
 
 class _Gen:

@@ -149,7 +149,7 @@ def test_unindexed_multi_file_checkpoint_rejects_duplicates(tmp_path: Path) -> N
     ck = Checkpoint.open(tmp_path)
     assert ck.names == ["a.weight", "b.weight", "c.weight"] and ck.shape("b.weight") == (3,)
     save_file({"a.weight": torch.ones(2)}, str(tmp_path / "part3.safetensors"))
-    with pytest.raises(CheckpointError, match="'a.weight' is stored twice"):
+    with pytest.raises(CheckpointError, match=r"'a\.weight' is stored twice"):
         Checkpoint.open(tmp_path)
 
 

@@ -18,6 +18,9 @@ from evomerge.testing.tiny import build_lora_adapter, build_tiny_model
 
 ATOL = 1e-6
 
+# peft and transformers warn about the tiny test configs; nothing to act on.
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
+
 
 def peft_merged(base: Path, adapter: Path) -> dict[str, torch.Tensor]:
     """The oracle: peft loads the adapter onto the base and merges it in float32."""

@@ -61,7 +61,7 @@ def test_every_real_tensor_name_gets_its_module_and_layer(arch_model: tuple[str,
 
 
 def test_pool_layer_count_comes_from_config_and_matches_names(arch_model: tuple[str, Path], tmp_path: Path) -> None:
-    model_type, path = arch_model
+    _, path = arch_model
     ft = perturb_model(path, tmp_path / "ft", seed=5)
     pool = ModelPool.open(path, [ft])
     assert pool.num_layers == NUM_LAYERS

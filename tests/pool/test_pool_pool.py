@@ -42,7 +42,6 @@ def test_full_sources_read_exactly(tiny_models) -> None:
     assert pool.num_layers == 4 and pool.vocab_crops == []
     assert not pool.is_lora(0) and pool.model_ref(1) == str(tiny_models.ft_c)
     base, ft_c = _read_all(tiny_models.base), _read_all(tiny_models.ft_c)
-    assert pool.tensor_names == sorted(base, key=lambda n: pool.tensor_names.index(n))
     assert set(pool.tensor_names) == set(base)
     for name in pool.tensor_names:
         assert torch.equal(pool.base_tensor(name), base[name])
@@ -218,3 +217,17 @@ def test_concurrent_reads_agree_with_sequential_reads(tiny_models) -> None:
     with ThreadPoolExecutor(max_workers=4) as ex:
         concurrent = list(ex.map(lambda job: fresh.task_vector(*job), jobs))
     assert all(torch.equal(a, b) for a, b in zip(sequential, concurrent, strict=True))
+
+
+@pytest.mark.gpu
+def test_tensors_on_cuda_equal_cpu(tiny_models) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pool = ModelPool.open(tiny_models.base, [tiny_models.ft_a, tiny_models.lora_a, tiny_models.base_vocab_big])
+    for name in pool.tensor_names:
+        for i in range(pool.num_sources):
+            gpu = pool.task_vector(i, name, device="cuda", dtype=torch.bfloat16)
+            assert gpu.device.type == "cuda" and gpu.dtype == torch.bfloat16
+            cpu = pool.task_vector(i, name)
+            torch.testing.assert_close(gpu.float().cpu(), cpu, atol=2e-2, rtol=1e-2)
+        assert pool.base_tensor(name, device="cuda").device.type == "cuda"
