@@ -3,7 +3,8 @@
 The server answers every request after a fixed artificial latency (default 50 ms), so the
 ideal rate at concurrency c is c / latency. Also measures the reply cache on a resumed
 run: a second pass over the same answers with a new judge and a new cache object on the
-same SQLite file. Prints one JSON object.
+same SQLite file; and the zero-latency rate, i.e. the CPU cost of client and server (both
+in this process) that caps the rate on small machines. Prints one JSON object.
 
     python benchmarks/judge_throughput.py [--answers 128] [--latency 0.05] [--concurrency 1 8 32]
 """
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evomerge.judge import ChatClient, JudgeCache, Sample, build_judge
+from evomerge.judge import ChatClient, Judge, JudgeCache, Sample, build_judge
 from evomerge.testing.openai_server import FakeOpenAIServer
 
 
@@ -27,7 +28,7 @@ def _samples(n: int, tag: str) -> list[Sample]:
     return [Sample(question=f"Question {i}?", answer=f"Answer {tag}-{i}.", profile="A test persona.") for i in range(n)]
 
 
-def _judge(srv: FakeOpenAIServer, concurrency: int, cache: JudgeCache | None = None):  # type: ignore[no-untyped-def]
+def _judge(srv: FakeOpenAIServer, concurrency: int, cache: JudgeCache | None = None) -> tuple[Judge, ChatClient]:
     client = ChatClient(endpoint=srv.url, model="bench", max_concurrency=concurrency, timeout=30.0)
     return build_judge("personality", client=client, cache=cache), client
 
@@ -95,12 +96,16 @@ def main() -> None:
             r["speedup_vs_first"] = round(r["answers_per_s"] / base, 2)
             r["fraction_of_ideal"] = round(r["answers_per_s"] / ideal, 3)
         cache = cache_resume(srv, args.answers, max(args.concurrency))
+        srv.latency = 0.0  # what the client + server cost in CPU alone: the ceiling on this machine
+        ceiling = throughput(srv, max(args.concurrency), args.answers)
     print(json.dumps({
         "benchmark": "judge_throughput",
         "latency_s": args.latency,
         "answers": args.answers,
         "runs": runs,
         "cache_resume": cache,
+        "zero_latency_answers_per_s": round(ceiling, 2),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }, indent=2))

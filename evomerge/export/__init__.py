@@ -11,6 +11,7 @@ from evomerge.export._checkpoint import MERGE_CONFIG_NAME, write_checkpoint
 from evomerge.export._files import TOKENIZER_FILES
 from evomerge.export._sizes import parse_size
 from evomerge.export.merge_cmd import emit_mergekit_yaml, merge_from_yaml
+from evomerge.export.trial import export_trial
 
 __all__ = [
     "MERGE_CONFIG_NAME",
@@ -18,6 +19,7 @@ __all__ = [
     "atomic_directory",
     "check_out_dir",
     "emit_mergekit_yaml",
+    "export_trial",
     "merge_from_yaml",
     "parse_size",
     "write_checkpoint",

@@ -78,6 +78,7 @@ class HFGenerator:
             self._tok.pad_token = self._tok.eos_token
         self._targets = weight_targets(model)
         self._eos = self._eos_ids()
+        self._neutralize_generation_defaults()
 
     @classmethod
     def from_pretrained(
@@ -164,6 +165,18 @@ class HFGenerator:
             if x is not None and x not in ids:
                 ids.append(int(x))
         return ids
+
+    def _neutralize_generation_defaults(self) -> None:
+        # transformers fills every field we leave unset from the checkpoint's
+        # generation_config.json (temperature, top_k, repetition_penalty, ...); keep only the
+        # special token ids so that GenerationParams alone decide how we decode.
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        old = self._model.generation_config
+        self._model.generation_config = HFGenerationConfig(
+            bos_token_id=getattr(old, "bos_token_id", None), eos_token_id=self._eos or None,
+            pad_token_id=self._tok.pad_token_id,
+        )
 
     def _encode(self, text: str) -> list[int]:
         bos = self._tok.bos_token

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,8 @@ class VLLMGenerator:
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Check names/shapes against the checkpoint, map them for vLLM, load in place on
         every worker, then reset the prefix cache."""
+        if isinstance(named_tensors, Mapping):  # a state dict works too
+            named_tensors = named_tensors.items()
         stream = named_tensors if self._shapes is None else check_shapes(named_tensors, self._shapes)
         weights = list(vllm_weight_stream(stream, tie_word_embeddings=self._tied, rename_prefixes=self._opts.rename_prefixes))
         try:

@@ -78,7 +78,7 @@ def _unknown(name: str, targets: Mapping[str, object]) -> GenerationError:
 
 def copy_named_tensors(
     targets: Mapping[str, torch.Tensor],
-    named_tensors: Iterable[tuple[str, torch.Tensor]],
+    named_tensors: Iterable[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor],
     *,
     strict: bool = False,
 ) -> int:
@@ -93,6 +93,8 @@ def copy_named_tensors(
     values or (strict) the missing tensors. Tensors are copied as they arrive, so on error
     the model may be partially updated; the caller should fail the trial.
     """
+    if isinstance(named_tensors, Mapping):  # a state dict works too
+        named_tensors = named_tensors.items()
     written: dict[int, str] = {}
     count = 0
     with torch.no_grad():

@@ -14,9 +14,22 @@ from evomerge.judge._cache import JudgeCache, request_key
 from evomerge.judge._client import ChatClient, RequestFailed, resolve_api_key
 from evomerge.judge._context import JudgeContext, parse_options
 from evomerge.judge._embedding import EmbeddingSimilarityJudge, EmbeddingSimilarityOptions
-from evomerge.judge._file import Calibration, JudgeFileResult, ResponseRecord, calibrate_scores, judge_file, read_responses
+from evomerge.judge._file import (
+    Calibration,
+    JudgeFileResult,
+    ResponseRecord,
+    calibrate_scores,
+    judge_file,
+    read_responses,
+)
 from evomerge.judge._llm import LLMJudge
-from evomerge.judge._local import LengthJudge, LengthOptions, StyleMarkersJudge, StyleMarkersOptions, split_sentences
+from evomerge.judge._local import (
+    LengthJudge,
+    LengthOptions,
+    StyleMarkersJudge,
+    StyleMarkersOptions,
+    split_sentences,
+)
 from evomerge.judge._objective import (
     CACHE_FILENAME,
     JudgeSpec,
@@ -28,7 +41,13 @@ from evomerge.judge._objective import (
 )
 from evomerge.judge._parse import expected_score, parse_last_line_integer
 from evomerge.judge._perplexity import PerplexityJudge, PerplexityOptions
-from evomerge.judge._reference import BleuJudge, ChrfJudge, FactRecallJudge, FactRecallOptions, content_tokens
+from evomerge.judge._reference import (
+    BleuJudge,
+    ChrfJudge,
+    FactRecallJudge,
+    FactRecallOptions,
+    content_tokens,
+)
 from evomerge.judge._registry import (
     ENTRY_POINT_GROUP,
     LLM_OVERRIDABLE,

@@ -32,7 +32,7 @@ class EmbeddingSimilarityOptions(BaseModel):
 
     model_path: str | None = None  # a local sentence-transformers folder
     device: str = "cpu"
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(default=32, ge=1)
 
 
 class EmbeddingSimilarityJudge:

@@ -28,7 +28,7 @@ class Marker(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pattern: str
-    weight: float = Field(1.0, gt=0.0)
+    weight: float = Field(default=1.0, gt=0.0)
 
     @field_validator("pattern")
     @classmethod
@@ -109,8 +109,8 @@ class LengthOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_chars: int = Field(1, ge=0)
-    max_chars: int = Field(400, ge=1)
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int = Field(default=400, ge=1)
 
     @field_validator("max_chars")
     @classmethod

@@ -61,9 +61,9 @@ class JudgeSpec(BaseModel):
     endpoint: str | None = None
     model: str | None = None
     api_key_env: str | None = None
-    max_concurrency: int = Field(8, ge=1)
-    timeout: float = Field(60.0, gt=0.0)
-    max_attempts: int = Field(4, ge=1)
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout: float = Field(default=60.0, gt=0.0)
+    max_attempts: int = Field(default=4, ge=1)
     # Judge-specific options (local judges: their options; LLM judges: samples, temperature, ...).
     options: dict[str, Any] = {}
 

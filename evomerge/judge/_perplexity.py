@@ -29,7 +29,7 @@ class PerplexityOptions(BaseModel):
 
     texts: list[str] = []
     texts_path: Path | None = None  # .txt (paragraphs split by blank lines) or .jsonl with "text"
-    max_texts: int | None = Field(None, ge=1)
+    max_texts: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _some_text(self) -> PerplexityOptions:

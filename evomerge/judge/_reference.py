@@ -25,7 +25,7 @@ class _BleuOptions(BaseModel):
 class _ChrfOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    word_order: int = Field(0, ge=0, le=2)  # 2 gives chrF++
+    word_order: int = Field(default=0, ge=0, le=2)  # 2 gives chrF++
     lowercase: bool = False
 
 
@@ -75,8 +75,7 @@ class ChrfJudge(_SacreJudge):
 
 
 _STOPWORDS = frozenset(
-    "a an and are as at be by do does for from had has have i in is it its me my no not of on or "
-    "that the this to was were with you your".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "had", "has", "have", "i", "in", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "that", "the", "this", "to", "was", "were", "with", "you", "your"]
 )
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
@@ -100,7 +99,7 @@ class FactRecallOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     keywords: list[str] = []
-    min_overlap: float = Field(0.6, gt=0.0, le=1.0)
+    min_overlap: float = Field(default=0.6, gt=0.0, le=1.0)
 
 
 class FactRecallJudge:

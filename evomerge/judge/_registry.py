@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "LOCAL_JUDGES",
     "LLM_OVERRIDABLE",
+    "LOCAL_JUDGES",
     "JudgeFactory",
     "available_judges",
     "build_judge",

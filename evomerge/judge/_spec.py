@@ -30,7 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from evomerge._yaml import load_yaml_model
+from evomerge._yaml import load_yaml_model, validate_model
+from evomerge.exceptions import ConfigError
 from evomerge.judge._types import Sample
 
 logger = logging.getLogger(__name__)
@@ -97,10 +98,10 @@ class LLMJudgeDefinition(BaseModel):
     user_template: str
     scale: Scale = Scale()
     parsing: Literal["last_line_integer", "logprob_expectation"] = "last_line_integer"
-    samples: int = Field(1, ge=1, le=64)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(512, ge=1)
-    top_logprobs: int = Field(20, ge=1, le=20)
+    samples: int = Field(default=1, ge=1, le=64)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=512, ge=1)
+    top_logprobs: int = Field(default=20, ge=1, le=20)
     # Defaults for the endpoint; a run.yaml or the CLI overrides them.
     endpoint: str | None = None
     model: str | None = None
@@ -166,8 +167,6 @@ def discover_llm_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, Pat
     Later folders override earlier ones; each override is logged. A folder in
     ``judges_dirs`` that does not exist is a ConfigError.
     """
-    from evomerge.exceptions import ConfigError
-
     extra = list(judges_dirs)
     for d in extra:
         if not Path(d).is_dir():
@@ -184,6 +183,4 @@ def discover_llm_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, Pat
 
 def definition_with_overrides(defn: LLMJudgeDefinition, overrides: Mapping[str, Any], *, source: str) -> LLMJudgeDefinition:
     """``defn`` with some fields replaced (e.g. ``samples`` from a run.yaml), re-validated."""
-    from evomerge._yaml import validate_model
-
     return validate_model(LLMJudgeDefinition, {**defn.model_dump(), **overrides}, source=source)

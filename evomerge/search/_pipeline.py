@@ -33,7 +33,7 @@ class PipelineEvaluator:
 
         from evomerge.generate import build_generator, build_prompt_items
         from evomerge.judge import build_objective
-        from evomerge.merge import MergeEngine  # type: ignore[attr-defined]
+        from evomerge.merge import MergeEngine
 
         if config.generation is None or config.judging is None:
             raise ConfigError("the generate-and-judge evaluator needs both 'generation' and 'judging' sections")

@@ -38,7 +38,7 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
 
 def _write_report(run_dir: Path) -> None:
     try:
-        from evomerge.report import write_report  # type: ignore[attr-defined]
+        from evomerge.report import write_report
     except ImportError:
         logger.debug("evomerge.report.write_report not available; no report written")
         return
@@ -55,7 +55,7 @@ def _analyze(run_dir: Path, config: RunConfig, study: optuna.Study) -> None:
         return
     try:
         from evomerge.analysis import analyze_candidates, write_conflict_outputs
-        from evomerge.merge import iter_merged_tensors  # type: ignore[attr-defined]
+        from evomerge.merge import iter_merged_tensors
     except ImportError:
         logger.debug("evomerge.analysis.analyze_candidates not available; no conflict analysis")
         return

@@ -7,6 +7,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,7 +83,9 @@ def _prepare_study(config: RunConfig, run_dir: Path, space: SearchSpace, info: d
     sampler = make_sampler(config.search, n_objectives=len(directions), seed=seed)
     study, created = open_study(storage=storage, study_name=config.name, sampler=sampler, directions=directions)
     if created:
-        study.set_metric_names(names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)  # shown by optuna-dashboard
         study.set_user_attr("objective_names", names)
         study.set_user_attr("space", space.spec.name)
         study.set_user_attr("sampler", config.search.sampler)

@@ -67,6 +67,8 @@ class FakeGenerator:
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Record the tensors (validated against ``shapes`` when given) and make them current."""
+        if isinstance(named_tensors, Mapping):
+            named_tensors = named_tensors.items()
         with self._lock:
             call: dict[str, torch.Tensor] = {}
             for name, t in named_tensors:

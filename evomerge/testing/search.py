@@ -162,7 +162,7 @@ class WeightDistanceEvaluator:
     ) -> None:
         import torch
 
-        from evomerge.merge import MergeEngine  # type: ignore[attr-defined]
+        from evomerge.merge import MergeEngine
 
         pool = open_pool(config)
         self.space = build_space(config, pool)

@@ -107,22 +107,24 @@ def test_cli_merge_writes_a_loadable_checkpoint(tiny_models, read_weights, tmp_p
     assert torch.equal(model.model.layers[0].mlp.up_proj.weight, merged)
 
 
-def test_cli_merge_as_a_subprocess(tiny_models, tmp_path):
+def test_cli_merge_as_a_subprocess(tiny_models, read_weights, tmp_path):
     cfg = _write_config(tmp_path, tiny_models, RECIPES["linear"])
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, "-m", "evomerge.cli", "merge", str(cfg), str(tmp_path / "out"), "--quiet"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "out" / "model.safetensors").is_file()
-    # a second run refuses to overwrite, with a clean message and status 2
-    again = subprocess.run(
-        [sys.executable, "-m", "evomerge.cli", "merge", str(cfg), str(tmp_path / "out"), "--quiet"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert again.returncode == 2
-    assert "exists and is not empty" in again.stderr and "Traceback" not in again.stderr
+    assert sorted(read_weights(tmp_path / "out")) == sorted(read_weights(tiny_models["base"]))
+
+
+def test_cli_refuses_an_existing_output_with_a_clean_message(tiny_models, tmp_path):
+    cfg = _write_config(tmp_path, tiny_models, RECIPES["linear"])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    result = CliRunner().invoke(app, ["merge", str(cfg), str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 2
+    assert "exists and is not empty" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
 
 
 @pytest.mark.parametrize(

@@ -202,3 +202,20 @@ def test_cuda_bf16_generation_and_update(tiny_dir: Path, perturbed_dir: Path) ->
     assert gen.score_texts(PROMPTS) == fresh.score_texts(PROMPTS)
     params = GenerationParams(max_new_tokens=16, temperature=0.8, seed=5)
     assert gen.generate(PROMPTS, params) == gen.generate(PROMPTS, params)
+
+
+def test_checkpoint_generation_defaults_do_not_leak(tiny_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    model_dir = tmp_path / "with_defaults"
+    shutil.copytree(tiny_dir, model_dir)
+    # a checkpoint that asks for sampling by default: greedy must stay greedy
+    (model_dir / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": True, "temperature": 5.0,
+         "top_k": 3, "repetition_penalty": 3.0}))
+    plain = HFGenerator.from_pretrained(tiny_dir, device="cpu")
+    odd = HFGenerator.from_pretrained(model_dir, device="cpu")
+    assert odd.generate(PROMPTS, GREEDY) == plain.generate(PROMPTS, GREEDY)
+    sampled = GenerationParams(max_new_tokens=12, temperature=0.9, seed=2)
+    assert odd.generate(PROMPTS, sampled) == plain.generate(PROMPTS, sampled)

@@ -40,6 +40,8 @@ def test_copy_in_place_keeps_identity_and_converts() -> None:
     assert torch.equal(m.proj.weight.data, src.float())
     assert torch.equal(m.scale, torch.full((3,), 2.0))
     assert m.proj.weight.requires_grad  # still a trainable parameter, not replaced
+    copy_named_tensors(weight_targets(m), {"proj.bias": torch.ones(3)})  # a state dict works too
+    assert torch.equal(m.proj.bias.data, torch.ones(3))
 
 
 def test_tied_alias_checked_not_copied_twice() -> None:

@@ -120,7 +120,7 @@ def test_timeout_is_bounded(server, make_judge):
     elapsed = time.monotonic() - t0
     assert math.isnan(s.value) and "timed out after 0.3s" in (s.error or "")
     assert server.request_count == 2
-    assert 0.55 < elapsed < 1.5  # ~ timeout x attempts, plus a tiny backoff
+    assert 0.55 < elapsed < 3.0  # ~ timeout x attempts (0.6 s) plus a tiny backoff; the hang is 30 s
 
 
 def test_a_hang_then_success(server, make_judge):

@@ -139,7 +139,8 @@ def test_embedding_similarity_without_the_library_says_how_to_install(tmp_path: 
 @pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="needs sentence-transformers")
 def test_embedding_similarity_loads_a_local_sentence_transformers_model(tmp_path: Path):
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizer
 
     torch.manual_seed(0)
@@ -149,8 +150,8 @@ def test_embedding_similarity_loads_a_local_sentence_transformers_model(tmp_path
     BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(hf_dir)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     BertModel(cfg).save_pretrained(hf_dir)
-    word = models.Transformer(str(hf_dir))
-    st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension())])
+    word = Transformer(str(hf_dir))
+    st = SentenceTransformer(modules=[word, Pooling(word.get_word_embedding_dimension())])
     st.save(str(tmp_path / "st"))
 
     judge = build_judge("embedding_similarity", options={"model_path": "st"}, context=JudgeContext(base_dir=tmp_path))
@@ -204,7 +205,7 @@ def test_register_judge_and_entry_points(monkeypatch):
     register_judge("shouty", lambda *, name, options, context: LengthJudge(name=name))
     assert build_judge("shouty", name="inst").name == "inst"
     with pytest.raises(ValueError, match="already registered"):
-        register_judge("length", lambda **kw: None)
+        register_judge("length", lambda **kw: LengthJudge())
 
     ep = EntryPoint(name="plugin_len", value="evomerge.judge._local:LengthJudge.from_options", group=ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == ENTRY_POINT_GROUP else [])

@@ -10,7 +10,14 @@ import pytest
 
 from evomerge._yaml import validate_model
 from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError
-from evomerge.judge import CACHE_FILENAME, JudgingConfig, Objective, ObjectiveSpec, Sample, build_objective
+from evomerge.judge import (
+    CACHE_FILENAME,
+    JudgingConfig,
+    Objective,
+    ObjectiveSpec,
+    Sample,
+    build_objective,
+)
 from evomerge.testing.judges import FakeJudge
 from evomerge.testing.openai_server import FakeOpenAIServer
 

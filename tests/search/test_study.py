@@ -12,7 +12,14 @@ from optuna.trial import TrialState
 
 from evomerge.config import SearchConfig
 from evomerge.exceptions import ConfigError, SearchError
-from evomerge.search import SearchSpace, count_finished, load_space_spec, make_sampler, make_storage, recover_interrupted
+from evomerge.search import (
+    SearchSpace,
+    count_finished,
+    load_space_spec,
+    make_sampler,
+    make_storage,
+    recover_interrupted,
+)
 from evomerge.search._rundir import check_same_run, driver_lock, repair_journal
 from evomerge.search._study import distributions, open_study
 
@@ -68,14 +75,14 @@ def test_samplers_and_multi_objective_rules() -> None:
     assert isinstance(make_sampler(SearchConfig(sampler="tpe"), n_objectives=2, seed=0), optuna.samplers.TPESampler)
     assert isinstance(make_sampler(SearchConfig(sampler="nsga2", population_size=6), n_objectives=2, seed=0), optuna.samplers.NSGAIISampler)
     assert isinstance(make_sampler(SearchConfig(sampler="random"), n_objectives=1, seed=0), optuna.samplers.RandomSampler)
-    with pytest.raises(SearchError, match="cmaes optimizes one objective.*nsga2 or tpe"):
+    with pytest.raises(SearchError, match=r"cmaes optimizes one objective.*nsga2 or tpe"):
         make_sampler(SearchConfig(sampler="cmaes"), n_objectives=2, seed=0)
 
 
 def test_directions_must_match_on_resume(tmp_path: Path) -> None:
     storage = make_storage(tmp_path, "journal")
     open_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(), directions=["maximize"])
-    with pytest.raises(SearchError, match="optimizes \\['maximize'\\].*new run directory"):
+    with pytest.raises(SearchError, match=r"optimizes \['maximize'\].*new run directory"):
         open_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(), directions=["maximize", "minimize"])
 
 
@@ -126,10 +133,12 @@ def test_repair_journal_after_a_kill_mid_write(tmp_path: Path, space: SearchSpac
 
 def test_driver_lock_is_exclusive(tmp_path: Path) -> None:
     # flock conflicts between open file descriptions, even within one process
-    with driver_lock(tmp_path):
-        with pytest.raises(SearchError, match=f"another evomerge search \\(pid {os.getpid()}\\)"):
-            with driver_lock(tmp_path):
-                pass
+    with (
+        driver_lock(tmp_path),
+        pytest.raises(SearchError, match=rf"another evomerge search \(pid {os.getpid()}\)"),
+        driver_lock(tmp_path),
+    ):
+        pass
     with driver_lock(tmp_path):  # released
         pass
 
