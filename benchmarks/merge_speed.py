@@ -240,6 +240,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work sharing the CPU
     }
     meminfo = _first_line("/proc/meminfo", "MemTotal")
     if meminfo:

@@ -16,7 +16,7 @@ import torch
 
 __all__ = ["StatLayout", "raw_stats", "tensor_stats"]
 
-_CHUNK = 1 << 21  # coordinates per chunk: bounds the [T, chunk] float64/bool temporaries
+_CHUNK = 1 << 20  # coordinates per chunk: bounds the [T, chunk] temporaries (a few MiB)
 
 
 class StatLayout:
@@ -65,52 +65,70 @@ def raw_stats(layout: StatLayout, out: np.ndarray, name: str, tau: torch.Tensor)
     flat = tau.reshape(-1)
     sq = 0.0
     for start in range(0, flat.numel(), _CHUNK):
-        c = flat[start : start + _CHUNK].double()
-        sq += float(torch.dot(c, c))
+        c = flat[start : start + _CHUNK]
+        sq += float((c * c).sum())
     out[layout.index[("vec", name, "raw_l2_sq")]] += sq
-    out[layout.index[("vec", name, "unchanged")]] += float((flat == 0).sum())
+    out[layout.index[("vec", name, "unchanged")]] += flat.numel() - int(torch.count_nonzero(flat))
 
 
 def tensor_stats(layout: StatLayout, out: np.ndarray, taus: Sequence[torch.Tensor]) -> None:
-    """Add the statistics of one tensor's (trimmed) task vectors, in ``layout.names`` order."""
+    """Add the statistics of one tensor's (trimmed) task vectors, in ``layout.names`` order.
+
+    Float32 arithmetic on 1-D chunks (elementwise float ops are several times faster than
+    bool masks in torch on CPU); sums of squares are float32 cascade sums per chunk,
+    accumulated in float64; dot products are summed in float64.
+    """
     idx = layout.index
-    pos_of = {v: i for i, v in enumerate(layout.names)}
+    row = {v: i for i, v in enumerate(layout.names)}
     flats = [t.reshape(-1) for t in taus]
     n = flats[0].numel()
     out[idx[("numel",)]] += n
+    sets = [(("joint",), tuple(range(len(flats))))] if layout.joint else []
+    sets += [(("pair", p), (row[a], row[b])) for p, (a, b) in enumerate(layout.pairs)]
     for start in range(0, n, _CHUNK):
-        x = torch.stack([f[start : start + _CHUNK] for f in flats]).double()  # [T, chunk]
-        pos, neg = x > 0, x < 0
-        sq = x * x
-        for v, i in pos_of.items():
-            out[idx[("vec", v, "l2_sq")]] += float(sq[i].sum())
-            out[idx[("vec", v, "nonzero")]] += float((pos[i] | neg[i]).sum())
-        if layout.joint:
-            _set_stats(out, idx, ("joint",), layout.names, x, pos, neg, sq)
+        xs = [f[start : start + _CHUNK] for f in flats]  # T x [chunk] views
+        sqs = [x * x for x in xs]
+        nonzero = [int(torch.count_nonzero(x)) for x in xs]
+        for v, i in row.items():
+            out[idx[("vec", v, "l2_sq")]] += float(sqs[i].sum())
+            out[idx[("vec", v, "nonzero")]] += nonzero[i]
+        done: dict[tuple[int, ...], tuple[int, int, list[float], list[float]]] = {}
+        for prefix, rows in sets:
+            if rows not in done:  # with two vectors the joint set is the pair: computed once
+                done[rows] = _set_stats([xs[i] for i in rows], [sqs[i] for i in rows], [nonzero[i] for i in rows])
+            multi, conflict, cl2, ties = done[rows]
+            out[idx[(*prefix, "multi")]] += multi
+            out[idx[(*prefix, "conflict")]] += conflict
+            for j, i in enumerate(rows):
+                out[idx[(*prefix, layout.names[i], "cl2_sq")]] += cl2[j]
+                out[idx[(*prefix, layout.names[i], "ties_sq")]] += ties[j]
         for p, (a, b) in enumerate(layout.pairs):
-            rows = [pos_of[a], pos_of[b]]
-            out[idx[("pair", p, "dot")]] += float(torch.dot(x[rows[0]], x[rows[1]]))
-            _set_stats(out, idx, ("pair", p), [a, b], x[rows], pos[rows], neg[rows], sq[rows])
+            out[idx[("pair", p, "dot")]] += float((xs[row[a]] * xs[row[b]]).sum(dtype=torch.float64))
 
 
 def _set_stats(
-    out: np.ndarray,
-    idx: dict[tuple[object, ...], int],
-    prefix: tuple[object, ...],
-    names: Sequence[str],
-    x: torch.Tensor,  # [S, chunk] float64, the set's vectors
-    pos: torch.Tensor,
-    neg: torch.Tensor,
-    sq: torch.Tensor,
-) -> None:
-    active = (pos | neg).sum(0)  # [chunk] |A_p|
-    conflict = pos.any(0) & neg.any(0)  # [chunk] a positive and a negative value at p
-    out[idx[(*prefix, "multi")]] += float((active >= 2).sum())
-    out[idx[(*prefix, "conflict")]] += float(conflict.sum())
-    elected = torch.where(x.sum(0) >= 0, 1.0, -1.0)  # TIES sign election; a zero sum elects +
-    opposed = (x * elected) < 0  # [S, chunk]
-    cl2 = (sq * conflict).sum(1)
-    ties = (sq * opposed).sum(1)
-    for i, v in enumerate(names):
-        out[idx[(*prefix, v, "cl2_sq")]] += float(cl2[i])
-        out[idx[(*prefix, v, "ties_sq")]] += float(ties[i])
+    xs: list[torch.Tensor], sqs: list[torch.Tensor], nonzero: list[int]
+) -> tuple[int, int, list[float], list[float]]:
+    """(multi-active coords, conflict coords, cl2^2 per row, ties-discarded^2 per row) of a set.
+
+    ``xs`` are the set's S float32 [chunk] rows, ``sqs`` their squares, ``nonzero`` their
+    non-zero counts.
+    """
+    hi, lo = xs[0], xs[0]
+    for x in xs[1:]:
+        hi, lo = torch.maximum(hi, x), torch.minimum(lo, x)
+    # -1 where some row is > 0 and some row is < 0 (a conflict coordinate), else 0
+    neg_conflict = torch.sign(hi).clamp_(min=0) * torch.sign(lo).clamp_(max=0)  # [chunk]
+    if len(xs) == 2:  # |A_p| >= 2 is "both non-zero": inclusion-exclusion on counts
+        multi = nonzero[0] + nonzero[1] - int(torch.count_nonzero(xs[0].abs() + xs[1].abs()))
+        total = xs[0] + xs[1]  # the sign of a float32 sum of two values is exact
+    else:
+        active = sum((torch.sign(x).abs_() for x in xs), torch.zeros_like(xs[0]))  # [chunk] |A_p|
+        multi = int(torch.count_nonzero(active.sub_(1).clamp_(min=0)))
+        total = sum((x.double() for x in xs), torch.zeros_like(xs[0], dtype=torch.float64))
+    # TIES sign election: +1 where the sum is >= +0 (a zero sum elects +), else -1
+    elected = torch.copysign(torch.ones((), dtype=total.dtype), total).to(xs[0].dtype)
+    cl2 = [-float((sq * neg_conflict).sum()) for sq in sqs]
+    # entries against the elected sign: x * elected < 0; their squares are min(x * e, 0)^2
+    ties = [float((x * elected).clamp_(max=0).square_().sum()) for x in xs]
+    return multi, int(torch.count_nonzero(neg_conflict)), cl2, ties

@@ -154,3 +154,20 @@ def test_emit_mergekit_yaml_round_trips(tiny_models, tmp_path):
     path = emit_mergekit_yaml(recipe, tmp_path / "sub" / "mergekit.yaml")
     assert MergeRecipe.from_yaml(path) == recipe
     assert sorted(p.name for p in path.parent.iterdir()) == ["mergekit.yaml"]
+
+
+def test_vocab_cropped_merge_updates_vocab_size_and_loads(tiny_models, read_weights, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.testing.tiny import perturb_model
+
+    base_vocab = json.loads((tiny_models["base"] / "config.json").read_text())["vocab_size"]
+    small = perturb_model(tiny_models["base"], tmp_path / "ft_small", seed=7, vocab_size=base_vocab - 8)
+    models = {**tiny_models, "ft_b": small}
+    cfg = _write_config(tmp_path, models, RECIPES["task_arithmetic"])
+    out = merge_from_yaml(cfg, tmp_path / "out")
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == base_vocab - 8
+    weights = read_weights(out)
+    assert weights["model.embed_tokens.weight"].shape[0] == base_vocab - 8
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert torch.equal(model.lm_head.weight, weights["lm_head.weight"])

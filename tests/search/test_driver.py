@@ -44,8 +44,8 @@ def fault_run(ray_local: None, tiny_models: Any, run_yaml: Any, tmp_path_factory
     root = tmp_path_factory.mktemp("fault_run")
     path = run_yaml(
         root / "run.yaml", tiny_models.as_dict(), name="faults",
-        options={"fail_trials": [2], "fail_message": "boom from the judge", "crash_once_trials": [3],
-                 "slow_trials": {8: 4.0}, "sleep_s": 0.05},
+        options={"fail_trials": [2], "fail_message": "boom from the judge", "crash_once_trials": [14],
+                 "slow_trials": {5: 4.0}, "sleep_s": 0.05},
         search={"n_trials": 20, "population_size": 4, "retries": 1},
     )
     summary = run_search(path, run_dir=root / "rd", progress=False)
@@ -147,18 +147,18 @@ def test_a_raising_trial_fails_with_its_message_and_the_rest_complete(fault_run:
 
 
 def test_a_dead_worker_is_restarted_and_its_trial_retried(fault_run: dict[str, Any]) -> None:
-    crashed = fault_run["trials"][3]
-    assert (fault_run["run_dir"] / "fault_marks" / "crashed_3").exists()  # the worker process did exit
+    crashed = fault_run["trials"][14]
+    assert (fault_run["run_dir"] / "fault_marks" / "crashed_14").exists()  # the worker process did exit
     assert crashed.state == TrialState.COMPLETE
     assert crashed.user_attrs["attempts"] == 2
 
 
 def test_dispatch_does_not_wait_for_a_slow_trial(fault_run: dict[str, Any]) -> None:
-    """While trial 8 sleeps 4 s, the other worker goes on, past the CMA-ES generation (popsize 4)."""
+    """While trial 5 sleeps 4 s, the other worker goes on, past the CMA-ES generation (popsize 4)."""
     trials = fault_run["trials"]
-    slow = trials[8]
+    slow = trials[5]
     during = [
         t for t in trials.values()
-        if t.number != 8 and t.datetime_start > slow.datetime_start and t.datetime_complete < slow.datetime_complete
+        if t.number != 5 and t.datetime_start > slow.datetime_start and t.datetime_complete < slow.datetime_complete
     ]
     assert len(during) >= 5, [t.number for t in during]
