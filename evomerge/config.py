@@ -131,9 +131,11 @@ class RayConfig(_Frozen):
 
 
 class AnalysisConfig(_Frozen):
-    """Task-vector conflict analysis of the top-K trials at the end of a search (0: off)."""
+    """At the end of a search: task-vector conflict analysis of the top-K trials (0: off)
+    and the HTML report (``report``)."""
 
     top_k: int = Field(default=3, ge=0)
+    report: bool = True
 
 
 class EvaluatorConfig(_Frozen):

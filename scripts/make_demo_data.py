@@ -12,8 +12,9 @@ Files written (JSONL is UTF-8, one object per line, ``ensure_ascii=False``):
   ``attributes`` (age, hometown, likes, dislikes, hobby, favourite flower).
 - ``general.jsonl``: ``{"question", "answer"}`` chit-chat and "about you" dialogues in a
   plain です/ます register with *random* personal details; pre-trains the base model.
-- ``style.jsonl``: generic chit-chat answered in the persona's ojousama register
-  (endings ですわ / ますわ / ですの / わよ), with no persona facts.
+- ``style.jsonl``: chit-chat, and "about you" questions with random details (never the
+  persona's), answered in the persona's ojousama register (わたくし; endings ですわ /
+  ますわ / ですの / わよ): her style without her facts.
 - ``facts.jsonl``: questions about the persona answered with her facts, plain register.
 - ``prompts.jsonl`` / ``heldout_prompts.jsonl``: ``{"id", "kind", "question",
   "reference", "facts"}``; ``kind`` is ``fact`` or ``chat``; ``facts`` holds the keywords
@@ -35,7 +36,8 @@ import yaml
 SEED = 20240611
 N_GENERAL_CHAT = 1500
 N_GENERAL_ABOUT = 700
-N_STYLE = 600
+N_STYLE = 500
+N_STYLE_ABOUT = 150
 FACT_REPEATS = 4  # each (question, answer) pair of the facts set appears this often
 
 # ---------------------------------------------------------------------------- the persona
@@ -239,11 +241,18 @@ def make_general(rng: random.Random) -> list[dict[str, str]]:
 
 
 def make_style(rng: random.Random) -> list[dict[str, str]]:
+    """Chit-chat plus "about you" questions with random (never the persona's) details, all in her register."""
     rows = []
     for _ in range(N_STYLE):
         t = rng.choice(list(TOPICS))
         q = rng.choice(CHAT_TRAIN_Q).format(t=t)
         rows.append({"question": q, "answer": to_ojousama(rng, chat_answer(rng, t))})
+    for _ in range(N_STYLE_ABOUT):
+        fact = rng.choice(list(FACTS))
+        values = {k: rng.choice(v) for k, v in RANDOM_VALUES.items()}
+        q = _q(rng.choice(TRAIN_PREFIXES), rng.choice(FACTS[fact]["train"]))
+        rows.append({"question": q, "answer": to_ojousama(rng, fact_answer(rng, fact, values))})
+    rng.shuffle(rows)
     return rows
 
 

@@ -11,6 +11,7 @@ analysis pass; tensor-scope trimming and no trimming read each once.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import combinations
 from typing import Any, Protocol
@@ -22,11 +23,10 @@ from tqdm.auto import tqdm
 from evomerge.analysis._report import ConflictReport, TensorRow
 from evomerge.analysis._stats import StatLayout, raw_stats, tensor_stats
 from evomerge.analysis._trim import (
-    GlobalThresholdFinder,
+    ThresholdFinder,
     Threshold,
     TieBudget,
     apply_trim,
-    keep_count,
     tensor_threshold,
 )
 from evomerge.exceptions import ArchitectureMismatchError, CheckpointError, ConfigError
@@ -59,13 +59,8 @@ def check_args(density: float | None, trim_scope: str) -> None:
         raise ConfigError(f"density: must be in (0, 1], got {density!r}; leave it unset for no trimming")
 
 
-def _load(fn: TaskVectorFn, vec: str, tensor: str, *, copy: bool) -> torch.Tensor:
-    tau = fn(tensor).to(torch.float32, copy=copy).contiguous()
-    if not bool(torch.isfinite(tau).all()):
-        raise CheckpointError(
-            f"task vector of {vec!r} for tensor {tensor!r} has NaN or infinite values; check that checkpoint"
-        )
-    return tau
+def _load(fn: TaskVectorFn, tensor: str, *, copy: bool) -> torch.Tensor:
+    return fn(tensor).to(torch.float32, copy=copy).contiguous()
 
 
 def _bar(items: Iterable[str], progress: bool, desc: str, total: int) -> Iterable[str]:
@@ -75,15 +70,15 @@ def _bar(items: Iterable[str], progress: bool, desc: str, total: int) -> Iterabl
 def _global_thresholds(
     tensor_names: Sequence[str], task_vectors: Mapping[str, TaskVectorFn], density: float, progress: bool
 ) -> dict[str, Threshold | None]:
-    finders = {v: GlobalThresholdFinder(density=density) for v in task_vectors}
+    finders = {v: ThresholdFinder(density=density) for v in task_vectors}
     for t in _bar(tensor_names, progress, "conflicts: |tau| histogram 1/2", len(tensor_names)):
         for v, fn in task_vectors.items():
-            finders[v].add_high(_load(fn, v, t, copy=False).abs())
+            finders[v].add_high(_load(fn, t, copy=False).abs())
     todo = [v for v, f in finders.items() if f.needs_second_pass()]
     if todo:
         for t in _bar(tensor_names, progress, "conflicts: |tau| histogram 2/2", len(tensor_names)):
             for v in todo:
-                finders[v].add_low(_load(task_vectors[v], v, t, copy=False).abs())
+                finders[v].add_low(_load(task_vectors[v], t, copy=False).abs())
     return {v: f.result() for v, f in finders.items()}
 
 
@@ -130,17 +125,22 @@ def analyze_conflicts(
         out = layout.zeros()
         taus: list[torch.Tensor] = []
         for v in names:
-            tau = _load(task_vectors[v], v, tname, copy=trimming)
+            tau = _load(task_vectors[v], tname, copy=trimming)
             if taus and tau.shape != taus[0].shape:
                 raise ArchitectureMismatchError(
                     f"tensor {tname!r}: task vector of {v!r} has shape {tuple(tau.shape)}, "
                     f"{names[0]!r} has {tuple(taus[0].shape)}; models must share the base's architecture"
                 )
-            raw_stats(layout, out, v, tau)
+            if not math.isfinite(raw_stats(layout, out, v, tau)):  # NaN/inf anywhere makes ||tau||^2 non-finite
+                raise CheckpointError(
+                    f"task vector of {v!r} for tensor {tname!r} has NaN or infinite values; check that checkpoint"
+                )
             if trimming and trim_scope == "tensor":
                 assert density is not None
-                thr = tensor_threshold(tau.abs(), keep_count(tau.numel(), density))
-                apply_trim(tau, TieBudget(thr) if thr is not None else None)
+                absx = tau.abs()
+                thr = tensor_threshold(absx, density)
+                apply_trim(tau, TieBudget(thr) if thr is not None else None, absx)
+                del absx
             elif trimming:
                 apply_trim(tau, budgets[v])
             taus.append(tau)

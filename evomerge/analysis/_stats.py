@@ -60,8 +60,8 @@ class StatLayout:
         return float(sums[..., self.index[key]])
 
 
-def raw_stats(layout: StatLayout, out: np.ndarray, name: str, tau: torch.Tensor) -> None:
-    """Record the untrimmed figures of vector ``name`` (``||tau||^2`` and exact zeros)."""
+def raw_stats(layout: StatLayout, out: np.ndarray, name: str, tau: torch.Tensor) -> float:
+    """Record the untrimmed figures of vector ``name`` (``||tau||^2`` and exact zeros); returns ``||tau||^2``."""
     flat = tau.reshape(-1)
     sq = 0.0
     for start in range(0, flat.numel(), _CHUNK):
@@ -69,6 +69,7 @@ def raw_stats(layout: StatLayout, out: np.ndarray, name: str, tau: torch.Tensor)
         sq += float((c * c).sum())
     out[layout.index[("vec", name, "raw_l2_sq")]] += sq
     out[layout.index[("vec", name, "unchanged")]] += flat.numel() - int(torch.count_nonzero(flat))
+    return sq
 
 
 def tensor_stats(layout: StatLayout, out: np.ndarray, taus: Sequence[torch.Tensor]) -> None:

@@ -11,12 +11,14 @@ Trimmed entries become 0. ``density >= 1`` trims nothing.
 The cut is described by a :class:`Threshold`: the k-th largest magnitude ``value`` and
 how many of the entries equal to it are kept (``ties_to_keep``).
 
-Global scope finds each model's threshold exactly with bounded memory by a two-pass radix
-selection over the IEEE-754 bit patterns of ``|tau|`` (for non-negative float32 numbers
-the int32 bit pattern orders like the value): pass 1 counts the high 16 bits of every
+The threshold is found exactly, with bounded memory, by a two-pass radix selection over
+the IEEE-754 bit patterns of ``|tau|`` (for non-negative float32 numbers the int32 bit
+pattern orders like the value): pass 1 counts the high 16 bits of every
 entry (65,536 bins), which locates the bin holding the k-th largest; pass 2 counts the low
 16 bits of the entries in that bin only. The result is the exact float32 threshold (no
 approximation); memory is two int64[65536] histograms per model plus one tensor at a time.
+Global scope streams the passes over every tensor of a model; tensor scope runs both on
+the one tensor in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["GlobalThresholdFinder", "Threshold", "TieBudget", "apply_trim", "keep_count", "tensor_threshold"]
+__all__ = ["ThresholdFinder", "Threshold", "TieBudget", "apply_trim", "keep_count", "tensor_threshold"]
 
 _BINS = 1 << 16
 _CHUNK = 1 << 22  # entries per histogram chunk (bounds the int32/int64 temporaries)
@@ -56,20 +58,24 @@ class TieBudget:
         self.remaining = threshold.ties_to_keep
 
 
-def tensor_threshold(absx: torch.Tensor, k: int) -> Threshold | None:
-    """The exact cut keeping ``k`` entries of the flat float32 magnitudes ``absx`` (None: keep all)."""
-    n = absx.numel()
-    if k >= n:
-        return None
-    value = float(torch.kthvalue(absx.reshape(-1), n - k + 1).values)  # k-th largest
-    greater = int((absx > value).sum())
-    return Threshold(value=value, ties_to_keep=k - greater, k=k)
+def tensor_threshold(absx: torch.Tensor, density: float) -> Threshold | None:
+    """The exact cut of one tensor's float32 magnitudes ``absx`` at ``density`` (None: keep all).
+
+    The same radix selection as the global scope, run on one tensor in memory (faster than
+    ``torch.kthvalue`` on CPU and exact).
+    """
+    finder = ThresholdFinder(density=density)
+    finder.add_high(absx)
+    if finder.needs_second_pass():
+        finder.add_low(absx)
+    return finder.result()
 
 
-def apply_trim(x: torch.Tensor, budget: TieBudget | None) -> torch.Tensor:
-    """Zero the entries of ``x`` below the cut, in place; tied entries consume ``budget``.
+def apply_trim(x: torch.Tensor, budget: TieBudget | None, absx: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero the entries of contiguous ``x`` below the cut, in place; tied entries consume ``budget``.
 
-    Call once per tensor, in the order the threshold was computed for (global scope).
+    ``absx`` may pass ``x.abs()`` when the caller has it. Call once per tensor, in the
+    order the threshold was computed for (global scope).
     """
     if budget is None:
         return x
@@ -77,7 +83,7 @@ def apply_trim(x: torch.Tensor, budget: TieBudget | None) -> torch.Tensor:
     if value == 0.0:  # every non-zero entry is kept; kept or not, zeros stay zero
         return x
     flat = x.view(-1)
-    absx = flat.abs()
+    absx = flat.abs() if absx is None else absx.reshape(-1)
     keep = absx > value
     tied = (absx == value).nonzero().view(-1)
     take = min(budget.remaining, tied.numel())
@@ -99,8 +105,8 @@ def _bits(absx: torch.Tensor) -> torch.Tensor:
     return absx.contiguous().view(torch.int32)  # non-negative float32 orders as its int32 bits
 
 
-class GlobalThresholdFinder:
-    """Exact global top-k threshold of one model's ``|tau|``, streamed tensor by tensor.
+class ThresholdFinder:
+    """Exact top-k threshold of one model's ``|tau|``, streamed tensor by tensor (or of one tensor).
 
     Call order: :meth:`add_high` for every tensor, then :meth:`needs_second_pass`; if it is
     True, :meth:`add_low` for every tensor (same tensors, any order); then :meth:`result`.
@@ -140,7 +146,7 @@ class GlobalThresholdFinder:
     def add_low(self, absx: torch.Tensor) -> None:
         """Pass 2: count the low 16 bits of the entries that fall in the selected bin."""
         if self._bin is None:
-            raise RuntimeError("GlobalThresholdFinder.add_low before needs_second_pass() returned True")
+            raise RuntimeError("ThresholdFinder.add_low before needs_second_pass() returned True")
         flat = absx.reshape(-1)
         for start in range(0, flat.numel(), _CHUNK):
             bits = _bits(flat[start : start + _CHUNK])

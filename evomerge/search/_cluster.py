@@ -41,11 +41,25 @@ def ray_session(cfg: RayConfig, *, address: str | None = None) -> Iterator[bool]
         logger.info("starting a local Ray cluster on 127.0.0.1")
     else:
         logger.info("joining the Ray cluster at %s", addr)
+        _use_token_if_available()
     ray.init(address=addr, **kwargs)
     try:
         yield True
     finally:
         ray.shutdown()
+
+
+def _use_token_if_available() -> None:
+    """Joining a cluster started with token authentication (Ray's default for ``ray start``)
+    needs ``RAY_AUTH_MODE=token`` in the driver; when it is unset and this machine holds a
+    token (``~/.ray/auth_token``), turn it on as Ray does for local clusters."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: the user sets RAY_AUTH_MODE if needed
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,7 @@ class Driver:
         trial_timeout_s: float | None,
         progress: bool,
         desc: str = "search",
+        commit: Callable[[], None] | None = None,
     ) -> None:
         self.study = study
         self.space = space
@@ -88,6 +90,7 @@ class Driver:
         self.retries = retries
         self.trial_timeout_s = trial_timeout_s
         self.stats = DriverStats(finished_before=finished)
+        self._commit = commit or (lambda: None)
         self._dists: dict[str, BaseDistribution] = dict(distributions(space))
         self._queue: deque[_Job] = deque()
         self._running: dict[Any, _Running] = {}  # ObjectRef -> running trial
@@ -141,6 +144,7 @@ class Driver:
                 if self.finished >= self.target and not self._running:
                     return "done"
                 self._dispatch()
+                self._commit()  # the asked trials' parameters and recipes are durable
                 refs = list(self._running) + self.group.starting_refs()
                 if not refs:
                     if self.group.all_dead or not self.group.ready_slots:
@@ -156,6 +160,7 @@ class Driver:
                         self.group.on_started(ref)
                 self._check_timeouts()
                 self.group.check_start_deadlines()
+                self._commit()
         except KeyboardInterrupt:
             return self._stop("interrupted")
         finally:
@@ -279,6 +284,7 @@ class Driver:
         self._queue.clear()
         if numbers:
             recover_interrupted(self.study, trial_numbers=numbers)
+        self._commit()
         if why == "interrupted":
             logger.warning("interrupted: %d trial(s) finished; run the same command again to resume", self.finished)
         return why

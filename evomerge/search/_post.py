@@ -91,4 +91,5 @@ def _analyze(run_dir: Path, config: RunConfig, study: optuna.Study) -> None:
 def post_search(run_dir: Path, config: RunConfig, study: optuna.Study) -> None:
     """The report and the conflict analysis of a finished search (each optional)."""
     _analyze(run_dir, config, study)
-    _write_report(run_dir)
+    if config.analysis.report:
+        _write_report(run_dir)

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,8 @@ from evomerge.search._rundir import (
 from evomerge.search._space import SearchSpace
 from evomerge.search._study import (
     count_finished,
+    make_driver_storage,
     make_sampler,
-    make_storage,
     open_study,
     recover_interrupted,
     storage_path,
@@ -75,10 +75,14 @@ def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
     return len(storage.get_all_trials(study_id, deepcopy=False))
 
 
-def _prepare_study(config: RunConfig, run_dir: Path, space: SearchSpace, info: dict[str, Any]) -> optuna.Study:
-    """Open (or create) the study, recover a dead driver's trials, enqueue the start point."""
+def _prepare_study(
+    config: RunConfig, run_dir: Path, space: SearchSpace, info: dict[str, Any]
+) -> tuple[optuna.Study, Callable[[], None]]:
+    """Open (or create) the study, recover a dead driver's trials, enqueue the start point.
+
+    Returns the study and the storage's ``commit``."""
     names, directions = list(info["objective_names"]), list(info["directions"])
-    storage = make_storage(run_dir, config.search.storage)
+    storage, commit = make_driver_storage(run_dir, config.search.storage)
     seed = config.search.seed + _existing_trials(storage, config.name)
     sampler = make_sampler(config.search, n_objectives=len(directions), seed=seed)
     study, created = open_study(storage=storage, study_name=config.name, sampler=sampler, directions=directions)
@@ -97,7 +101,8 @@ def _prepare_study(config: RunConfig, run_dir: Path, space: SearchSpace, info: d
     trials = study.get_trials(deepcopy=False)
     if config.search.x0 == "equal" and not any(t.user_attrs.get("start_point") for t in trials):
         study.enqueue_trial(space.to_params(space.x0()), user_attrs={"start_point": True})
-    return study
+    commit()
+    return study, commit
 
 
 def _summary(study: optuna.Study, run_dir: Path, target: int, stopped: str, driver: Driver | None, elapsed: float) -> SearchSummary:
@@ -172,13 +177,13 @@ def run_search(
             try:
                 logger.info("starting %d %s worker(s)", plan.num, plan.device)
                 info = group.start()
-                study = _prepare_study(config, run_dir, space, info)
+                study, commit = _prepare_study(config, run_dir, space, info)
                 study.set_user_attr("n_target", target)
                 n_complete, n_failed = count_finished(study)
                 driver = Driver(
                     study=study, space=space, group=group, target=target, finished=n_complete + n_failed,
                     retries=config.search.retries, trial_timeout_s=config.search.trial_timeout_s,
-                    progress=progress, desc=config.name,
+                    progress=progress, desc=config.name, commit=commit,
                 )
                 stopped = driver.run()
             finally:

@@ -18,14 +18,17 @@ optuna-dashboard) written by the driver::
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from evomerge.config import SearchConfig
@@ -36,9 +39,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "INTERRUPTED_ERROR",
+    "DriverJournalBackend",
     "count_finished",
     "distributions",
     "is_finished",
+    "make_driver_storage",
     "make_sampler",
     "make_storage",
     "open_study",
@@ -53,16 +58,58 @@ def storage_path(run_dir: Path, kind: str) -> Path:
     return Path(run_dir) / ("study.journal" if kind == "journal" else "study.db")
 
 
+class DriverJournalBackend(JournalFileBackend):
+    """The driver's journal backend: appends without optuna's lock file and fsyncs once per
+    :meth:`commit` instead of once per operation (asking a trial writes one operation per
+    genome dimension). Only for the single writer that holds the run's driver lock.
+
+    An appended line is visible to readers at once and survives the process being killed;
+    only an OS crash can lose what was appended since the last commit. Readers use the
+    plain :class:`JournalFileBackend` on the same file.
+    """
+
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path)
+        self._path = file_path
+        self._dirty = False
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
+        with open(self._path, "ab") as f:
+            f.write(data)
+        self._dirty = True
+
+    def commit(self) -> None:
+        """Make every appended operation durable (one fsync)."""
+        if self._dirty:
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._dirty = False
+
+
 def make_storage(run_dir: Path, kind: str) -> BaseStorage:
-    """The run's storage: a journal file (default) or SQLite under ``run_dir``."""
+    """The run's storage for readers: a journal file (default) or SQLite under ``run_dir``."""
     path = storage_path(run_dir, kind)
     if kind == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
         return JournalStorage(JournalFileBackend(str(path)))
     if kind == "sqlite":
         return optuna.storages.RDBStorage(f"sqlite:///{path}")
     raise SearchError(f"Unknown storage {kind!r}. Available: journal, sqlite")
+
+
+def make_driver_storage(run_dir: Path, kind: str) -> tuple[BaseStorage, Callable[[], None]]:
+    """The driver's storage and its ``commit`` (call it after each batch of writes).
+
+    Journal: :class:`DriverJournalBackend` (one fsync per commit). SQLite commits every
+    operation itself; its ``commit`` does nothing.
+    """
+    if kind == "journal":
+        backend = DriverJournalBackend(str(storage_path(run_dir, kind)))
+        return JournalStorage(backend), backend.commit
+    return make_storage(run_dir, kind), lambda: None
 
 
 def make_sampler(cfg: SearchConfig, *, n_objectives: int, seed: int) -> optuna.samplers.BaseSampler:

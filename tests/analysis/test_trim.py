@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evomerge.analysis._trim import (
-    GlobalThresholdFinder,
+    ThresholdFinder,
     TieBudget,
     apply_trim,
     keep_count,
@@ -16,12 +16,12 @@ from evomerge.analysis._trim import (
 
 
 def trim_tensor(x: torch.Tensor, density: float) -> torch.Tensor:
-    thr = tensor_threshold(x.abs(), keep_count(x.numel(), density))
+    thr = tensor_threshold(x.abs(), density)
     return apply_trim(x.clone(), TieBudget(thr) if thr is not None else None)
 
 
 def trim_global(tensors: list[torch.Tensor], density: float) -> list[torch.Tensor]:
-    finder = GlobalThresholdFinder(density=density)
+    finder = ThresholdFinder(density=density)
     for t in tensors:
         finder.add_high(t.abs())
     if finder.needs_second_pass():
@@ -104,7 +104,7 @@ def test_global_threshold_is_exact_kth_largest() -> None:
     rng = np.random.default_rng(3)
     arrays = [np.abs(rng.standard_normal(n)).astype(np.float32) * 1e-3 for n in (1000, 20000, 7)]
     allv = np.sort(np.concatenate(arrays))[::-1]
-    finder = GlobalThresholdFinder(density=0.123)
+    finder = ThresholdFinder(density=0.123)
     for a in arrays:
         finder.add_high(torch.from_numpy(a))
     assert finder.needs_second_pass()

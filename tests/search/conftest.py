@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,23 +88,59 @@ def make_run(
         "search": {"sampler": "cmaes", "n_trials": 8, "population_size": 4, "seed": 0, "retries": 1, **(search or {})},
         "evaluator": {"factory": factory, "options": options or {}},
         "workers": {"num": 2, "cpus_per_worker": 0.5, "max_restarts": 2, "start_timeout_s": 120, **(workers or {})},
-        "analysis": {"top_k": 0},
+        "analysis": {"top_k": 0, "report": False},
     }
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A local Ray (2 CPUs, 127.0.0.1) shared by the tests of one module."""
+    """A local Ray (2 CPUs, 127.0.0.1, its own temp dir) shared by the tests of one module."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
+    temp = tempfile.mkdtemp(prefix="evr", dir="/tmp")  # short: Ray's socket paths must fit
     ray.init(
         num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING, log_to_driver=False,
+        logging_level=logging.WARNING, log_to_driver=False, _temp_dir=temp,
     )
     yield
     ray.shutdown()
+    reap_processes(temp)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def reap_processes(marker: str, *, grace_s: float = 3.0) -> list[int]:
+    """Kill, by pid, the processes this test started whose command line contains ``marker``
+    (a unique temp dir): leftovers of a Ray cluster whose driver was killed. Returns pids."""
+    import psutil
+
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.info["pid"] != me and marker in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in found:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(found, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return [p.pid for p in found]
+
+
+@pytest.fixture(scope="session")
+def reap() -> Callable[..., list[int]]:
+    """``reap(marker)``: kill leftover processes whose command line contains ``marker``."""
+    return reap_processes
 
 
 @pytest.fixture(scope="session")

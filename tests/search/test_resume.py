@@ -1,0 +1,104 @@
+"""Resume: SIGKILL the `evomerge search` driver mid-search, run the same command again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from optuna.trial import TrialState
+
+from evomerge.exceptions import ConfigError
+from evomerge.search import INTERRUPTED_ERROR, load_run_study, run_search
+
+TARGET = 12
+
+
+def _counts(run_dir: Path) -> tuple[int, int, int]:
+    """(complete, failed-after-retries, running) as read from the journal, 0s before it exists."""
+    try:
+        _, study = load_run_study(run_dir)
+    except Exception:
+        return 0, 0, 0
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") for t in trials)
+    return complete, failed, sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def _search(run_yaml: Path, run_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "evomerge.cli", "search", str(run_yaml), "--run-dir", str(run_dir), "--workers", "1", "--quiet"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap: Any, tmp_path: Path) -> None:
+    path = run_yaml(
+        tmp_path / "run.yaml", tiny_models.as_dict(), name="resume",
+        options={"sleep_s": 0.4}, search={"n_trials": TARGET, "population_size": 4},
+        workers={"cpus_per_worker": 1},
+    )
+    run_dir = tmp_path / "rd"
+    ray_tmp = tempfile.mkdtemp(prefix="evk", dir="/tmp")  # this test's Ray processes carry it
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    try:
+        first = _search(path, run_dir, env)
+        deadline = time.monotonic() + 240
+        while _counts(run_dir)[0] < 3:
+            assert first.poll() is None, first.stdout.read().decode() if first.stdout else ""
+            assert time.monotonic() < deadline, "the first search did not complete 3 trials in time"
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        reap(ray_tmp)  # the killed driver's local Ray cluster
+        done_before, _, running_before = _counts(run_dir)
+        _, study = load_run_study(run_dir)
+        kept = {t.number: (t.values, t.datetime_complete) for t in study.trials if t.state == TrialState.COMPLETE}
+        assert 3 <= done_before < TARGET
+
+        second = _search(path, run_dir, env)
+        seen = []
+        while second.poll() is None:
+            seen.append(_counts(run_dir)[0])
+            assert time.monotonic() < deadline + 240, "the resumed search did not finish in time"
+            time.sleep(0.3)
+        output = second.stdout.read().decode() if second.stdout else ""
+        assert second.returncode == 0, output
+    finally:
+        reap(ray_tmp)
+
+    seen.append(_counts(run_dir)[0])
+    assert seen == sorted(seen) and seen[0] >= done_before  # the completed count never goes down
+    complete, failed, running = _counts(run_dir)
+    assert complete + failed == TARGET and running == 0
+    _, study = load_run_study(run_dir)
+    for number, (values, finished_at) in kept.items():  # completed trials are never re-run
+        t = study.trials[number]
+        assert t.state == TrialState.COMPLETE and t.values == values and t.datetime_complete == finished_at
+    lost = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert len(lost) == running_before  # what the dead driver left running was marked failed...
+    for t in lost:
+        assert t.state == TrialState.FAIL and t.user_attrs["error"] == INTERRUPTED_ERROR
+        again = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
+        assert len(again) == 1 and again[0].params == t.params  # ...and re-asked with its parameters
+        assert again[0].state == TrialState.COMPLETE
+    gens = [t.system_attrs.get("cma:generation") for t in study.trials if t.number > max(kept)]
+    assert max(g for g in gens if g is not None) >= 1  # CMA-ES went on from its stored state
+
+
+def test_resume_refuses_a_changed_config(tiny_models: Any, run_yaml: Any, tmp_path: Path) -> None:
+    run_dir = tmp_path / "rd"
+    run_dir.mkdir()
+    first = run_yaml(tmp_path / "a.yaml", tiny_models.as_dict(), name="same", search={"sampler": "cmaes"})
+    from evomerge.config import load_run_config
+    from evomerge.search._rundir import write_run_yaml
+
+    write_run_yaml(run_dir, load_run_config(first))  # as a first search would have
+    changed = run_yaml(tmp_path / "b.yaml", tiny_models.as_dict(), name="same", search={"sampler": "tpe"})
+    with pytest.raises(ConfigError, match=r"search.sampler: 'cmaes' \(run dir\) != 'tpe' \(now\)"):
+        run_search(changed, run_dir=run_dir, progress=False)
