@@ -10,11 +10,12 @@ import numpy as np
 
 from evomerge.analysis._figures import figures
 from evomerge.analysis._stats import StatLayout
+from evomerge.pool import MODULE_TYPES
 
 __all__ = ["MODULE_ORDER", "ConflictReport", "TensorRow"]
 
-#: Module types in display order (as classified by ``evomerge.pool``).
-MODULE_ORDER = ("q", "k", "v", "o", "qkv", "gate", "up", "down", "mlp_in", "mlp_out", "norm", "embed", "lm_head", "other")
+#: Module types in display order (those ``evomerge.pool`` classifies tensors into).
+MODULE_ORDER: tuple[str, ...] = MODULE_TYPES
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,9 @@ def tensor_stats(layout: StatLayout, out: np.ndarray, taus: Sequence[torch.Tenso
     flats = [t.reshape(-1) for t in taus]
     n = flats[0].numel()
     out[idx[("numel",)]] += n
-    sets = [(("joint",), tuple(range(len(flats))))] if layout.joint else []
+    sets: list[tuple[tuple[object, ...], tuple[int, ...]]] = []
+    if layout.joint:
+        sets.append((("joint",), tuple(range(len(flats)))))
     sets += [(("pair", p), (row[a], row[b])) for p, (a, b) in enumerate(layout.pairs)]
     for start in range(0, n, _CHUNK):
         xs = [f[start : start + _CHUNK] for f in flats]  # T x [chunk] views

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ThresholdFinder", "Threshold", "TieBudget", "apply_trim", "keep_count", "tensor_threshold"]
+__all__ = ["Threshold", "ThresholdFinder", "TieBudget", "apply_trim", "keep_count", "tensor_threshold"]
 
 _BINS = 1 << 16
 _CHUNK = 1 << 22  # entries per histogram chunk (bounds the int32/int64 temporaries)

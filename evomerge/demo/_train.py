@@ -62,12 +62,13 @@ def format_prompt(tokenizer: Any, question: str) -> str:
 def encode_pairs(tokenizer: Any, pairs: Sequence[QAPair], *, answer_only: bool) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per dialogue: chat prompt + answer + EOS; prompt labels masked if ``answer_only``."""
     eos = int(tokenizer.eos_token_id)
+    prompts = tokenizer([format_prompt(tokenizer, p.question) for p in pairs], add_special_tokens=False)["input_ids"]
+    answers = tokenizer([p.answer for p in pairs], add_special_tokens=False)["input_ids"]
     out = []
-    for p in pairs:
-        prompt = tokenizer(format_prompt(tokenizer, p.question), add_special_tokens=False)["input_ids"]
-        answer = [*tokenizer(p.answer, add_special_tokens=False)["input_ids"], eos]
+    for prompt, answer in zip(prompts, answers, strict=True):
+        answer = [*answer, eos]
         labels = ([IGNORE] * len(prompt) if answer_only else list(prompt)) + answer
-        out.append((prompt + answer, labels))
+        out.append((list(prompt) + answer, labels))
     return out
 
 

@@ -185,12 +185,17 @@ def test_slerp_cases_take_both_branches(paths: dict[str, Path]) -> None:
 def test_bfloat16_computation_stays_close_to_mergekit(
     paths: dict[str, Path], mergekit_merge: Callable[[dict[str, Any]], Any]
 ) -> None:
-    """With dtype: bfloat16 both compute in bf16; results agree to bf16 rounding."""
-    config = {**_config(CASES["ties_defaults"], paths), "dtype": "bfloat16", "out_dtype": "float32"}
+    """With dtype: bfloat16 both compute in bf16 (not float32); results agree to bf16 rounding.
+
+    (TIES is left out: bf16 magnitudes tie often and tie-breaking is unspecified.)
+    """
+    config = {**_config(CASES["task_arithmetic_lambda_gradient"], paths), "dtype": "bfloat16", "out_dtype": "float32"}
     theirs = mergekit_merge(config)
     recipe = MergeRecipe.from_mergekit_dict(config)
     ours = dict(iter_merged_tensors(recipe, pool_for_recipe(recipe)))
     for name, t in ours.items():
         assert t.dtype == torch.float32
         scale = float(theirs[name].abs().max())
-        assert float((t - theirs[name]).abs().max()) <= 2 ** -7 * max(scale, 1e-3), name
+        assert float((t - theirs[name]).abs().max()) <= 2**-7 * scale, name
+    float32 = dict(iter_merged_tensors(recipe.model_copy(update={"dtype": "float32"}), pool_for_recipe(recipe)))
+    assert any(not torch.equal(float32[n], ours[n]) for n in ours)  # bf16 really was used

@@ -3,6 +3,7 @@ finishes with every trial accounted for when the second node dies mid-search."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -30,6 +31,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
 def _wait_started(node: Node, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,10 +60,17 @@ class Node:
         self.proc = subprocess.Popen([ray_bin, "start", "--block", *args], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def kill(self) -> None:
+        """SIGKILL the node: ``ray start``, its raylet and every process below it (the
+        workers, which Ray starts in sessions of their own)."""
+        import psutil
+
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the node's raylet, store and workers
-        except ProcessLookupError:
-            pass
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for proc in [*tree, psutil.Process(self.proc.pid)] if self.proc.poll() is None else tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -76,8 +94,9 @@ def two_nodes(tmp_path: Path, reap: Any) -> Iterator[dict[str, Any]]:
                  '--resources={"node_a": 1}', *common], tmp_path / "head.log", env)  # fmt: skip
     nodes = [head]
     try:
-        _wait_started(head, 180)
+        _wait_port(port, 180)  # the head's GCS is up: node B can start joining meanwhile
         nodes.append(Node([f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', *common], tmp_path / "b.log", env))
+        _wait_started(head, 180)
         _wait_started(nodes[1], 180)
         yield {"address": f"127.0.0.1:{port}", "head": head, "b": nodes[1]}
     finally:
@@ -99,7 +118,9 @@ def _node_b_id() -> str | None:
     return next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node_b" in n["Resources"]), None)
 
 
-def test_two_nodes_share_trials_and_survive_losing_one(two_nodes: dict[str, Any], tiny_models: Any, run_yaml: Any, tmp_path: Path) -> None:
+def test_two_nodes_share_trials_and_survive_losing_one(
+    two_nodes: dict[str, Any], tiny_models: Any, run_yaml: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = run_yaml(
         tmp_path / "run.yaml", tiny_models.as_dict(), name="cluster", options={"sleep_s": 0.4},
         search={"n_trials": TARGET, "population_size": 4, "retries": 1},
@@ -131,6 +152,7 @@ def test_two_nodes_share_trials_and_survive_losing_one(two_nodes: dict[str, Any]
 
     assert killed, "node B was never seen running a trial"
     assert killed["at"] < TARGET  # it died mid-search
+    assert any("is gone for good" in r.getMessage() for r in caplog.records)  # the driver saw it
     _, study = load_run_study(run_dir)
     trials = study.get_trials(deepcopy=False)
     nodes = {t.user_attrs.get("node_id") for t in trials if t.state == TrialState.COMPLETE}
