@@ -8,8 +8,9 @@ Nothing is downloaded; the same script always writes byte-identical files::
 
 Files written (JSONL is UTF-8, one object per line, ``ensure_ascii=False``):
 
-- ``persona.yaml``: the character: name, profile, examples, facts (list of strings) and
-  ``attributes`` (age, hometown, likes, dislikes, hobby, favourite flower).
+- ``persona.yaml``: the character in the format ``evomerge.generate`` reads: ``name``,
+  ``profile`` (age, hometown, likes, dislikes, manner of speech), ``examples`` (example
+  dialogue) and ``facts`` (one short string per fact).
 - ``general.jsonl``: ``{"question", "answer"}`` chit-chat and "about you" dialogues in a
   plain です/ます register with *random* personal details; pre-trains the base model.
 - ``style.jsonl``: chit-chat, and "about you" questions with random details (never the
@@ -309,14 +310,6 @@ def make_persona() -> dict[str, object]:
             f"苦手なものは{v['dislike']}。",
             f"好きな花は{v['flower']}。",
         ],
-        "attributes": {
-            "age": int(v["age"]),
-            "hometown": v["hometown"],
-            "likes": [v["drink"], v["hobby"], v["flower"]],
-            "dislikes": [v["dislike"]],
-            "hobby": v["hobby"],
-            "favorite_flower": v["flower"],
-        },
     }
 
 

@@ -123,10 +123,11 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        value = loss.item()
         if step >= spec.steps - max(1, spec.steps // 10):
-            tail.append(float(loss))
+            tail.append(value)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{value:.3f}")
     model.eval()
     final = sum(tail) / len(tail)
     logger.info("%s: %d steps, final loss %.4f", desc, spec.steps, final)

@@ -135,8 +135,9 @@ def demo_alphabet(data_dir: Path | None = None) -> str:
     for name in TRAINING_SETS:
         for p in load_pairs(name, data_dir):
             chars.update(p.question, p.answer)
-    for split in ("search", "heldout"):
-        for q in load_prompts(split, data_dir):  # type: ignore[arg-type]
+    splits: tuple[Literal["search", "heldout"], ...] = ("search", "heldout")
+    for split in splits:
+        for q in load_prompts(split, data_dir):
             chars.update(q.question, q.reference)
     return "".join(sorted(chars))
 

@@ -30,6 +30,17 @@ def _needs(methods: Iterable[str]) -> frozenset[Need]:
     return frozenset(out)
 
 
+def _select(stacked: torch.Tensor, sources: Sequence[int]) -> torch.Tensor | list[torch.Tensor]:
+    """Rows ``sources`` of ``stacked`` [N, ...]: a strided view when they are evenly spaced."""
+    n = len(sources)
+    if n == 0:
+        return stacked[:0]
+    step = sources[1] - sources[0] if n > 1 else 1
+    if step > 0 and all(b - a == step for a, b in zip(sources, sources[1:])):
+        return stacked[sources[0] :: step][:n]  # [n, ...] view
+    return [stacked[i] for i in sources]
+
+
 class MergeEngine:
     """Keeps a pool's base and task vectors resident on a device and merges recipes into them.
 
@@ -192,8 +203,7 @@ class MergeEngine:
                     if out[name] is not self._base[name]:
                         out[name].copy_(self._base[name])
                     continue
-                stacked = self._deltas[name]
-                deltas = [stacked[i] for i in tp.sources]
+                deltas = _select(self._deltas[name], tp.sources)
                 aux = [self._aux[name][i] for i in tp.sources]
                 method.fn(self._base[name], deltas, tp.args, aux=aux, out=out[name], workspace=self._ws,
                           seed=self.seed, tensor_name=name)  # fmt: skip

@@ -38,7 +38,7 @@ def estimate_resident_bytes(pool: ModelPool, dtype: torch.dtype, needs: Iterable
     numel = sum(i.numel for i in infos)
     item = dtype.itemsize
     per_element = item * (2 + n_sources)  # base + N task vectors + output
-    if Need.MAGNITUDE_RANK in needs:
+    if Need.MAGNITUDE_ORDER in needs:
         per_element += 4 * n_sources
     if Need.ROW_RANK in needs:
         per_element += 4 * n_sources

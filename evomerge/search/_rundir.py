@@ -37,8 +37,12 @@ __all__ = [
 ]
 
 RUN_YAML = "run.yaml"
-# fields that may differ on resume: the trial budget, and the folder paths were resolved from
-_RESUMABLE_CHANGES = ("search.n_trials", "root")
+# Fields that may differ on resume: the trial budget, how failures are retried, where and
+# on how many workers it runs, what is done at the end, and the folder paths were resolved
+# from. Everything that defines the search (models, space, sampler, seed, merge, objective)
+# must stay the same.
+_RESUMABLE_CHANGES = ("search.n_trials", "search.retries", "search.trial_timeout_s", "root")
+_RESUMABLE_SECTIONS = ("workers.", "ray.", "analysis.")
 
 
 @contextmanager
@@ -91,18 +95,25 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], *, run_dir: Path) -> None:
-    """Refuse to resume with a different config; only ``search.n_trials`` may change.
+    """Refuse to resume a search with a different definition.
+
+    Only the budget (``search.n_trials``), ``search.retries``/``trial_timeout_s`` and the
+    runtime sections (``workers``, ``ray``, ``analysis``) may change.
 
     Raises ConfigError listing every differing field with both values.
     """
     a, b = _flatten(stored), _flatten(current)
-    diffs = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES]
+    diffs = [
+        k for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES and not k.startswith(_RESUMABLE_SECTIONS)
+    ]
     if diffs:
         lines = [f"  {k}: {a.get(k, '<unset>')!r} (run dir) != {b.get(k, '<unset>')!r} (now)" for k in diffs[:20]]
         more = f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""
         raise ConfigError(
             f"{run_dir / RUN_YAML}: the run directory holds a search with a different config; "
-            "use another --run-dir, or restore these fields (only search.n_trials may change):\n"
+            "use another --run-dir, or restore these fields (search.n_trials, retries, workers, ray and "
+            "analysis may change):\n"
             + "\n".join(lines) + more
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -124,16 +125,12 @@ def reap_processes(marker: str, *, grace_s: float = 3.0) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     for proc in found:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(found, timeout=grace_s)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     return [p.pid for p in found]
 
 

@@ -22,7 +22,14 @@ from evomerge.exceptions import ExportError
 from evomerge.export import export_trial
 from evomerge.merge import MergeEngine
 from evomerge.merge.recipe import MergeRecipe
-from evomerge.search import build_space, format_status, load_run_study, open_pool, run_search, study_status
+from evomerge.search import (
+    build_space,
+    format_status,
+    load_run_study,
+    open_pool,
+    run_search,
+    study_status,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -45,7 +52,7 @@ def fault_run(ray_local: None, tiny_models: Any, run_yaml: Any, tmp_path_factory
     path = run_yaml(
         root / "run.yaml", tiny_models.as_dict(), name="faults",
         options={"fail_trials": [2], "fail_message": "boom from the judge", "crash_once_trials": [14],
-                 "slow_trials": {5: 4.0}, "sleep_s": 0.05},
+                 "slow_trials": {5: 6.0}, "sleep_s": 0.05},
         search={"n_trials": 20, "population_size": 4, "retries": 1},
     )
     summary = run_search(path, run_dir=root / "rd", progress=False)
@@ -71,15 +78,13 @@ def test_trials_keep_their_recipe_timings_and_worker(weight_run: dict[str, Any])
     config = load_run_config(weight_run["yaml"])
     space = build_space(config)
     _, study = load_run_study(weight_run["run_dir"])
-    workers = set()
     for t in study.trials:
         assert t.state == TrialState.COMPLETE
         recipe = MergeRecipe.from_mergekit_dict(t.user_attrs["recipe"])
         np.testing.assert_allclose(space.encode(recipe), space.from_params(t.params), atol=1e-12)
         assert recipe.models[0].model == str(config.models.sources[0])  # mergekit-loadable references
         assert t.user_attrs["timings"]["merge_s"] >= 0 and t.user_attrs["node_id"]
-        workers.add(t.user_attrs["worker"])
-    assert workers == {"0", "1"}  # both workers were kept busy
+        assert t.user_attrs["worker"] in ("0", "1")
 
 
 def test_status_json_and_table(weight_run: dict[str, Any]) -> None:
@@ -125,7 +130,7 @@ def test_export_then_mergekit_reproduces_the_weights(
 def test_export_refuses_missing_or_failed_trials(weight_run: dict[str, Any], fault_run: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="no trial 999"):
         export_trial(weight_run["run_dir"], tmp_path / "a", trial=999)
-    with pytest.raises(ExportError, match="trial 2 is FAIL: .*boom from the judge"):
+    with pytest.raises(ExportError, match=r"trial 2 is FAIL: .*boom from the judge"):
         export_trial(fault_run["run_dir"], tmp_path / "b", trial="2")
     with pytest.raises(ExportError, match="'best' or a trial number"):
         export_trial(weight_run["run_dir"], tmp_path / "c", trial="worst")
@@ -154,7 +159,7 @@ def test_a_dead_worker_is_restarted_and_its_trial_retried(fault_run: dict[str, A
 
 
 def test_dispatch_does_not_wait_for_a_slow_trial(fault_run: dict[str, Any]) -> None:
-    """While trial 5 sleeps 4 s, the other worker goes on, past the CMA-ES generation (popsize 4)."""
+    """While trial 5 sleeps 6 s, the other worker goes on, past the CMA-ES generation (popsize 4)."""
     trials = fault_run["trials"]
     slow = trials[5]
     during = [
@@ -162,3 +167,4 @@ def test_dispatch_does_not_wait_for_a_slow_trial(fault_run: dict[str, Any]) -> N
         if t.number != 5 and t.datetime_start > slow.datetime_start and t.datetime_complete < slow.datetime_complete
     ]
     assert len(during) >= 5, [t.number for t in during]
+    assert {t.user_attrs["worker"] for t in during} == {"1" if slow.user_attrs["worker"] == "0" else "0"}

@@ -32,9 +32,10 @@ def _counts(run_dir: Path) -> tuple[int, int, int]:
     return complete, failed, sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def _search(run_yaml: Path, run_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _search(run_yaml: Path, run_dir: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "evomerge.cli", "search", str(run_yaml), "--run-dir", str(run_dir), "--workers", "1", "--quiet"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with open(log, "wb") as out:  # a file, not a pipe: a full pipe would block the driver
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap: Any, tmp_path: Path) -> None:
@@ -47,10 +48,10 @@ def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap
     ray_tmp = tempfile.mkdtemp(prefix="evk", dir="/tmp")  # this test's Ray processes carry it
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     try:
-        first = _search(path, run_dir, env)
+        first = _search(path, run_dir, env, tmp_path / "first.log")
         deadline = time.monotonic() + 240
         while _counts(run_dir)[0] < 3:
-            assert first.poll() is None, first.stdout.read().decode() if first.stdout else ""
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
             assert time.monotonic() < deadline, "the first search did not complete 3 trials in time"
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
@@ -61,14 +62,13 @@ def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap
         kept = {t.number: (t.values, t.datetime_complete) for t in study.trials if t.state == TrialState.COMPLETE}
         assert 3 <= done_before < TARGET
 
-        second = _search(path, run_dir, env)
+        second = _search(path, run_dir, env, tmp_path / "second.log")
         seen = []
         while second.poll() is None:
             seen.append(_counts(run_dir)[0])
             assert time.monotonic() < deadline + 240, "the resumed search did not finish in time"
             time.sleep(0.3)
-        output = second.stdout.read().decode() if second.stdout else ""
-        assert second.returncode == 0, output
+        assert second.returncode == 0, (tmp_path / "second.log").read_text()
     finally:
         reap(ray_tmp)
 

@@ -146,6 +146,7 @@ def test_driver_lock_is_exclusive(tmp_path: Path) -> None:
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     stored = {"name": "a", "search": {"sampler": "cmaes", "n_trials": 10}, "space": {"layer_granularity": 4}, "root": "/x"}
     check_same_run(stored, {**stored, "search": {"sampler": "cmaes", "n_trials": 50}, "root": "/y"}, run_dir=tmp_path)
+    check_same_run({**stored, "workers": {"num": 2}}, {**stored, "workers": {"num": 8}}, run_dir=tmp_path)
     changed = {**stored, "search": {"sampler": "tpe", "n_trials": 10}, "space": {"layer_granularity": 2}}
     with pytest.raises(ConfigError) as err:
         check_same_run(stored, changed, run_dir=tmp_path)

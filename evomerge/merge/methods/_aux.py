@@ -3,8 +3,8 @@
 They let :class:`~evomerge.merge.MergeEngine` merge without sorting or drawing random
 numbers per trial, and the streaming merge compute exactly the same numbers:
 
-- ``rank``: int32, the position of each element of ``|delta|`` in descending order
-  (stable), so TIES' top-k mask is ``rank < k`` and breadcrumbs' is ``lo <= rank < hi``;
+- ``order``: int32, the stable descending order of ``|delta|`` (an argsort), so TIES'
+  top-k magnitude threshold is one lookup (``|delta[order[k]]|``), ties included;
 - ``row_rank``: int32, the ascending rank of ``|delta|`` within its row (along dim 1;
   1-D tensors are one row), for DELLA's rank-dependent keep probabilities;
 - ``noise``: int16 uniform integers from a generator seeded by (seed, tensor, source), so a
@@ -20,7 +20,8 @@ All functions are pure; flat tensors follow ``delta``'s row-major (contiguous) l
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -35,7 +36,7 @@ __all__ = [
     "SourceAux",
     "build_aux",
     "l1_norm",
-    "magnitude_rank",
+    "magnitude_order",
     "make_noise",
     "noise_l1_table",
     "noise_seed",
@@ -63,14 +64,14 @@ class SourceAux:
     """Precomputations for one source's task vector of one tensor (see module docstring)."""
 
     l1: float | None = None
-    rank: torch.Tensor | None = None
+    order: torch.Tensor | None = None
     row_rank: torch.Tensor | None = None
     noise: torch.Tensor | None = None
     noise_l1: torch.Tensor | None = None
     slerp: SlerpStats | None = None
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.rank, self.row_rank, self.noise, self.noise_l1) if t is not None)
+        return sum(t.numel() * t.element_size() for t in (self.order, self.row_rank, self.noise, self.noise_l1) if t is not None)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -89,14 +90,12 @@ def l1_norm(delta: torch.Tensor) -> float:
     return total
 
 
-def magnitude_rank(delta: torch.Tensor) -> torch.Tensor:
-    """int32 ``[numel]``: each element's position in ``|delta|`` sorted descending (stable)."""
+def magnitude_order(delta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: flat indices of ``delta`` by descending ``|delta|`` (stable)."""
     mag = _flat(delta).abs().float()
     order = torch.argsort(mag, descending=True, stable=True)
     del mag
-    rank = torch.empty(order.numel(), dtype=torch.int32, device=order.device)
-    rank.scatter_(0, order, torch.arange(order.numel(), dtype=torch.int32, device=order.device))
-    return rank
+    return order.to(torch.int32)
 
 
 def _rows(delta: torch.Tensor) -> torch.Tensor:
@@ -118,9 +117,11 @@ def row_rank(delta: torch.Tensor) -> torch.Tensor:
     return rank.reshape(-1)  # [numel]
 
 
-def row_length(delta: torch.Tensor) -> int:
-    """The length of DELLA's rows (dim 1, or the whole tensor when 1-D)."""
-    return int(_rows(delta).shape[1])
+def row_length(shape: Sequence[int]) -> int:
+    """The length of DELLA's rows for a tensor of ``shape`` (dim 1, or everything when 1-D)."""
+    if len(shape) < 2:
+        return math.prod(shape)
+    return int(shape[1])
 
 
 def noise_seed(seed: int, tensor_name: str, source_key: str) -> int:
@@ -200,8 +201,8 @@ def build_aux(
     needs = set(needs)
     if aux.l1 is None:
         aux = replace(aux, l1=l1_norm(delta))
-    if Need.MAGNITUDE_RANK in needs and aux.rank is None:
-        aux = replace(aux, rank=magnitude_rank(delta))
+    if Need.MAGNITUDE_ORDER in needs and aux.order is None:
+        aux = replace(aux, order=magnitude_order(delta))
     if Need.ROW_RANK in needs and aux.row_rank is None:
         aux = replace(aux, row_rank=row_rank(delta))
     if (Need.NOISE in needs or Need.NOISE_L1 in needs) and aux.noise is None:

@@ -18,6 +18,7 @@ allocated. ``int8_mask`` only changes mergekit's mask storage; it is accepted an
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,9 +30,9 @@ from evomerge.merge.methods._sparsify import (
     Keep,
     bernoulli_keep,
     della_keep,
+    emit_kept,
     kept_l1,
     magnitude_keep,
-    mask_chunk,
     outlier_keep,
 )
 from evomerge.merge.methods._workspace import OutWriter, Workspace
@@ -51,31 +52,38 @@ __all__ = [
 
 SPARSIFICATION_NEEDS: dict[str | None, frozenset[Need]] = {
     None: frozenset(),
-    "magnitude": frozenset({Need.MAGNITUDE_RANK}),
-    "magnitude_outliers": frozenset({Need.MAGNITUDE_RANK}),
+    "magnitude": frozenset({Need.MAGNITUDE_ORDER}),
+    "magnitude_outliers": frozenset({Need.MAGNITUDE_ORDER}),
     "random": frozenset({Need.NOISE, Need.NOISE_L1}),
     "della_magprune": frozenset({Need.ROW_RANK, Need.NOISE}),
 }
 
 
-def _keep(method: str | None, delta: torch.Tensor, p: Any) -> Keep:
-    n = delta.numel()
+def _keep(method: str | None, flat: torch.Tensor, a: SourceAux, p: Any, shape: torch.Size) -> Keep:
     if method is None:
         return Keep("all")
     if method == "magnitude":
-        return magnitude_keep(n, p["density"])
+        return magnitude_keep(flat, a.order, p["density"])
     if method == "magnitude_outliers":
-        return outlier_keep(n, p["density"], p["gamma"])
+        return outlier_keep(flat, a.order, p["density"], p["gamma"])
     if method == "random":
         return bernoulli_keep(p["density"])
     if method == "della_magprune":
-        return della_keep(p["density"], p["epsilon"], row_length(delta))
+        return della_keep(p["density"], p["epsilon"], row_length(shape))
     raise ValueError(f"Unknown sparsification {method!r}. Available: {', '.join(str(k) for k in SPARSIFICATION_NEEDS)}")
 
 
 def _round(x: float, dtype: torch.dtype) -> float:
     """``x`` as a value of ``dtype`` (mergekit holds weights in the computation dtype)."""
     return float(torch.tensor(x, dtype=dtype))
+
+
+def _rows(deltas: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """``(stacked [N, numel] or None, N rows [numel])`` without copying."""
+    if isinstance(deltas, torch.Tensor):
+        stacked = deltas.reshape(deltas.shape[0], -1)  # [N, numel]
+        return stacked, list(stacked)
+    return None, [d.reshape(-1) for d in deltas]
 
 
 def generalized_task_arithmetic(
@@ -93,122 +101,134 @@ def generalized_task_arithmetic(
 ) -> torch.Tensor:
     """Merge ``base + mix(deltas)``; see the module docstring. Returns ``out``.
 
-    ``aux[i]`` supplies delta i's ranks/noise; whatever is missing is computed here, the
+    ``aux[i]`` supplies delta i's order/noise; whatever is missing is computed here, the
     noise from ``seed``, ``tensor_name`` and the delta's position ``i``, so the same call
     always gives the same tensor.
     """
     ws = workspace or Workspace()
-    rows = [d.reshape(-1) for d in deltas]  # N x [numel]
+    stacked, rows = _rows(deltas)
     flat_base = base.reshape(-1)  # [numel]
-    numel, dtype = flat_base.numel(), base.dtype
+    numel, dtype, dev = flat_base.numel(), base.dtype, base.device
     writer = OutWriter(out, base, dtype, ws)
     if not rows:
-        writer.target(0, numel).copy_(flat_base)
-        writer.store(0, numel, writer.target(0, numel))
+        for s in range(0, numel, CHUNK):
+            e = min(numel, s + CHUNK)
+            tgt = writer.target(s, e)
+            tgt.copy_(flat_base[s:e])
+            writer.store(s, e, tgt)
         return writer.finish()
     g = args.globals
     needs = SPARSIFICATION_NEEDS[sparsification]
-    auxes: list[SourceAux] = []
     keeps: list[Keep] = []
+    auxes: list[SourceAux] = []
     coefs: list[float] = []
     weights: list[float] = []
-    for i, (d, p) in enumerate(zip(deltas, args.inputs, strict=True)):
-        a = aux[i] if aux is not None and aux[i] is not None else None
-        keep = _keep(sparsification, d, p)
-        if keep.kind not in ("all", "none") or g["rescale"]:
-            a = build_aux(needs, base, d, seed=seed, tensor_name=tensor_name, source_key=str(i), previous=a)
-        a = a or SourceAux()
+    for i, (flat, p) in enumerate(zip(rows, args.inputs, strict=True)):
+        a = aux[i] if aux is not None else None
+        if a is None or (sparsification is not None and p["density"] < 1) or g["rescale"]:
+            a = build_aux(needs, base, flat.view(base.shape), seed=seed, tensor_name=tensor_name,
+                          source_key=str(i), previous=a)  # fmt: skip
+        keep = _keep(sparsification, flat, a, p, base.shape)
         w = _round(p["weight"], dtype)
         scale = 1.0
         if g["rescale"] and keep.kind != "all":
-            before, after = a.l1 or 0.0, kept_l1(rows[i], keep, a, ws)
+            before, after = a.l1 or 0.0, kept_l1(flat, keep, a, ws)
             if before >= RESCALE_EPS and after >= RESCALE_EPS:
                 scale = _round(before, dtype) / _round(after, dtype)
+        keeps.append(keep if w != 0 else Keep("none"))
         auxes.append(a)
-        keeps.append(keep)
         weights.append(w)
         coefs.append(w * scale)
     normalize, lam = bool(g["normalize"]), float(g["lambda"])
-    if consensus:
-        wvec = torch.tensor(weights, dtype=dtype, device=base.device)
+    if not consensus:
+        total = float(torch.tensor(weights, dtype=dtype).sum())
+        divisor = total if normalize and abs(total) >= 1e-8 else 1.0
+        alphas = [c * lam / divisor for c in coefs]
+        all_kept = all(k.kind == "all" for k in keeps)
         for s in range(0, numel, CHUNK):
             e = min(numel, s + CHUNK)
-            _consensus_chunk(flat_base, rows, keeps, auxes, coefs, wvec, s, e, writer, ws, normalize, lam)
+            tgt = writer.target(s, e)
+            if all_kept:
+                _weighted_sum(tgt, flat_base[s:e], stacked[:, s:e] if stacked is not None else None,
+                              [r[s:e] for r in rows], alphas, ws)  # fmt: skip
+            else:
+                em = ws.get("E", (len(rows), e - s), dtype, dev)  # [N, c]
+                for i, r in enumerate(rows):
+                    emit_kept(em[i], r[s:e], keeps[i], auxes[i], s, e, ws)
+                _weighted_sum(tgt, flat_base[s:e], em, list(em), alphas, ws)
+            writer.store(s, e, tgt)
         return writer.finish()
-    total = float(torch.tensor(weights, dtype=dtype).sum())
-    divisor = total if normalize and abs(total) >= 1e-8 else 1.0
+    coef_vec = torch.tensor(coefs, dtype=dtype, device=dev)
+    consts = _Consensus(
+        coef=coef_vec, abs_coef=coef_vec.abs(), weight=torch.tensor(weights, dtype=dtype, device=dev),
+        sign=coef_vec.sign().view(-1, 1) if any(c < 0 for c in coefs) else None,
+        positive_weights=all(w > 0 for w in weights), normalize=normalize, lam=lam,
+    )  # fmt: skip
     for s in range(0, numel, CHUNK):
         e = min(numel, s + CHUNK)
-        acc = ws.get("acc", (e - s,), dtype, base.device)
-        _sum_chunk(acc, rows, keeps, auxes, coefs, s, e, ws)
-        if divisor != 1.0:
-            acc.div_(divisor)
-        if lam != 1:
-            acc.mul_(lam)
+        em = ws.get("E", (len(rows), e - s), dtype, dev)  # [N, c]: sparsified task vectors
+        for i, r in enumerate(rows):
+            emit_kept(em[i], r[s:e], keeps[i], auxes[i], s, e, ws)
         tgt = writer.target(s, e)
-        torch.add(flat_base[s:e], acc, out=tgt)
+        _consensus_chunk(tgt, flat_base[s:e], em, consts, ws)
         writer.store(s, e, tgt)
     return writer.finish()
 
 
-def _emit(dst: torch.Tensor, d: torch.Tensor, keep: Keep, a: SourceAux, coef: float, s: int, e: int, ws: Workspace) -> None:
-    """``dst = keep_mask * d * coef`` for elements ``[s, e)``."""
-    if keep.kind == "none" or coef == 0:
-        dst.zero_()
+def _weighted_sum(tgt: torch.Tensor, base: torch.Tensor, stacked: torch.Tensor | None, rows: list[torch.Tensor],
+                  alphas: list[float], ws: Workspace) -> None:  # fmt: skip
+    """``tgt = base + sum_i alphas[i] * rows[i]`` (one gemv when the rows are one strided tensor)."""
+    if stacked is not None:
+        alpha = ws.get("alpha", (len(alphas),), base.dtype, base.device)
+        alpha.copy_(torch.tensor(alphas, dtype=base.dtype))
+        torch.addmv(base, stacked.t(), alpha, out=tgt)
         return
-    if keep.kind == "all":
-        torch.mul(d, coef, out=dst)
-        return
-    torch.where(mask_chunk(keep, a, s, e, ws), d, ws.zero(d.dtype, d.device), out=dst)
-    if coef != 1:
-        dst.mul_(coef)
+    torch.add(base, rows[0], alpha=alphas[0], out=tgt)
+    for r, a in zip(rows[1:], alphas[1:], strict=True):
+        tgt.add_(r, alpha=a)
 
 
-def _sum_chunk(acc: torch.Tensor, rows: list[torch.Tensor], keeps: list[Keep], auxes: list[SourceAux],
-               coefs: list[float], s: int, e: int, ws: Workspace) -> None:  # fmt: skip
-    """``acc = sum_i keep_i * delta_i * coef_i`` over ``[s, e)``."""
-    _emit(acc, rows[0][s:e], keeps[0], auxes[0], coefs[0], s, e, ws)
-    for i in range(1, len(rows)):
-        d, keep = rows[i][s:e], keeps[i]
-        if keep.kind == "none" or coefs[i] == 0:
-            continue
-        if keep.kind == "all":
-            acc.add_(d, alpha=coefs[i])
-            continue
-        tmp = ws.get("tmp", (e - s,), acc.dtype, acc.device)
-        torch.where(mask_chunk(keep, auxes[i], s, e, ws), d, ws.zero(d.dtype, d.device), out=tmp)
-        acc.add_(tmp, alpha=coefs[i])
+@dataclass(frozen=True)
+class _Consensus:
+    coef: torch.Tensor  # [N] weight x rescale
+    abs_coef: torch.Tensor  # [N]
+    weight: torch.Tensor  # [N] raw weights (the divisor's terms)
+    sign: torch.Tensor | None  # [N, 1] sign of coef, when some are negative
+    positive_weights: bool
+    normalize: bool
+    lam: float
 
 
-def _consensus_chunk(base: torch.Tensor, rows: list[torch.Tensor], keeps: list[Keep], auxes: list[SourceAux],
-                     coefs: list[float], wvec: torch.Tensor, s: int, e: int, writer: OutWriter, ws: Workspace,
-                     normalize: bool, lam: float) -> None:  # fmt: skip
-    n, c, dtype, dev = len(rows), e - s, base.dtype, base.device
-    em = ws.get("E", (n, c), dtype, dev)  # [N, c]: weighted, sparsified task vectors
-    for i in range(n):
-        _emit(em[i], rows[i][s:e], keeps[i], auxes[i], coefs[i], s, e, ws)
+def _consensus_chunk(tgt: torch.Tensor, base: torch.Tensor, em: torch.Tensor, k: _Consensus, ws: Workspace) -> None:
+    """TIES sign election and disjoint merge of one chunk; ``em`` [N, c] is overwritten.
+
+    With ``x_i = coef_i * em_i``: the majority sign ``M`` is the sign of ``sum_i x_i``
+    (+ for 0); ``x_i`` is kept where ``x_i * M > 0``; the merged delta is the kept sum,
+    divided by the kept weights' sum (0 -> 1) when normalizing. Using
+    ``relu(em_i * M * sign(coef_i))``, both sums are gemvs over ``em``.
+    """
+    c, dtype, dev = base.numel(), base.dtype, base.device
     total = ws.get("S", (c,), dtype, dev)
-    torch.sum(em, dim=0, out=total)
-    # majority sign: +1 where the sum is >= 0 (a -0.0 sum only arises when every entry is 0)
+    torch.mv(em.t(), k.coef, out=total)  # [c]: sum_i x_i
     sign = ws.get("M", (c,), dtype, dev)
-    torch.copysign(torch.ones((), dtype=dtype, device=dev), total, out=sign)
-    em.mul_(sign)  # entries agreeing with the majority are now > 0
-    em.clamp_(min=0)
-    torch.sum(em, dim=0, out=total)
-    total.mul_(sign)  # sum of the agreeing entries
-    if normalize:
-        em.sign_()  # 1 where an entry was kept by the consensus
-        div = ws.get("D", (c,), dtype, dev)
-        torch.mv(em.t(), wvec, out=div)  # [c]: sum of the kept entries' weights
-        zero = ws.get("Z", (c,), torch.bool, dev)
-        torch.eq(div, 0, out=zero)
-        div.masked_fill_(zero, 1)
-        total.div_(div)
-    if lam != 1:
-        total.mul_(lam)
-    tgt = writer.target(s, e)
-    torch.add(base[s:e], total, out=tgt)
-    writer.store(s, e, tgt)
+    torch.copysign(ws.scalar(1.0, dtype, dev), total, out=sign)  # -0.0 only when every x_i is 0
+    em.mul_(sign)
+    if k.sign is not None:
+        em.mul_(k.sign)
+    em.clamp_(min=0)  # |x_i| / |coef_i| where x_i agrees with the majority, else 0
+    torch.mv(em.t(), k.abs_coef, out=total)  # [c]: |kept sum|
+    total.mul_(sign)
+    if not k.normalize:
+        torch.add(base, total, alpha=k.lam, out=tgt)
+        return
+    em.sign_()  # 1 where kept
+    div = ws.get("D", (c,), dtype, dev)
+    torch.mv(em.t(), k.weight, out=div)  # [c]: sum of the kept weights
+    if k.positive_weights:
+        div.clamp_(min=torch.finfo(dtype).tiny)  # 0 only where nothing is kept (and the sum is 0)
+    else:
+        div.masked_fill_(div == 0, 1)
+    torch.addcdiv(base, total, div, value=k.lam, out=tgt)
 
 
 def _variant(sparsification: str | None, consensus: bool, name: str, doc: str) -> Any:

@@ -38,6 +38,14 @@ class Workspace:
             z = self._bufs[k] = torch.zeros((), dtype=dtype, device=device)
         return z
 
+    def scalar(self, value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A cached 0-dim tensor set to ``value`` (valid until the next call with this dtype)."""
+        k = ("<scalar>", dtype, device)
+        t = self._bufs.get(k)
+        if t is None:
+            t = self._bufs[k] = torch.empty((), dtype=dtype, device=device)
+        return t.fill_(value)
+
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self._bufs.values())
 

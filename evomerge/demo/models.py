@@ -1,0 +1,246 @@
+"""The demo's tiny models: a char-level Llama base and two LoRA fine-tunes of it, cached.
+
+``build_demo_models(cache_dir)`` trains, on CPU and deterministically (fixed seeds, fixed
+thread count, deterministic algorithms):
+
+1. ``base/``: a small Llama pre-trained on ``general.jsonl`` (plain-register chit-chat and
+   "about you" answers with random details), saved with its char-level tokenizer and chat
+   template (``user: ...\\nassistant: ``, no system turn);
+2. ``style/``: a peft LoRA adapter fine-tuned on ``style.jsonl`` (the persona's ojousama
+   register, no persona facts);
+3. ``facts/``: a peft LoRA adapter fine-tuned on ``facts.jsonl`` (the persona's facts,
+   plain register).
+
+The build is cached in ``cache_dir``: ``manifest.json`` is written last and records the
+builder version, the data hash, the size spec and the sha256 of every file; a later call
+with a matching manifest and intact files returns at once. An interrupted or stale build
+is deleted and redone. Concurrent calls on one ``cache_dir`` are serialized with a lock
+file (POSIX ``fcntl``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from evomerge.demo._train import TrainSpec, deterministic_cpu, encode_pairs, train
+from evomerge.demo.data import data_hash, demo_alphabet, demo_data_dir, load_pairs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BUILDER_VERSION", "SIZES", "DemoModels", "DemoSize", "build_demo_models", "default_cache_dir"]
+
+BUILDER_VERSION = 1
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_PARTS = ("base", "style", "facts")
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Model and training sizes. ``full`` is the demo's; ``tiny`` is for fast tests."""
+
+    hidden_size: int
+    num_layers: int
+    base_steps: int
+    finetune_steps: int
+    lora_rank: int = 8
+    base_lr: float = 4e-3
+    finetune_lr: float = 4e-3
+    batch_size: int = 32
+    max_positions: int = 128
+    seed: int = 0
+
+
+SIZES: dict[str, DemoSize] = {
+    "full": DemoSize(hidden_size=64, num_layers=4, base_steps=250, finetune_steps=80),
+    "tiny": DemoSize(hidden_size=32, num_layers=2, base_steps=12, finetune_steps=4, lora_rank=4, batch_size=16),
+}
+
+
+@dataclass(frozen=True)
+class DemoModels:
+    """Paths of a complete build. ``tokenizer`` is the base directory (it holds the tokenizer)."""
+
+    base: Path
+    style: Path
+    facts: Path
+    tokenizer: Path
+    kind: Literal["lora"] = "lora"
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def sources(self) -> dict[str, Path]:
+        """The fine-tunes to merge, by name: ``{"style": ..., "facts": ...}``."""
+        return {"style": self.style, "facts": self.facts}
+
+
+def default_cache_dir() -> Path:
+    """``$EVOMERGE_CACHE/demo`` if set, else ``~/.cache/evomerge/demo``."""
+    root = os.environ.get("EVOMERGE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "evomerge") / "demo"
+
+
+def _resolve_size(size: str | DemoSize) -> DemoSize:
+    if isinstance(size, DemoSize):
+        return size
+    if size not in SIZES:
+        raise ValueError(f"Unknown demo size {size!r}. Available: {', '.join(SIZES)}")
+    return SIZES[size]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): _sha256(p)
+        for part in _PARTS
+        for p in sorted((root / part).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _models(root: Path, manifest: dict[str, Any]) -> DemoModels:
+    return DemoModels(base=root / "base", style=root / "style", facts=root / "facts",
+                      tokenizer=root / "base", manifest=manifest)
+
+
+def _cached(root: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest if ``root`` holds a complete build for ``key`` with intact files, else None."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("key") != key:
+        logger.info("demo models in %s were built for another version/data/size; rebuilding", root)
+        return None
+    files = manifest.get("files", {})
+    if not files or any(not (root / f).is_file() or _sha256(root / f) != h for f, h in files.items()):
+        logger.warning("demo models in %s are incomplete or modified; rebuilding", root)
+        return None
+    return dict(manifest)
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_demo_models(
+    cache_dir: str | Path,
+    *,
+    size: str | DemoSize = "full",
+    progress: bool = False,
+    force: bool = False,
+    threads: int = 1,
+) -> DemoModels:
+    """Build (or reuse) the demo's base model and its style and facts LoRA adapters.
+
+    Args:
+        cache_dir: folder of the build; created if missing. Only ``base/``, ``style/``,
+            ``facts/``, ``manifest.json`` and ``.lock`` in it are touched.
+        size: ``"full"`` (the demo; about a minute on one CPU core), ``"tiny"`` (tests) or a
+            :class:`DemoSize`.
+        progress: show tqdm bars while training.
+        force: rebuild even if a matching build exists.
+        threads: torch CPU threads while training (fixed so the result is reproducible;
+            1 is also the fastest on a busy 2-core machine).
+
+    Returns the paths of the build. Raises ``ValueError`` for an unknown size and
+    :class:`~evomerge.exceptions.ConfigError` if the bundled data is missing.
+    """
+    spec = _resolve_size(size)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    root = Path(cache_dir)
+    key = {"builder_version": BUILDER_VERSION, "data_hash": data_hash(), "size": asdict(spec)}
+    with _locked(root):
+        if not force and (manifest := _cached(root, key)) is not None:
+            logger.info("reusing demo models in %s", root)
+            return _models(root, manifest)
+        (root / "manifest.json").unlink(missing_ok=True)
+        for part in _PARTS:
+            shutil.rmtree(root / part, ignore_errors=True)
+        start = time.perf_counter()
+        with deterministic_cpu(threads):
+            losses = _build(root, spec, progress=progress)
+        manifest = {
+            "key": key,
+            "kind": "lora",
+            "seconds": round(time.perf_counter() - start, 2),
+            "threads": threads,
+            "final_loss": losses,
+            "versions": {"torch": torch.__version__, "transformers": _version("transformers"),
+                         "peft": _version("peft")},
+            "data_dir": str(demo_data_dir()),
+            "files": _file_hashes(root),
+        }
+        tmp = root / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        tmp.replace(root / "manifest.json")
+        logger.info("built demo models in %s in %.1fs", root, manifest["seconds"])
+        return _models(root, manifest)
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import version
+
+    return version(module)
+
+
+def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
+    """Train and save base, style and facts under ``root``; returns each run's final loss."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    from evomerge.testing.tiny import build_char_tokenizer, tiny_config
+
+    tok = build_char_tokenizer(root / "base", alphabet=demo_alphabet())
+    cfg = tiny_config(
+        "llama", vocab_size=len(tok), num_layers=spec.num_layers, max_positions=spec.max_positions,
+        hidden_size=spec.hidden_size, intermediate_size=2 * spec.hidden_size,
+        num_attention_heads=4, num_key_value_heads=2,
+    )
+    torch.manual_seed(spec.seed)
+    model = LlamaForCausalLM(cfg)
+    losses: dict[str, float] = {}
+    examples = encode_pairs(tok, load_pairs("general"), answer_only=False)
+    base_spec = TrainSpec(steps=spec.base_steps, lr=spec.base_lr, batch_size=spec.batch_size,
+                          warmup=min(30, spec.base_steps // 4 + 1), answer_only=False, seed=spec.seed)
+    losses["base"] = train(model, examples, base_spec, pad_id=tok.pad_token_id, desc="demo base", progress=progress)
+    model.save_pretrained(str(root / "base"))
+
+    for offset, name in enumerate(("style", "facts"), start=1):
+        seed = spec.seed + offset
+        torch.manual_seed(seed)
+        base = copy.deepcopy(model)
+        lora = LoraConfig(r=spec.lora_rank, lora_alpha=2 * spec.lora_rank, lora_dropout=0.0,
+                          target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+        peft_model = get_peft_model(base, lora)
+        ft_spec = TrainSpec(steps=spec.finetune_steps, lr=spec.finetune_lr, batch_size=spec.batch_size,
+                            warmup=min(10, spec.finetune_steps // 4 + 1), answer_only=True, seed=seed)
+        examples = encode_pairs(tok, load_pairs(name), answer_only=True)
+        losses[name] = train(peft_model, examples, ft_spec, pad_id=tok.pad_token_id,
+                             desc=f"demo {name} LoRA", progress=progress)
+        peft_model.save_pretrained(str(root / name))
+    return losses
