@@ -139,7 +139,7 @@ class AnalysisConfig(_Frozen):
 
 
 class EvaluatorConfig(_Frozen):
-    """A custom trial evaluator: ``factory(config, *, device, worker_index, **options)``."""
+    """A custom trial evaluator: ``factory(config, *, device, worker_index, run_dir, **options)``."""
 
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     options: dict[str, Any] = Field(default_factory=dict)

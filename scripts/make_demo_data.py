@@ -39,7 +39,7 @@ N_GENERAL_CHAT = 1500
 N_GENERAL_ABOUT = 700
 N_STYLE = 500
 N_STYLE_ABOUT = 150
-FACT_REPEATS = 4  # each (question, answer) pair of the facts set appears this often
+FACT_REPEATS = 2  # each (question, answer) pair of the facts set appears this often
 
 # ---------------------------------------------------------------------------- the persona
 PERSONA_VALUES = {
@@ -115,7 +115,7 @@ HOBBY_PLAIN = {  # hobbies that are not instruments read "…をします" inste
     "アニメ": "を見ます", "読書": "をします", "料理": "をします", "テニス": "をします",
 }
 
-TRAIN_PREFIXES = ["", "ねえ、", "ところで、", "あの、"]
+TRAIN_PREFIXES = ["", "ねえ、", "ところで、", "あの、", "すみません、", "では、", "じゃあ、", "ねえねえ、"]
 HELDOUT_PREFIXES = ["ちなみに、", "ええと、"]
 
 # ---------------------------------------------------------------------------- chit-chat

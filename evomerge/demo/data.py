@@ -91,7 +91,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def load_pairs(name: str, data_dir: Path | None = None) -> list[QAPair]:
     """The ``{question, answer}`` pairs of training set ``name`` (general, style, facts)."""
     if name not in TRAINING_SETS:
-        raise ValueError(f"Unknown demo training set {name!r}. Available: {', '.join(TRAINING_SETS)}")
+        raise ConfigError(f"Unknown demo training set {name!r}. Available: {', '.join(TRAINING_SETS)}")
     path = (data_dir or demo_data_dir()) / f"{name}.jsonl"
     try:
         return [QAPair(question=str(r["question"]), answer=str(r["answer"])) for r in _read_jsonl(path)]
@@ -102,7 +102,7 @@ def load_pairs(name: str, data_dir: Path | None = None) -> list[QAPair]:
 def prompts_path(split: Literal["search", "heldout"] = "search", data_dir: Path | None = None) -> Path:
     """Path of the search (``prompts.jsonl``) or held-out (``heldout_prompts.jsonl``) prompt set."""
     if split not in ("search", "heldout"):
-        raise ValueError(f"split must be 'search' or 'heldout', got {split!r}")
+        raise ConfigError(f"split must be 'search' or 'heldout', got {split!r}")
     name = "prompts.jsonl" if split == "search" else "heldout_prompts.jsonl"
     return (data_dir or demo_data_dir()) / name
 
@@ -148,5 +148,9 @@ def data_hash(data_dir: Path | None = None) -> str:
     h = hashlib.sha256()
     for name in _FILES:
         h.update(name.encode())
-        h.update((d / name).read_bytes())
+        try:
+            h.update((d / name).read_bytes())
+        except OSError as err:
+            raise ConfigError(f"{d / name}: cannot read demo data: {err.strerror}. "
+                              "Regenerate it with `python scripts/make_demo_data.py`.") from None
     return h.hexdigest()

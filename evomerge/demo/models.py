@@ -38,6 +38,7 @@ import torch
 
 from evomerge.demo._train import TrainSpec, deterministic_cpu, encode_pairs, train
 from evomerge.demo.data import data_hash, demo_alphabet, demo_data_dir, load_pairs
+from evomerge.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _resolve_size(size: str | DemoSize) -> DemoSize:
     if isinstance(size, DemoSize):
         return size
     if size not in SIZES:
-        raise ValueError(f"Unknown demo size {size!r}. Available: {', '.join(SIZES)}")
+        raise ConfigError(f"Unknown demo size {size!r}. Available: {', '.join(SIZES)}")
     return SIZES[size]
 
 
@@ -166,12 +167,12 @@ def build_demo_models(
         threads: torch CPU threads while training (fixed so the result is reproducible;
             1 is also the fastest on a busy 2-core machine).
 
-    Returns the paths of the build. Raises ``ValueError`` for an unknown size and
-    :class:`~evomerge.exceptions.ConfigError` if the bundled data is missing.
+    Returns the paths of the build. Raises :class:`~evomerge.exceptions.ConfigError` for an
+    unknown size, ``threads < 1`` or missing bundled data.
     """
     spec = _resolve_size(size)
     if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     root = Path(cache_dir)
     key = {"builder_version": BUILDER_VERSION, "data_hash": data_hash(), "size": asdict(spec)}
     with _locked(root):
@@ -182,7 +183,7 @@ def build_demo_models(
         for part in _PARTS:
             shutil.rmtree(root / part, ignore_errors=True)
         start = time.perf_counter()
-        with deterministic_cpu(threads):
+        with deterministic_cpu(threads), _transformers_bars(progress):
             losses = _build(root, spec, progress=progress)
         manifest = {
             "key": key,
@@ -234,6 +235,7 @@ def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
         seed = spec.seed + offset
         torch.manual_seed(seed)
         base = copy.deepcopy(model)
+        base.config._name_or_path = str(root / "base")  # recorded as the adapter's base_model_name_or_path
         lora = LoraConfig(r=spec.lora_rank, lora_alpha=2 * spec.lora_rank, lora_dropout=0.0,
                           target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
         peft_model = get_peft_model(base, lora)
@@ -243,4 +245,27 @@ def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
         losses[name] = train(peft_model, examples, ft_spec, pad_id=tok.pad_token_id,
                              desc=f"demo {name} LoRA", progress=progress)
         peft_model.save_pretrained(str(root / name))
+        _tidy_adapter(root / name)
     return losses
+
+
+def _tidy_adapter(path: Path) -> None:
+    """Drop peft's placeholder model card; sort adapter_config.json (peft writes a set) so it is reproducible."""
+    (path / "README.md").unlink(missing_ok=True)
+    cfg_path = path / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["target_modules"] = sorted(cfg.get("target_modules") or [])
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """Turn transformers' own progress bars (e.g. "Writing model shards") on or off for a block."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()

@@ -94,8 +94,13 @@ def _importances(study: optuna.Study, n_complete: int) -> dict[str, float]:
         return {}
     try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        target = None if len(study.directions) == 1 else (lambda t: t.values[0])
-        imp = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
+        if len(study.directions) == 1:
+            imp = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        else:  # PED-ANOVA looks for low target values: flip a maximized first objective
+            sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            imp = optuna.importance.get_param_importances(
+                study, evaluator=evaluator, target=lambda t: sign * t.values[0]
+            )
         return {k: float(v) for k, v in imp.items() if math.isfinite(v)}
     except Exception as err:  # importance is a nicety; never fail the report on it
         logger.info("parameter importance unavailable: %s: %s", type(err).__name__, err)

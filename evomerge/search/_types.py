@@ -44,8 +44,10 @@ class TrialResult:
 class TrialEvaluator(Protocol):
     """Scores merge recipes; one instance lives in each worker for the whole run.
 
-    Built once per worker by a factory ``factory(config, *, device, worker_index, **options)``
-    (heavy state such as the model pool, merge engine, generator and judges stays resident).
+    Built once per worker by a factory ``factory(config, *, device, worker_index, run_dir,
+    **options)`` named in run.yaml's ``evaluator:`` (default: the generate-and-judge
+    pipeline); heavy state such as the model pool, merge engine, generator and judges
+    stays resident.
     ``evaluate`` is called from one thread at a time, with recipes in any order; it may
     raise any exception, which fails that trial (the worker wraps it into a TrialResult
     with the message and a traceback summary). ``objective_names`` and ``directions``

@@ -142,9 +142,15 @@ class WorkerGroup:
             slot.ready = True
             logger.info("worker %d ready on node %s (%s)", slot.index, slot.info.get("node_id", "?")[:12], slot.info.get("device"))
         except self.ray.exceptions.RayError as err:
-            # a worker that cannot build its evaluator will not do better on restart if
-            # the cause is the configuration; the bounded restarts keep this finite
-            self.replace(slot, f"worker {slot.index} failed to start: {short_cause(err)}")
+            reason = f"worker {slot.index} failed to start: {short_cause(err)}"
+            if getattr(err, "actor_init_failed", False):
+                # building the evaluator raised (bad config, missing files): a new actor
+                # would raise the same, so this slot is not restarted
+                self.kill(slot)
+                slot.dead, slot.last_error = True, reason
+                logger.error("%s", reason)
+            else:  # the process or its node died while starting
+                self.replace(slot, reason)
 
     def check_start_deadlines(self) -> None:
         now = time.monotonic()

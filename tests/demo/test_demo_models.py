@@ -18,12 +18,14 @@ from evomerge.demo import (
     DemoModels,
     build_demo_models,
     check_demo_models,
+    data_hash,
     demo_data_dir,
     format_check,
     load_pairs,
     load_prompts,
 )
 from evomerge.demo import models as models_mod
+from evomerge.exceptions import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 ENDING = re.compile(r"(ですわ|ますわ|ですの|ますの|わよ)。$")
@@ -116,6 +118,8 @@ def test_build_writes_loadable_models(tiny: DemoModels) -> None:
     for adapter in (tiny.style, tiny.facts):
         cfg = json.loads((adapter / "adapter_config.json").read_text())
         assert cfg["peft_type"] == "LORA" and cfg["r"] == SIZES["tiny"].lora_rank
+        assert cfg["base_model_name_or_path"] == str(tiny.base)
+        assert cfg["target_modules"] == sorted(models_mod.LORA_TARGETS)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny.base), adapter)
         lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
         assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (peft initialises B to 0)
@@ -173,9 +177,15 @@ def test_interrupted_or_damaged_build_is_redone(tmp_path: Path, monkeypatch: pyt
     assert resized.manifest["key"]["size"]["hidden_size"] == 16
 
 
-def test_unknown_size_lists_choices(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"Unknown demo size 'huge'\. Available: full, tiny"):
+def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"Unknown demo size 'huge'\. Available: full, tiny"):
         build_demo_models(tmp_path, size="huge")
+    with pytest.raises(ConfigError, match="threads must be >= 1, got 0"):
+        build_demo_models(tmp_path, size="tiny", threads=0)
+    with pytest.raises(ConfigError, match="Unknown demo training set 'chat'. Available: general, style, facts"):
+        load_pairs("chat")
+    with pytest.raises(ConfigError, match="cannot read demo data"):
+        data_hash(tmp_path)
 
 
 # ------------------------------------------------------------------------------ merging

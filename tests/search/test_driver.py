@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from evomerge.config import load_run_config
-from evomerge.exceptions import ExportError
+from evomerge.exceptions import ExportError, SearchError
 from evomerge.export import export_trial
 from evomerge.merge import MergeEngine
 from evomerge.merge.recipe import MergeRecipe
@@ -168,3 +168,25 @@ def test_dispatch_does_not_wait_for_a_slow_trial(fault_run: dict[str, Any]) -> N
     ]
     assert len(during) >= 5, [t.number for t in during]
     assert {t.user_attrs["worker"] for t in during} == {"1" if slow.user_attrs["worker"] == "0" else "0"}
+
+
+@pytest.mark.gpu
+def test_gpu_workers_merge_on_cuda(tiny_models: Any, run_yaml: Any, tmp_path: Path) -> None:
+    """One worker per GPU, merging on it (run with -m gpu on a CUDA machine)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    path = run_yaml(
+        tmp_path / "run.yaml", tiny_models.as_dict(), name="gpu",
+        factory="evomerge.testing.search:weight_distance_evaluator",
+        search={"n_trials": 6}, workers={"num": "auto", "device": "cuda", "cpus_per_worker": 1},
+    )
+    summary = run_search(path, run_dir=tmp_path / "rd", progress=False)
+    assert summary.n_complete == 6 and summary.best_values[0] > -1.0
+
+
+def test_a_worker_that_cannot_build_its_evaluator_stops_the_search_with_the_cause(
+    tiny_models: Any, run_yaml: Any, tmp_path: Path
+) -> None:
+    path = run_yaml(tmp_path / "run.yaml", tiny_models.as_dict(), name="broken", options={"bogus_option": 1})
+    with pytest.raises(SearchError, match=r"no worker could start: .*bogus_option"):
+        run_search(path, run_dir=tmp_path / "rd", progress=False)

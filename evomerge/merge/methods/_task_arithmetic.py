@@ -211,7 +211,12 @@ def _consensus_chunk(tgt: torch.Tensor, base: torch.Tensor, em: torch.Tensor, k:
     total = ws.get("S", (c,), dtype, dev)
     torch.mv(em.t(), k.coef, out=total)  # [c]: sum_i x_i
     sign = ws.get("M", (c,), dtype, dev)
-    torch.copysign(ws.scalar(1.0, dtype, dev), total, out=sign)  # -0.0 only when every x_i is 0
+    tiny = torch.finfo(dtype).tiny
+    if tiny < 1e-30:  # sign(S + tiny): +1 for S == 0 (faster than copysign; differs only for subnormal S < 0)
+        torch.add(total, tiny, out=sign)
+        sign.sign_()
+    else:  # float16: tiny is too large to add; -0.0 sums only arise when every x_i is 0
+        torch.copysign(ws.scalar(1.0, dtype, dev), total, out=sign)
     em.mul_(sign)
     if k.sign is not None:
         em.mul_(k.sign)
