@@ -134,8 +134,11 @@ def build_models(cache_dir: Path, shape: dict[str, int], dtype: str) -> dict[str
 # -- recipes ------------------------------------------------------------------------------
 
 
-def recipe_dict(method: str, models: dict[str, Path], dtype: str, trial: int) -> dict[str, Any]:
-    """Trial ``trial``'s recipe: per-model weights (and densities) drawn from a seeded RNG."""
+def recipe_dict(method: str, models: dict[str, Path], dtype: str, trial: int, out_dtype: str | None = None) -> dict[str, Any]:
+    """Trial ``trial``'s recipe: per-model weights (and densities) drawn from a seeded RNG.
+
+    ``dtype`` is the merge (compute) dtype; ``out_dtype`` the written one when it differs.
+    """
     g = torch.Generator().manual_seed(1000 + trial)
     entries = []
     for i in range(NUM_SOURCES):
@@ -144,6 +147,8 @@ def recipe_dict(method: str, models: dict[str, Path], dtype: str, trial: int) ->
             params["density"] = round(0.3 + 0.4 * torch.rand((), generator=g).item(), 4)
         entries.append({"model": str(models[f"ft_{i + 1}"]), "parameters": params})
     out: dict[str, Any] = {"models": entries, "merge_method": method, "base_model": str(models["base"]), "dtype": dtype}
+    if out_dtype is not None and out_dtype != dtype:
+        out["out_dtype"] = out_dtype
     if method in ("ties", "dare_ties"):
         out["parameters"] = {"normalize": True}
     return out
@@ -197,11 +202,13 @@ def copy_bandwidth(nbytes: int, device: str, repeats: int = 5) -> float:
     return 2 * n * 4 / statistics.median(times[1:]) / 1e9
 
 
-def bench_engine(method: str, models: dict[str, Path], *, dtype: str, device: str, trials: int) -> dict[str, Any]:
+def bench_engine(
+    method: str, models: dict[str, Path], *, dtype: str, out_dtype: str, device: str, trials: int
+) -> dict[str, Any]:
     from evomerge.merge import MergeEngine, pool_for_recipe
     from evomerge.merge.recipe import MergeRecipe
 
-    recipes = [MergeRecipe.from_mergekit_dict(recipe_dict(method, models, dtype, t)) for t in range(trials + 1)]
+    recipes = [MergeRecipe.from_mergekit_dict(recipe_dict(method, models, dtype, t, out_dtype)) for t in range(trials + 1)]
     t0 = time.perf_counter()
     pool = pool_for_recipe(recipes[0])
     t1 = time.perf_counter()
@@ -272,19 +279,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--methods", default="ties,dare_ties,task_arithmetic")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (engine and both CLIs)")
-    ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+    ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="dtype of the models and the output")
+    ap.add_argument(
+        "--merge-dtype", default=None, choices=sorted(DTYPES),
+        help="compute dtype: the YAML's dtype (mergekit, evomerge merge) and the engine's (default: --dtype)",
+    )  # fmt: skip
     ap.add_argument("--trials", type=int, default=5, help="timed engine trials per method (after a warmup)")
     ap.add_argument("--skip-mergekit", action="store_true")
     ap.add_argument("--skip-cli", action="store_true", help="skip the evomerge merge subprocess")
     args = ap.parse_args(argv)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    merge_dtype = args.merge_dtype or args.dtype
     shape = model_shape(args.params_scale, args.layers)
     t0 = time.perf_counter()
     models = build_models(args.cache_dir, shape, args.dtype)
     build_s = time.perf_counter() - t0
     n_params = sum(torch.Size(s).numel() for s in tensor_shapes(shape).values())
-    elem = torch.empty((), dtype=DTYPES[args.dtype]).element_size()
+    elem = torch.empty((), dtype=DTYPES[merge_dtype]).element_size()  # the engine's resident dtype
     traffic = (1 + NUM_SOURCES) * n_params * elem + n_params * elem  # read base + N, write 1
     copy_gbps = copy_bandwidth(traffic, args.device)
 
@@ -294,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for method in methods:
             r: dict[str, Any] = {}
             cfg = work / f"{method}.yaml"
-            cfg.write_text(yaml.safe_dump(recipe_dict(method, models, args.dtype, 0), sort_keys=False))
+            cfg.write_text(yaml.safe_dump(recipe_dict(method, models, merge_dtype, 0, args.dtype), sort_keys=False))
             mk_out, ev_out = work / f"{method}-mergekit", work / f"{method}-evomerge"
             if not args.skip_mergekit:
                 r["mergekit_yaml_s"] = round(time_command([
@@ -309,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 r["max_abs_diff_vs_mergekit"] = max_abs_diff(mk_out, ev_out)
             shutil.rmtree(mk_out, ignore_errors=True)
             shutil.rmtree(ev_out, ignore_errors=True)
-            r.update(bench_engine(method, models, dtype=args.dtype, device=args.device, trials=args.trials))
+            r.update(bench_engine(method, models, dtype=merge_dtype, out_dtype=args.dtype, device=args.device, trials=args.trials))
             trial = r["engine_trial_s_median"]
             r["engine_GBps"] = round(traffic / trial / 1e9, 2)
             r["engine_fraction_of_copy_bandwidth"] = round(traffic / trial / 1e9 / copy_gbps, 3)
@@ -339,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "benchmark": "merge_speed",
         "machine": machine_info(args.device),
-        "model": {**shape, "params": n_params, "dtype": args.dtype, "sources": NUM_SOURCES, "build_or_cache_s": round(build_s, 1)},
+        "model": {**shape, "params": n_params, "dtype": args.dtype, "merge_dtype": merge_dtype, "sources": NUM_SOURCES, "build_or_cache_s": round(build_s, 1)},
         "trials": args.trials,
         "traffic_bytes_per_trial": traffic,
         "copy_GBps": round(copy_gbps, 2),

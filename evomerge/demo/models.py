@@ -235,7 +235,7 @@ def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
         seed = spec.seed + offset
         torch.manual_seed(seed)
         base = copy.deepcopy(model)
-        base.config._name_or_path = str(root / "base")  # recorded as the adapter's base_model_name_or_path
+        base.name_or_path = str(root / "base")  # peft records it as the adapter's base_model_name_or_path
         lora = LoraConfig(r=spec.lora_rank, lora_alpha=2 * spec.lora_rank, lora_dropout=0.0,
                           target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
         peft_model = get_peft_model(base, lora)

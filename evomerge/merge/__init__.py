@@ -11,10 +11,32 @@
 
 from evomerge.merge._engine import MergeEngine
 from evomerge.merge._models import pool_for_recipe
-from evomerge.merge._resolve import DTYPES, MergePlan, Slot, TensorPlan, parse_dtype, plan_merge, resolve_tensor
+from evomerge.merge._resolve import (
+    DTYPES,
+    MergePlan,
+    Slot,
+    TensorPlan,
+    parse_dtype,
+    plan_merge,
+    resolve_tensor,
+)
 from evomerge.merge._stream import iter_merged_tensors
-from evomerge.merge.methods import METHODS, MergeArgs, MergeMethod, ParamSpec, Scope, get_method, list_methods
-from evomerge.merge.recipe import Conditional, MergeRecipe, ModelEntry, evaluate_setting, gradient_position
+from evomerge.merge.methods import (
+    METHODS,
+    MergeArgs,
+    MergeMethod,
+    ParamSpec,
+    Scope,
+    get_method,
+    list_methods,
+)
+from evomerge.merge.recipe import (
+    Conditional,
+    MergeRecipe,
+    ModelEntry,
+    evaluate_setting,
+    gradient_position,
+)
 
 __all__ = [
     "DTYPES",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,6 +16,7 @@ from evomerge.merge._resolve import plan_merge
 from evomerge.merge._stream import load_deltas, source_keys
 from evomerge.merge.methods import Need, SourceAux, Workspace, build_aux, get_method
 from evomerge.merge.recipe import MergeRecipe
+
 if TYPE_CHECKING:
     from evomerge.pool import ModelPool
 
@@ -36,7 +38,7 @@ def _select(stacked: torch.Tensor, sources: Sequence[int]) -> torch.Tensor | lis
     if n == 0:
         return stacked[:0]
     step = sources[1] - sources[0] if n > 1 else 1
-    if step > 0 and all(b - a == step for a, b in zip(sources, sources[1:])):
+    if step > 0 and all(b - a == step for a, b in pairwise(sources)):
         return stacked[sources[0] :: step][:n]  # [n, ...] view
     return [stacked[i] for i in sources]
 

@@ -111,15 +111,21 @@ def _check_structure(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot]
     if method.base == BasePolicy.REQUIRED and recipe.base_model is None:
         problems.append(f"base_model: merge method {method.name!r} needs a base_model (task vectors are taken against it)")
     n = len(slots)
-    names = ", ".join(repr(s.model) for s in slots)
-    if method.max_inputs is not None and method.min_inputs == method.max_inputs and n != method.max_inputs:
-        what = "the base model and one other model" if method.name == "slerp" else f"{n} input(s)"
-        problems.append(f"models: {method.name} merges exactly {method.max_inputs} models ({what}); got {n}: {names}")
-    elif method.max_inputs is not None and n > method.max_inputs:
-        hint = " (base_model counts when set; leave it out or set it to that model)" if recipe.base_model else ""
-        problems.append(f"models: {method.name} takes at most {method.max_inputs} model(s){hint}; got {n}: {names}")
-    elif n < method.min_inputs:
-        problems.append(f"models: {method.name} needs at least {method.min_inputs} model(s); got {n}")
+    lo, hi = method.min_inputs, method.max_inputs
+    if n < lo or (hi is not None and n > hi):
+        if lo == hi:
+            need = f"exactly {hi} model(s)"
+            if method.base == BasePolicy.REQUIRED:
+                need += f" (the base model and {hi - 1} other)"
+        elif hi is not None and n > hi:
+            need = f"at most {hi} model(s)"
+        else:
+            need = f"at least {lo} model(s)"
+        hint = ""
+        if recipe.base_model is not None and method.base == BasePolicy.INPUT:
+            hint = "; base_model counts as an input when set (leave it out, or list only that model)"
+        names = ", ".join(repr(s.model) for s in slots)
+        problems.append(f"models: {method.name} merges {need}; got {n}: {names}{hint}")
     valid = ", ".join(method.param_names)
     for key in recipe.parameters:
         if key not in method.param_names:

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial
 
 from evomerge.config import RunConfig
 from evomerge.merge.recipe import MergeRecipe
-from evomerge.search._status import _short
+from evomerge.search._status import compact_setting
 from evomerge.search._study import count_finished
 
 __all__ = ["model_card"]
@@ -27,10 +27,10 @@ def _num(v: Any) -> str:
 def _recipe_rows(recipe: MergeRecipe) -> list[str]:
     rows = ["| model | parameters |", "|---|---|"]
     for m in recipe.models:
-        params = ", ".join(f"{k} = {_short(_plain(v))}" for k, v in m.parameters.items()) or "-"
+        params = ", ".join(f"{k} = {compact_setting(_plain(v))}" for k, v in m.parameters.items()) or "-"
         rows.append(f"| `{m.model}` | {params} |")
     if recipe.parameters:
-        params = ", ".join(f"{k} = {_short(_plain(v))}" for k, v in recipe.parameters.items())
+        params = ", ".join(f"{k} = {compact_setting(_plain(v))}" for k, v in recipe.parameters.items())
         rows.append(f"| (all) | {params} |")
     return rows
 

@@ -13,7 +13,7 @@ from evomerge.exceptions import SearchError
 from evomerge.search._rundir import load_run_dir_config
 from evomerge.search._study import is_finished, make_storage, storage_path
 
-__all__ = ["format_status", "load_run_study", "study_status"]
+__all__ = ["compact_setting", "format_status", "load_run_study", "study_status"]
 
 
 def load_run_study(run_dir: str | Path) -> tuple[Any, optuna.Study]:
@@ -93,14 +93,14 @@ def _recipe_table(recipe: dict[str, Any] | None) -> list[str]:
     lines = [f"  method: {recipe.get('merge_method')}   base: {recipe.get('base_model', '-')}"]
     for m in recipe.get("models", []):
         params = m.get("parameters", {})
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "-"
+        shown = ", ".join(f"{k}={compact_setting(v)}" for k, v in params.items()) or "-"
         lines.append(f"  {m['model']}: {shown}")
     if recipe.get("parameters"):
-        lines.append("  global: " + ", ".join(f"{k}={_short(v)}" for k, v in recipe["parameters"].items()))
+        lines.append("  global: " + ", ".join(f"{k}={compact_setting(v)}" for k, v in recipe["parameters"].items()))
     return lines
 
 
-def _short(v: Any) -> str:
+def compact_setting(v: Any) -> str:
     """A compact view of a setting: scalars as is, per-layer lists as their distinct runs."""
     if isinstance(v, list) and v and all(isinstance(e, int | float) for e in v):
         runs: list[float] = []
@@ -109,7 +109,7 @@ def _short(v: Any) -> str:
                 runs.append(e)
         return "[" + " ".join(f"{e:.3g}" for e in runs) + "]"
     if isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
-        return "{" + "; ".join(f"{e.get('filter') or '*'}: {_short(e.get('value'))}" for e in v) + "}"
+        return "{" + "; ".join(f"{e.get('filter') or '*'}: {compact_setting(e.get('value'))}" for e in v) + "}"
     return _fmt(v)
 
 

@@ -27,6 +27,8 @@ from evomerge.demo import (
 from evomerge.demo import models as models_mod
 from evomerge.exceptions import ConfigError
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # from peft
+
 REPO = Path(__file__).resolve().parents[2]
 ENDING = re.compile(r"(ですわ|ますわ|ですの|ますの|わよ)。$")
 

@@ -190,3 +190,28 @@ def test_a_worker_that_cannot_build_its_evaluator_stops_the_search_with_the_caus
     path = run_yaml(tmp_path / "run.yaml", tiny_models.as_dict(), name="broken", options={"bogus_option": 1})
     with pytest.raises(SearchError, match=r"no worker could start: .*bogus_option"):
         run_search(path, run_dir=tmp_path / "rd", progress=False)
+
+
+def test_when_every_worker_is_lost_the_driver_stops_and_the_run_resumes(
+    tiny_models: Any, run_yaml: Any, tmp_path: Path
+) -> None:
+    """Both workers die (no restarts allowed): a clean SearchError, nothing left RUNNING,
+    and the same command then finishes the run, re-asking the trial that was in flight."""
+    path = run_yaml(
+        tmp_path / "run.yaml", tiny_models.as_dict(), name="lost",
+        options={"crash_once_trials": [1, 2], "sleep_s": 0.3},
+        search={"n_trials": 6}, workers={"max_restarts": 0},
+    )
+    with pytest.raises(SearchError, match=r"every worker died.*run the same command again"):
+        run_search(path, run_dir=tmp_path / "rd", progress=False)
+    _, study = load_run_study(tmp_path / "rd")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    lost = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert lost and all(t.state == TrialState.FAIL for t in lost)
+
+    summary = run_search(path, run_dir=tmp_path / "rd", progress=False)  # crash markers exist: no crash now
+    assert (summary.stopped, summary.n_complete, summary.n_failed) == ("done", 6, 0)
+    _, study = load_run_study(tmp_path / "rd")
+    for t in lost:
+        again = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
+        assert len(again) == 1 and again[0].state == TrialState.COMPLETE and again[0].params == t.params

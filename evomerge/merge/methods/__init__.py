@@ -33,7 +33,16 @@ from evomerge.merge.methods._aux import (
 )
 from evomerge.merge.methods._interp import linear, passthrough, slerp
 from evomerge.merge.methods._registry import ENTRY_POINT_GROUP, METHODS, get_method, list_methods
-from evomerge.merge.methods._spec import REQUIRED, BasePolicy, MergeArgs, MergeFn, MergeMethod, Need, ParamSpec, Scope
+from evomerge.merge.methods._spec import (
+    REQUIRED,
+    BasePolicy,
+    MergeArgs,
+    MergeFn,
+    MergeMethod,
+    Need,
+    ParamSpec,
+    Scope,
+)
 from evomerge.merge.methods._task_arithmetic import (
     breadcrumbs,
     breadcrumbs_ties,

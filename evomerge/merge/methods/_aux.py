@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -30,11 +30,13 @@ from evomerge.merge.methods._spec import Need
 
 __all__ = [
     "CHUNK",
+    "GPU_CHUNK",
     "NOISE_LEVELS",
     "NOISE_TABLE_MIN",
     "SlerpStats",
     "SourceAux",
     "build_aux",
+    "chunks",
     "l1_norm",
     "magnitude_order",
     "make_noise",
@@ -44,7 +46,8 @@ __all__ = [
     "slerp_stats",
 ]
 
-CHUNK = 1 << 16  # elements per chunk in the merge kernels (fits L2 with a few sources)
+CHUNK = 1 << 16  # elements per chunk on CPU (N sources' chunks stay in L2 across passes)
+GPU_CHUNK = 1 << 24  # on accelerators: few, large launches (kernel launch overhead dominates)
 NOISE_LEVELS = 1 << 16  # int16 noise: 65536 equally likely values
 NOISE_TABLE_MIN = 1 << 20  # tensors this large get a cumulative-L1 table for DARE rescale
 _SLERP_CHUNK = 1 << 20  # mergekit's slerp statistics chunk
@@ -74,6 +77,13 @@ class SourceAux:
         return sum(t.numel() * t.element_size() for t in (self.order, self.row_rank, self.noise, self.noise_l1) if t is not None)
 
 
+def chunks(numel: int, device: torch.device) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of the chunks the kernels walk a flat tensor on ``device`` in."""
+    size = CHUNK if device.type == "cpu" else GPU_CHUNK
+    for s in range(0, numel, size):
+        yield s, min(numel, s + size)
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)  # [numel]
 
@@ -82,8 +92,8 @@ def l1_norm(delta: torch.Tensor) -> float:
     """``sum |delta|`` accumulated chunk by chunk in the tensor's precision (float32 for halves)."""
     flat = _flat(delta)
     total = 0.0
-    for s in range(0, flat.numel(), CHUNK):
-        c = flat[s : s + CHUNK]
+    for s, e in chunks(flat.numel(), flat.device):
+        c = flat[s:e]
         if c.dtype in (torch.float16, torch.bfloat16):
             c = c.float()
         total += float(torch.linalg.vector_norm(c, ord=1))

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from evomerge.merge.methods._aux import CHUNK, SlerpStats, SourceAux, slerp_stats
+from evomerge.merge.methods._aux import SlerpStats, SourceAux, chunks, slerp_stats
 from evomerge.merge.methods._spec import MergeArgs
 from evomerge.merge.methods._workspace import OutWriter, Workspace
 
@@ -60,8 +60,7 @@ def linear(
     flat_base = base.reshape(-1)  # [numel]
     numel = flat_base.numel()
     writer = OutWriter(out, base, work, ws)
-    for s in range(0, numel, CHUNK):
-        e = min(numel, s + CHUNK)
+    for s, e in chunks(numel, base.device):
         acc = writer.target(s, e)
         if base_coef == 1.0:
             acc.copy_(flat_base[s:e])
@@ -106,8 +105,7 @@ def slerp(
     flat_base, flat_delta = base.reshape(-1), delta.reshape(-1)  # [numel]
     numel = flat_base.numel()
     writer = OutWriter(out, base, base.dtype, ws)
-    for s in range(0, numel, CHUNK):
-        e = min(numel, s + CHUNK)
+    for s, e in chunks(numel, base.device):
         x = ws.get("x", (e - s,), work, base.device)
         y = ws.get("y", (e - s,), work, base.device)
         x.copy_(flat_base[s:e])
@@ -137,8 +135,7 @@ def passthrough(
     scale = args.base.get("scale") if args.base is not None else args.inputs[0].get("scale")
     flat_base = base.reshape(-1)  # [numel]
     writer = OutWriter(out, base, base.dtype, ws)
-    for s in range(0, flat_base.numel(), CHUNK):
-        e = min(flat_base.numel(), s + CHUNK)
+    for s, e in chunks(flat_base.numel(), base.device):
         tgt = writer.target(s, e)
         if rows:
             torch.add(flat_base[s:e], rows[0][s:e], out=tgt)

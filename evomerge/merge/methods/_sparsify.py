@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from evomerge.merge.methods._aux import CHUNK, NOISE_LEVELS, SourceAux
+from evomerge.merge.methods._aux import NOISE_LEVELS, SourceAux, chunks
 from evomerge.merge.methods._workspace import Workspace
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "kept_l1",
     "magnitude_keep",
     "outlier_keep",
+    "work_dtype",
 ]
 
 RESCALE_EPS = 1e-7
@@ -182,6 +183,11 @@ def della_keep(density: float, epsilon: float, row_len: int) -> Keep:
     return Keep("della", a=_noise_threshold(density - epsilon), b=2 * epsilon * NOISE_LEVELS / (row_len - 1))
 
 
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype kernels compute chunks in: float32 for 16-bit inputs (CPU half ops are slow)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def emit_kept(dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s: int, e: int, ws: Workspace) -> None:
     """``dst = d`` where kept, 0 elsewhere, for the chunk ``[s, e)`` (``d`` is that chunk)."""
     if keep.kind == "all":
@@ -189,7 +195,11 @@ def emit_kept(dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s:
     elif keep.kind == "none":
         dst.zero_()
     elif keep.kind == "mag":
-        torch.ops.aten.hardshrink.out(d, keep.below, out=dst)
+        if d.dtype == dst.dtype:
+            torch.ops.aten.hardshrink.out(d, keep.below, out=dst)
+        else:  # hardshrink has no mixed-dtype form: widen first (exact), then shrink in place
+            dst.copy_(d)
+            torch.ops.aten.hardshrink.out(dst, keep.below, out=dst)
         if keep.above is not None:
             tmp = ws.get("shrink", (e - s,), dst.dtype, dst.device)
             torch.ops.aten.hardshrink.out(dst, keep.above, out=tmp)
@@ -202,7 +212,8 @@ def emit_kept(dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s:
     elif keep.kind == "noise":
         assert aux.noise is not None, "DARE needs its noise"
         m = ws.get("mask", (e - s,), dst.dtype, dst.device)
-        torch.sub(ws.scalar(float(keep.threshold), dst.dtype, dst.device), aux.noise[s:e], out=m)
+        m.copy_(aux.noise[s:e])
+        torch.sub(ws.scalar(float(keep.threshold), dst.dtype, dst.device), m, out=m)
         m.clamp_(0, 1)  # 1 where noise < threshold (integers), else 0
         torch.mul(d, m, out=dst)
     else:  # della: probabilities vary per element; a bool mask is simplest
@@ -225,10 +236,9 @@ def kept_l1(flat: torch.Tensor, keep: Keep, aux: SourceAux, ws: Workspace) -> fl
     if keep.kind == "noise" and aux.noise_l1 is not None:
         return float(aux.noise_l1[keep.threshold + _HALF])
     total = 0.0
-    for s in range(0, flat.numel(), CHUNK):
-        e = min(flat.numel(), s + CHUNK)
-        tmp = ws.get("l1tmp", (e - s,), flat.dtype, flat.device)
+    for s, e in chunks(flat.numel(), flat.device):
+        tmp = ws.get("l1tmp", (e - s,), work_dtype(flat.dtype), flat.device)
         emit_kept(tmp, flat[s:e], keep, aux, s, e, ws)
         tmp.abs_()
-        total += float(tmp.sum(dtype=torch.float32))
+        total += float(tmp.sum())
     return total

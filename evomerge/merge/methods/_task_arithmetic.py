@@ -10,9 +10,10 @@ mergekit 0.1.5's ``GeneralizedTaskArithmeticMerge``, per tensor, in the computat
    everything is summed and the divisor is the sum of weights (|sum| < 1e-8 -> 1);
 4. divided by the divisor if ``normalize``, multiplied by ``lambda``, added to the base.
 
-The kernel walks the tensor in chunks of :data:`CHUNK` elements with reused scratch, so
-every pass over the N sources stays in cache and nothing of size ``[N, numel]`` is
-allocated. ``int8_mask`` only changes mergekit's mask storage; it is accepted and ignored.
+The kernel walks the tensor in chunks (:func:`chunks`) with reused scratch, so every pass
+over the N sources stays in cache and nothing of size ``[N, numel]`` is allocated; 16-bit
+inputs are widened to float32 per chunk (mergekit rounds after every op in that dtype; the
+results agree to its rounding). ``int8_mask`` only changes mergekit's mask storage; it is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from typing import Any
 
 import torch
 
-from evomerge.merge.methods._aux import CHUNK, SourceAux, build_aux, row_length
-from evomerge.merge.methods._spec import MergeArgs, Need
+from evomerge.merge.methods._aux import SourceAux, build_aux, chunks, row_length
 from evomerge.merge.methods._sparsify import (
     RESCALE_EPS,
     Keep,
@@ -34,7 +34,9 @@ from evomerge.merge.methods._sparsify import (
     kept_l1,
     magnitude_keep,
     outlier_keep,
+    work_dtype,
 )
+from evomerge.merge.methods._spec import MergeArgs, Need
 from evomerge.merge.methods._workspace import OutWriter, Workspace
 
 __all__ = [
@@ -109,10 +111,10 @@ def generalized_task_arithmetic(
     stacked, rows = _rows(deltas)
     flat_base = base.reshape(-1)  # [numel]
     numel, dtype, dev = flat_base.numel(), base.dtype, base.device
-    writer = OutWriter(out, base, dtype, ws)
+    work = work_dtype(dtype)  # chunk arithmetic; 16-bit values are widened exactly
+    writer = OutWriter(out, base, work, ws)
     if not rows:
-        for s in range(0, numel, CHUNK):
-            e = min(numel, s + CHUNK)
+        for s, e in chunks(numel, dev):
             tgt = writer.target(s, e)
             tgt.copy_(flat_base[s:e])
             writer.store(s, e, tgt)
@@ -144,48 +146,41 @@ def generalized_task_arithmetic(
         total = float(torch.tensor(weights, dtype=dtype).sum())
         divisor = total if normalize and abs(total) >= 1e-8 else 1.0
         alphas = [c * lam / divisor for c in coefs]
+        alpha = torch.tensor(alphas, dtype=work, device=dev)
         all_kept = all(k.kind == "all" for k in keeps)
-        for s in range(0, numel, CHUNK):
-            e = min(numel, s + CHUNK)
+        for s, e in chunks(numel, dev):
             tgt = writer.target(s, e)
-            if all_kept:
-                _weighted_sum(tgt, flat_base[s:e], stacked[:, s:e] if stacked is not None else None,
-                              [r[s:e] for r in rows], alphas, ws)  # fmt: skip
+            if all_kept and stacked is not None and dtype == work:
+                torch.addmv(flat_base[s:e], stacked[:, s:e].t(), alpha, out=tgt)  # one gemv
+            elif all_kept:
+                tgt.copy_(flat_base[s:e])
+                for r, a_i in zip(rows, alphas, strict=True):
+                    tgt.add_(r[s:e], alpha=a_i)
             else:
-                em = ws.get("E", (len(rows), e - s), dtype, dev)  # [N, c]
+                em = ws.get("E", (len(rows), e - s), work, dev)  # [N, c]
                 for i, r in enumerate(rows):
                     emit_kept(em[i], r[s:e], keeps[i], auxes[i], s, e, ws)
-                _weighted_sum(tgt, flat_base[s:e], em, list(em), alphas, ws)
+                if dtype == work:
+                    torch.addmv(flat_base[s:e], em.t(), alpha, out=tgt)
+                else:
+                    tgt.copy_(flat_base[s:e])
+                    tgt.addmv_(em.t(), alpha)
             writer.store(s, e, tgt)
         return writer.finish()
-    coef_vec = torch.tensor(coefs, dtype=dtype, device=dev)
+    coef_vec = torch.tensor(coefs, dtype=work, device=dev)
     consts = _Consensus(
-        coef=coef_vec, abs_coef=coef_vec.abs(), weight=torch.tensor(weights, dtype=dtype, device=dev),
+        coef=coef_vec, abs_coef=coef_vec.abs(), weight=torch.tensor(weights, dtype=work, device=dev),
         sign=coef_vec.sign().view(-1, 1) if any(c < 0 for c in coefs) else None,
         positive_weights=all(w > 0 for w in weights), normalize=normalize, lam=lam,
     )  # fmt: skip
-    for s in range(0, numel, CHUNK):
-        e = min(numel, s + CHUNK)
-        em = ws.get("E", (len(rows), e - s), dtype, dev)  # [N, c]: sparsified task vectors
+    for s, e in chunks(numel, dev):
+        em = ws.get("E", (len(rows), e - s), work, dev)  # [N, c]: sparsified task vectors
         for i, r in enumerate(rows):
             emit_kept(em[i], r[s:e], keeps[i], auxes[i], s, e, ws)
         tgt = writer.target(s, e)
         _consensus_chunk(tgt, flat_base[s:e], em, consts, ws)
         writer.store(s, e, tgt)
     return writer.finish()
-
-
-def _weighted_sum(tgt: torch.Tensor, base: torch.Tensor, stacked: torch.Tensor | None, rows: list[torch.Tensor],
-                  alphas: list[float], ws: Workspace) -> None:  # fmt: skip
-    """``tgt = base + sum_i alphas[i] * rows[i]`` (one gemv when the rows are one strided tensor)."""
-    if stacked is not None:
-        alpha = ws.get("alpha", (len(alphas),), base.dtype, base.device)
-        alpha.copy_(torch.tensor(alphas, dtype=base.dtype))
-        torch.addmv(base, stacked.t(), alpha, out=tgt)
-        return
-    torch.add(base, rows[0], alpha=alphas[0], out=tgt)
-    for r, a in zip(rows[1:], alphas[1:], strict=True):
-        tgt.add_(r, alpha=a)
 
 
 @dataclass(frozen=True)
@@ -207,7 +202,7 @@ def _consensus_chunk(tgt: torch.Tensor, base: torch.Tensor, em: torch.Tensor, k:
     divided by the kept weights' sum (0 -> 1) when normalizing. Using
     ``relu(em_i * M * sign(coef_i))``, both sums are gemvs over ``em``.
     """
-    c, dtype, dev = base.numel(), base.dtype, base.device
+    c, dtype, dev = base.numel(), em.dtype, base.device
     total = ws.get("S", (c,), dtype, dev)
     torch.mv(em.t(), k.coef, out=total)  # [c]: sum_i x_i
     sign = ws.get("M", (c,), dtype, dev)

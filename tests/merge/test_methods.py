@@ -1,0 +1,186 @@
+"""The pure merge methods: sparsification against mergekit's, DARE/DELLA statistics, registry."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from mergekit import sparsify as mk
+
+from evomerge.exceptions import MergeError, UnknownMethodError
+from evomerge.merge.methods import (
+    METHODS,
+    MergeArgs,
+    MergeMethod,
+    Need,
+    Scope,
+    build_aux,
+    get_method,
+    list_methods,
+)
+from evomerge.merge.methods import _registry as registry
+
+
+def _args(method: str, inputs: list[dict[str, Any]], **globals_: Any) -> MergeArgs:
+    m = get_method(method)
+    g = {p.name: p.default for p in m.params if p.scope == Scope.GLOBAL} | globals_
+    defaults = {p.name: p.default for p in m.params if p.scope != Scope.GLOBAL}
+    return MergeArgs(globals=g, inputs=[defaults | i for i in inputs])
+
+
+def _single(method: str, delta: torch.Tensor, seed: int = 0, **params: Any) -> torch.Tensor:
+    """The sparsified (and rescaled) task vector alone: weight 1, base 0, no consensus effect."""
+    glob = {k: params.pop(k) for k in ("rescale",) if k in params}
+    base = torch.zeros_like(delta)
+    return get_method(method).fn(base, delta[None], _args(method, [{"weight": 1.0, **params}], **glob), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def delta() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn((96, 128), generator=g) * 0.01
+    d[torch.rand(d.shape, generator=g) < 0.1] = 0.0  # exact zeros, like a sparse fine-tune
+    return d
+
+
+@pytest.mark.parametrize("density", [0.0, 1e-5, 0.1, 0.5, 0.93, 1.0])
+def test_magnitude_trimming_equals_mergekit(delta: torch.Tensor, density: float) -> None:
+    ours = _single("ties", delta, density=density)
+    assert torch.equal(ours, mk.magnitude(delta, density))
+    kept = int((ours != 0).sum())
+    nonzero = int((delta != 0).sum())
+    assert kept == min(nonzero, 0 if density == 0 else max(1, int(density * delta.numel())))
+
+
+def test_magnitude_trimming_handles_ties_like_a_stable_sort() -> None:
+    d = torch.tensor([0.5, -0.5, 0.2, 0.5, -0.1, 0.5])
+    kept = _single("ties", d, density=0.5)  # k = 3 of the four |0.5|: the first three by position
+    assert kept.tolist() == [0.5, -0.5, 0.0, 0.5, 0.0, 0.0]
+    outliers = _single("breadcrumbs", d, density=0.34, gamma=0.17)  # drop 1 largest, keep next 2
+    assert outliers.tolist() == [0.0, -0.5, 0.0, 0.5, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("density", "gamma"), [(0.5, 0.01), (0.3, 0.2), (0.95, 0.1), (0.9, 0.0), (0.2, 0.0)])
+def test_breadcrumbs_equal_mergekit(delta: torch.Tensor, density: float, gamma: float) -> None:
+    ours = _single("breadcrumbs", delta, density=density, gamma=gamma)
+    assert torch.equal(ours, mk.magnitude_outliers(delta, density, gamma=gamma))
+
+
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs"])
+def test_rescale_matches_the_l1_norm_like_mergekit(delta: torch.Tensor, method: str) -> None:
+    ours = _single(method, delta, density=0.3, rescale=True)
+    if method == "ties":
+        theirs = mk.magnitude(delta, 0.3, rescale_norm=mk.RescaleNorm.l1)
+    else:
+        theirs = mk.magnitude_outliers(delta, 0.3, rescale_norm=mk.RescaleNorm.l1, gamma=0.01)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-9)
+    assert float(ours.abs().sum()) == pytest.approx(float(delta.abs().sum()), rel=1e-5)
+
+
+def _binomial_bound(p: float, n: int) -> float:
+    return 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.8])
+def test_dare_keeps_density_and_rescales_like_mergekit(density: float) -> None:
+    d = torch.randn((256, 256), generator=torch.Generator().manual_seed(1))
+    n = d.numel()
+    ours = _single("dare_linear", d, density=density)  # rescale defaults to true
+    torch.manual_seed(0)
+    theirs = mk.bernoulli(d, density, rescale_norm=mk.RescaleNorm.l1)
+    for kept in (ours, theirs):
+        assert abs(float((kept != 0).float().mean()) - density) < _binomial_bound(density, n)
+        assert float(kept.abs().sum()) == pytest.approx(float(d.abs().sum()), rel=1e-5)  # L1 preserved
+    mask = ours != 0  # kept values are the task vector times one common factor
+    factor = float(d.abs().sum() / d[mask].abs().sum())
+    assert torch.allclose(ours[mask], d[mask] * factor, rtol=1e-5)
+    plain = _single("dare_linear", d, density=density, rescale=False)
+    assert torch.equal(plain, torch.where(mask, d, 0.0))
+
+
+def test_dare_is_reproducible_for_a_seed_and_differs_across_seeds() -> None:
+    d = torch.randn((64, 64), generator=torch.Generator().manual_seed(2))
+    a, b, c = (_single("dare_ties", d, seed=s, density=0.5) for s in (7, 7, 8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_della_keep_probability_grows_with_row_rank_like_mergekit() -> None:
+    density, eps = 0.5, 0.3
+    d = torch.randn((512, 400), generator=torch.Generator().manual_seed(3))
+    ours = _single("della_linear", d, density=density, epsilon=eps)
+    torch.manual_seed(0)
+    theirs = mk.della_magprune(d, density, eps, rescale_norm=mk.RescaleNorm.l1)
+    rank = d.abs().argsort(dim=1).argsort(dim=1).float() / (d.shape[1] - 1)  # 0..1 within each row
+    for lo, hi in [(0.0, 0.2), (0.4, 0.6), (0.8, 1.0)]:
+        sel = (rank >= lo) & (rank <= hi)
+        expected = float((density - eps + 2 * eps * rank[sel]).mean())
+        bound = _binomial_bound(expected, int(sel.sum()))
+        for kept in (ours, theirs):
+            assert abs(float((kept[sel] != 0).float().mean()) - expected) < bound
+    for kept in (ours, theirs):
+        assert float(kept.abs().sum()) == pytest.approx(float(d.abs().sum()), rel=1e-5)
+
+
+def test_precomputed_aux_gives_bit_identical_results(delta: torch.Tensor) -> None:
+    base = torch.randn(delta.shape, generator=torch.Generator().manual_seed(4))
+    deltas = torch.stack([delta, -0.5 * delta.flip(0), delta.roll(3, 1)])
+    for name in ("ties", "dare_ties", "breadcrumbs_ties", "della", "task_arithmetic", "slerp"):
+        method = get_method(name)
+        k = 1 if name == "slerp" else 3
+        inputs = [{"weight": 0.7, "density": 0.4}, {"weight": 0.2, "density": 0.6}, {"weight": 0.5}][:k]
+        args = _args(name, [{} for _ in range(k)] if name == "slerp" else inputs, **({"t": 0.3} if name == "slerp" else {}))
+        aux = [build_aux(method.needs, base, deltas[i], seed=5, tensor_name="w", source_key=str(i)) for i in range(k)]
+        with_aux = method.fn(base, deltas[:k], args, aux=aux, seed=5, tensor_name="w")
+        without = method.fn(base, list(deltas[:k]), args, seed=5, tensor_name="w")
+        assert torch.equal(with_aux, without), name
+
+
+def test_output_is_written_in_place_in_any_float_dtype(delta: torch.Tensor) -> None:
+    base = torch.randn(delta.shape)
+    args = _args("ties", [{"weight": 0.5, "density": 0.5}])
+    expected = get_method("ties").fn(base, delta[None], args)
+    out = torch.empty(delta.shape, dtype=torch.bfloat16)
+    result = get_method("ties").fn(base, delta[None], args, out=out)
+    assert result is out
+    assert torch.equal(out, expected.to(torch.bfloat16))
+    strided = torch.empty(delta.shape[::-1]).t()  # a non-contiguous out
+    get_method("ties").fn(base, delta[None], args, out=strided)
+    assert torch.equal(strided, expected)
+    with pytest.raises(MergeError, match="shape"):
+        get_method("ties").fn(base, delta[None], args, out=torch.empty(3))
+
+
+def test_registry_is_explicit_and_lookup_lists_choices() -> None:
+    assert list(METHODS) == [
+        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
+        "breadcrumbs_ties", "della", "della_linear", "slerp", "passthrough",
+    ]  # fmt: skip
+    with pytest.raises(TypeError):
+        METHODS["mine"] = METHODS["ties"]  # type: ignore[index]
+    with pytest.raises(UnknownMethodError, match=r"Unknown merge method 'tie'\. Available: linear, task_arithmetic, ties"):
+        get_method("tie")
+    assert get_method("ties").needs == {Need.MAGNITUDE_ORDER}
+    assert get_method("task_arithmetic").needs == set()
+
+
+def test_plugins_come_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    def double(base: torch.Tensor, deltas: Any, args: MergeArgs, **_: Any) -> torch.Tensor:
+        return base * 2
+
+    plugin = MergeMethod(name="double", fn=double, params=(), base=registry.BasePolicy.REQUIRED)
+    points = [
+        SimpleNamespace(name="double", value="pkg:DOUBLE", load=lambda: plugin),
+        SimpleNamespace(name="ties", value="pkg:TIES", load=lambda: plugin),  # cannot shadow a built-in
+        SimpleNamespace(name="broken", value="pkg:BROKEN", load=lambda: 1 / 0),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_plugins", None)
+    assert get_method("double") is plugin
+    assert get_method("ties") is METHODS["ties"]
+    assert list_methods()[-1] == "double" and "broken" not in list_methods()
+    with pytest.raises(UnknownMethodError, match="double"):
+        get_method("triple")
