@@ -1,7 +1,9 @@
 """Prompt sets (JSONL), persona files (YAML/JSON) and prompt rendering.
 
-A prompt set has one user query per line: ``{"id"?, "question", "reference"?}`` (other
-keys are ignored with a warning; a missing id becomes the record's 0-based index). A
+A prompt set has one user query per line: ``{"id"?, "question", "reference"?, "facts"?}``
+(``facts``: the facts this question asks for, which ``fact_recall`` checks instead of the
+persona's whole list; other keys are ignored with a warning; a missing id becomes the
+record's 0-based index). A
 persona file holds ``name``, ``profile``, ``examples`` (example dialogue: a string or a
 list of lines) and ``facts`` (a list of strings).
 """
@@ -39,6 +41,7 @@ class PromptRecord:
     id: str
     question: str
     reference: str | None = None
+    facts: tuple[str, ...] | None = None  # None: the persona's facts apply
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class PromptItem:
     """A fully rendered model input plus what judges need to know about it.
 
     ``context`` is the persona facts put into the prompt (the retrieved ones, or all of
-    them without retrieval); ``facts`` is the persona's full list.
+    them without retrieval); ``facts`` are the facts the question asks for (from the
+    prompt set), else the persona's full list.
     """
 
     id: str
@@ -106,13 +110,19 @@ def load_prompt_set(path: str | Path) -> list[PromptRecord]:
         if ref is not None and not isinstance(ref, str):
             errors.append(f"  line {lineno}: 'reference' must be a string (got {ref!r})")
             continue
+        facts = obj.get("facts")
+        if facts is not None and not (isinstance(facts, list) and all(isinstance(f, str) for f in facts)):
+            errors.append(f"  line {lineno}: 'facts' must be a list of strings (got {facts!r})")
+            continue
         rid = str(obj["id"]) if obj.get("id") is not None else str(len(records))
         if rid in seen:
             errors.append(f"  line {lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
             continue
         seen[rid] = lineno
-        ignored |= set(obj) - {"id", "question", "reference"}
-        records.append(PromptRecord(id=rid, question=q, reference=ref))
+        ignored |= set(obj) - {"id", "question", "reference", "facts"}
+        records.append(
+            PromptRecord(id=rid, question=q, reference=ref, facts=tuple(facts) if facts is not None else None)
+        )
     if errors:
         raise ConfigError(f"{path}: {len(errors)} invalid line(s)\n" + "\n".join(errors))
     if not records:

@@ -136,7 +136,8 @@ def build_prompt_items(
         items.append(
             PromptItem(
                 id=rec.id, question=rec.question, prompt=prompt, reference=rec.reference, context=context,
-                profile=persona.profile, examples=persona.examples, facts=persona.facts,
+                profile=persona.profile, examples=persona.examples,
+                facts=rec.facts if rec.facts is not None else persona.facts,
             )
         )
     logger.info("built %d %s prompts from %s", len(items), split, path)

@@ -207,3 +207,22 @@ def test_retrieval_requires_persona(files: dict[str, Path], tmp_path: Path) -> N
     cfg = GenerationConfig(prompts=files["prompts"], template="{question}", retrieval=RetrievalConfig(model=tmp_path))
     with pytest.raises(ConfigError, match=r"needs generation.persona"):
         build_prompt_items(cfg, tokenizer_path=tmp_path, embedder=KeywordEmbedder(["x"]))
+
+
+def test_per_prompt_facts_override_the_persona_facts(tmp_path: Path, files: dict[str, Path], tiny_dir: Path) -> None:
+    prompts = _write_jsonl(tmp_path / "f.jsonl", [
+        {"id": "q", "question": "Where do you live?", "facts": ["Kyoto|京都"]},
+        {"id": "r", "question": "What do you drink?"},
+    ])
+    cfg = GenerationConfig(prompts=prompts, persona=files["persona"])
+    by_id = {i.id: i for i in build_prompt_items(cfg, tokenizer_path=tiny_dir)}
+    assert by_id["q"].facts == ("Kyoto|京都",)
+    assert by_id["r"].facts == tuple(FACTS)
+    # the prompt itself still carries every persona fact as context
+    assert by_id["q"].context.count("- ") == len(FACTS)
+
+
+def test_prompt_facts_must_be_a_list_of_strings(tmp_path: Path) -> None:
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "a", "facts": "Kyoto"}])
+    with pytest.raises(ConfigError, match=r"line 1: 'facts' must be a list of strings"):
+        load_prompt_set(bad)

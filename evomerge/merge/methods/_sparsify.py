@@ -208,7 +208,7 @@ def emit_kept(dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s:
             a, b = torch.searchsorted(keep.restore, torch.tensor([s, e], device=keep.restore.device)).tolist()
             if b > a:
                 local = keep.restore[a:b] - s
-                dst[local] = d[local]
+                dst[local] = d[local].to(dst.dtype)
     elif keep.kind == "noise":
         assert aux.noise is not None, "DARE needs its noise"
         m = ws.get("mask", (e - s,), dst.dtype, dst.device)
