@@ -180,9 +180,10 @@ def demo(
 ) -> None:
     """The embedded demo: tiny models, local judges, local Ray, CMA-ES; beats its sources."""
     _setup_logging(quiet)
-    from evomerge.demo import run_demo
+    from evomerge.demo.run import run_demo
 
-    run_demo(run_dir, trials=trials, progress=not quiet)
+    result = run_demo(run_dir, trials=trials, progress=not quiet)
+    typer.echo(result.format())
 
 
 if __name__ == "__main__":  # pragma: no cover

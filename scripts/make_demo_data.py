@@ -19,8 +19,9 @@ Files written (JSONL is UTF-8, one object per line, ``ensure_ascii=False``):
 - ``facts.jsonl``: questions about the persona answered with her facts, plain register.
 - ``prompts.jsonl`` / ``heldout_prompts.jsonl``: ``{"id", "kind", "question",
   "reference", "facts"}``; ``kind`` is ``fact`` or ``chat``; ``facts`` holds the keywords
-  a correct answer must mention (empty for chat). Held-out questions are worded
-  differently from every training and search question.
+  a correct answer must mention (empty for chat). No held-out question occurs in any
+  training or search set: per fact, one trained question core behind an unseen prefix
+  (ちなみに、/ええと、) and one unseen core; chat questions use unseen templates.
 """
 
 from __future__ import annotations
@@ -279,7 +280,8 @@ def make_prompts(rng: random.Random, *, heldout: bool) -> list[dict[str, object]
     rows: list[dict[str, object]] = []
     prefixes = HELDOUT_PREFIXES if heldout else TRAIN_PREFIXES
     for fact, spec in FACTS.items():
-        cores = spec["heldout"] if heldout else spec["train"][:2]
+        # held out: a trained question core behind an unseen prefix, and an unseen core
+        cores = [spec["train"][2], spec["heldout"][0]] if heldout else spec["train"][:2]
         for core in cores:
             rows.append({
                 "kind": "fact",

@@ -66,7 +66,7 @@ class DemoSize:
 
 
 SIZES: dict[str, DemoSize] = {
-    "full": DemoSize(hidden_size=64, num_layers=4, base_steps=250, finetune_steps=80),
+    "full": DemoSize(hidden_size=64, num_layers=4, base_steps=250, finetune_steps=120),
     "tiny": DemoSize(hidden_size=32, num_layers=2, base_steps=12, finetune_steps=4, lora_rank=4, batch_size=16),
 }
 

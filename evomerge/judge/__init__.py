@@ -66,7 +66,7 @@ from evomerge.judge._spec import (
     load_llm_judge,
     render_messages,
 )
-from evomerge.judge._types import Judge, Sample, Score, nan_score, needs_generator
+from evomerge.judge._types import Judge, Sample, Score, nan_score, needs_generator, not_applicable
 
 __all__ = [
     "CACHE_FILENAME",
@@ -116,6 +116,7 @@ __all__ = [
     "judge_file",
     "load_llm_judge",
     "nan_score",
+    "not_applicable",
     "needs_generator",
     "parse_last_line_integer",
     "parse_options",

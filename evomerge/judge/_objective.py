@@ -206,12 +206,15 @@ class Objective:
         errors: list[str] = []
         for n, ss in scores.items():
             good = [s.value for s in ss if s.ok]
-            first = next((s.error for s in ss if not s.ok and s.error), "no error message")
+            failed = [s for s in ss if not s.ok and not s.not_applicable]
+            first = next((s.error for s in failed if s.error), None) or next(
+                (s.raw for s in ss if not s.ok), "no error message"
+            )
             if not good:
                 raise JudgeError(f"judge {n!r} could not score any of the {len(ss)} answers: {first}")
-            if len(good) < len(ss):
-                errors.append(f"{n}: {len(ss) - len(good)}/{len(ss)} answers unscored (first: {first})")
-                logger.warning("judge %r: %d/%d answers unscored (first: %s)", n, len(ss) - len(good), len(ss), first)
+            if failed:
+                errors.append(f"{n}: {len(failed)}/{len(ss)} answers unscored (first: {first})")
+                logger.warning("judge %r: %d/%d answers unscored (first: %s)", n, len(failed), len(ss), first)
             means[n] = sum(good) / len(good)
         values = [sum(w * means[j] for j, w in o.terms.items()) for o in self.objectives]
         return ObjectiveResult(values=values, judge_means=means, scores=scores, errors=errors)

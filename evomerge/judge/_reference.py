@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from evomerge.judge._context import JudgeContext, parse_options
-from evomerge.judge._types import Sample, Score, nan_score
+from evomerge.judge._types import Sample, Score, nan_score, not_applicable
 
 __all__ = ["BleuJudge", "ChrfJudge", "FactRecallJudge", "FactRecallOptions", "content_tokens"]
 
@@ -133,7 +133,7 @@ class FactRecallJudge:
     def _one(self, sample: Sample) -> Score:
         facts = [f for f in (sample.facts or tuple(self.options.keywords)) if f.strip()]
         if not facts:
-            return nan_score(f"{self.name}: no facts to check (give Sample.facts or options.keywords)")
+            return not_applicable(f"{self.name}: no facts to check (give Sample.facts or options.keywords)")
         answer = _norm(sample.answer)
         answer_tokens = content_tokens(sample.answer)
         missing = [f for f in facts if not self._mentioned(f, answer, answer_tokens)]

@@ -34,6 +34,8 @@ class Score:
     ``value`` is NaN when no score could be obtained (unparsable reply, failed request):
     never a made-up 0. ``raw`` keeps the judge's own output (the LLM reply, or a short
     explanation for local judges) and ``error`` says what went wrong, if anything.
+    NaN with no ``error`` means the judge does not apply to that sample (e.g. a question
+    that asks for no fact): it is left out of the mean without counting as a failure.
     """
 
     value: float
@@ -45,10 +47,20 @@ class Score:
         """True when ``value`` is a real number."""
         return not math.isnan(self.value)
 
+    @property
+    def not_applicable(self) -> bool:
+        """True when the judge does not apply to the sample (NaN without an error)."""
+        return math.isnan(self.value) and self.error is None
+
 
 def nan_score(error: str, raw: str = "") -> Score:
     """A Score that failed: NaN with the reason."""
     return Score(value=math.nan, raw=raw, error=error)
+
+
+def not_applicable(raw: str) -> Score:
+    """A Score for a sample the judge does not apply to: NaN, no error, ``raw`` says why."""
+    return Score(value=math.nan, raw=raw, error=None)
 
 
 @runtime_checkable

@@ -57,6 +57,26 @@ def test_partial_nan_is_averaged_out_and_reported():
     assert d["scores"]["j"][1] == {"value": None, "raw": "fake:nan", "error": "scripted NaN"}
 
 
+def test_not_applicable_scores_are_left_out_without_counting_as_errors():
+    """fact_recall on a question that asks for no fact: NaN without error, not a failure."""
+    from evomerge.judge import FactRecallJudge
+
+    samples = [
+        Sample(question="name?", answer="I am Reika.", facts=("Reika",)),
+        Sample(question="weather?", answer="Sunny."),  # no facts: the judge does not apply
+        Sample(question="age?", answer="I am ten.", facts=("17",)),
+    ]
+    judge = FactRecallJudge(name="facts")
+    scores = judge.score(samples)
+    assert scores[1].not_applicable and not scores[1].ok and "no facts" in scores[1].raw
+    res = Objective(judges={"facts": judge}).evaluate(samples)
+    assert res.values == [0.5] and res.errors == []
+    # a real failure beside not-applicable ones is still reported, and counted alone
+    mixed = FakeJudge(values=[1.0, math.nan, 3.0])
+    res = Objective(judges={"m": mixed, "facts": judge}).evaluate(samples)
+    assert res.errors == ["m: 1/3 answers unscored (first: scripted NaN)"]
+
+
 def test_all_nan_judge_raises_judge_error():
     obj = Objective(judges={"ok": FakeJudge(values=[1.0]), "broken": FakeJudge(values=[math.nan])})
     with pytest.raises(JudgeError, match="judge 'broken' could not score any of the 4 answers: scripted NaN"):
