@@ -141,7 +141,8 @@ def _table(records: Sequence[ResponseRecord], scores: Sequence[Score]) -> list[s
     rows = [f"{'#':>4}  {'score':>7}  {'label':<5}  {'group':<10}  {'question':<40}  error"]
     for i, (r, s) in enumerate(zip(records, scores, strict=True), 1):
         val = "nan" if not s.ok else f"{s.value:.3f}"
-        rows.append(f"{i:>4}  {val:>7}  {r.label or '':<5}  {_short(r.group, 10):<10}  {_short(r.question, 40):<40}  {_short(s.error or (s.raw if s.not_applicable else ""), 60)}")
+        note = s.error or (s.raw if s.not_applicable else "")
+        rows.append(f"{i:>4}  {val:>7}  {r.label or '':<5}  {_short(r.group, 10):<10}  {_short(r.question, 40):<40}  {_short(note, 60)}")
     good = [s.value for s in scores if s.ok]
     mean = f"{sum(good) / len(good):.3f}" if good else "nan"
     rows.append(f"mean {mean} over {len(good)} scored answer(s); {len(scores) - len(good)} unscored")
