@@ -84,7 +84,7 @@ def test_fact_recall_keywords_and_nan_without_facts():
     [s] = judge.score([S("紅茶が好きですわ。")])
     assert s.value == 0.5
     [n] = build_judge("fact_recall").score([S("anything")])
-    assert math.isnan(n.value) and "no facts" in (n.error or "")
+    assert math.isnan(n.value) and n.not_applicable and "no facts" in n.raw
 
 
 def test_content_tokens_cover_latin_and_cjk():
