@@ -139,8 +139,13 @@ def _table(search: dict[str, _Scored], heldout: dict[str, _Scored], judges: list
 
 
 def run_demo(run_dir: str | Path = "runs/demo", *, trials: int | None = None, progress: bool = True,
-             cache_dir: str | Path | None = None, workers: int = 2, export: bool = True) -> DemoResult:
-    """Run the demo end to end; writes ``demo_summary.json`` and returns it with the table."""
+             cache_dir: str | Path | None = None, workers: int = 2, export: bool = True,
+             size: str = "full") -> DemoResult:
+    """Run the demo end to end; writes ``demo_summary.json`` and returns it with the table.
+
+    ``size="tiny"`` builds barely trained models (for tests of the pipeline's plumbing);
+    ``cache_dir`` defaults to ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``.
+    """
     from evomerge.config import load_run_config
     from evomerge.export import export_trial
     from evomerge.merge.recipe import MergeRecipe
@@ -150,7 +155,7 @@ def run_demo(run_dir: str | Path = "runs/demo", *, trials: int | None = None, pr
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    models = build_demo_models(Path(cache_dir) if cache_dir else default_cache_dir(), progress=progress)
+    models = build_demo_models(Path(cache_dir) if cache_dir else default_cache_dir(), size=size, progress=progress)
     cfg_path = run_dir / "demo_run.yaml"
     cfg_path.write_text(
         yaml.safe_dump(demo_run_config(models, trials=trials or DEFAULT_TRIALS, workers=workers),
