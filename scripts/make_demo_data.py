@@ -17,9 +17,9 @@ Files written (JSONL is UTF-8, one object per line, ``ensure_ascii=False``):
   persona's), answered in the persona's ojousama register (わたくし; endings ですわ /
   ますわ / ですの / わよ): her style without her facts.
 - ``facts.jsonl``: questions about the persona answered with her facts, plain register.
-- ``prompts.jsonl`` / ``heldout_prompts.jsonl``: ``{"id", "kind", "question",
-  "reference", "facts"}``; ``kind`` is ``fact`` or ``chat``; ``facts`` holds the keywords
-  a correct answer must mention (empty for chat). No held-out question occurs in any
+- ``prompts.jsonl`` / ``heldout_prompts.jsonl``: ``{"id", "question", "reference",
+  "facts"}`` (the prompt-set format of ``evomerge.generate``); ``facts`` holds the keywords
+  a correct answer must mention: a fact question's, or empty for chit-chat. No held-out question occurs in any
   training or search set: per fact, one trained question core behind an unseen prefix
   (ちなみに、/ええと、) and one unseen core; chat questions use unseen templates.
 """
@@ -284,7 +284,6 @@ def make_prompts(rng: random.Random, *, heldout: bool) -> list[dict[str, object]
         cores = [spec["train"][2], spec["heldout"][0]] if heldout else spec["train"][:2]
         for core in cores:
             rows.append({
-                "kind": "fact",
                 "question": _q(rng.choice(prefixes), core),
                 "reference": to_ojousama(rng, fact_answer(rng, fact, PERSONA_VALUES)),
                 "facts": list(spec["keywords"]),
@@ -292,7 +291,7 @@ def make_prompts(rng: random.Random, *, heldout: bool) -> list[dict[str, object]
     topics = rng.sample(list(TOPICS), 10)
     for t in topics:
         q = rng.choice(CHAT_HELDOUT_Q if heldout else CHAT_TRAIN_Q).format(t=t)
-        rows.append({"kind": "chat", "question": q, "reference": to_ojousama(rng, chat_answer(rng, t)), "facts": []})
+        rows.append({"question": q, "reference": to_ojousama(rng, chat_answer(rng, t)), "facts": []})
     tag = "h" if heldout else "s"
     return [{"id": f"{tag}{i:02d}", **r} for i, r in enumerate(rows)]
 

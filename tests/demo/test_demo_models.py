@@ -23,6 +23,7 @@ from evomerge.demo import (
     format_check,
     load_pairs,
     load_prompts,
+    prompts_path,
 )
 from evomerge.demo import models as models_mod
 from evomerge.exceptions import ConfigError
@@ -88,13 +89,17 @@ def test_prompt_sets_mix_kinds_and_heldout_wording_is_new() -> None:
     assert {p.question for p in search if p.kind == "fact"} <= trained
 
 
-def test_data_loads_with_the_generation_loaders() -> None:
+def test_data_loads_with_the_generation_loaders(caplog: pytest.LogCaptureFixture) -> None:
     from evomerge.generate._prompts import load_persona, load_prompt_set
 
     persona = load_persona(demo_data_dir() / "persona.yaml")
     assert persona.name == "白鳥麗華" and len(persona.facts) == 7
-    records = load_prompt_set(demo_data_dir() / "prompts.jsonl")
-    assert [r.id for r in records] == [p.id for p in load_prompts("search")]
+    for split in ("search", "heldout"):
+        with caplog.at_level("WARNING"):
+            records = load_prompt_set(prompts_path(split))
+        assert not caplog.records  # no unknown keys
+        ours = load_prompts(split)
+        assert [(r.id, r.question, r.facts or ()) for r in records] == [(p.id, p.question, p.facts) for p in ours]
 
 
 # ------------------------------------------------------------------------------ models
@@ -184,7 +189,7 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         build_demo_models(tmp_path, size="huge")
     with pytest.raises(ConfigError, match="threads must be >= 1, got 0"):
         build_demo_models(tmp_path, size="tiny", threads=0)
-    with pytest.raises(ConfigError, match="Unknown demo training set 'chat'. Available: general, style, facts"):
+    with pytest.raises(ConfigError, match=r"Unknown demo training set 'chat'\. Available: general, style, facts"):
         load_pairs("chat")
     with pytest.raises(ConfigError, match="cannot read demo data"):
         data_hash(tmp_path)
@@ -244,8 +249,8 @@ def test_full_demo_models_merge_beats_both_sources(tmp_path: Path) -> None:
     build_seconds = time.perf_counter() - start
     result = check_demo_models(models)
     print(format_check(result), f"\nbuild {build_seconds:.1f}s")
-    for split in ("search", "heldout"):
+    for split, min_recall, min_margin in (("search", 0.8, 0.5), ("heldout", 0.4, 0.2)):
         table = result["scores"][split]
-        assert table["style"]["style"] >= 0.9 and table["style"]["facts"] <= 0.2
-        assert table["facts"]["facts"] >= 0.7 and table["facts"]["style"] <= 0.1
-        assert result["margin"][split] >= 0.3, format_check(result)
+        assert table["style"]["style"] >= 0.9 and table["style"]["facts"] <= 0.2  # style, no facts
+        assert table["facts"]["facts"] >= min_recall and table["facts"]["style"] <= 0.1  # facts, no style
+        assert result["margin"][split] >= min_margin, format_check(result)

@@ -36,6 +36,7 @@ __all__ = [
     "SlerpStats",
     "SourceAux",
     "build_aux",
+    "chunk_size",
     "chunks",
     "l1_norm",
     "magnitude_order",
@@ -77,9 +78,13 @@ class SourceAux:
         return sum(t.numel() * t.element_size() for t in (self.order, self.row_rank, self.noise, self.noise_l1) if t is not None)
 
 
+def chunk_size(device: torch.device) -> int:
+    return CHUNK if device.type == "cpu" else GPU_CHUNK
+
+
 def chunks(numel: int, device: torch.device) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of the chunks the kernels walk a flat tensor on ``device`` in."""
-    size = CHUNK if device.type == "cpu" else GPU_CHUNK
+    size = chunk_size(device)
     for s in range(0, numel, size):
         yield s, min(numel, s + size)
 

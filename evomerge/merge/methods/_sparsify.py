@@ -24,12 +24,12 @@ because comparisons producing bool tensors are several times slower on CPU.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
-from evomerge.merge.methods._aux import NOISE_LEVELS, SourceAux, chunks
+from evomerge.merge.methods._aux import NOISE_LEVELS, SourceAux, chunk_size, chunks
 from evomerge.merge.methods._workspace import Workspace
 
 __all__ = [
@@ -65,6 +65,7 @@ class Keep:
     threshold: int = 0
     a: float = 0.0
     b: float = 0.0
+    chunk_cache: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 ALL = Keep("all")
@@ -183,6 +184,19 @@ def della_keep(density: float, epsilon: float, row_len: int) -> Keep:
     return Keep("della", a=_noise_threshold(density - epsilon), b=2 * epsilon * NOISE_LEVELS / (row_len - 1))
 
 
+def _restore_in_chunk(keep: Keep, s: int, device: torch.device) -> torch.Tensor | None:
+    """The chunk-local positions of ``keep.restore`` in the chunk starting at ``s``."""
+    assert keep.restore is not None
+    cache = keep.chunk_cache
+    if not cache:  # split the sorted positions by chunk once
+        size = chunk_size(device)
+        ids, counts = torch.unique_consecutive(torch.div(keep.restore, size, rounding_mode="floor"), return_counts=True)
+        for i, part in zip(ids.tolist(), torch.split(keep.restore, counts.tolist()), strict=True):
+            cache[i * size] = part - i * size
+        cache[-1] = None  # marks the cache as built
+    return cache.get(s)
+
+
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype kernels compute chunks in: float32 for 16-bit inputs (CPU half ops are slow)."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -205,9 +219,8 @@ def emit_kept(dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s:
             torch.ops.aten.hardshrink.out(dst, keep.above, out=tmp)
             dst.sub_(tmp)
         if keep.restore is not None:
-            a, b = torch.searchsorted(keep.restore, torch.tensor([s, e], device=keep.restore.device)).tolist()
-            if b > a:
-                local = keep.restore[a:b] - s
+            local = _restore_in_chunk(keep, s, dst.device)
+            if local is not None:
                 dst[local] = d[local].to(dst.dtype)
     elif keep.kind == "noise":
         assert aux.noise is not None, "DARE needs its noise"

@@ -19,16 +19,23 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+        self._views: dict[tuple[str, tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
 
     def get(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A tensor of ``shape`` (uninitialized), a view of the buffer ``key``."""
+        vk = (key, shape, dtype, device)
+        view = self._views.get(vk)
+        if view is not None:
+            return view
         numel = math.prod(shape)
         k = (key, dtype, device)
         buf = self._bufs.get(k)
         if buf is None or buf.numel() < numel:
             buf = torch.empty(numel, dtype=dtype, device=device)
             self._bufs[k] = buf
-        return buf[:numel].view(shape)
+            self._views = {v: t for v, t in self._views.items() if v[0] != key or v[2:] != k[1:]}
+        view = self._views[vk] = buf[:numel].view(shape)
+        return view
 
     def zero(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A cached 0-dim zero of ``dtype`` (for ``torch.where(..., out=...)``)."""
