@@ -127,7 +127,7 @@ def build_tiny_model(
     model = AutoModelForCausalLM.from_config(cfg)
     # Norm weights start at 1.0 (or 0 for gemma); give them some spread so merges move them.
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     model = model.to(dtype)
