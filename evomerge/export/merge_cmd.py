@@ -18,8 +18,7 @@ from evomerge.merge import DTYPES, MergeRecipe, iter_merged_tensors, pool_for_re
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["emit_mergekit_yaml", "merge_from_yaml", "recipe_out_dtype"]
-
+__all__ = ["check_tokenizer_source", "emit_mergekit_yaml", "merge_from_yaml", "recipe_out_dtype"]
 
 
 def _dtype_field(recipe: MergeRecipe, field: str, *, source: str) -> torch.dtype | None:

@@ -48,20 +48,20 @@ class MergeEngine:
 
     Construction loads, for every tensor of the pool, the base and the N task vectors
     ``source_i - base`` in ``dtype`` on ``device``, and precomputes what the declared
-    ``methods`` need: per-tensor magnitude ranks (TIES, breadcrumbs: no sort per merge),
-    per-row ranks (DELLA), int16 noise drawn from ``seed`` (DARE, DELLA: the same recipe
-    always gives the same model, so trials are comparable) and DARE's L1 tables. With
-    ``methods=None`` these are computed on first use instead.
+    ``methods`` need: per-tensor magnitude order (TIES, breadcrumbs: a top-k threshold is one
+    lookup, no sort per merge), per-row ranks (DELLA), int16 noise drawn from ``seed`` (DARE,
+    DELLA: the same recipe always gives the same model, so trials are comparable) and
+    DARE's L1 tables. With ``methods=None`` these are computed on first use instead.
 
     Memory bound (``estimate_bytes``), with ``n`` the pool's parameter count, ``N`` its
     sources and ``b`` the bytes of ``dtype``::
 
         n * b * (N + 2)              base + N task vectors + the output buffers
-      + n * N * 4                    magnitude ranks   (ties, breadcrumbs, breadcrumbs_ties)
+      + n * N * 4                    magnitude order   (ties, breadcrumbs, breadcrumbs_ties)
       + n * N * 4                    row ranks         (della, della_linear)
       + n * N * 2                    noise             (dare_*, della*)
       + N * 256 KiB per tensor of >= 2^20 elements     (dare_*)
-      + (N + 8) * 512 KiB            scratch
+      + (N + 8) * 8 * chunk          scratch (chunk: 2^16 elements on CPU, 2^24 on GPU)
 
     Construction raises :class:`MemoryBudgetError` before loading anything if this exceeds
     ``max_bytes`` (default: the device's free memory minus 10%, at least 1 GiB).
@@ -107,12 +107,15 @@ class MergeEngine:
     # -- construction ---------------------------------------------------------------------
 
     @staticmethod
-    def estimate_bytes(pool: ModelPool, dtype: torch.dtype, methods: Sequence[str] | None, n_sources: int) -> int:
+    def estimate_bytes(
+        pool: ModelPool, dtype: torch.dtype, methods: Sequence[str] | None, n_sources: int,
+        *, device: str | torch.device = "cpu",
+    ) -> int:  # fmt: skip
         """Upper bound of the bytes an engine over ``pool`` keeps resident (see the class docstring)."""
-        return estimate_resident_bytes(pool, dtype, _needs(methods or ()), n_sources)
+        return estimate_resident_bytes(pool, dtype, _needs(methods or ()), n_sources, torch.device(device))
 
     def _check_budget(self, needs: set[Need], what: str) -> None:
-        need = estimate_resident_bytes(self.pool, self.dtype, needs, self.pool.num_sources)
+        need = estimate_resident_bytes(self.pool, self.dtype, needs, self.pool.num_sources, self.device)
         if self._budget is not None and need > self._budget:
             raise MemoryBudgetError(
                 f"MergeEngine{what} needs about {format_bytes(need)} on {self.device} (base + "

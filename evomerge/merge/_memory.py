@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from evomerge.merge.methods import CHUNK, Need
-from evomerge.merge.methods._aux import NOISE_LEVELS, NOISE_TABLE_MIN
+from evomerge.merge.methods import Need
+from evomerge.merge.methods._aux import NOISE_LEVELS, NOISE_TABLE_MIN, chunk_size
 
 if TYPE_CHECKING:
     from evomerge.pool import ModelPool
@@ -31,7 +31,9 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def estimate_resident_bytes(pool: ModelPool, dtype: torch.dtype, needs: Iterable[Need], n_sources: int) -> int:
+def estimate_resident_bytes(
+    pool: ModelPool, dtype: torch.dtype, needs: Iterable[Need], n_sources: int, device: torch.device | None = None
+) -> int:
     """Bytes the engine keeps resident (see :class:`~evomerge.merge.MergeEngine`)."""
     needs = set(needs)
     infos = pool.infos()
@@ -48,7 +50,7 @@ def estimate_resident_bytes(pool: ModelPool, dtype: torch.dtype, needs: Iterable
     if Need.NOISE_L1 in needs:
         big = sum(1 for i in infos if i.numel >= NOISE_TABLE_MIN)
         total += big * n_sources * (NOISE_LEVELS + 1) * 4
-    total += (n_sources + 8) * CHUNK * 8  # kernel scratch
+    total += (n_sources + 8) * chunk_size(device or torch.device("cpu")) * 8  # kernel scratch
     return total
 
 

@@ -63,6 +63,33 @@ def test_magnitude_trimming_handles_ties_like_a_stable_sort() -> None:
     assert outliers.tolist() == [0.0, -0.5, 0.0, 0.5, 0.0, 0.0]
 
 
+@pytest.mark.parametrize(
+    ("method", "density", "gamma", "levels"),
+    [("ties", 0.37, 0.0, 40), ("breadcrumbs", 0.4, 0.15, 40), ("breadcrumbs", 0.2, 0.1, 1), ("ties", 0.5, 0.0, 1)],
+)
+def test_many_ties_across_chunks_keep_exactly_the_stable_top_k(
+    method: str, density: float, gamma: float, levels: int
+) -> None:
+    """Quantized task vectors (as bf16 checkpoints give) tie at the cuts; positions decide, as a stable sort.
+
+    With ``levels=1`` (values -0.01, 0, 0.01) both breadcrumbs cuts fall inside one run of ties.
+    """
+    from evomerge.merge.methods import CHUNK
+
+    g = torch.Generator().manual_seed(9)
+    d = torch.randint(-levels, levels + 1, (3 * CHUNK + 123,), generator=g).float() * 0.01
+    n = d.numel()
+    order = torch.argsort(d.abs(), descending=True, stable=True)
+    target, n_top = int(density * n), int(gamma * n)
+    lo, hi = (0, max(1, target)) if method == "ties" else (n_top, n_top + target)
+    expected = torch.zeros_like(d)
+    expected[order[lo:hi]] = d[order[lo:hi]]
+    params = {"density": density} | ({"gamma": gamma} if method == "breadcrumbs" else {})
+    ours = _single(method, d, **params)
+    assert torch.equal(ours, expected)
+    assert int((ours != 0).sum()) == int((expected != 0).sum())
+
+
 @pytest.mark.parametrize(("density", "gamma"), [(0.5, 0.01), (0.3, 0.2), (0.95, 0.1), (0.9, 0.0), (0.2, 0.0)])
 def test_breadcrumbs_equal_mergekit(delta: torch.Tensor, density: float, gamma: float) -> None:
     ours = _single("breadcrumbs", delta, density=density, gamma=gamma)

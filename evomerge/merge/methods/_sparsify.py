@@ -16,20 +16,21 @@ either sum is below 1e-7, as mergekit's ``rescaled_masked_tensor``.
 
 Magnitude masks keep the elements at positions ``[lo, hi)`` of the stable descending order
 of ``|delta|``. They are applied with ``hardshrink`` against the boundary magnitudes (one
-fast elementwise op, no rank array read); elements whose magnitude equals a boundary value
-(ties) are fixed up by position. DARE masks are ``clamp(T - noise, 0, 1)``: float ops only,
+fast elementwise op, no rank array read). Ties at a boundary (common: task vectors of bf16
+checkpoints take few distinct values) are resolved as a stable sort does, by position: up
+to a cut position the threshold includes the tied value, after it excludes it. DARE masks are ``clamp(T - noise, 0, 1)``: float ops only,
 because comparisons producing bool tensors are several times slower on CPU.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from evomerge.merge.methods._aux import NOISE_LEVELS, SourceAux, chunk_size, chunks
+from evomerge.merge.methods._aux import NOISE_LEVELS, SourceAux, chunks
 from evomerge.merge.methods._workspace import Workspace
 
 __all__ = [
@@ -46,26 +47,27 @@ __all__ = [
 
 RESCALE_EPS = 1e-7
 _HALF = NOISE_LEVELS // 2
-_SCAN = 1024  # block size when walking a tie group along the magnitude order
 
 
 @dataclass(frozen=True)
 class Keep:
     """Which elements of one task vector survive sparsification.
 
-    ``mag``: ``|x| > below`` (``below < 0``: no lower cut), minus ``|x| >= above`` when
-    ``above`` is set, then ``x`` restored at ``restore`` (sorted positions; boundary ties).
+    ``mag``: positions ``[lo, hi)`` of the stable descending ``|x|`` order, as two cuts. An
+    element passes the lower cut if ``|x| > below``, or ``|x| == below`` and its flat position
+    is ``<= below_cut`` (a stable sort orders ties by position); it is removed by the upper
+    cut (when ``top`` is set) if ``|x| > top``, or ``|x| == top`` and position ``<= top_cut``.
     ``noise``: ``noise < threshold``. ``della``: ``noise < a + b * row_rank``.
     """
 
     kind: Literal["all", "none", "mag", "noise", "della"]
     below: float = -1.0
-    above: float | None = None
-    restore: torch.Tensor | None = None
+    below_cut: int = -1
+    top: float | None = None
+    top_cut: int = -1
     threshold: int = 0
     a: float = 0.0
     b: float = 0.0
-    chunk_cache: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 ALL = Keep("all")
@@ -74,31 +76,6 @@ NONE = Keep("none")
 
 def _mag_at(flat: torch.Tensor, order: torch.Tensor, j: int) -> float:
     return abs(float(flat[order[j]]))
-
-
-def _group_start(flat: torch.Tensor, order: torch.Tensor, j: int, value: float) -> int:
-    """First position of the run of ``value`` that contains order position ``j``."""
-    while j > 0:
-        lo = max(0, j - _SCAN)
-        mags = flat[order[lo:j].long()].abs()
-        below = (mags != value).nonzero()
-        if below.numel():
-            return lo + int(below[-1]) + 1
-        j = lo
-    return 0
-
-
-def _group_end(flat: torch.Tensor, order: torch.Tensor, j: int, value: float) -> int:
-    """One past the last position of the run of ``value`` that contains order position ``j``."""
-    n = order.numel()
-    while j < n:
-        hi = min(n, j + _SCAN)
-        mags = flat[order[j:hi].long()].abs()
-        other = (mags != value).nonzero()
-        if other.numel():
-            return j + int(other[0])
-        j = hi
-    return n
 
 
 def _below_float(x: float, dtype: torch.dtype) -> float:
@@ -114,23 +91,18 @@ def rank_range_keep(flat: torch.Tensor, order: torch.Tensor, lo: int, hi: int) -
         return NONE
     if lo == 0 and hi >= n:
         return ALL
-    restore: list[torch.Tensor] = []
-    below = -1.0
+    below, below_cut = -1.0, -1
     if hi < n:
         below = _mag_at(flat, order, hi)  # first excluded magnitude
-        if below > 0 and _mag_at(flat, order, hi - 1) == below:
-            start = max(lo, _group_start(flat, order, hi - 1, below))
-            restore.append(order[start:hi])
-    above = None
+        if _mag_at(flat, order, hi - 1) == below:  # a run of ties straddles the cut
+            below_cut = int(order[hi - 1])
+    top, top_cut = None, -1
     if lo > 0:
         top = _mag_at(flat, order, lo - 1)  # last excluded outlier
         if top == 0:
             return NONE  # everything at or after lo is zero
-        above = _below_float(top, flat.dtype)
-        if _mag_at(flat, order, lo) == top:
-            restore.append(order[lo : min(hi, _group_end(flat, order, lo, top))])
-    pos = torch.sort(torch.cat(restore).long()).values if restore else None
-    return Keep("mag", below=below, above=above, restore=pos)
+        top_cut = int(order[lo - 1])
+    return Keep("mag", below=below, below_cut=below_cut, top=top, top_cut=top_cut)
 
 
 def magnitude_keep(flat: torch.Tensor, order: torch.Tensor | None, density: float) -> Keep:
@@ -184,17 +156,28 @@ def della_keep(density: float, epsilon: float, row_len: int) -> Keep:
     return Keep("della", a=_noise_threshold(density - epsilon), b=2 * epsilon * NOISE_LEVELS / (row_len - 1))
 
 
-def _restore_in_chunk(keep: Keep, s: int, device: torch.device) -> torch.Tensor | None:
-    """The chunk-local positions of ``keep.restore`` in the chunk starting at ``s``."""
-    assert keep.restore is not None
-    cache = keep.chunk_cache
-    if not cache:  # split the sorted positions by chunk once
-        size = chunk_size(device)
-        ids, counts = torch.unique_consecutive(torch.div(keep.restore, size, rounding_mode="floor"), return_counts=True)
-        for i, part in zip(ids.tolist(), torch.split(keep.restore, counts.tolist()), strict=True):
-            cache[i * size] = part - i * size
-        cache[-1] = None  # marks the cache as built
-    return cache.get(s)
+def _shrink(dst: torch.Tensor, src: torch.Tensor, lam: float) -> None:
+    """``dst = src where |src| > lam, else 0`` (hardshrink; widening first across dtypes)."""
+    if src.dtype == dst.dtype:
+        torch.ops.aten.hardshrink.out(src, lam, out=dst)
+    else:  # hardshrink has no mixed-dtype form: widen (exact), then shrink in place
+        dst.copy_(src)
+        torch.ops.aten.hardshrink.out(dst, lam, out=dst)
+
+
+def _cut(dst: torch.Tensor, src: torch.Tensor, value: float, cut: int, s: int) -> None:
+    """``dst = src`` where ``|x| > value``, or ``|x| == value`` at flat position ``<= cut``."""
+    c = src.numel()
+    p = min(max(cut + 1 - s, 0), c)  # chunk-local count of positions <= cut
+    if p == 0:
+        _shrink(dst, src, value)
+        return
+    at_least = _below_float(value, src.dtype)  # |x| > at_least  <=>  |x| >= value
+    if p == c:
+        _shrink(dst, src, at_least)
+        return
+    _shrink(dst[:p], src[:p], at_least)
+    _shrink(dst[p:], src[p:], value)
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -209,19 +192,11 @@ def emit_kept(dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s:
     elif keep.kind == "none":
         dst.zero_()
     elif keep.kind == "mag":
-        if d.dtype == dst.dtype:
-            torch.ops.aten.hardshrink.out(d, keep.below, out=dst)
-        else:  # hardshrink has no mixed-dtype form: widen first (exact), then shrink in place
-            dst.copy_(d)
-            torch.ops.aten.hardshrink.out(dst, keep.below, out=dst)
-        if keep.above is not None:
+        _cut(dst, d, keep.below, keep.below_cut, s)
+        if keep.top is not None:
             tmp = ws.get("shrink", (e - s,), dst.dtype, dst.device)
-            torch.ops.aten.hardshrink.out(dst, keep.above, out=tmp)
+            _cut(tmp, dst, keep.top, keep.top_cut, s)
             dst.sub_(tmp)
-        if keep.restore is not None:
-            local = _restore_in_chunk(keep, s, dst.device)
-            if local is not None:
-                dst[local] = d[local].to(dst.dtype)
     elif keep.kind == "noise":
         assert aux.noise is not None, "DARE needs its noise"
         m = ws.get("mask", (e - s,), dst.dtype, dst.device)

@@ -127,9 +127,10 @@ def generalized_task_arithmetic(
     weights: list[float] = []
     for i, (flat, p) in enumerate(zip(rows, args.inputs, strict=True)):
         a = aux[i] if aux is not None else None
-        if a is None or (sparsification is not None and p["density"] < 1) or g["rescale"]:
+        if (sparsification is not None and p["density"] < 1) or g["rescale"]:  # fill in what is missing
             a = build_aux(needs, base, flat.view(base.shape), seed=seed, tensor_name=tensor_name,
                           source_key=str(i), previous=a)  # fmt: skip
+        a = a or SourceAux()
         keep = _keep(sparsification, flat, a, p, base.shape)
         w = _round(p["weight"], dtype)
         scale = 1.0
@@ -206,12 +207,10 @@ def _consensus_chunk(tgt: torch.Tensor, base: torch.Tensor, em: torch.Tensor, k:
     total = ws.get("S", (c,), dtype, dev)
     torch.mv(em.t(), k.coef, out=total)  # [c]: sum_i x_i
     sign = ws.get("M", (c,), dtype, dev)
-    tiny = torch.finfo(dtype).tiny
-    if tiny < 1e-30:  # sign(S + tiny): +1 for S == 0 (faster than copysign; differs only for subnormal S < 0)
-        torch.add(total, tiny, out=sign)
-        sign.sign_()
-    else:  # float16: tiny is too large to add; -0.0 sums only arise when every x_i is 0
-        torch.copysign(ws.scalar(1.0, dtype, dev), total, out=sign)
+    # M = sign(S + tiny): +1 where S == 0, as mergekit's ``S >= 0`` (only a subnormal S < 0
+    # would differ); cheaper than copysign. The work dtype is float32 or float64.
+    torch.add(total, torch.finfo(dtype).tiny, out=sign)
+    sign.sign_()
     em.mul_(sign)
     if k.sign is not None:
         em.mul_(k.sign)
