@@ -126,6 +126,7 @@ def _check_structure(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot]
             hint = "; base_model counts as an input when set (leave it out, or list only that model)"
         names = ", ".join(repr(s.model) for s in slots)
         problems.append(f"models: {method.name} merges {need}; got {n}: {names}{hint}")
+    _check_required(recipe, method, slots, problems)
     valid = ", ".join(method.param_names)
     for key in recipe.parameters:
         if key not in method.param_names:
@@ -137,6 +138,30 @@ def _check_structure(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot]
                 problems.append(f"{where}: unknown parameter for merge method {method.name!r}. Valid: {valid}")
             elif method.param(key).scope == Scope.GLOBAL:
                 problems.append(f"{where}: {key!r} applies to the whole merge; set it under the top-level 'parameters'")
+
+
+def _check_required(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot], problems: list[str]) -> None:
+    """Required parameters set nowhere at all (per-tensor gaps left by filters come later)."""
+    for p in method.params:
+        if not p.required or p.name in recipe.parameters:
+            continue
+        if p.scope == Scope.GLOBAL:
+            problems.append(f"parameters.{p.name}: required by merge method {method.name!r}; set it")
+            continue
+        for slot in slots:
+            if p.scope == Scope.NON_BASE and slot.is_base:
+                continue
+            entry = recipe.entry(slot.model)
+            if entry is not None and p.name in entry.parameters:
+                continue
+            if entry is None:  # the base model, appended as an input
+                problems.append(
+                    f"base_model: {slot.model!r} is an input of {method.name!r} and needs {p.name!r}; set it in "
+                    "the top-level parameters, or list the base model under 'models' with its own"
+                )
+            else:
+                k = recipe.model_names().index(slot.model)
+                problems.append(f"models[{k}].parameters.{p.name}: required by merge method {method.name!r}; set it")
 
 
 def resolve_tensor(

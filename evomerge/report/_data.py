@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,11 @@ def _importances(study: optuna.Study, n_complete: int) -> dict[str, float]:
             imp = optuna.importance.get_param_importances(study, evaluator=evaluator)
         else:  # PED-ANOVA looks for low target values: flip a maximized first objective
             sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-            imp = optuna.importance.get_param_importances(
-                study, evaluator=evaluator, target=lambda t: sign * t.values[0]
-            )
+            with warnings.catch_warnings():  # optuna warns about exactly this flip
+                warnings.simplefilter("ignore", UserWarning)
+                imp = optuna.importance.get_param_importances(
+                    study, evaluator=evaluator, target=lambda t: sign * t.values[0]
+                )
         return {k: float(v) for k, v in imp.items() if math.isfinite(v)}
     except Exception as err:  # importance is a nicety; never fail the report on it
         logger.info("parameter importance unavailable: %s: %s", type(err).__name__, err)

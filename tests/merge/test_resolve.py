@@ -148,10 +148,21 @@ def test_unknown_and_misplaced_parameters_are_all_reported(pool: ModelPool) -> N
     assert "models[0].parameters.normalize" in msg and "top-level 'parameters'" in msg
 
 
-def test_missing_required_weight_names_the_model(pool: ModelPool) -> None:
+def test_missing_required_parameters_are_named(pool: ModelPool) -> None:
     r = _recipe(pool, "task_arithmetic", [(0, {"weight": 1.0}), (1, {})], base_model="base")
-    with pytest.raises(MergeError, match=r"missing required parameter 'weight' for model '.*ft_b'.*tensors .* more"):
+    with pytest.raises(MergeError, match=r"models\[1\]\.parameters\.weight: required by merge method"):
         plan_merge(r, pool)
+    gap = _recipe(pool, "task_arithmetic", [(0, {"weight": {"filter": "mlp", "value": 1.0}})], base_model="base")
+    with pytest.raises(MergeError, match=r"missing required parameter 'weight' for model '.*ft_a'.* \(tensors .* and 24 more\)"):
+        plan_merge(gap, pool)
+    appended = _recipe(pool, "linear", [(0, {"weight": 1.0})], base_model="base")
+    with pytest.raises(MergeError, match=r"base_model: .* is an input of 'linear' and needs 'weight'"):
+        plan_merge(appended, pool)
+    slerp = _recipe(pool, "slerp", [(0, {"t": 0.5})], base_model="base")
+    with pytest.raises(MergeError) as err:
+        plan_merge(slerp, pool)
+    assert "parameters.t: required by merge method 'slerp'" in str(err.value)
+    assert "models[0].parameters.t: 't' applies to the whole merge" in str(err.value)
 
 
 def test_structural_problems(pool: ModelPool, tiny_models: Any) -> None:

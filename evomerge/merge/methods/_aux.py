@@ -51,7 +51,7 @@ CHUNK = 1 << 16  # elements per chunk on CPU (N sources' chunks stay in L2 acros
 GPU_CHUNK = 1 << 24  # on accelerators: few, large launches (kernel launch overhead dominates)
 NOISE_LEVELS = 1 << 16  # int16 noise: 65536 equally likely values
 NOISE_TABLE_MIN = 1 << 20  # tensors this large get a cumulative-L1 table for DARE rescale
-_SLERP_CHUNK = 1 << 20  # mergekit's slerp statistics chunk
+_BIG_CHUNK = 1 << 20  # precomputation chunks (mergekit's slerp statistics use this size too)
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,9 @@ def noise_l1_table(delta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """
     flat = _flat(delta)
     hist = torch.zeros(NOISE_LEVELS, dtype=torch.float64, device=flat.device)
-    for s in range(0, flat.numel(), _SLERP_CHUNK):
-        bins = noise[s : s + _SLERP_CHUNK].to(torch.int64) + NOISE_LEVELS // 2
-        hist += torch.bincount(bins, weights=flat[s : s + _SLERP_CHUNK].abs().double(), minlength=NOISE_LEVELS)
+    for s in range(0, flat.numel(), _BIG_CHUNK):
+        bins = noise[s : s + _BIG_CHUNK].to(torch.int64) + NOISE_LEVELS // 2
+        hist += torch.bincount(bins, weights=flat[s : s + _BIG_CHUNK].abs().double(), minlength=NOISE_LEVELS)
     table = torch.zeros(NOISE_LEVELS + 1, dtype=torch.float64, device=flat.device)
     torch.cumsum(hist, 0, out=table[1:])
     return table.float()
@@ -177,9 +177,9 @@ def slerp_stats(base: torch.Tensor, delta: torch.Tensor) -> SlerpStats:
     work = torch.float64 if base.dtype == torch.float64 else torch.float32
     b, d = _flat(base), _flat(delta)
     n0_parts, n1_parts = [], []
-    for s in range(0, b.numel(), _SLERP_CHUNK):
-        x = b[s : s + _SLERP_CHUNK].to(work)
-        y = x + d[s : s + _SLERP_CHUNK].to(work)
+    for s in range(0, b.numel(), _BIG_CHUNK):
+        x = b[s : s + _BIG_CHUNK].to(work)
+        y = x + d[s : s + _BIG_CHUNK].to(work)
         n0_parts.append(torch.linalg.vector_norm(x))
         n1_parts.append(torch.linalg.vector_norm(y))
     if not n0_parts:
@@ -189,9 +189,9 @@ def slerp_stats(base: torch.Tensor, delta: torch.Tensor) -> SlerpStats:
     n0 = torch.where(n0 > 1e-8, n0, torch.ones_like(n0))
     n1 = torch.where(n1 > 1e-8, n1, torch.ones_like(n1))
     dots = []
-    for s in range(0, b.numel(), _SLERP_CHUNK):
-        x = b[s : s + _SLERP_CHUNK].to(work)
-        y = x + d[s : s + _SLERP_CHUNK].to(work)
+    for s in range(0, b.numel(), _BIG_CHUNK):
+        x = b[s : s + _BIG_CHUNK].to(work)
+        y = x + d[s : s + _BIG_CHUNK].to(work)
         dots.append(((x / n0) * (y / n1)).sum())
     dot = torch.stack(dots).sum().clamp(-1, 1)
     return SlerpStats(float(n0), float(n1), float(dot))

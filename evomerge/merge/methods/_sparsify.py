@@ -18,8 +18,9 @@ Magnitude masks keep the elements at positions ``[lo, hi)`` of the stable descen
 of ``|delta|``. They are applied with ``hardshrink`` against the boundary magnitudes (one
 fast elementwise op, no rank array read). Ties at a boundary (common: task vectors of bf16
 checkpoints take few distinct values) are resolved as a stable sort does, by position: up
-to a cut position the threshold includes the tied value, after it excludes it. DARE masks are ``clamp(T - noise, 0, 1)``: float ops only,
-because comparisons producing bool tensors are several times slower on CPU.
+to a cut position the threshold includes the tied value, after it excludes it. DARE masks
+are ``clamp(T - noise, 0, 1)``: float ops only, because comparisons producing bool tensors
+are several times slower on CPU.
 """
 
 from __future__ import annotations
