@@ -162,9 +162,12 @@ def _bin(name: str) -> str:
     return str(exe) if exe.exists() else name
 
 
-def time_command(cmd: list[str]) -> float:
+def time_command(cmd: list[str], threads: int | None = None) -> float:
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
@@ -233,6 +236,7 @@ def bench_engine(
         "engine_precompute_s": round(t2 - t1, 3),
         "engine_warmup_trial_s": round(t3 - t2, 3),
         "engine_trial_s_median": round(statistics.median(times), 4),
+        "engine_trial_s_min": round(min(times), 4),
         "engine_trial_s_all": [round(t, 4) for t in times],
         "n_params": n_params,
     }
@@ -285,12 +289,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="compute dtype: the YAML's dtype (mergekit, evomerge merge) and the engine's (default: --dtype)",
     )  # fmt: skip
     ap.add_argument("--trials", type=int, default=5, help="timed engine trials per method (after a warmup)")
+    ap.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for the engine and both CLIs (OMP/MKL_NUM_THREADS); default: torch's. "
+        "On a shared CPU, 1 avoids OpenMP stalls that make timings meaningless",
+    )  # fmt: skip
     ap.add_argument("--skip-mergekit", action="store_true")
     ap.add_argument("--skip-cli", action="store_true", help="skip the evomerge merge subprocess")
     args = ap.parse_args(argv)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     merge_dtype = args.merge_dtype or args.dtype
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     shape = model_shape(args.params_scale, args.layers)
     t0 = time.perf_counter()
     models = build_models(args.cache_dir, shape, args.dtype)
@@ -312,11 +323,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 r["mergekit_yaml_s"] = round(time_command([
                     _bin("mergekit-yaml"), str(cfg), str(mk_out), "--no-copy-tokenizer", "--no-lazy-unpickle",
                     "--device", args.device, "--quiet", "--random-seed", "0",
-                ]), 2)
+                ], args.threads), 2)
             if not args.skip_cli:
                 r["evomerge_merge_s"] = round(time_command([
                     sys.executable, "-m", "evomerge.cli", "merge", str(cfg), str(ev_out), "--device", args.device, "--quiet",
-                ]), 2)
+                ], args.threads), 2)
             if mk_out.exists() and ev_out.exists() and method in DETERMINISTIC:
                 r["max_abs_diff_vs_mergekit"] = max_abs_diff(mk_out, ev_out)
             shutil.rmtree(mk_out, ignore_errors=True)

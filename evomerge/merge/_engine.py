@@ -49,7 +49,7 @@ class MergeEngine:
     Construction loads, for every tensor of the pool, the base and the N task vectors
     ``source_i - base`` in ``dtype`` on ``device``, and precomputes what the declared
     ``methods`` need: per-tensor magnitude order (TIES, breadcrumbs: a top-k threshold is one
-    lookup, no sort per merge), per-row ranks (DELLA), int16 noise drawn from ``seed`` (DARE,
+    lookup, no sort per merge), per-row ranks (DELLA), integer noise drawn from ``seed`` (DARE,
     DELLA: the same recipe always gives the same model, so trials are comparable) and
     DARE's L1 tables. With ``methods=None`` these are computed on first use instead.
 
@@ -59,7 +59,7 @@ class MergeEngine:
         n * b * (N + 2)              base + N task vectors + the output buffers
       + n * N * 4                    magnitude order   (ties, breadcrumbs, breadcrumbs_ties)
       + n * N * 4                    row ranks         (della, della_linear)
-      + n * N * 2                    noise             (dare_*, della*)
+      + n * N * 4                    noise             (dare_*, della*; int32)
       + N * 256 KiB per tensor of >= 2^20 elements     (dare_*)
       + (N + 8) * 8 * chunk          scratch (chunk: 2^16 elements on CPU, 2^24 on GPU)
 

@@ -45,7 +45,7 @@ def estimate_resident_bytes(
     if Need.ROW_RANK in needs:
         per_element += 4 * n_sources
     if Need.NOISE in needs or Need.NOISE_L1 in needs:
-        per_element += 2 * n_sources
+        per_element += 4 * n_sources  # int32 noise
     total = numel * per_element
     if Need.NOISE_L1 in needs:
         big = sum(1 for i in infos if i.numel >= NOISE_TABLE_MIN)

@@ -116,7 +116,7 @@ def test_memory_estimate_and_budget(pool: ModelPool) -> None:
     assert MergeEngine.estimate_bytes(pool, torch.float32, [], 3) == numel * 4 * 5 + scratch
     assert MergeEngine.estimate_bytes(pool, torch.bfloat16, [], 3) == numel * 2 * 5 + scratch
     assert MergeEngine.estimate_bytes(pool, torch.float32, ["ties"], 3) == numel * (4 * 5 + 4 * 3) + scratch
-    assert MergeEngine.estimate_bytes(pool, torch.float32, ["dare_ties"], 3) == numel * (4 * 5 + 2 * 3) + scratch
+    assert MergeEngine.estimate_bytes(pool, torch.float32, ["dare_ties"], 3) == numel * (4 * 5 + 4 * 3) + scratch
     engine = MergeEngine(pool, methods=["ties", "dare_ties", "della"])
     assert engine.nbytes() <= MergeEngine.estimate_bytes(pool, torch.float32, ["ties", "dare_ties", "della"], 3)
     need = MergeEngine.estimate_bytes(pool, torch.float32, ["ties"], 3)

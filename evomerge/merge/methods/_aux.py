@@ -7,7 +7,7 @@ numbers per trial, and the streaming merge compute exactly the same numbers:
   top-k magnitude threshold is one lookup (``|delta[order[k]]|``), ties included;
 - ``row_rank``: int32, the ascending rank of ``|delta|`` within its row (along dim 1;
   1-D tensors are one row), for DELLA's rank-dependent keep probabilities;
-- ``noise``: int16 uniform integers from a generator seeded by (seed, tensor, source), so a
+- ``noise``: uniform integers (int16 values held as int32) from a generator seeded by (seed, tensor, source), so a
   DARE/DELLA mask is ``noise < threshold`` and the same seed always gives the same model;
 - ``noise_l1``: for tensors of at least :data:`NOISE_TABLE_MIN` elements, the cumulative L1
   of ``delta`` over noise values (``table[T] = sum |delta| where noise + 32768 < T``), so
@@ -49,7 +49,7 @@ __all__ = [
 
 CHUNK = 1 << 16  # elements per chunk on CPU (N sources' chunks stay in L2 across passes)
 GPU_CHUNK = 1 << 24  # on accelerators: few, large launches (kernel launch overhead dominates)
-NOISE_LEVELS = 1 << 16  # int16 noise: 65536 equally likely values
+NOISE_LEVELS = 1 << 16  # noise: 65536 equally likely values (int16 range)
 NOISE_TABLE_MIN = 1 << 20  # tensors this large get a cumulative-L1 table for DARE rescale
 _BIG_CHUNK = 1 << 20  # precomputation chunks (mergekit's slerp statistics use this size too)
 
@@ -148,10 +148,13 @@ def noise_seed(seed: int, tensor_name: str, source_key: str) -> int:
 def make_noise(
     numel: int, *, seed: int, tensor_name: str, source_key: str, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """int16 ``[numel]`` uniform over [-32768, 32767], drawn on the CPU (same on every device)."""
+    """``[numel]`` integers uniform over [-32768, 32767] (65536 levels), drawn on the CPU (same
+    on every device). Drawn as int16, held as int32: the compiled merge kernel vectorizes
+    int32 comparisons but not int16 ones (8x slower there), so DARE keeps the same values
+    at 4 bytes per element."""
     gen = torch.Generator(device="cpu").manual_seed(noise_seed(seed, tensor_name, source_key))
     noise = torch.randint(-(NOISE_LEVELS // 2), NOISE_LEVELS // 2, (numel,), generator=gen, dtype=torch.int16)
-    return noise.to(device)
+    return noise.to(device=device, dtype=torch.int32)
 
 
 def noise_l1_table(delta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ class Need(str, Enum):
 
     MAGNITUDE_ORDER = "magnitude_order"  # int32 argsort of |delta| per tensor (top-k trimming)
     ROW_RANK = "row_rank"  # int32 rank of |delta| within each row (DELLA)
-    NOISE = "noise"  # int16 uniform noise fixed by the seed (DARE, DELLA)
+    NOISE = "noise"  # uniform integer noise (int16 range, held as int32) fixed by the seed (DARE, DELLA)
     NOISE_L1 = "noise_l1"  # L1 of delta kept under each noise threshold (DARE rescale)
     SLERP_STATS = "slerp_stats"  # norms and cosine of base and base + delta
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from evomerge.merge.methods._aux import SourceAux, build_aux, chunks, row_length
+from evomerge.merge.methods._fused import fused_consensus
 from evomerge.merge.methods._sparsify import (
     RESCALE_EPS,
     Keep,
@@ -168,6 +169,10 @@ def generalized_task_arithmetic(
                     tgt.addmv_(em.t(), alpha)
             writer.store(s, e, tgt)
         return writer.finish()
+    if work == torch.float32 and writer.out.is_contiguous() and fused_consensus(
+        writer.out.view(-1), flat_base, rows, keeps, auxes, coefs, weights, normalize=normalize, lam=lam,
+    ):  # one compiled pass instead of the chunked eager passes below
+        return writer.out
     coef_vec = torch.tensor(coefs, dtype=work, device=dev)
     consts = _Consensus(
         coef=coef_vec, abs_coef=coef_vec.abs(), weight=torch.tensor(weights, dtype=work, device=dev),
