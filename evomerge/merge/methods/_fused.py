@@ -141,17 +141,20 @@ def fused_consensus(
         noises.append(noise.reshape(-1) if noise is not None else None)
     kind = kind or "magnitude"
     dev = base.device
-    f32 = {"dtype": torch.float32, "device": dev}
-    args = (torch.tensor(coef, **f32), torch.tensor(list(weights), **f32))
+
+    def f32(values: object) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=dev)
+
+    args = (f32(coef), f32(list(weights)))
     try:
         with _LOCK:
             fn = _compiled(kind)
         if kind == "magnitude":
-            fn(out, base, list(rows), *args, torch.tensor(below, **f32),
-               torch.tensor(cut, dtype=torch.int64, device=dev), torch.tensor(lam, **f32), normalize)
+            fn(out, base, list(rows), *args, f32(below), torch.tensor(cut, dtype=torch.int64, device=dev),
+               f32(lam), normalize)
         else:
             fn(out, base, list(rows), noises, *args, torch.tensor(thr, dtype=torch.int32, device=dev),
-               torch.tensor(lam, **f32), normalize)
+               f32(lam), normalize)
     except Exception as err:  # a missing compiler, an unsupported backend: use the eager path
         _DISABLED.append(f"{type(err).__name__}: {err}")
         logger.warning("fused merge kernel unavailable, using the eager path: %s", _DISABLED[0][:300])
