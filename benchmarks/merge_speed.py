@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -251,7 +252,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
-        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work sharing the CPU
+        "loadavg_at_end_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work sharing the CPU
     }
     meminfo = _first_line("/proc/meminfo", "MemTotal")
     if meminfo:
@@ -312,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     copy_gbps = copy_bandwidth(traffic, args.device)
 
     results: dict[str, Any] = {}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below when killed
     work = Path(tempfile.mkdtemp(prefix="merge-speed-"))
     try:
         for method in methods:
