@@ -92,7 +92,8 @@ def _generate(
         base = pool.base_tensor(tp.name, dtype=dtype, device=device).contiguous()
         deltas = load_deltas(pool, tp.name, tp.sources, base)
         aux = [
-            build_aux(method.needs, base, deltas[k], seed=seed, tensor_name=tp.name, source_key=keys[i])
+            build_aux(method.needs - method.one_off_skips, base, deltas[k], seed=seed, tensor_name=tp.name,
+                      source_key=keys[i])
             for k, i in enumerate(tp.sources)
         ]
         merged = method.fn(base, deltas, tp.args, aux=aux, workspace=ws, seed=seed, tensor_name=tp.name)

@@ -17,6 +17,7 @@ from evomerge.merge.methods._checks import check_della, check_linear, check_spar
 from evomerge.merge.methods._interp import linear, passthrough, slerp
 from evomerge.merge.methods._spec import REQUIRED, BasePolicy, MergeMethod, Need, ParamSpec, Scope
 from evomerge.merge.methods._task_arithmetic import (
+    ONE_OFF_SKIPS,
     SPARSIFICATION_NEEDS,
     breadcrumbs,
     breadcrumbs_ties,
@@ -57,6 +58,7 @@ def _gta(name: str, fn: object, sparsification: str | None, *, normalize: bool, 
     return MergeMethod(
         name=name, fn=fn, params=_gta_params(normalize=normalize, rescale=rescale, extra=extra),  # type: ignore[arg-type]
         base=BasePolicy.REQUIRED, needs=SPARSIFICATION_NEEDS[sparsification], check=check,
+        one_off_skips=ONE_OFF_SKIPS.get(sparsification, frozenset()),
         description=doc, reference=ref,
     )  # fmt: skip
 

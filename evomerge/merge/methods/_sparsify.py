@@ -107,13 +107,36 @@ def rank_range_keep(flat: torch.Tensor, order: torch.Tensor, lo: int, hi: int) -
 
 
 def magnitude_keep(flat: torch.Tensor, order: torch.Tensor | None, density: float) -> Keep:
+    """Top ``k = max(1, int(density * n))`` by magnitude; ``order`` (the stable descending
+    argsort) makes it a lookup, without it a linear-time selection finds the same cut."""
     n = flat.numel()
     if density >= 1:
         return ALL
     if density <= 0 or n == 0:
         return NONE
-    assert order is not None
-    return rank_range_keep(flat, order, 0, max(1, int(density * n)))
+    k = max(1, int(density * n))
+    if order is None:
+        return top_k_keep(flat, k)
+    return rank_range_keep(flat, order, 0, k)
+
+
+def top_k_keep(flat: torch.Tensor, k: int) -> Keep:
+    """The Keep of the ``k`` largest ``|flat|`` (ties by position), in O(n) with no sort.
+
+    Equals ``rank_range_keep(flat, stable_descending_order, 0, k)``: the cut is the
+    (k+1)-th largest magnitude; when the k-th equals it, the tied elements kept are the
+    first ``k - #(|x| > cut)`` of them by flat position.
+    """
+    n = flat.numel()
+    if k >= n:
+        return ALL
+    mag = flat.abs()
+    below = float(torch.kthvalue(mag.float() if mag.dtype != torch.float64 else mag, n - k).values)
+    above = int((mag > below).sum())
+    if above >= k:  # no tie at the cut: exactly k are above it
+        return Keep("mag", below=below)
+    tied = torch.nonzero(mag == below).view(-1)  # [t] flat positions, ascending
+    return Keep("mag", below=below, below_cut=int(tied[k - above - 1]))
 
 
 def outlier_keep(flat: torch.Tensor, order: torch.Tensor | None, density: float, gamma: float) -> Keep:

@@ -146,7 +146,9 @@ class MergeMethod:
     ``check`` (optional) validates one tensor's resolved parameters and returns a list of
     problems (strings); the resolver collects them for every tensor before any work.
     ``min_inputs``/``max_inputs`` count the merge's inputs as mergekit does (the base
-    included when it is an input or required).
+    included when it is an input or required). ``one_off_skips``: precomputations that a
+    one-off (streaming) merge does without, because the method finds the same result in
+    linear time per call (ties' top-k cut); the engine computes them once for all trials.
     """
 
     name: str
@@ -154,6 +156,7 @@ class MergeMethod:
     params: tuple[ParamSpec, ...]
     base: BasePolicy
     needs: frozenset[Need] = frozenset()
+    one_off_skips: frozenset[Need] = frozenset()
     min_inputs: int = 1
     max_inputs: int | None = None
     check: Callable[[MergeArgs], list[str]] | None = None

@@ -41,6 +41,7 @@ from evomerge.merge.methods._spec import MergeArgs, Need
 from evomerge.merge.methods._workspace import OutWriter, Workspace
 
 __all__ = [
+    "ONE_OFF_SKIPS",
     "SPARSIFICATION_NEEDS",
     "breadcrumbs",
     "breadcrumbs_ties",
@@ -60,6 +61,11 @@ SPARSIFICATION_NEEDS: dict[str | None, frozenset[Need]] = {
     "random": frozenset({Need.NOISE, Need.NOISE_L1}),
     "della_magprune": frozenset({Need.ROW_RANK, Need.NOISE}),
 }
+
+
+#: Precomputations a one-off merge skips: plain top-k needs no full sort (see top_k_keep);
+#: the engine still sorts once, so that each trial's cut is a lookup.
+ONE_OFF_SKIPS: dict[str | None, frozenset[Need]] = {"magnitude": frozenset({Need.MAGNITUDE_ORDER})}
 
 
 def _keep(method: str | None, flat: torch.Tensor, a: SourceAux, p: Any, shape: torch.Size) -> Keep:
@@ -129,8 +135,8 @@ def generalized_task_arithmetic(
     for i, (flat, p) in enumerate(zip(rows, args.inputs, strict=True)):
         a = aux[i] if aux is not None else None
         if (sparsification is not None and p["density"] < 1) or g["rescale"]:  # fill in what is missing
-            a = build_aux(needs, base, flat.view(base.shape), seed=seed, tensor_name=tensor_name,
-                          source_key=str(i), previous=a)  # fmt: skip
+            a = build_aux(needs - ONE_OFF_SKIPS.get(sparsification, frozenset()), base, flat.view(base.shape),
+                          seed=seed, tensor_name=tensor_name, source_key=str(i), previous=a)  # fmt: skip
         a = a or SourceAux()
         keep = _keep(sparsification, flat, a, p, base.shape)
         w = _round(p["weight"], dtype)
