@@ -87,12 +87,14 @@ def _round(x: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(x, dtype=dtype))
 
 
-def _rows(deltas: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-    """``(stacked [N, numel] or None, N rows [numel])`` without copying."""
+def _rows(deltas: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The N task vectors as flat rows ``[numel]``, without copying.
+
+    Stacked and listed deltas then take the same arithmetic path, so they give the same bits.
+    """
     if isinstance(deltas, torch.Tensor):
-        stacked = deltas.reshape(deltas.shape[0], -1)  # [N, numel]
-        return stacked, list(stacked)
-    return None, [d.reshape(-1) for d in deltas]
+        return list(deltas.reshape(deltas.shape[0], -1))  # N x [numel]
+    return [d.reshape(-1) for d in deltas]
 
 
 def generalized_task_arithmetic(
@@ -115,7 +117,7 @@ def generalized_task_arithmetic(
     always gives the same tensor.
     """
     ws = workspace or Workspace()
-    stacked, rows = _rows(deltas)
+    rows = _rows(deltas)
     flat_base = base.reshape(-1)  # [numel]
     numel, dtype, dev = flat_base.numel(), base.dtype, base.device
     work = work_dtype(dtype)  # chunk arithmetic; 16-bit values are widened exactly
@@ -158,9 +160,7 @@ def generalized_task_arithmetic(
         all_kept = all(k.kind == "all" for k in keeps)
         for s, e in chunks(numel, dev):
             tgt = writer.target(s, e)
-            if all_kept and stacked is not None and dtype == work:
-                torch.addmv(flat_base[s:e], stacked[:, s:e].t(), alpha, out=tgt)  # one gemv
-            elif all_kept:
+            if all_kept:  # one elementwise path for stacked and listed deltas: same bits either way
                 tgt.copy_(flat_base[s:e])
                 for r, a_i in zip(rows, alphas, strict=True):
                     tgt.add_(r[s:e], alpha=a_i)
