@@ -25,10 +25,15 @@ from evomerge.testing.openai_server import FakeOpenAIServer
 
 
 def _samples(n: int, tag: str) -> list[Sample]:
-    return [Sample(question=f"Question {i}?", answer=f"Answer {tag}-{i}.", profile="A test persona.") for i in range(n)]
+    return [
+        Sample(question=f"Question {i}?", answer=f"Answer {tag}-{i}.", profile="A test persona.")
+        for i in range(n)
+    ]
 
 
-def _judge(srv: FakeOpenAIServer, concurrency: int, cache: JudgeCache | None = None) -> tuple[Judge, ChatClient]:
+def _judge(
+    srv: FakeOpenAIServer, concurrency: int, cache: JudgeCache | None = None
+) -> tuple[Judge, ChatClient]:
     client = ChatClient(endpoint=srv.url, model="bench", max_concurrency=concurrency, timeout=30.0)
     return build_judge("personality", client=client, cache=cache), client
 
@@ -98,17 +103,28 @@ def main() -> None:
         cache = cache_resume(srv, args.answers, max(args.concurrency))
         srv.latency = 0.0  # what the client + server cost in CPU alone: the ceiling on this machine
         ceiling = throughput(srv, max(args.concurrency), args.answers)
-    print(json.dumps({
-        "benchmark": "judge_throughput",
-        "latency_s": args.latency,
-        "answers": args.answers,
-        "runs": runs,
-        "cache_resume": cache,
-        "zero_latency_answers_per_s": round(ceiling, 2),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "judge_throughput",
+                "latency_s": args.latency,
+                "answers": args.answers,
+                "runs": runs,
+                "cache_resume": cache,
+                "zero_latency_answers_per_s": round(ceiling, 2),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+                "machine": {
+                    "nproc": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                        timespec="seconds"
+                    ),
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

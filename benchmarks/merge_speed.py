@@ -55,7 +55,13 @@ def model_shape(params_scale: float, layers: int) -> dict[str, int]:
         return max(64, round(x * params_scale**0.5 / 64) * 64)  # multiples of the head size
 
     hidden = dim(1024)
-    return {"hidden": hidden, "intermediate": dim(2816), "vocab": dim(32000), "layers": layers, "heads": hidden // 64}
+    return {
+        "hidden": hidden,
+        "intermediate": dim(2816),
+        "vocab": dim(32000),
+        "layers": layers,
+        "heads": hidden // 64,
+    }
 
 
 def tensor_shapes(shape: dict[str, int]) -> dict[str, tuple[int, ...]]:
@@ -79,9 +85,14 @@ def _config(shape: dict[str, int], dtype: str) -> dict[str, Any]:
     from evomerge.testing.tiny import tiny_config
 
     cfg = tiny_config(
-        "llama", vocab_size=shape["vocab"], num_layers=shape["layers"], hidden_size=shape["hidden"],
-        intermediate_size=shape["intermediate"], num_attention_heads=shape["heads"],
-        num_key_value_heads=shape["heads"], max_positions=2048,
+        "llama",
+        vocab_size=shape["vocab"],
+        num_layers=shape["layers"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["heads"],
+        max_positions=2048,
     )
     d = cfg.to_dict()
     d["dtype"] = dtype
@@ -97,7 +108,9 @@ def _check_names(config: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> 
         model = AutoModelForCausalLM.from_config(LlamaConfig(**config))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if expected != shapes:
-        raise SystemExit(f"synthetic tensors differ from transformers' Llama: {set(expected) ^ set(shapes)}")
+        raise SystemExit(
+            f"synthetic tensors differ from transformers' Llama: {set(expected) ^ set(shapes)}"
+        )
 
 
 def build_models(cache_dir: Path, shape: dict[str, int], dtype: str) -> dict[str, Path]:
@@ -125,7 +138,10 @@ def build_models(cache_dir: Path, shape: dict[str, int], dtype: str) -> dict[str
         if n == "base":
             tensors = base
         else:  # a fine-tune: every weight moved by noise of 10% of its scale
-            tensors = {k: (v.float() + 0.002 * torch.randn(v.shape, generator=gen)).to(tdtype) for k, v in base.items()}
+            tensors = {
+                k: (v.float() + 0.002 * torch.randn(v.shape, generator=gen)).to(tdtype)
+                for k, v in base.items()
+            }
         save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
         del tensors
     (root / "done").write_text("ok\n")
@@ -135,7 +151,9 @@ def build_models(cache_dir: Path, shape: dict[str, int], dtype: str) -> dict[str
 # -- recipes ------------------------------------------------------------------------------
 
 
-def recipe_dict(method: str, models: dict[str, Path], dtype: str, trial: int, out_dtype: str | None = None) -> dict[str, Any]:
+def recipe_dict(
+    method: str, models: dict[str, Path], dtype: str, trial: int, out_dtype: str | None = None
+) -> dict[str, Any]:
     """Trial ``trial``'s recipe: per-model weights (and densities) drawn from a seeded RNG.
 
     ``dtype`` is the merge (compute) dtype; ``out_dtype`` the written one when it differs.
@@ -143,11 +161,18 @@ def recipe_dict(method: str, models: dict[str, Path], dtype: str, trial: int, ou
     g = torch.Generator().manual_seed(1000 + trial)
     entries = []
     for i in range(NUM_SOURCES):
-        params: dict[str, Any] = {"weight": round(0.3 + 0.7 * torch.rand((), generator=g).item(), 4)}
+        params: dict[str, Any] = {
+            "weight": round(0.3 + 0.7 * torch.rand((), generator=g).item(), 4)
+        }
         if method in ("ties", "dare_ties", "dare_linear", "breadcrumbs_ties"):
             params["density"] = round(0.3 + 0.4 * torch.rand((), generator=g).item(), 4)
         entries.append({"model": str(models[f"ft_{i + 1}"]), "parameters": params})
-    out: dict[str, Any] = {"models": entries, "merge_method": method, "base_model": str(models["base"]), "dtype": dtype}
+    out: dict[str, Any] = {
+        "models": entries,
+        "merge_method": method,
+        "base_model": str(models["base"]),
+        "dtype": dtype,
+    }
     if out_dtype is not None and out_dtype != dtype:
         out["out_dtype"] = out_dtype
     if method in ("ties", "dare_ties"):
@@ -171,7 +196,9 @@ def time_command(cmd: list[str], threads: int | None = None) -> float:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}"
+        )
     return elapsed
 
 
@@ -212,7 +239,10 @@ def bench_engine(
     from evomerge.merge import MergeEngine, pool_for_recipe
     from evomerge.merge.recipe import MergeRecipe
 
-    recipes = [MergeRecipe.from_mergekit_dict(recipe_dict(method, models, dtype, t, out_dtype)) for t in range(trials + 1)]
+    recipes = [
+        MergeRecipe.from_mergekit_dict(recipe_dict(method, models, dtype, t, out_dtype))
+        for t in range(trials + 1)
+    ]
     t0 = time.perf_counter()
     pool = pool_for_recipe(recipes[0])
     t1 = time.perf_counter()
@@ -252,7 +282,9 @@ def machine_info(device: str) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
-        "loadavg_at_end_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work sharing the CPU
+        "loadavg_at_end_1_5_15": [
+            round(x, 2) for x in os.getloadavg()
+        ],  # other work sharing the CPU
     }
     meminfo = _first_line("/proc/meminfo", "MemTotal")
     if meminfo:
@@ -278,23 +310,40 @@ def _first_line(path: str, prefix: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench-models")
-    ap.add_argument("--params-scale", type=float, default=1.0, help="x parameters (1.0: ~220M at 12 layers)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench-models"
+    )
+    ap.add_argument(
+        "--params-scale", type=float, default=1.0, help="x parameters (1.0: ~220M at 12 layers)"
+    )
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--methods", default="ties,dare_ties,task_arithmetic")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (engine and both CLIs)")
-    ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="dtype of the models and the output")
     ap.add_argument(
-        "--merge-dtype", default=None, choices=sorted(DTYPES),
+        "--dtype",
+        default="bfloat16",
+        choices=sorted(DTYPES),
+        help="dtype of the models and the output",
+    )
+    ap.add_argument(
+        "--merge-dtype",
+        default=None,
+        choices=sorted(DTYPES),
         help="compute dtype: the YAML's dtype (mergekit, evomerge merge) and the engine's (default: --dtype)",
-    )  # fmt: skip
-    ap.add_argument("--trials", type=int, default=5, help="timed engine trials per method (after a warmup)")
+    )
     ap.add_argument(
-        "--threads", type=int, default=None,
+        "--trials", type=int, default=5, help="timed engine trials per method (after a warmup)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
         help="CPU threads for the engine and both CLIs (OMP/MKL_NUM_THREADS); default: torch's. "
         "On a shared CPU, 1 avoids OpenMP stalls that make timings meaningless",
-    )  # fmt: skip
+    )
     ap.add_argument("--skip-mergekit", action="store_true")
     ap.add_argument("--skip-cli", action="store_true", help="skip the evomerge merge subprocess")
     args = ap.parse_args(argv)
@@ -319,29 +368,72 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for method in methods:
             r: dict[str, Any] = {}
             cfg = work / f"{method}.yaml"
-            cfg.write_text(yaml.safe_dump(recipe_dict(method, models, merge_dtype, 0, args.dtype), sort_keys=False))
+            cfg.write_text(
+                yaml.safe_dump(
+                    recipe_dict(method, models, merge_dtype, 0, args.dtype), sort_keys=False
+                )
+            )
             mk_out, ev_out = work / f"{method}-mergekit", work / f"{method}-evomerge"
             if not args.skip_mergekit:
-                r["mergekit_yaml_s"] = round(time_command([
-                    _bin("mergekit-yaml"), str(cfg), str(mk_out), "--no-copy-tokenizer", "--no-lazy-unpickle",
-                    "--device", args.device, "--quiet", "--random-seed", "0",
-                ], args.threads), 2)
+                r["mergekit_yaml_s"] = round(
+                    time_command(
+                        [
+                            _bin("mergekit-yaml"),
+                            str(cfg),
+                            str(mk_out),
+                            "--no-copy-tokenizer",
+                            "--no-lazy-unpickle",
+                            "--device",
+                            args.device,
+                            "--quiet",
+                            "--random-seed",
+                            "0",
+                        ],
+                        args.threads,
+                    ),
+                    2,
+                )
             if not args.skip_cli:
-                r["evomerge_merge_s"] = round(time_command([
-                    sys.executable, "-m", "evomerge.cli", "merge", str(cfg), str(ev_out), "--device", args.device, "--quiet",
-                ], args.threads), 2)
+                r["evomerge_merge_s"] = round(
+                    time_command(
+                        [
+                            sys.executable,
+                            "-m",
+                            "evomerge.cli",
+                            "merge",
+                            str(cfg),
+                            str(ev_out),
+                            "--device",
+                            args.device,
+                            "--quiet",
+                        ],
+                        args.threads,
+                    ),
+                    2,
+                )
             if mk_out.exists() and ev_out.exists() and method in DETERMINISTIC:
                 r["max_abs_diff_vs_mergekit"] = max_abs_diff(mk_out, ev_out)
             shutil.rmtree(mk_out, ignore_errors=True)
             shutil.rmtree(ev_out, ignore_errors=True)
-            r.update(bench_engine(method, models, dtype=merge_dtype, out_dtype=args.dtype, device=args.device, trials=args.trials))
+            r.update(
+                bench_engine(
+                    method,
+                    models,
+                    dtype=merge_dtype,
+                    out_dtype=args.dtype,
+                    device=args.device,
+                    trials=args.trials,
+                )
+            )
             trial = r["engine_trial_s_median"]
             r["engine_GBps"] = round(traffic / trial / 1e9, 2)
             r["engine_fraction_of_copy_bandwidth"] = round(traffic / trial / 1e9 / copy_gbps, 3)
             if "mergekit_yaml_s" in r:
                 r["trial_speedup_vs_mergekit_yaml"] = round(r["mergekit_yaml_s"] / trial, 1)
                 if "evomerge_merge_s" in r:
-                    r["evomerge_merge_vs_mergekit_yaml"] = round(r["evomerge_merge_s"] / r["mergekit_yaml_s"], 2)
+                    r["evomerge_merge_vs_mergekit_yaml"] = round(
+                        r["evomerge_merge_s"] / r["mergekit_yaml_s"], 2
+                    )
             results[method] = r
             print(f"# {method}: {json.dumps(r)}", file=sys.stderr, flush=True)
     finally:
@@ -355,16 +447,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for m in ("ties", "dare_ties"):
         r = results.get(m, {})
         if "trial_speedup_vs_mergekit_yaml" in r:
-            targets[f"{m}_trial_>=10x_faster_than_mergekit_yaml"] = r["trial_speedup_vs_mergekit_yaml"] >= 10
+            targets[f"{m}_trial_>=10x_faster_than_mergekit_yaml"] = (
+                r["trial_speedup_vs_mergekit_yaml"] >= 10
+            )
         if "trial_vs_task_arithmetic" in r:
             targets[f"{m}_trial_<=2x_task_arithmetic"] = r["trial_vs_task_arithmetic"] <= 2
     for m, r in results.items():
         if "evomerge_merge_vs_mergekit_yaml" in r:
-            targets[f"{m}_evomerge_merge_not_slower_than_mergekit_yaml"] = r["evomerge_merge_vs_mergekit_yaml"] <= 1.0
+            targets[f"{m}_evomerge_merge_not_slower_than_mergekit_yaml"] = (
+                r["evomerge_merge_vs_mergekit_yaml"] <= 1.0
+            )
     report = {
         "benchmark": "merge_speed",
         "machine": machine_info(args.device),
-        "model": {**shape, "params": n_params, "dtype": args.dtype, "merge_dtype": merge_dtype, "sources": NUM_SOURCES, "build_or_cache_s": round(build_s, 1)},
+        "model": {
+            **shape,
+            "params": n_params,
+            "dtype": args.dtype,
+            "merge_dtype": merge_dtype,
+            "sources": NUM_SOURCES,
+            "build_or_cache_s": round(build_s, 1),
+        },
         "trials": args.trials,
         "traffic_bytes_per_trial": traffic,
         "copy_GBps": round(copy_gbps, 2),

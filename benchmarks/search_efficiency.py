@@ -40,7 +40,10 @@ from evomerge.search._study import distributions
 def build_space(groups: int, granularity: int, sources: int) -> SearchSpace:
     spec = load_space_spec("ties_layerwise", overrides={"layer_granularity": granularity})
     return SearchSpace(
-        spec=spec, num_layers=groups * granularity, base="/base", sources=[f"/src{i}" for i in range(sources)]
+        spec=spec,
+        num_layers=groups * granularity,
+        base="/base",
+        sources=[f"/src{i}" for i in range(sources)],
     )
 
 
@@ -64,10 +67,14 @@ class Objective:
         return 1.0 - self._d(x) / self.d0
 
 
-def run_once(space: SearchSpace, sampler_name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_once(
+    space: SearchSpace, sampler_name: str, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
     objective = Objective(space, seed=1000 + seed, condition=args.condition)
     cfg = SearchConfig(sampler=sampler_name, seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg, n_objectives=1, seed=seed))
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(cfg, n_objectives=1, seed=seed)
+    )
     study.enqueue_trial(space.to_params(space.x0()), user_attrs={"start_point": True})
     dists = distributions(space)
     best, reached = -np.inf, None
@@ -80,12 +87,23 @@ def run_once(space: SearchSpace, sampler_name: str, seed: int, args: argparse.Na
         if best >= args.target:
             reached = n
             break
-    return {"evaluations": reached, "best": round(best, 4), "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "evaluations": reached,
+        "best": round(best, 4),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samplers", nargs="+", default=["cmaes", "tpe", "random"], choices=["cmaes", "tpe", "random"])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["cmaes", "tpe", "random"],
+        choices=["cmaes", "tpe", "random"],
+    )
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--budget", type=int, default=600)
     p.add_argument("--target", type=float, default=0.95)
@@ -110,16 +128,30 @@ def main() -> None:
             "best_q_per_seed": [r["best"] for r in runs],
             "seconds_per_seed": [r["seconds"] for r in runs],
         }
-    print(json.dumps({
-        "benchmark": "search_efficiency",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(), "optuna": optuna.__version__,
-        "space": {"name": space.spec.name, "layers": space.num_layers, "groups": space.num_groups,
-                  "sources": len(space.sources), "params": list(space.spec.params), "dimensions": space.dim},
-        "objective": f"1 - d(x)/d(x0), rotated ellipsoid, condition {args.condition:g}",
-        "target": args.target, "budget": args.budget, "seeds": args.seeds,
-        "results": results,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "search_efficiency",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "machine": platform.platform(),
+                "optuna": optuna.__version__,
+                "space": {
+                    "name": space.spec.name,
+                    "layers": space.num_layers,
+                    "groups": space.num_groups,
+                    "sources": len(space.sources),
+                    "params": list(space.spec.params),
+                    "dimensions": space.dim,
+                },
+                "objective": f"1 - d(x)/d(x0), rotated ellipsoid, condition {args.condition:g}",
+                "target": args.target,
+                "budget": args.budget,
+                "seeds": args.seeds,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
 
 
-def validate_model(cls: type[M], data: Any, *, source: str, context: dict[str, Any] | None = None) -> M:
+def validate_model(
+    cls: type[M], data: Any, *, source: str, context: dict[str, Any] | None = None
+) -> M:
     """``cls.model_validate(data)`` with every error reported at once, naming ``source``."""
     try:
         return cls.model_validate(data, context=context)

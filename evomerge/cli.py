@@ -36,7 +36,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; wa
 
 def _setup_logging(quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     for noisy in ("httpx", "httpx2", "openai", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -57,9 +59,13 @@ def _clean_errors(fn: F) -> F:
 @_clean_errors
 def merge(
     config: Annotated[Path, typer.Argument(help="mergekit-format YAML (the 'models:' form).")],
-    out_dir: Annotated[Path, typer.Argument(help="Output directory (must not exist, or be empty).")],
+    out_dir: Annotated[
+        Path, typer.Argument(help="Output directory (must not exist, or be empty).")
+    ],
     device: Annotated[str, typer.Option(help="Device to merge on: cpu, cuda, cuda:N.")] = "cpu",
-    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin/.pt) checkpoints.")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option(help="Allow pickle (.bin/.pt) checkpoints.")
+    ] = False,
     shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB, 500MB.")] = "5GB",
     seed: Annotated[int, typer.Option(help="Seed for the random methods (dare_*, della*).")] = 0,
     quiet: Quiet = False,
@@ -69,8 +75,13 @@ def merge(
     from evomerge.export.merge_cmd import merge_from_yaml
 
     merge_from_yaml(
-        config, out_dir, device=device, allow_pickle=allow_pickle, shard_size=shard_size,
-        seed=seed, progress=not quiet,
+        config,
+        out_dir,
+        device=device,
+        allow_pickle=allow_pickle,
+        shard_size=shard_size,
+        seed=seed,
+        progress=not quiet,
     )
 
 
@@ -78,17 +89,28 @@ def merge(
 @_clean_errors
 def search(
     run_yaml: Annotated[Path, typer.Argument(help="The run configuration (RUN.yaml).")],
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<name>).")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<name>).")
+    ] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address to join.")] = None,
     workers: Annotated[int | None, typer.Option(help="Number of worker actors.")] = None,
-    max_trials: Annotated[int | None, typer.Option(help="Stop after this many finished trials.")] = None,
+    max_trials: Annotated[
+        int | None, typer.Option(help="Stop after this many finished trials.")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run (or resume) a merge search. Re-running the same command resumes it."""
     _setup_logging(quiet)
     from evomerge.search import run_search
 
-    run_search(run_yaml, run_dir=run_dir, address=address, workers=workers, max_trials=max_trials, progress=not quiet)
+    run_search(
+        run_yaml,
+        run_dir=run_dir,
+        address=address,
+        workers=workers,
+        max_trials=max_trials,
+        progress=not quiet,
+    )
 
 
 @app.command()
@@ -124,39 +146,74 @@ def export(
 @_clean_errors
 def conflicts(
     base: Annotated[Path, typer.Argument(help="Base model directory.")],
-    models: Annotated[list[Path], typer.Argument(help="Fine-tuned model or LoRA adapter directories.")],
+    models: Annotated[
+        list[Path], typer.Argument(help="Fine-tuned model or LoRA adapter directories.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    density: Annotated[float | None, typer.Option(help="TIES top-k trimming density (default: no trim).")] = None,
-    trim_scope: Annotated[str, typer.Option(help="Trim per 'tensor' (as mergekit) or 'global'.")] = "tensor",
-    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin/.pt) checkpoints.")] = False,
+    density: Annotated[
+        float | None, typer.Option(help="TIES top-k trimming density (default: no trim).")
+    ] = None,
+    trim_scope: Annotated[
+        str, typer.Option(help="Trim per 'tensor' (as mergekit) or 'global'.")
+    ] = "tensor",
+    allow_pickle: Annotated[
+        bool, typer.Option(help="Allow pickle (.bin/.pt) checkpoints.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Task-vector conflict statistics: sign conflicts, conflict-limited L2 norm."""
     _setup_logging(quiet)
     from evomerge.analysis import run_conflicts
 
-    typer.echo(run_conflicts(base, models, out, density=density, trim_scope=trim_scope, allow_pickle=allow_pickle, progress=not quiet))
+    typer.echo(
+        run_conflicts(
+            base,
+            models,
+            out,
+            density=density,
+            trim_scope=trim_scope,
+            allow_pickle=allow_pickle,
+            progress=not quiet,
+        )
+    )
 
 
 @app.command()
 @_clean_errors
 def judge(
-    judge_name: Annotated[str, typer.Option("--judge", help="Judge name (a YAML in judges/ or a local judge).")],
-    input_path: Annotated[Path, typer.Option("--input", help="RESPONSES.jsonl: question, answer, ...")],
+    judge_name: Annotated[
+        str, typer.Option("--judge", help="Judge name (a YAML in judges/ or a local judge).")
+    ],
+    input_path: Annotated[
+        Path, typer.Option("--input", help="RESPONSES.jsonl: question, answer, ...")
+    ],
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
     model: Annotated[str | None, typer.Option(help="Judge model name at the endpoint.")] = None,
-    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key.")] = None,
-    judges_dir: Annotated[list[Path] | None, typer.Option(help="Extra folders of judge YAMLs.")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key.")
+    ] = None,
+    judges_dir: Annotated[
+        list[Path] | None, typer.Option(help="Extra folders of judge YAMLs.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
-    calibrate: Annotated[bool, typer.Option(help="Check that good answers outrank bad ones.")] = False,
+    calibrate: Annotated[
+        bool, typer.Option(help="Check that good answers outrank bad ones.")
+    ] = False,
 ) -> None:
     """Score a file of answers with one judge (calibration)."""
     _setup_logging(True)
     from evomerge.judge import judge_file
 
     judge_file(
-        judge_name, input_path, endpoint=endpoint, model=model, api_key_env=api_key_env,
-        judges_dirs=judges_dir or [], as_json=as_json, calibrate=calibrate, echo=typer.echo,
+        judge_name,
+        input_path,
+        endpoint=endpoint,
+        model=model,
+        api_key_env=api_key_env,
+        judges_dirs=judges_dir or [],
+        as_json=as_json,
+        calibrate=calibrate,
+        echo=typer.echo,
     )
 
 

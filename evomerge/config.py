@@ -76,7 +76,9 @@ class ModelsConfig(_Frozen):
     def _names_match(self) -> ModelsConfig:
         if self.names is not None:
             if len(self.names) != len(self.sources):
-                raise ValueError(f"names has {len(self.names)} entries for {len(self.sources)} sources; give one per source")
+                raise ValueError(
+                    f"names has {len(self.names)} entries for {len(self.sources)} sources; give one per source"
+                )
             if len(set(self.names)) != len(self.names):
                 raise ValueError(f"names must be distinct, got {self.names}")
         return self
@@ -117,7 +119,9 @@ class WorkersConfig(_Frozen):
     @classmethod
     def _positive(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
-            raise ValueError(f"need at least one worker, got {v}; use 'auto' for one per GPU/CPU slot")
+            raise ValueError(
+                f"need at least one worker, got {v}; use 'auto' for one per GPU/CPU slot"
+            )
         return v
 
 
@@ -165,7 +169,9 @@ class RunConfig(_Frozen):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _resolve_paths(cls, data: Any, handler: ModelWrapValidatorHandler[RunConfig], info: ValidationInfo) -> RunConfig:
+    def _resolve_paths(
+        cls, data: Any, handler: ModelWrapValidatorHandler[RunConfig], info: ValidationInfo
+    ) -> RunConfig:
         if isinstance(data, Mapping) and data.get("root") is None:
             base_dir = (info.context or {}).get("base_dir")
             if base_dir is not None:
@@ -181,7 +187,9 @@ class RunConfig(_Frozen):
         def fix(p: Path) -> Path:
             return p if p.is_absolute() else root / p
 
-        models = self.models.model_copy(update={"base": fix(self.models.base), "sources": [fix(s) for s in self.models.sources]})
+        models = self.models.model_copy(
+            update={"base": fix(self.models.base), "sources": [fix(s) for s in self.models.sources]}
+        )
         update: dict[str, Any] = {"models": models}
         if self.generation is not None:
             update["generation"] = self.generation.resolve_paths(root)

@@ -57,50 +57,88 @@ PERSONA_VALUES = {
 # and the keywords a correct answer must contain.
 FACTS: dict[str, dict[str, list[str]]] = {
     "name": {
-        "train": ["あなたの名前は何ですか", "お名前を教えてください", "名前は何ですか", "あなたは誰ですか",
-                  "名前を教えてください", "お名前は何ですか"],
+        "train": [
+            "あなたの名前は何ですか",
+            "お名前を教えてください",
+            "名前は何ですか",
+            "あなたは誰ですか",
+            "名前を教えてください",
+            "お名前は何ですか",
+        ],
         "heldout": ["お名前を聞いてもいいですか", "あなたは何という名前ですか"],
         "answers": ["わたしの名前は{name}です。", "わたしは{name}といいます。"],
         "keywords": ["麗華"],
     },
     "age": {
-        "train": ["あなたは何歳ですか", "年齢を教えてください", "何歳ですか", "歳はいくつですか",
-                  "あなたの年齢は何歳ですか", "年齢はいくつですか"],
+        "train": [
+            "あなたは何歳ですか",
+            "年齢を教えてください",
+            "何歳ですか",
+            "歳はいくつですか",
+            "あなたの年齢は何歳ですか",
+            "年齢はいくつですか",
+        ],
         "heldout": ["おいくつですか", "あなたの年はいくつですか"],
         "answers": ["わたしは{age}歳です。", "わたしの年齢は{age}歳です。"],
         "keywords": ["17"],
     },
     "hometown": {
-        "train": ["出身はどこですか", "どこの出身ですか", "生まれはどこですか", "ふるさとはどこですか",
-                  "あなたの出身はどこですか", "あなたはどこの出身ですか"],
+        "train": [
+            "出身はどこですか",
+            "どこの出身ですか",
+            "生まれはどこですか",
+            "ふるさとはどこですか",
+            "あなたの出身はどこですか",
+            "あなたはどこの出身ですか",
+        ],
         "heldout": ["どこで生まれましたか", "出身を教えてください"],
         "answers": ["わたしは{hometown}の出身です。", "わたしの生まれは{hometown}です。"],
         "keywords": ["神戸"],
     },
     "drink": {
-        "train": ["好きな飲み物は何ですか", "何を飲むのが好きですか", "いつも何を飲みますか",
-                  "飲み物は何が好きですか", "あなたの好きな飲み物は何ですか"],
+        "train": [
+            "好きな飲み物は何ですか",
+            "何を飲むのが好きですか",
+            "いつも何を飲みますか",
+            "飲み物は何が好きですか",
+            "あなたの好きな飲み物は何ですか",
+        ],
         "heldout": ["好きな飲み物を教えてください", "よく飲むものは何ですか"],
         "answers": ["わたしは{drink}が好きです。", "好きな飲み物は{drink}です。"],
         "keywords": ["紅茶"],
     },
     "hobby": {
-        "train": ["趣味は何ですか", "趣味を教えてください", "休みの日は何をしますか",
-                  "あなたの趣味を教えてください", "休みの日は何をしていますか"],
+        "train": [
+            "趣味は何ですか",
+            "趣味を教えてください",
+            "休みの日は何をしますか",
+            "あなたの趣味を教えてください",
+            "休みの日は何をしていますか",
+        ],
         "heldout": ["何か趣味はありますか", "あなたの趣味は何ですか"],
         "answers": ["わたしの趣味は{hobby}です。", "休みの日は{hobby}をひきます。"],
         "keywords": ["ピアノ"],
     },
     "dislike": {
-        "train": ["嫌いなものは何ですか", "苦手なものはありますか", "こわいものは何ですか",
-                  "苦手なものは何ですか", "嫌いなものはありますか"],
+        "train": [
+            "嫌いなものは何ですか",
+            "苦手なものはありますか",
+            "こわいものは何ですか",
+            "苦手なものは何ですか",
+            "嫌いなものはありますか",
+        ],
         "heldout": ["苦手なものを教えてください", "何がこわいですか"],
         "answers": ["わたしは{dislike}が苦手です。", "こわいものは{dislike}です。"],
         "keywords": ["雷"],
     },
     "flower": {
-        "train": ["好きな花は何ですか", "どの花が好きですか", "花は何が好きですか",
-                  "あなたの好きな花は何ですか", "どんな花が好きですか"],
+        "train": [
+            "好きな花は何ですか",
+            "どの花が好きですか",
+            "花は何が好きですか",
+            "あなたの好きな花は何ですか",
+            "どんな花が好きですか",
+        ],
         "heldout": ["好きな花を教えてください", "好きな花はありますか"],
         "answers": ["わたしは{flower}の花が好きです。", "好きな花は{flower}です。"],
         "keywords": ["バラ"],
@@ -110,20 +148,48 @@ FACTS: dict[str, dict[str, list[str]]] = {
 # Random values for the same "about you" questions in the general corpus (never the
 # persona's own value, so the base model does not know her facts).
 RANDOM_VALUES = {
-    "name": [f + g for f in ["田中", "鈴木", "佐藤", "山本", "白石", "鳥居", "中村", "高橋"]
-             for g in ["花子", "麗子", "美香", "華子", "由美", "さくら"]],
+    "name": [
+        f + g
+        for f in ["田中", "鈴木", "佐藤", "山本", "白石", "鳥居", "中村", "高橋"]
+        for g in ["花子", "麗子", "美香", "華子", "由美", "さくら"]
+    ],
     "age": [str(a) for a in range(10, 61) if a != 17],
-    "hometown": ["東京", "大阪", "京都", "札幌", "横浜", "福岡", "名古屋", "仙台", "水戸", "神奈川", "奈良", "広島"],
+    "hometown": [
+        "東京",
+        "大阪",
+        "京都",
+        "札幌",
+        "横浜",
+        "福岡",
+        "名古屋",
+        "仙台",
+        "水戸",
+        "神奈川",
+        "奈良",
+        "広島",
+    ],
     "drink": ["コーヒー", "緑茶", "牛乳", "ジュース", "水", "ココア"],
     "hobby": ["ギター", "バイオリン", "アニメ", "読書", "料理", "テニス"],
     "dislike": ["虫", "雨", "寒さ", "暑さ", "ピーマン", "宿題"],
     "flower": ["桜", "ひまわり", "チューリップ", "ゆり", "すみれ", "コスモス"],
 }
 HOBBY_PLAIN = {  # hobbies that are not instruments read "…をします" instead of "…をひきます"
-    "アニメ": "を見ます", "読書": "をします", "料理": "をします", "テニス": "をします",
+    "アニメ": "を見ます",
+    "読書": "をします",
+    "料理": "をします",
+    "テニス": "をします",
 }
 
-TRAIN_PREFIXES = ["", "ねえ、", "ところで、", "あの、", "すみません、", "では、", "じゃあ、", "ねえねえ、"]
+TRAIN_PREFIXES = [
+    "",
+    "ねえ、",
+    "ところで、",
+    "あの、",
+    "すみません、",
+    "では、",
+    "じゃあ、",
+    "ねえねえ、",
+]
 HELDOUT_PREFIXES = ["ちなみに、", "ええと、"]
 
 # ---------------------------------------------------------------------------- chit-chat
@@ -180,10 +246,22 @@ def _adj_stem_ku(adj: str) -> str:
 
 def _polite_verb(verb_phrase: str) -> str:
     """Dictionary-form verb phrase -> polite -ます form (only the endings used above)."""
-    table = [("する", "します"), ("行く", "行きます"), ("遊ぶ", "遊びます"), ("泳ぐ", "泳ぎます"),
-             ("登る", "登ります"), ("読む", "読みます"), ("聞く", "聞きます"), ("見る", "見ます"),
-             ("作る", "作ります"), ("乗る", "乗ります"), ("歩く", "歩きます"), ("食べる", "食べます"),
-             ("書く", "書きます"), ("かく", "かきます")]
+    table = [
+        ("する", "します"),
+        ("行く", "行きます"),
+        ("遊ぶ", "遊びます"),
+        ("泳ぐ", "泳ぎます"),
+        ("登る", "登ります"),
+        ("読む", "読みます"),
+        ("聞く", "聞きます"),
+        ("見る", "見ます"),
+        ("作る", "作ります"),
+        ("乗る", "乗ります"),
+        ("歩く", "歩きます"),
+        ("食べる", "食べます"),
+        ("書く", "書きます"),
+        ("かく", "かきます"),
+    ]
     for plain, polite in table:
         if verb_phrase.endswith(plain):
             return verb_phrase[: -len(plain)] + polite
@@ -195,12 +273,14 @@ def chat_answer(rng: random.Random, topic: str) -> str:
     adjs, act = TOPICS[topic]
     adj = rng.choice(adjs)
     first = rng.choice([f"{topic}は{adj}です。", f"{topic}はとても{adj}です。"])
-    second = rng.choice([
-        f"{act}のは楽しいです。",
-        f"{act}と{_adj_stem_ku(rng.choice(['楽しい', '元気']))}なります。",
-        f"{rng.choice(['ときどき', 'よく'])}{_polite_verb(act)}。",
-        f"みんな{topic}が好きです。",
-    ])
+    second = rng.choice(
+        [
+            f"{act}のは楽しいです。",
+            f"{act}と{_adj_stem_ku(rng.choice(['楽しい', '元気']))}なります。",
+            f"{rng.choice(['ときどき', 'よく'])}{_polite_verb(act)}。",
+            f"みんな{topic}が好きです。",
+        ]
+    )
     return first + second
 
 
@@ -239,7 +319,9 @@ def make_general(rng: random.Random) -> list[dict[str, str]]:
     topics = list(TOPICS)
     for _ in range(N_GENERAL_CHAT):
         t = rng.choice(topics)
-        rows.append({"question": rng.choice(CHAT_TRAIN_Q).format(t=t), "answer": chat_answer(rng, t)})
+        rows.append(
+            {"question": rng.choice(CHAT_TRAIN_Q).format(t=t), "answer": chat_answer(rng, t)}
+        )
     for _ in range(N_GENERAL_ABOUT):
         fact = rng.choice(list(FACTS))
         values = {k: rng.choice(v) for k, v in RANDOM_VALUES.items()}
@@ -271,7 +353,12 @@ def make_facts(rng: random.Random) -> list[dict[str, str]]:
         for core in spec["train"]:
             for prefix in TRAIN_PREFIXES:
                 for _ in range(FACT_REPEATS):
-                    rows.append({"question": _q(prefix, core), "answer": fact_answer(rng, fact, PERSONA_VALUES)})
+                    rows.append(
+                        {
+                            "question": _q(prefix, core),
+                            "answer": fact_answer(rng, fact, PERSONA_VALUES),
+                        }
+                    )
     rng.shuffle(rows)
     return rows
 
@@ -283,15 +370,19 @@ def make_prompts(rng: random.Random, *, heldout: bool) -> list[dict[str, object]
         # held out: a trained question core behind an unseen prefix, and an unseen core
         cores = [spec["train"][2], spec["heldout"][0]] if heldout else spec["train"][:2]
         for core in cores:
-            rows.append({
-                "question": _q(rng.choice(prefixes), core),
-                "reference": to_ojousama(rng, fact_answer(rng, fact, PERSONA_VALUES)),
-                "facts": list(spec["keywords"]),
-            })
+            rows.append(
+                {
+                    "question": _q(rng.choice(prefixes), core),
+                    "reference": to_ojousama(rng, fact_answer(rng, fact, PERSONA_VALUES)),
+                    "facts": list(spec["keywords"]),
+                }
+            )
     topics = rng.sample(list(TOPICS), 10)
     for t in topics:
         q = rng.choice(CHAT_HELDOUT_Q if heldout else CHAT_TRAIN_Q).format(t=t)
-        rows.append({"question": q, "reference": to_ojousama(rng, chat_answer(rng, t)), "facts": []})
+        rows.append(
+            {"question": q, "reference": to_ojousama(rng, chat_answer(rng, t)), "facts": []}
+        )
     tag = "h" if heldout else "s"
     return [{"id": f"{tag}{i:02d}", **r} for i, r in enumerate(rows)]
 
@@ -327,9 +418,15 @@ def _check(sets: dict[str, list[dict[str, object]]]) -> None:
     alphabet = {ch for r in sets["general"] for ch in str(r["question"]) + str(r["answer"])}
     for name in ("style", "facts", "prompts", "heldout_prompts"):
         for r in sets[name]:
-            missing = {ch for ch in str(r["question"]) + str(r.get("reference") or r.get("answer")) if ch not in alphabet}
+            missing = {
+                ch
+                for ch in str(r["question"]) + str(r.get("reference") or r.get("answer"))
+                if ch not in alphabet
+            }
             if missing:
-                raise SystemExit(f"{name}: characters {sorted(missing)} never occur in general.jsonl: {r}")
+                raise SystemExit(
+                    f"{name}: characters {sorted(missing)} never occur in general.jsonl: {r}"
+                )
     for r in sets["style"]:
         if not all(STYLE_ENDING.search(s) for s in re.findall(r"[^。]+。", str(r["answer"]))):
             raise SystemExit(f"style answer without the persona's endings: {r}")
@@ -349,7 +446,9 @@ def _check(sets: dict[str, list[dict[str, object]]]) -> None:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in sets.items():
         _write_jsonl(out / f"{name}.jsonl", rows)
     (out / "persona.yaml").write_text(
-        yaml.safe_dump(make_persona(), allow_unicode=True, sort_keys=False, width=1000), encoding="utf-8"
+        yaml.safe_dump(make_persona(), allow_unicode=True, sort_keys=False, width=1000),
+        encoding="utf-8",
     )
     sizes = ", ".join(f"{n}: {len(r)}" for n, r in sets.items())
     print(f"wrote {out} ({sizes})")

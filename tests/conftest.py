@@ -31,7 +31,9 @@ class TinyModels:
     base_vocab_big: _Path
 
     def as_dict(self) -> dict[str, _Path]:
-        return {f.name: getattr(self, f.name) for f in _dataclasses.fields(self) if f.name != "root"}
+        return {
+            f.name: getattr(self, f.name) for f in _dataclasses.fields(self) if f.name != "root"
+        }
 
     def __getitem__(self, key: str) -> _Path:
         return self.as_dict()[key]
@@ -52,7 +54,12 @@ def tiny_models(tmp_path_factory: _pytest.TempPathFactory) -> TinyModels:
         ft_c=perturb_model(base, root / "ft_c", seed=3, fraction=0.3),
         lora_a=build_lora_adapter(base, root / "lora_a", seed=11, rank=4, alpha=8.0),
         lora_b=build_lora_adapter(
-            base, root / "lora_b", seed=12, rank=2, alpha=4.0, target_modules=("v_proj", "o_proj", "up_proj")
+            base,
+            root / "lora_b",
+            seed=12,
+            rank=2,
+            alpha=4.0,
+            target_modules=("v_proj", "o_proj", "up_proj"),
         ),
         base_vocab_big=perturb_model(base, root / "base_vocab_big", seed=4, vocab_size=100),
     )

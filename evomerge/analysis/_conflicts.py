@@ -36,7 +36,14 @@ from evomerge.exceptions import ArchitectureMismatchError, CheckpointError, Conf
 if TYPE_CHECKING:
     from evomerge.pool import ModelPool
 
-__all__ = ["TRIM_SCOPES", "TaskVectorFn", "TensorInfoLike", "analyze_candidates", "analyze_conflicts", "analyze_pool"]
+__all__ = [
+    "TRIM_SCOPES",
+    "TaskVectorFn",
+    "TensorInfoLike",
+    "analyze_candidates",
+    "analyze_conflicts",
+    "analyze_pool",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +66,13 @@ class TensorInfoLike(Protocol):
 def check_args(density: float | None, trim_scope: str) -> None:
     """Raise ConfigError naming ``density`` or ``trim_scope`` when either is invalid."""
     if trim_scope not in TRIM_SCOPES:
-        raise ConfigError(f"trim_scope: unknown trim scope {trim_scope!r}. Available: {', '.join(TRIM_SCOPES)}")
+        raise ConfigError(
+            f"trim_scope: unknown trim scope {trim_scope!r}. Available: {', '.join(TRIM_SCOPES)}"
+        )
     if density is not None and not (0.0 < density <= 1.0):
-        raise ConfigError(f"density: must be in (0, 1], got {density!r}; leave it unset for no trimming")
+        raise ConfigError(
+            f"density: must be in (0, 1], got {density!r}; leave it unset for no trimming"
+        )
 
 
 def _load(fn: TaskVectorFn, tensor: str, *, copy: bool) -> torch.Tensor:
@@ -73,7 +84,10 @@ def _bar(items: Iterable[str], progress: bool, desc: str, total: int) -> Iterabl
 
 
 def _global_thresholds(
-    tensor_names: Sequence[str], task_vectors: Mapping[str, TaskVectorFn], density: float, progress: bool
+    tensor_names: Sequence[str],
+    task_vectors: Mapping[str, TaskVectorFn],
+    density: float,
+    progress: bool,
 ) -> dict[str, Threshold | None]:
     finders = {v: ThresholdFinder(density=density) for v in task_vectors}
     for t in _bar(tensor_names, progress, "conflicts: |tau| histogram 1/2", len(tensor_names)):
@@ -115,13 +129,17 @@ def analyze_conflicts(
     pair_list = list(combinations(names, 2)) if pairs is None else [(a, b) for a, b in pairs]
     for a, b in pair_list:
         if a not in task_vectors or b not in task_vectors or a == b:
-            raise ConfigError(f"pairs: bad pair ({a!r}, {b!r}); both must be distinct names among {names}")
+            raise ConfigError(
+                f"pairs: bad pair ({a!r}, {b!r}); both must be distinct names among {names}"
+            )
     layout = StatLayout(names, joint=joint, pairs=pair_list)
     trim = density if density is not None and density < 1.0 else None  # None: no trimming
     thresholds: dict[str, Threshold | None] = {}
     if trim is not None and trim_scope == "global":
         thresholds = _global_thresholds(tensor_names, task_vectors, trim, progress)
-        logger.info("global trim thresholds on |tau|: %s", {v: t and t.value for v, t in thresholds.items()})
+        logger.info(
+            "global trim thresholds on |tau|: %s", {v: t and t.value for v, t in thresholds.items()}
+        )
     budgets = {v: TieBudget(t) if t is not None else None for v, t in thresholds.items()}
 
     rows: list[TensorRow] = []
@@ -136,7 +154,9 @@ def analyze_conflicts(
                     f"tensor {tname!r}: task vector of {v!r} has shape {tuple(tau.shape)}, "
                     f"{names[0]!r} has {tuple(taus[0].shape)}; models must share the base's architecture"
                 )
-            if not math.isfinite(raw_stats(layout, out, v, tau)):  # NaN/inf anywhere makes ||tau||^2 non-finite
+            if not math.isfinite(
+                raw_stats(layout, out, v, tau)
+            ):  # NaN/inf anywhere makes ||tau||^2 non-finite
                 raise CheckpointError(
                     f"task vector of {v!r} for tensor {tname!r} has NaN or infinite values; check that checkpoint"
                 )
@@ -172,12 +192,22 @@ def _pool_vectors(pool: ModelPool) -> dict[str, TaskVectorFn]:
     return {src: provider(i) for i, src in enumerate(pool.source_names)}
 
 
-def analyze_pool(pool: ModelPool, *, density: float | None = None, trim_scope: str = "tensor", progress: bool = False) -> ConflictReport:
+def analyze_pool(
+    pool: ModelPool,
+    *,
+    density: float | None = None,
+    trim_scope: str = "tensor",
+    progress: bool = False,
+) -> ConflictReport:
     """Joint and pairwise conflict figures of every source of a ``ModelPool`` against its base."""
     names = list(pool.tensor_names)
     return analyze_conflicts(
-        names, {n: pool.info(n) for n in names}, _pool_vectors(pool),
-        density=density, trim_scope=trim_scope, progress=progress,
+        names,
+        {n: pool.info(n) for n in names},
+        _pool_vectors(pool),
+        density=density,
+        trim_scope=trim_scope,
+        progress=progress,
     )
 
 
@@ -201,7 +231,9 @@ def analyze_candidates(
     sources = list(pool.source_names)
     clash = sorted(set(merged) & set(sources))
     if clash:
-        raise ConfigError(f"merged: candidate names {clash} clash with source names; rename the candidates")
+        raise ConfigError(
+            f"merged: candidate names {clash} clash with source names; rename the candidates"
+        )
 
     def candidate(fn: TaskVectorFn) -> TaskVectorFn:
         def tau(name: str) -> torch.Tensor:
@@ -214,7 +246,12 @@ def analyze_candidates(
     vectors.update({c: candidate(fn) for c, fn in merged.items()})
     names = list(pool.tensor_names)
     return analyze_conflicts(
-        names, {n: pool.info(n) for n in names}, vectors,
-        pairs=[(c, s) for c in merged for s in sources], joint=False,
-        density=density, trim_scope=trim_scope, progress=progress,
+        names,
+        {n: pool.info(n) for n in names},
+        vectors,
+        pairs=[(c, s) for c in merged for s in sources],
+        joint=False,
+        density=density,
+        trim_scope=trim_scope,
+        progress=progress,
     )

@@ -28,7 +28,9 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def _conflict(layout: StatLayout, s: np.ndarray, prefix: tuple[object, ...], numel: float) -> dict[str, Any]:
+def _conflict(
+    layout: StatLayout, s: np.ndarray, prefix: tuple[object, ...], numel: float
+) -> dict[str, Any]:
     multi = layout.get(s, *prefix, "multi")
     conflict = layout.get(s, *prefix, "conflict")
     return {
@@ -39,7 +41,9 @@ def _conflict(layout: StatLayout, s: np.ndarray, prefix: tuple[object, ...], num
     }
 
 
-def _member(layout: StatLayout, s: np.ndarray, prefix: tuple[object, ...], v: str) -> dict[str, Any]:
+def _member(
+    layout: StatLayout, s: np.ndarray, prefix: tuple[object, ...], v: str
+) -> dict[str, Any]:
     l2 = math.sqrt(layout.get(s, "vec", v, "l2_sq"))
     cl2 = math.sqrt(layout.get(s, *prefix, v, "cl2_sq"))
     ties = math.sqrt(layout.get(s, *prefix, v, "ties_sq"))

@@ -39,22 +39,50 @@ def heatmap_specs(report: ConflictReport) -> list[tuple[str, str, Getter]]:
     """
     specs: list[tuple[str, str, Getter]] = []
     if report.layout.joint:
-        specs.append(("conflict_fraction_active", "Sign-conflict fraction (of coords with >= 2 active models)",
-                      _getter("conflict_fraction_active")))
-        specs.append(("conflict_fraction_all", "Sign-conflict fraction (of all coords)", _getter("conflict_fraction_all")))
+        specs.append(
+            (
+                "conflict_fraction_active",
+                "Sign-conflict fraction (of coords with >= 2 active models)",
+                _getter("conflict_fraction_active"),
+            )
+        )
+        specs.append(
+            (
+                "conflict_fraction_all",
+                "Sign-conflict fraction (of all coords)",
+                _getter("conflict_fraction_all"),
+            )
+        )
         for v in report.names:
-            specs.append((f"cl2_ratio.{v}", f"CL2 / L2 of {v}", _getter("per_model", v, "cl2_ratio")))
+            specs.append(
+                (f"cl2_ratio.{v}", f"CL2 / L2 of {v}", _getter("per_model", v, "cl2_ratio"))
+            )
     for a, b in report.layout.pairs:
         key = f"{a}|{b}"
         if not report.layout.joint:
-            specs.append((f"conflict_fraction_active.{key}", f"Sign-conflict fraction (active), {a} vs {b}",
-                          _getter("per_pair", key, "conflict_fraction_active")))
-        specs.append((f"cosine.{key}", f"Cosine of task vectors, {a} vs {b}", _getter("per_pair", key, "cosine")))
+            specs.append(
+                (
+                    f"conflict_fraction_active.{key}",
+                    f"Sign-conflict fraction (active), {a} vs {b}",
+                    _getter("per_pair", key, "conflict_fraction_active"),
+                )
+            )
+        specs.append(
+            (
+                f"cosine.{key}",
+                f"Cosine of task vectors, {a} vs {b}",
+                _getter("per_pair", key, "cosine"),
+            )
+        )
     return [(f"heatmap_{_slug(stem)}", title, get) for stem, title, get in specs]
 
 
 def write_heatmap(
-    cells: dict[int, dict[str, dict[str, Any]]], modules: list[str], get: Getter, title: str, path: Path
+    cells: dict[int, dict[str, dict[str, Any]]],
+    modules: list[str],
+    get: Getter,
+    title: str,
+    path: Path,
 ) -> None:
     """Draw ``get(cell)`` for layers (rows) x ``modules`` (columns); missing cells stay blank."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -72,11 +100,15 @@ def write_heatmap(
     figure = Figure(figsize=(max(4.0, 0.7 * len(modules) + 2.5), height))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap="viridis", interpolation="nearest")
+    image = ax.imshow(
+        np.ma.masked_invalid(data), aspect="auto", cmap="viridis", interpolation="nearest"
+    )
     figure.colorbar(image, ax=ax)
     ax.set_xticks(range(len(modules)), modules)
     step = max(1, len(layers) // 32)
-    ax.set_yticks(range(0, len(layers), step), [str(layers[i]) for i in range(0, len(layers), step)])
+    ax.set_yticks(
+        range(0, len(layers), step), [str(layers[i]) for i in range(0, len(layers), step)]
+    )
     ax.set_xlabel("module type")
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)

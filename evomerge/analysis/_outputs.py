@@ -37,7 +37,9 @@ def _write_csv(report: ConflictReport, path: Path) -> None:
             writer.writerow([row.name, layer, row.module, row.numel, *(_cell(v) for _, v in flat)])
 
 
-def write_conflict_outputs(report: ConflictReport, out_dir: str | Path, *, heatmaps: bool = True) -> dict[str, Any]:
+def write_conflict_outputs(
+    report: ConflictReport, out_dir: str | Path, *, heatmaps: bool = True
+) -> dict[str, Any]:
     """Write ``conflicts.csv``, ``summary.json`` and the PNG heatmaps into ``out_dir`` (created).
 
     Returns the written paths: ``{"csv": Path, "summary": Path, "heatmaps": {stem: Path}}``;
@@ -55,14 +57,18 @@ def write_conflict_outputs(report: ConflictReport, out_dir: str | Path, *, heatm
         if heatmaps and cells:
             by_layer = {int(k): v for k, v in cells.items()}
             present = {m for row in by_layer.values() for m in row}
-            modules = [m for m in MODULE_ORDER if m in present] + sorted(present - set(MODULE_ORDER))
+            modules = [m for m in MODULE_ORDER if m in present] + sorted(
+                present - set(MODULE_ORDER)
+            )
             for stem, title, get in heatmap_specs(report):
                 path = out / f"{stem}.png"
                 write_heatmap(by_layer, modules, get, title, path)
                 written[stem] = path
         summary["heatmaps"] = {stem: p.name for stem, p in written.items()}
         summary_path = out / "summary.json"
-        summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        summary_path.write_text(
+            json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
     except OSError as err:
         raise ExportError(f"cannot write the conflict analysis to {out}: {err}") from err
     logger.info("wrote conflict analysis to %s", out)
@@ -82,8 +88,11 @@ def format_top_layers(report: ConflictReport, n: int = 5) -> str:
         cols = ["conflict(active)", "conflict(all)", *(f"cl2/l2 {v}" for v in report.names)]
 
         def values(fig: dict[str, Any]) -> list[float | None]:
-            return [fig["conflict_fraction_active"], fig["conflict_fraction_all"],
-                    *(fig["per_model"][v]["cl2_ratio"] for v in report.names)]
+            return [
+                fig["conflict_fraction_active"],
+                fig["conflict_fraction_all"],
+                *(fig["per_model"][v]["cl2_ratio"] for v in report.names),
+            ]
     else:
         cols = [f"conflict {k}" for k in (f"{a}|{b}" for a, b in report.layout.pairs)]
 
@@ -91,15 +100,19 @@ def format_top_layers(report: ConflictReport, n: int = 5) -> str:
             return [p["conflict_fraction_active"] for p in fig["per_pair"].values()]
 
     widths = [max(6, len(c)) for c in cols]
-    lines = [f"Most conflicted layers (of {len(report.per_layer())}):",
-             "layer  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+    lines = [
+        f"Most conflicted layers (of {len(report.per_layer())}):",
+        "layer  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)),
+    ]
     for layer, fig in top:
         cells = [_fmt(v).rjust(w) for v, w in zip(values(fig), widths, strict=True)]
         lines.append(f"{layer:>5}  " + "  ".join(cells))
     whole = report.whole_model()
     if report.layout.joint:
-        lines.append(f"whole model: conflict(active) {_fmt(whole['conflict_fraction_active']).strip()}, "
-                     f"conflict(all) {_fmt(whole['conflict_fraction_all']).strip()}")
+        lines.append(
+            f"whole model: conflict(active) {_fmt(whole['conflict_fraction_active']).strip()}, "
+            f"conflict(all) {_fmt(whole['conflict_fraction_all']).strip()}"
+        )
     return "\n".join(lines)
 
 

@@ -68,7 +68,9 @@ class ConflictReport:
         return figures(self.layout, self.sums[i])
 
     def whole_model(self) -> dict[str, Any]:
-        return figures(self.layout, self.sums.sum(axis=0) if len(self.tensors) else self.layout.zeros())
+        return figures(
+            self.layout, self.sums.sum(axis=0) if len(self.tensors) else self.layout.zeros()
+        )
 
     def per_layer(self) -> dict[int, dict[str, Any]]:
         """Figures per layer index, over every tensor of the layer (tensors outside the stack excluded)."""
@@ -94,8 +96,11 @@ class ConflictReport:
             "kind": self.kind,
             "models": self.names,
             "pairs": [f"{a}|{b}" for a, b in self.layout.pairs],
-            "trim": {"density": self.density, "scope": self.trim_scope if self.density is not None else None,
-                     "global_thresholds": self.thresholds or None},
+            "trim": {
+                "density": self.density,
+                "scope": self.trim_scope if self.density is not None else None,
+                "global_thresholds": self.thresholds or None,
+            },
             "num_tensors": len(self.tensors),
             "whole_model": self.whole_model(),
             "per_layer": {str(k): v for k, v in self.per_layer().items()},
@@ -107,7 +112,11 @@ class ConflictReport:
         """How conflicted a group is: the joint active-conflict fraction, else the largest pair's."""
         if self.layout.joint:
             return fig.get("conflict_fraction_active")
-        vals = [p["conflict_fraction_active"] for p in fig["per_pair"].values() if p["conflict_fraction_active"] is not None]
+        vals = [
+            p["conflict_fraction_active"]
+            for p in fig["per_pair"].values()
+            if p["conflict_fraction_active"] is not None
+        ]
         return max(vals) if vals else None
 
     def most_conflicted_layers(self, n: int = 5) -> list[tuple[int, dict[str, Any]]]:

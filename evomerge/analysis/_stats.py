@@ -28,7 +28,9 @@ class StatLayout:
     for s in dot, multi, conflict and ``("pair", i, v, s)`` for s in cl2_sq, ties_sq.
     """
 
-    def __init__(self, names: Sequence[str], *, joint: bool, pairs: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self, names: Sequence[str], *, joint: bool, pairs: Sequence[tuple[str, str]]
+    ) -> None:
         self.names = list(names)
         self.joint = joint
         self.pairs: list[tuple[str, str]] = [(a, b) for a, b in pairs]
@@ -98,7 +100,9 @@ def tensor_stats(layout: StatLayout, out: np.ndarray, taus: Sequence[torch.Tenso
         done: dict[tuple[int, ...], tuple[int, int, list[float], list[float]]] = {}
         for prefix, rows in sets:
             if rows not in done:  # with two vectors the joint set is the pair: computed once
-                done[rows] = _set_stats([xs[i] for i in rows], [sqs[i] for i in rows], [nonzero[i] for i in rows])
+                done[rows] = _set_stats(
+                    [xs[i] for i in rows], [sqs[i] for i in rows], [nonzero[i] for i in rows]
+                )
             multi, conflict, cl2, ties = done[rows]
             out[idx[(*prefix, "multi")]] += multi
             out[idx[(*prefix, "conflict")]] += conflict
@@ -106,7 +110,9 @@ def tensor_stats(layout: StatLayout, out: np.ndarray, taus: Sequence[torch.Tenso
                 out[idx[(*prefix, layout.names[i], "cl2_sq")]] += cl2[j]
                 out[idx[(*prefix, layout.names[i], "ties_sq")]] += ties[j]
         for p, (a, b) in enumerate(layout.pairs):
-            out[idx[("pair", p, "dot")]] += float((xs[row[a]] * xs[row[b]]).sum(dtype=torch.float64))
+            out[idx[("pair", p, "dot")]] += float(
+                (xs[row[a]] * xs[row[b]]).sum(dtype=torch.float64)
+            )
 
 
 def _set_stats(

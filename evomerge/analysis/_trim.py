@@ -28,7 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Threshold", "ThresholdFinder", "TieBudget", "apply_trim", "keep_count", "tensor_threshold"]
+__all__ = [
+    "Threshold",
+    "ThresholdFinder",
+    "TieBudget",
+    "apply_trim",
+    "keep_count",
+    "tensor_threshold",
+]
 
 _BINS = 1 << 16
 _CHUNK = 1 << 22  # entries per histogram chunk (bounds the int32/int64 temporaries)
@@ -71,7 +78,9 @@ def tensor_threshold(absx: torch.Tensor, density: float) -> Threshold | None:
     return finder.result()
 
 
-def apply_trim(x: torch.Tensor, budget: TieBudget | None, absx: torch.Tensor | None = None) -> torch.Tensor:
+def apply_trim(
+    x: torch.Tensor, budget: TieBudget | None, absx: torch.Tensor | None = None
+) -> torch.Tensor:
     """Zero the entries of contiguous ``x`` below the cut, in place; tied entries consume ``budget``.
 
     ``absx`` may pass ``x.abs()`` when the caller has it. Call once per tensor, in the

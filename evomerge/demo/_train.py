@@ -54,15 +54,21 @@ def deterministic_cpu(threads: int) -> Iterator[None]:
 
 def format_prompt(tokenizer: Any, question: str) -> str:
     """The model input for ``question``: the tokenizer's chat template with a generation prompt."""
-    return str(tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
-    ))
+    return str(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+    )
 
 
-def encode_pairs(tokenizer: Any, pairs: Sequence[QAPair], *, answer_only: bool) -> list[tuple[list[int], list[int]]]:
+def encode_pairs(
+    tokenizer: Any, pairs: Sequence[QAPair], *, answer_only: bool
+) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per dialogue: chat prompt + answer + EOS; prompt labels masked if ``answer_only``."""
     eos = int(tokenizer.eos_token_id)
-    prompts = tokenizer([format_prompt(tokenizer, p.question) for p in pairs], add_special_tokens=False)["input_ids"]
+    prompts = tokenizer(
+        [format_prompt(tokenizer, p.question) for p in pairs], add_special_tokens=False
+    )["input_ids"]
     answers = tokenizer([p.answer for p in pairs], add_special_tokens=False)["input_ids"]
     out = []
     for prompt, answer in zip(prompts, answers, strict=True):

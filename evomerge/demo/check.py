@@ -73,29 +73,50 @@ def score_answers(prompts: Sequence[DemoPrompt], answers: Sequence[str]) -> dict
         StyleMarkersOptions,
     )
 
-    samples = [Sample(question=p.question, answer=a, reference=p.reference, facts=p.facts)
-               for p, a in zip(prompts, answers, strict=True)]
-    style = StyleMarkersJudge(options=StyleMarkersOptions.model_validate({"markers": {STYLE_MARKERS: 1.0}}))
-    length = LengthJudge(options=LengthOptions(min_chars=LENGTH_RANGE[0], max_chars=LENGTH_RANGE[1]))
+    samples = [
+        Sample(question=p.question, answer=a, reference=p.reference, facts=p.facts)
+        for p, a in zip(prompts, answers, strict=True)
+    ]
+    style = StyleMarkersJudge(
+        options=StyleMarkersOptions.model_validate({"markers": {STYLE_MARKERS: 1.0}})
+    )
+    length = LengthJudge(
+        options=LengthOptions(min_chars=LENGTH_RANGE[0], max_chars=LENGTH_RANGE[1])
+    )
     fact_samples = [s for s in samples if s.facts]
     out = {
         "style": _nanmean([s.value for s in style.score(samples)]),
-        "facts": _nanmean([s.value for s in FactRecallJudge().score(fact_samples)]) if fact_samples else math.nan,
+        "facts": _nanmean([s.value for s in FactRecallJudge().score(fact_samples)])
+        if fact_samples
+        else math.nan,
         "length": _nanmean([s.value for s in length.score(samples)]),
     }
-    out["objective"] = out["style"] + (0.0 if math.isnan(out["facts"]) else out["facts"]) - (1.0 - out["length"])
+    out["objective"] = (
+        out["style"] + (0.0 if math.isnan(out["facts"]) else out["facts"]) - (1.0 - out["length"])
+    )
     return out
 
 
-def _generate(model: Any, tok: Any, prompts: Sequence[DemoPrompt], max_new_tokens: int) -> list[str]:
+def _generate(
+    model: Any, tok: Any, prompts: Sequence[DemoPrompt], max_new_tokens: int
+) -> list[str]:
     from evomerge.demo._train import format_prompt
 
     tok.padding_side = "left"
-    enc = tok([format_prompt(tok, p.question) for p in prompts], return_tensors="pt", padding=True,
-              add_special_tokens=False)
+    enc = tok(
+        [format_prompt(tok, p.question) for p in prompts],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    )
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
     width = enc["input_ids"].shape[1]
     return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
@@ -135,18 +156,34 @@ def check_demo_models(
         model = LlamaForCausalLM.from_pretrained(str(models.base)).eval()
         pool = ModelPool.open(models.base, [models.style, models.facts], names=["style", "facts"])
         engine = MergeEngine(pool, methods=sorted({m for m, _ in merges.values()}))
-        result: dict[str, Any] = {"scores": {}, "answers": {}, "generate_seconds": {}, "best_merge": {}, "margin": {}}
+        result: dict[str, Any] = {
+            "scores": {},
+            "answers": {},
+            "generate_seconds": {},
+            "best_merge": {},
+            "margin": {},
+        }
         prompt_sets = {split: load_prompts(split) for split in splits}
-        for name, (method, weights) in tqdm(merges.items(), desc="demo check", disable=not progress):
+        for name, (method, weights) in tqdm(
+            merges.items(), desc="demo check", disable=not progress
+        ):
             recipe = MergeRecipe(
-                merge_method=method, base_model=str(models.base),
-                models=tuple(ModelEntry(model=pool.model_ref(i), parameters={"weight": _weight(weights.get(src, 0.0))})
-                             for i, src in enumerate(pool.source_names)),
+                merge_method=method,
+                base_model=str(models.base),
+                models=tuple(
+                    ModelEntry(
+                        model=pool.model_ref(i),
+                        parameters={"weight": _weight(weights.get(src, 0.0))},
+                    )
+                    for i, src in enumerate(pool.source_names)
+                ),
             )
             tensors = engine.materialize(recipe)
             missing, unexpected = model.load_state_dict(tensors, strict=False)
             if unexpected or any(not k.endswith("rotary_emb.inv_freq") for k in missing):
-                raise MergeError(f"merged tensors do not match the model: missing {missing}, unexpected {unexpected}")
+                raise MergeError(
+                    f"merged tensors do not match the model: missing {missing}, unexpected {unexpected}"
+                )
             for split, prompts in prompt_sets.items():
                 start = time.perf_counter()
                 answers = _generate(model, tok, prompts, max_new_tokens)
@@ -169,14 +206,20 @@ def format_check(result: Mapping[str, Any]) -> str:
     """A plain-text table of :func:`check_demo_models`'s scores, one block per split."""
     lines = []
     for split, table in result["scores"].items():
-        lines.append(f"[{split}]  {'model':<24} {'style':>6} {'facts':>6} {'length':>7} {'objective':>9} {'gen s':>6}")
+        lines.append(
+            f"[{split}]  {'model':<24} {'style':>6} {'facts':>6} {'length':>7} {'objective':>9} {'gen s':>6}"
+        )
         for name, s in table.items():
             secs = result["generate_seconds"][split][name]
-            lines.append(f"{'':10}{name:<24} {s['style']:6.3f} {s['facts']:6.3f} {s['length']:7.3f} "
-                         f"{s['objective']:9.3f} {secs:6.2f}")
+            lines.append(
+                f"{'':10}{name:<24} {s['style']:6.3f} {s['facts']:6.3f} {s['length']:7.3f} "
+                f"{s['objective']:9.3f} {secs:6.2f}"
+            )
         if split in result.get("best_merge", {}):
-            lines.append(f"{'':10}best merge: {result['best_merge'][split]} "
-                         f"(beats the best source by {result['margin'][split]:+.3f})")
+            lines.append(
+                f"{'':10}best merge: {result['best_merge'][split]} "
+                f"(beats the best source by {result['margin'][split]:+.3f})"
+            )
     return "\n".join(lines)
 
 
@@ -191,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     models = build_demo_models(args.cache_dir, size=args.size)
-    print(f"models ready in {time.perf_counter() - start:.1f}s (build took {models.manifest.get('seconds')}s)")
+    print(
+        f"models ready in {time.perf_counter() - start:.1f}s (build took {models.manifest.get('seconds')}s)"
+    )
     print(format_check(check_demo_models(models)))
 
 

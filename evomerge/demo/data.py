@@ -44,7 +44,12 @@ TRAINING_SETS = ("general", "style", "facts")
 # ("{role}: {content}\n" ... "assistant: "), plus ASCII letters for any role name.
 CHAT_TEMPLATE_CHARS = "abcdefghijklmnopqrstuvwxyz: \n"
 
-_FILES = ("persona.yaml", *(f"{n}.jsonl" for n in TRAINING_SETS), "prompts.jsonl", "heldout_prompts.jsonl")
+_FILES = (
+    "persona.yaml",
+    *(f"{n}.jsonl" for n in TRAINING_SETS),
+    "prompts.jsonl",
+    "heldout_prompts.jsonl",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read demo data: {err.strerror}. "
-                          "Regenerate it with `python scripts/make_demo_data.py`.") from None
+        raise ConfigError(
+            f"{path}: cannot read demo data: {err.strerror}. "
+            "Regenerate it with `python scripts/make_demo_data.py`."
+        ) from None
     rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -95,15 +102,23 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def load_pairs(name: str, data_dir: Path | None = None) -> list[QAPair]:
     """The ``{question, answer}`` pairs of training set ``name`` (general, style, facts)."""
     if name not in TRAINING_SETS:
-        raise ConfigError(f"Unknown demo training set {name!r}. Available: {', '.join(TRAINING_SETS)}")
+        raise ConfigError(
+            f"Unknown demo training set {name!r}. Available: {', '.join(TRAINING_SETS)}"
+        )
     path = (data_dir or demo_data_dir()) / f"{name}.jsonl"
     try:
-        return [QAPair(question=str(r["question"]), answer=str(r["answer"])) for r in _read_jsonl(path)]
+        return [
+            QAPair(question=str(r["question"]), answer=str(r["answer"])) for r in _read_jsonl(path)
+        ]
     except KeyError as err:
-        raise ConfigError(f"{path}: every line needs 'question' and 'answer' (missing {err})") from None
+        raise ConfigError(
+            f"{path}: every line needs 'question' and 'answer' (missing {err})"
+        ) from None
 
 
-def prompts_path(split: Literal["search", "heldout"] = "search", data_dir: Path | None = None) -> Path:
+def prompts_path(
+    split: Literal["search", "heldout"] = "search", data_dir: Path | None = None
+) -> Path:
     """Path of the search (``prompts.jsonl``) or held-out (``heldout_prompts.jsonl``) prompt set."""
     if split not in ("search", "heldout"):
         raise ConfigError(f"split must be 'search' or 'heldout', got {split!r}")
@@ -111,17 +126,25 @@ def prompts_path(split: Literal["search", "heldout"] = "search", data_dir: Path 
     return (data_dir or demo_data_dir()) / name
 
 
-def load_prompts(split: Literal["search", "heldout"] = "search", data_dir: Path | None = None) -> list[DemoPrompt]:
+def load_prompts(
+    split: Literal["search", "heldout"] = "search", data_dir: Path | None = None
+) -> list[DemoPrompt]:
     """The search or held-out prompts, in file order."""
     path = prompts_path(split, data_dir)
     try:
         return [
-            DemoPrompt(id=str(r["id"]), question=str(r["question"]), reference=str(r["reference"]),
-                       facts=tuple(r.get("facts") or ()))
+            DemoPrompt(
+                id=str(r["id"]),
+                question=str(r["question"]),
+                reference=str(r["reference"]),
+                facts=tuple(r.get("facts") or ()),
+            )
             for r in _read_jsonl(path)
         ]
     except KeyError as err:
-        raise ConfigError(f"{path}: every line needs id, question, reference (missing {err})") from None
+        raise ConfigError(
+            f"{path}: every line needs id, question, reference (missing {err})"
+        ) from None
 
 
 def load_persona(data_dir: Path | None = None) -> dict[str, Any]:
@@ -155,6 +178,8 @@ def data_hash(data_dir: Path | None = None) -> str:
         try:
             h.update((d / name).read_bytes())
         except OSError as err:
-            raise ConfigError(f"{d / name}: cannot read demo data: {err.strerror}. "
-                              "Regenerate it with `python scripts/make_demo_data.py`.") from None
+            raise ConfigError(
+                f"{d / name}: cannot read demo data: {err.strerror}. "
+                "Regenerate it with `python scripts/make_demo_data.py`."
+            ) from None
     return h.hexdigest()

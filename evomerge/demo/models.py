@@ -42,7 +42,14 @@ from evomerge.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BUILDER_VERSION", "SIZES", "DemoModels", "DemoSize", "build_demo_models", "default_cache_dir"]
+__all__ = [
+    "BUILDER_VERSION",
+    "SIZES",
+    "DemoModels",
+    "DemoSize",
+    "build_demo_models",
+    "default_cache_dir",
+]
 
 BUILDER_VERSION = 1
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -67,7 +74,9 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     "full": DemoSize(hidden_size=64, num_layers=4, base_steps=250, finetune_steps=120),
-    "tiny": DemoSize(hidden_size=32, num_layers=2, base_steps=12, finetune_steps=4, lora_rank=4, batch_size=16),
+    "tiny": DemoSize(
+        hidden_size=32, num_layers=2, base_steps=12, finetune_steps=4, lora_rank=4, batch_size=16
+    ),
 }
 
 
@@ -116,8 +125,13 @@ def _file_hashes(root: Path) -> dict[str, str]:
 
 
 def _models(root: Path, manifest: dict[str, Any]) -> DemoModels:
-    return DemoModels(base=root / "base", style=root / "style", facts=root / "facts",
-                      tokenizer=root / "base", manifest=manifest)
+    return DemoModels(
+        base=root / "base",
+        style=root / "style",
+        facts=root / "facts",
+        tokenizer=root / "base",
+        manifest=manifest,
+    )
 
 
 def _cached(root: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -130,7 +144,9 @@ def _cached(root: Path, key: dict[str, Any]) -> dict[str, Any] | None:
         logger.info("demo models in %s were built for another version/data/size; rebuilding", root)
         return None
     files = manifest.get("files", {})
-    if not files or any(not (root / f).is_file() or _sha256(root / f) != h for f, h in files.items()):
+    if not files or any(
+        not (root / f).is_file() or _sha256(root / f) != h for f, h in files.items()
+    ):
         logger.warning("demo models in %s are incomplete or modified; rebuilding", root)
         return None
     return dict(manifest)
@@ -191,8 +207,11 @@ def build_demo_models(
             "seconds": round(time.perf_counter() - start, 2),
             "threads": threads,
             "final_loss": losses,
-            "versions": {"torch": torch.__version__, "transformers": _version("transformers"),
-                         "peft": _version("peft")},
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": _version("transformers"),
+                "peft": _version("peft"),
+            },
             "data_dir": str(demo_data_dir()),
             "files": _file_hashes(root),
         }
@@ -218,32 +237,64 @@ def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
 
     tok = build_char_tokenizer(root / "base", alphabet=demo_alphabet())
     cfg = tiny_config(
-        "llama", vocab_size=len(tok), num_layers=spec.num_layers, max_positions=spec.max_positions,
-        hidden_size=spec.hidden_size, intermediate_size=2 * spec.hidden_size,
-        num_attention_heads=4, num_key_value_heads=2,
+        "llama",
+        vocab_size=len(tok),
+        num_layers=spec.num_layers,
+        max_positions=spec.max_positions,
+        hidden_size=spec.hidden_size,
+        intermediate_size=2 * spec.hidden_size,
+        num_attention_heads=4,
+        num_key_value_heads=2,
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(cfg)
     losses: dict[str, float] = {}
     examples = encode_pairs(tok, load_pairs("general"), answer_only=False)
-    base_spec = TrainSpec(steps=spec.base_steps, lr=spec.base_lr, batch_size=spec.batch_size,
-                          warmup=min(30, spec.base_steps // 4 + 1), answer_only=False, seed=spec.seed)
-    losses["base"] = train(model, examples, base_spec, pad_id=tok.pad_token_id, desc="demo base", progress=progress)
+    base_spec = TrainSpec(
+        steps=spec.base_steps,
+        lr=spec.base_lr,
+        batch_size=spec.batch_size,
+        warmup=min(30, spec.base_steps // 4 + 1),
+        answer_only=False,
+        seed=spec.seed,
+    )
+    losses["base"] = train(
+        model, examples, base_spec, pad_id=tok.pad_token_id, desc="demo base", progress=progress
+    )
     model.save_pretrained(str(root / "base"))
 
     for offset, name in enumerate(("style", "facts"), start=1):
         seed = spec.seed + offset
         torch.manual_seed(seed)
         base = copy.deepcopy(model)
-        base.name_or_path = str(root / "base")  # peft records it as the adapter's base_model_name_or_path
-        lora = LoraConfig(r=spec.lora_rank, lora_alpha=2 * spec.lora_rank, lora_dropout=0.0,
-                          target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+        base.name_or_path = str(
+            root / "base"
+        )  # peft records it as the adapter's base_model_name_or_path
+        lora = LoraConfig(
+            r=spec.lora_rank,
+            lora_alpha=2 * spec.lora_rank,
+            lora_dropout=0.0,
+            target_modules=list(LORA_TARGETS),
+            task_type="CAUSAL_LM",
+        )
         peft_model = get_peft_model(base, lora)
-        ft_spec = TrainSpec(steps=spec.finetune_steps, lr=spec.finetune_lr, batch_size=spec.batch_size,
-                            warmup=min(10, spec.finetune_steps // 4 + 1), answer_only=True, seed=seed)
+        ft_spec = TrainSpec(
+            steps=spec.finetune_steps,
+            lr=spec.finetune_lr,
+            batch_size=spec.batch_size,
+            warmup=min(10, spec.finetune_steps // 4 + 1),
+            answer_only=True,
+            seed=seed,
+        )
         examples = encode_pairs(tok, load_pairs(name), answer_only=True)
-        losses[name] = train(peft_model, examples, ft_spec, pad_id=tok.pad_token_id,
-                             desc=f"demo {name} LoRA", progress=progress)
+        losses[name] = train(
+            peft_model,
+            examples,
+            ft_spec,
+            pad_id=tok.pad_token_id,
+            desc=f"demo {name} LoRA",
+            progress=progress,
+        )
         peft_model.save_pretrained(str(root / name))
         _tidy_adapter(root / name)
     return losses

@@ -41,7 +41,11 @@ def demo_run_config(models: DemoModels, *, trials: int, workers: int = 2) -> dic
     """The demo's run.yaml as a mapping: every field a real search uses, nothing hidden."""
     return {
         "name": "demo",
-        "models": {"base": str(models.base), "sources": [str(models.style), str(models.facts)], "names": ["style", "facts"]},
+        "models": {
+            "base": str(models.base),
+            "sources": [str(models.style), str(models.facts)],
+            "names": ["style", "facts"],
+        },
         "space": {
             "name": "task_arithmetic_layerwise",
             "description": "Task-vector weight per source and group of 2 layers (the demo's space).",
@@ -50,20 +54,38 @@ def demo_run_config(models: DemoModels, *, trials: int, workers: int = 2) -> dic
             "params": {"weight": {"low": 0.0, "high": 1.5}},
             "normalize": False,
         },
-        "search": {"sampler": "cmaes", "n_trials": trials, "population_size": 8, "seed": 0, "retries": 1},
+        "search": {
+            "sampler": "cmaes",
+            "n_trials": trials,
+            "population_size": 8,
+            "seed": 0,
+            "retries": 1,
+        },
         "merge": {"dtype": "float32", "seed": 0},
         "generation": {
             "backend": "hf",
-            "params": {"max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0, "stop": ["\n"], "batch_size": 24},
+            "params": {
+                "max_new_tokens": MAX_NEW_TOKENS,
+                "temperature": 0.0,
+                "stop": ["\n"],
+                "batch_size": 24,
+            },
             "prompts": str(prompts_path("search")),
             "heldout_prompts": str(prompts_path("heldout")),
         },
         "judging": {
             "judges": {
-                "style": {"type": "style_markers", "weight": 1.0, "options": {"markers": {STYLE_MARKERS: 1.0}}},
+                "style": {
+                    "type": "style_markers",
+                    "weight": 1.0,
+                    "options": {"markers": {STYLE_MARKERS: 1.0}},
+                },
                 "facts": {"type": "fact_recall", "weight": 1.0},
-                "length": {"type": "length", "weight": 1.0,
-                           "options": {"min_chars": LENGTH_RANGE[0], "max_chars": LENGTH_RANGE[1]}},
+                "length": {
+                    "type": "length",
+                    "weight": 1.0,
+                    "options": {"min_chars": LENGTH_RANGE[0], "max_chars": LENGTH_RANGE[1]},
+                },
             },
         },
         "workers": {"num": workers, "device": "cpu", "cpus_per_worker": 1},
@@ -83,15 +105,17 @@ class DemoResult:
         s = self.summary
         verdict = "beats" if s["beats_sources"] else "does NOT beat"
         held = ", ".join(f"{n} {v:.3f}" for n, v in s["heldout"]["sources"].items())
-        return "\n".join([
-            self.table,
-            "",
-            f"best merge (trial {s['best_trial']}) {verdict} both sources on the search prompts; "
-            f"held-out: best {s['heldout']['best']:.3f} vs sources {held}",
-            f"report:   {s['report']}",
-            f"exported: {s['exported']}",
-            f"summary:  {self.run_dir / 'demo_summary.json'} ({s['seconds']} s in all)",
-        ])
+        return "\n".join(
+            [
+                self.table,
+                "",
+                f"best merge (trial {s['best_trial']}) {verdict} both sources on the search prompts; "
+                f"held-out: best {s['heldout']['best']:.3f} vs sources {held}",
+                f"report:   {s['report']}",
+                f"exported: {s['exported']}",
+                f"summary:  {self.run_dir / 'demo_summary.json'} ({s['seconds']} s in all)",
+            ]
+        )
 
 
 @dataclass
@@ -130,7 +154,9 @@ def _score_split(config: Any, recipes: dict[str, Any], split: str) -> dict[str, 
 
 
 def _table(search: dict[str, _Scored], heldout: dict[str, _Scored], judges: list[str]) -> str:
-    head = f"{'model':<14}" + "".join(f"{j:>9}" for j in judges) + f"{'objective':>11}{'held-out':>10}"
+    head = (
+        f"{'model':<14}" + "".join(f"{j:>9}" for j in judges) + f"{'objective':>11}{'held-out':>10}"
+    )
     lines = [head, "-" * len(head)]
     for name, s in search.items():
         row = f"{name:<14}" + "".join(f"{s.scores.get(j, math.nan):9.3f}" for j in judges)
@@ -138,9 +164,16 @@ def _table(search: dict[str, _Scored], heldout: dict[str, _Scored], judges: list
     return "\n".join(lines)
 
 
-def run_demo(run_dir: str | Path = "runs/demo", *, trials: int | None = None, progress: bool = True,
-             cache_dir: str | Path | None = None, workers: int = 2, export: bool = True,
-             size: str = "full") -> DemoResult:
+def run_demo(
+    run_dir: str | Path = "runs/demo",
+    *,
+    trials: int | None = None,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+    workers: int = 2,
+    export: bool = True,
+    size: str = "full",
+) -> DemoResult:
     """Run the demo end to end; writes ``demo_summary.json`` and returns it with the table.
 
     ``size="tiny"`` builds barely trained models (for tests of the pipeline's plumbing);
@@ -155,11 +188,16 @@ def run_demo(run_dir: str | Path = "runs/demo", *, trials: int | None = None, pr
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    models = build_demo_models(Path(cache_dir) if cache_dir else default_cache_dir(), size=size, progress=progress)
+    models = build_demo_models(
+        Path(cache_dir) if cache_dir else default_cache_dir(), size=size, progress=progress
+    )
     cfg_path = run_dir / "demo_run.yaml"
     cfg_path.write_text(
-        yaml.safe_dump(demo_run_config(models, trials=trials or DEFAULT_TRIALS, workers=workers),
-                       sort_keys=False, allow_unicode=True),
+        yaml.safe_dump(
+            demo_run_config(models, trials=trials or DEFAULT_TRIALS, workers=workers),
+            sort_keys=False,
+            allow_unicode=True,
+        ),
         encoding="utf-8",
     )
     summary = run_search(cfg_path, run_dir=run_dir, progress=progress)
@@ -177,11 +215,18 @@ def run_demo(run_dir: str | Path = "runs/demo", *, trials: int | None = None, pr
     judges = list(config.judging.judges) if config.judging else []
     table = _table(search_scores, heldout_scores, judges)
 
-    baselines = {n: {"values": s.values, "scores": s.scores, "samples": s.samples}
-                 for n, s in search_scores.items() if n != "best merge"}
-    (run_dir / "baselines.json").write_text(json.dumps(baselines, ensure_ascii=False, indent=2), encoding="utf-8")
+    baselines = {
+        n: {"values": s.values, "scores": s.scores, "samples": s.samples}
+        for n, s in search_scores.items()
+        if n != "best merge"
+    }
+    (run_dir / "baselines.json").write_text(
+        json.dumps(baselines, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     if export:
-        export_trial(run_dir, run_dir / "best_model", trial="best", overwrite=True, progress=progress)
+        export_trial(
+            run_dir, run_dir / "best_model", trial="best", overwrite=True, progress=progress
+        )
     report = write_report(run_dir)
     result = {
         "sources": {n: search_scores[n].values[0] for n in pool.source_names},
@@ -195,11 +240,16 @@ def run_demo(run_dir: str | Path = "runs/demo", *, trials: int | None = None, pr
         "heldout_scores": {n: s.scores for n, s in heldout_scores.items()},
         "n_complete": status["n_complete"],
         "n_failed": status["n_failed"],
-        "beats_sources": all(search_scores["best merge"].values[0] > search_scores[n].values[0] for n in pool.source_names),
+        "beats_sources": all(
+            search_scores["best merge"].values[0] > search_scores[n].values[0]
+            for n in pool.source_names
+        ),
         "report": str(report),
         "exported": str(run_dir / "best_model") if export else None,
         "seconds": round(time.perf_counter() - start, 1),
         "data": str(demo_data_dir()),
     }
-    (run_dir / "demo_summary.json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    (run_dir / "demo_summary.json").write_text(
+        json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     return DemoResult(summary=result, table=table, run_dir=run_dir)

@@ -26,7 +26,9 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
     out = Path(out_dir).expanduser().absolute()
     if out.exists() or out.is_symlink():
         if not out.is_dir():
-            raise ExportError(f"out_dir: {str(out)!r} exists and is not a directory; choose another path")
+            raise ExportError(
+                f"out_dir: {str(out)!r} exists and is not a directory; choose another path"
+            )
         if any(out.iterdir()) and not overwrite:
             raise ExportError(
                 f"out_dir: {str(out)!r} exists and is not empty; choose another directory, "
@@ -50,7 +52,9 @@ def atomic_directory(out_dir: str | Path, *, overwrite: bool = False) -> Iterato
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as err:
-        raise ExportError(f"out_dir: cannot create a directory next to {str(out)!r}: {err}") from err
+        raise ExportError(
+            f"out_dir: cannot create a directory next to {str(out)!r}: {err}"
+        ) from err
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
     try:
         yield tmp
@@ -74,7 +78,9 @@ def _commit(tmp: Path, out: Path, *, overwrite: bool) -> None:
     except OSError as err:
         if old is not None:
             os.replace(old, out)
-        raise ExportError(f"out_dir: cannot move the finished checkpoint to {str(out)!r}: {err}") from err
+        raise ExportError(
+            f"out_dir: cannot move the finished checkpoint to {str(out)!r}: {err}"
+        ) from err
     if old is not None:
         logger.info("replaced the previous contents of %s", out)
         shutil.rmtree(old, ignore_errors=True)

@@ -73,9 +73,13 @@ def write_checkpoint(
     out = check_out_dir(out_dir, overwrite=overwrite)
     base = Path(base_dir) if base_dir is not None else None
     if base is not None and not base.is_dir():
-        raise ExportError(f"base_dir: {str(base)!r} is not a directory; pass the base model's folder or None")
+        raise ExportError(
+            f"base_dir: {str(base)!r} is not a directory; pass the base model's folder or None"
+        )
     if out_dtype is not None and not out_dtype.is_floating_point:
-        raise ExportError(f"out_dtype: expected a floating dtype such as torch.bfloat16, got {out_dtype}")
+        raise ExportError(
+            f"out_dtype: expected a floating dtype such as torch.bfloat16, got {out_dtype}"
+        )
     reserved = {"config.json"} | ({MERGE_CONFIG_NAME} if merge_config_yaml is not None else set())
     check_extra_files(extra_files or {}, reserved=reserved)
 
@@ -84,7 +88,9 @@ def write_checkpoint(
         stats = _stream(tensors, writer, out_dtype=out_dtype, progress=progress)
         files = writer.finalize()
         dtype = out_dtype or stats.main_dtype()
-        write_json(tmp / "config.json", output_config(config, dtype=dtype, vocab_size=stats.vocab_rows()))
+        write_json(
+            tmp / "config.json", output_config(config, dtype=dtype, vocab_size=stats.vocab_rows())
+        )
         write_generation_config(tmp, base_dir=base, config=config)
         if base is not None:
             copy_tokenizer_files(base, tmp)
@@ -93,7 +99,10 @@ def write_checkpoint(
         write_extra_files(tmp, extra_files or {})
     logger.info(
         "wrote %d tensors (%.2f GB in %d weight file(s)) to %s",
-        stats.count, writer.total_size / 1e9, sum(f.endswith(".safetensors") for f in files), out,
+        stats.count,
+        writer.total_size / 1e9,
+        sum(f.endswith(".safetensors") for f in files),
+        out,
     )
     return out
 
@@ -134,10 +143,14 @@ def _stream(
     with tqdm(desc="Writing checkpoint", unit="B", unit_scale=True, disable=not progress) as bar:
         for item in tensors:
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
-                raise ExportError(f"tensors: expected (name, tensor) pairs, got {type(item).__name__}")
+                raise ExportError(
+                    f"tensors: expected (name, tensor) pairs, got {type(item).__name__}"
+                )
             name, t = item
             if not isinstance(t, torch.Tensor):
-                raise ExportError(f"tensor {name!r}: expected a torch.Tensor, got {type(t).__name__}")
+                raise ExportError(
+                    f"tensor {name!r}: expected a torch.Tensor, got {type(t).__name__}"
+                )
             if out_dtype is not None and t.is_floating_point() and t.dtype != out_dtype:
                 t = t.to(out_dtype)
             stats.observe(name, t)

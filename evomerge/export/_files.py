@@ -55,7 +55,9 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def output_config(config: Mapping[str, Any], *, dtype: torch.dtype | None, vocab_size: int | None) -> dict[str, Any]:
+def output_config(
+    config: Mapping[str, Any], *, dtype: torch.dtype | None, vocab_size: int | None
+) -> dict[str, Any]:
     """A copy of ``config`` with its dtype and vocab size set to what was written.
 
     Both ``dtype`` (transformers >= 4.56) and the older ``torch_dtype`` are updated where
@@ -67,12 +69,16 @@ def output_config(config: Mapping[str, Any], *, dtype: torch.dtype | None, vocab
         for k in keys:
             out[k] = dtype_name(dtype)
     if vocab_size is not None and "vocab_size" in out and out["vocab_size"] != vocab_size:
-        logger.info("vocab_size: %s -> %d (the embedding rows written)", out["vocab_size"], vocab_size)
+        logger.info(
+            "vocab_size: %s -> %d (the embedding rows written)", out["vocab_size"], vocab_size
+        )
         out["vocab_size"] = vocab_size
     return out
 
 
-def write_generation_config(out_dir: Path, *, base_dir: Path | None, config: Mapping[str, Any]) -> None:
+def write_generation_config(
+    out_dir: Path, *, base_dir: Path | None, config: Mapping[str, Any]
+) -> None:
     """Copy the base's generation_config.json, or write a minimal one from ``config``."""
     src = base_dir / "generation_config.json" if base_dir is not None else None
     if src is not None and src.is_file():
@@ -113,9 +119,13 @@ def check_extra_files(files: Mapping[str, str | bytes], *, reserved: set[str]) -
         if not rel or PurePosixPath(rel).is_absolute() or ".." in parts or "\\" in rel:
             raise ExportError(f"extra_files: {rel!r} must be a relative path inside the checkpoint")
         if rel in reserved or rel.endswith((".safetensors", ".safetensors.index.json")):
-            raise ExportError(f"extra_files: {rel!r} is written by the checkpoint writer itself; use another name")
+            raise ExportError(
+                f"extra_files: {rel!r} is written by the checkpoint writer itself; use another name"
+            )
         if not isinstance(content, str | bytes):
-            raise ExportError(f"extra_files[{rel!r}]: expected str or bytes, got {type(content).__name__}")
+            raise ExportError(
+                f"extra_files[{rel!r}]: expected str or bytes, got {type(content).__name__}"
+            )
 
 
 def write_extra_files(out_dir: Path, files: Mapping[str, str | bytes]) -> None:

@@ -52,7 +52,9 @@ class ShardWriter:
         if self._finalized:
             raise ExportError("ShardWriter.add called after finalize")
         if not isinstance(tensor, torch.Tensor):
-            raise ExportError(f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}")
+            raise ExportError(
+                f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}"
+            )
         if name in self._names:
             raise ExportError(f"tensor {name!r} was given twice; every tensor name must be unique")
         t = tensor.detach().to("cpu").contiguous()
@@ -108,7 +110,13 @@ class ShardWriter:
         i = len(self._shard_files)
         provisional = f".{self.basename}-part-{i + 1:05d}.safetensors"
         path = self.out_dir / provisional
-        logger.debug("writing shard %d (%d tensors, %d bytes) to %s", i + 1, len(self._shard), self._shard_bytes, path)
+        logger.debug(
+            "writing shard %d (%d tensors, %d bytes) to %s",
+            i + 1,
+            len(self._shard),
+            self._shard_bytes,
+            path,
+        )
         try:
             save_file(self._shard, str(path), metadata={"format": "pt"})
         except (OSError, RuntimeError, ValueError) as err:
@@ -119,4 +127,3 @@ class ShardWriter:
         self._shard = {}
         self._shard_bytes = 0
         self._shard_spans = []
-

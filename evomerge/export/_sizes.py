@@ -34,7 +34,11 @@ def parse_size(size: int | str, *, name: str = "shard_size") -> int:
         raise ExportError(f"{name}: expected a size like '5GB', got {size!r}")
     if isinstance(size, int):
         value = size
-    elif isinstance(size, str) and (m := _SIZE_RE.match(size)) and m.group(2).lower() in _UNITS | {"": 1}:
+    elif (
+        isinstance(size, str)
+        and (m := _SIZE_RE.match(size))
+        and m.group(2).lower() in _UNITS | {"": 1}
+    ):
         number, unit = m.groups()
         value = int(float(number) * _UNITS.get(unit.lower(), 1))
     else:

@@ -27,7 +27,9 @@ def _dtype_field(recipe: MergeRecipe, field: str, *, source: str) -> torch.dtype
         return None
     dtype = DTYPES.get(name.removeprefix("torch."))
     if dtype is None:
-        raise ConfigError(f"{source}: {field}: unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+        raise ConfigError(
+            f"{source}: {field}: unknown dtype {name!r}; use one of {', '.join(DTYPES)}"
+        )
     return dtype
 
 
@@ -109,5 +111,11 @@ def merge_from_yaml(
         merge_config_yaml=recipe.to_mergekit_yaml(),
         overwrite=overwrite,
     )
-    logger.info("merged %s (%s) into %s in %.1fs", source, recipe.merge_method, out, time.perf_counter() - start)
+    logger.info(
+        "merged %s (%s) into %s in %.1fs",
+        source,
+        recipe.merge_method,
+        out,
+        time.perf_counter() - start,
+    )
     return out

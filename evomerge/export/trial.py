@@ -42,7 +42,9 @@ def pick_trial(study: optuna.Study, trial: str | int) -> FrozenTrial:
         raise ExportError(f"no trial {number} in the study (trials 0..{len(study.trials) - 1})")
     if found.state != TrialState.COMPLETE:
         err = found.user_attrs.get("error", "")
-        raise ExportError(f"trial {number} is {found.state.name}{': ' + err if err else ''}; export a complete trial")
+        raise ExportError(
+            f"trial {number} is {found.state.name}{': ' + err if err else ''}; export a complete trial"
+        )
     return found
 
 
@@ -83,10 +85,20 @@ def export_trial(
     pool = open_pool(config)
     yaml_text = recipe.to_mergekit_yaml()
     logger.info("exporting trial %d (%s) to %s", chosen.number, recipe.merge_method, out_dir)
-    tensors = iter_merged_tensors(recipe, pool, device=device, seed=config.merge.seed, progress=progress)
+    tensors = iter_merged_tensors(
+        recipe, pool, device=device, seed=config.merge.seed, progress=progress
+    )
     return write_checkpoint(
-        tensors, out_dir, config=pool.config, base_dir=pool.base_path, shard_size=shard_size,
+        tensors,
+        out_dir,
+        config=pool.config,
+        base_dir=pool.base_path,
+        shard_size=shard_size,
         merge_config_yaml=yaml_text,
-        extra_files={MERGEKIT_YAML: yaml_text, "README.md": model_card(config, study, chosen, recipe)},
-        overwrite=overwrite, progress=progress,
+        extra_files={
+            MERGEKIT_YAML: yaml_text,
+            "README.md": model_card(config, study, chosen, recipe),
+        },
+        overwrite=overwrite,
+        progress=progress,
     )

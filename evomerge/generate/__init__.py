@@ -84,4 +84,3 @@ __all__ = [
     "template_fields",
     "weight_targets",
 ]
-

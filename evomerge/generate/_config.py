@@ -39,7 +39,9 @@ def template_fields(template: str) -> list[str]:
         if field is None:
             continue
         if not field or field.isdigit():
-            raise ValueError(f"positional field {{{field}}} in template; use named fields: {', '.join(TEMPLATE_FIELDS)}")
+            raise ValueError(
+                f"positional field {{{field}}} in template; use named fields: {', '.join(TEMPLATE_FIELDS)}"
+            )
         names.append(field)
     return names
 
@@ -50,7 +52,9 @@ def _check_template(value: str | None, allowed: tuple[str, ...]) -> str | None:
     try:
         used = template_fields(value)
     except ValueError as err:
-        raise ValueError(f"invalid template: {err} (write literal braces as {{{{ and }}}})") from None
+        raise ValueError(
+            f"invalid template: {err} (write literal braces as {{{{ and }}}})"
+        ) from None
     unknown = sorted({f for f in used if f not in allowed})
     if unknown:
         raise ValueError(f"unknown template field(s) {unknown}; available: {', '.join(allowed)}")
@@ -85,7 +89,9 @@ class GenerationParams(BaseModel):
     @classmethod
     def _no_empty_stop(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if any(s == "" for s in v):
-            raise ValueError("stop strings must be non-empty (an empty string would cut every answer to '')")
+            raise ValueError(
+                "stop strings must be non-empty (an empty string would cut every answer to '')"
+            )
         return v
 
 
@@ -159,7 +165,9 @@ class GenerationConfig(BaseModel):
     @field_validator("system_prompt")
     @classmethod
     def _valid_system_prompt(cls, v: str | None) -> str | None:
-        return _check_template(v, tuple(f for f in TEMPLATE_FIELDS if f not in ("system", "question")))
+        return _check_template(
+            v, tuple(f for f in TEMPLATE_FIELDS if f not in ("system", "question"))
+        )
 
     def resolve_paths(self, root: Path) -> GenerationConfig:
         """A copy with every relative path (prompts, heldout, persona, retrieval model) made
@@ -175,5 +183,7 @@ class GenerationConfig(BaseModel):
             if fixed is not None:
                 update[name] = fixed
         if self.retrieval is not None and not self.retrieval.model.is_absolute():
-            update["retrieval"] = self.retrieval.model_copy(update={"model": root / self.retrieval.model})
+            update["retrieval"] = self.retrieval.model_copy(
+                update={"model": root / self.retrieval.model}
+            )
         return self.model_copy(update=update)

@@ -27,7 +27,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if m is None:
         raise GenerationError(f"device {text!r} is not supported; use cpu, cuda, cuda:N or auto")
     if not torch.cuda.is_available():
-        raise GenerationError(f"device {text!r} requested but CUDA is not available; use device 'cpu' or 'auto'")
+        raise GenerationError(
+            f"device {text!r} requested but CUDA is not available; use device 'cpu' or 'auto'"
+        )
     index = int(m.group(1) or 0)
     if index >= torch.cuda.device_count():
         raise GenerationError(
@@ -41,5 +43,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in _DTYPES:
-        raise GenerationError(f"dtype {name!r} is not supported. Available: auto, {', '.join(_DTYPES)}")
+        raise GenerationError(
+            f"dtype {name!r} is not supported. Available: auto, {', '.join(_DTYPES)}"
+        )
     return _DTYPES[name]

@@ -57,7 +57,9 @@ def _stop_criteria(tokenizer: Any, stops: Sequence[str], prompt_len: int) -> Any
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
             tail = input_ids[:, max(prompt_len, input_ids.shape[1] - window) :]
             texts = tokenizer.batch_decode(tail, skip_special_tokens=True)
-            return torch.tensor([has_stop(t, stops) for t in texts], dtype=torch.bool, device=input_ids.device)
+            return torch.tensor(
+                [has_stop(t, stops) for t in texts], dtype=torch.bool, device=input_ids.device
+            )
 
     return _StopStrings()
 
@@ -74,7 +76,9 @@ class HFGenerator:
         self._opts = options or HFOptions()
         if self._tok.pad_token_id is None:
             if self._tok.eos_token is None:
-                raise GenerationError("the tokenizer has neither a pad token nor an EOS token; cannot batch prompts")
+                raise GenerationError(
+                    "the tokenizer has neither a pad token nor an EOS token; cannot batch prompts"
+                )
             self._tok.pad_token = self._tok.eos_token
         self._targets = weight_targets(model)
         self._eos = self._eos_ids()
@@ -105,7 +109,9 @@ class HFGenerator:
         if opts.attn_implementation is not None:
             kwargs["attn_implementation"] = opts.attn_implementation
         try:
-            tok = AutoTokenizer.from_pretrained(str(model_path), **({"trust_remote_code": True} if trust_remote_code else {}))
+            tok = AutoTokenizer.from_pretrained(
+                str(model_path), **({"trust_remote_code": True} if trust_remote_code else {})
+            )
             model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
         except (OSError, ValueError) as err:
             raise GenerationError(f"cannot load a causal LM from {model_path}: {err}") from err
@@ -117,12 +123,23 @@ class HFGenerator:
 
     @classmethod
     def from_config(
-        cls, cfg: GenerationConfig, *, model_path: Path, device: str, trust_remote_code: bool = False
+        cls,
+        cfg: GenerationConfig,
+        *,
+        model_path: Path,
+        device: str,
+        trust_remote_code: bool = False,
     ) -> HFGenerator:
         """Build from the ``generation:`` section (ConfigError on bad ``backend_options``)."""
-        opts = validate_model(HFOptions, cfg.backend_options, source="generation.backend_options (hf)")
+        opts = validate_model(
+            HFOptions, cfg.backend_options, source="generation.backend_options (hf)"
+        )
         return cls.from_pretrained(
-            model_path, device=device, dtype=cfg.dtype, trust_remote_code=trust_remote_code, options=opts
+            model_path,
+            device=device,
+            dtype=cfg.dtype,
+            trust_remote_code=trust_remote_code,
+            options=opts,
         )
 
     # -- introspection ---------------------------------------------------------------------------
@@ -151,7 +168,9 @@ class HFGenerator:
 
     # -- weights ----------------------------------------------------------------------------------
 
-    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], *, strict: bool = False) -> None:
+    def load_weights(
+        self, named_tensors: Iterable[tuple[str, torch.Tensor]], *, strict: bool = False
+    ) -> None:
         """Copy tensors into the existing parameters (see :func:`copy_named_tensors`)."""
         n = copy_named_tensors(self._targets, named_tensors, strict=strict)
         logger.debug("hf generator: loaded %d tensors in place", n)
@@ -174,13 +193,16 @@ class HFGenerator:
 
         old = self._model.generation_config
         self._model.generation_config = HFGenerationConfig(
-            bos_token_id=getattr(old, "bos_token_id", None), eos_token_id=self._eos or None,
+            bos_token_id=getattr(old, "bos_token_id", None),
+            eos_token_id=self._eos or None,
             pad_token_id=self._tok.pad_token_id,
         )
 
     def _encode(self, text: str) -> list[int]:
         bos = self._tok.bos_token
-        add_special = not (bos and text.startswith(bos))  # chat templates often write BOS themselves
+        add_special = not (
+            bos and text.startswith(bos)
+        )  # chat templates often write BOS themselves
         return list(self._tok(text, add_special_tokens=add_special)["input_ids"])
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,27 +241,41 @@ class HFGenerator:
         answers: list[str] = []
         batches = range(0, len(prompts), bs)
         for b, start in enumerate(tqdm(batches, desc="generate", disable=not self._opts.progress)):
-            answers += self._generate_batch(prompts[start : start + bs], params, gen_cfg, seed=params.seed + b)
+            answers += self._generate_batch(
+                prompts[start : start + bs], params, gen_cfg, seed=params.seed + b
+            )
         return answers
 
-    def _generate_batch(self, prompts: list[str], params: GenerationParams, gen_cfg: Any, *, seed: int) -> list[str]:
+    def _generate_batch(
+        self, prompts: list[str], params: GenerationParams, gen_cfg: Any, *, seed: int
+    ) -> list[str]:
         seqs = [self._encode(p) for p in prompts]
         if not all(seqs):
-            raise GenerationError("generate: a prompt encodes to no tokens; every prompt needs some text")
+            raise GenerationError(
+                "generate: a prompt encodes to no tokens; every prompt needs some text"
+            )
         ids, mask = self._left_pad(seqs)
         prompt_len = ids.shape[1]
-        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "generation_config": gen_cfg}
+        kwargs: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "generation_config": gen_cfg,
+        }
         if params.stop:
             from transformers import StoppingCriteriaList
 
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_criteria(self._tok, params.stop, prompt_len)])
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_stop_criteria(self._tok, params.stop, prompt_len)]
+            )
         devices = [self.device] if self.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 torch.manual_seed(seed)
                 out = self._model.generate(**kwargs)  # [B, T + new]
         except (RuntimeError, ValueError) as err:
-            raise GenerationError(f"hf generate failed on a batch of {len(prompts)} prompt(s): {err}") from err
+            raise GenerationError(
+                f"hf generate failed on a batch of {len(prompts)} prompt(s): {err}"
+            ) from err
         texts = self._tok.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
         return [cut_at_stop(t, params.stop).strip() for t in texts]
 
@@ -267,7 +303,9 @@ class HFGenerator:
 
     def _score_batch(self, seqs: list[list[int]]) -> list[float]:
         width = max(1, max(len(s) for s in seqs))
-        ids = torch.full((len(seqs), width), self._tok.pad_token_id, dtype=torch.long)  # [B, T] right-padded
+        ids = torch.full(
+            (len(seqs), width), self._tok.pad_token_id, dtype=torch.long
+        )  # [B, T] right-padded
         mask = torch.zeros((len(seqs), width), dtype=torch.long)  # [B, T]
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)

@@ -111,7 +111,9 @@ def load_prompt_set(path: str | Path) -> list[PromptRecord]:
             errors.append(f"  line {lineno}: 'reference' must be a string (got {ref!r})")
             continue
         facts = obj.get("facts")
-        if facts is not None and not (isinstance(facts, list) and all(isinstance(f, str) for f in facts)):
+        if facts is not None and not (
+            isinstance(facts, list) and all(isinstance(f, str) for f in facts)
+        ):
             errors.append(f"  line {lineno}: 'facts' must be a list of strings (got {facts!r})")
             continue
         rid = str(obj["id"]) if obj.get("id") is not None else str(len(records))
@@ -121,12 +123,16 @@ def load_prompt_set(path: str | Path) -> list[PromptRecord]:
         seen[rid] = lineno
         ignored |= set(obj) - {"id", "question", "reference", "facts"}
         records.append(
-            PromptRecord(id=rid, question=q, reference=ref, facts=tuple(facts) if facts is not None else None)
+            PromptRecord(
+                id=rid, question=q, reference=ref, facts=tuple(facts) if facts is not None else None
+            )
         )
     if errors:
         raise ConfigError(f"{path}: {len(errors)} invalid line(s)\n" + "\n".join(errors))
     if not records:
-        raise ConfigError(f"{path}: the prompt set is empty; write one JSON object per line with a 'question'")
+        raise ConfigError(
+            f"{path}: the prompt set is empty; write one JSON object per line with a 'question'"
+        )
     if ignored:
         logger.warning("%s: ignoring unknown key(s) %s", path, sorted(ignored))
     return records

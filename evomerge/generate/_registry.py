@@ -36,16 +36,24 @@ ENTRY_POINT_GROUP = "evomerge.generators"
 GeneratorFactory = Callable[..., "Generator"]
 
 
-def _build_hf(cfg: GenerationConfig, *, model_path: Path, device: str, trust_remote_code: bool) -> Generator:
+def _build_hf(
+    cfg: GenerationConfig, *, model_path: Path, device: str, trust_remote_code: bool
+) -> Generator:
     from evomerge.generate._hf import HFGenerator
 
-    return HFGenerator.from_config(cfg, model_path=model_path, device=device, trust_remote_code=trust_remote_code)
+    return HFGenerator.from_config(
+        cfg, model_path=model_path, device=device, trust_remote_code=trust_remote_code
+    )
 
 
-def _build_vllm(cfg: GenerationConfig, *, model_path: Path, device: str, trust_remote_code: bool) -> Generator:
+def _build_vllm(
+    cfg: GenerationConfig, *, model_path: Path, device: str, trust_remote_code: bool
+) -> Generator:
     from evomerge.generate._vllm import VLLMGenerator
 
-    return VLLMGenerator.from_config(cfg, model_path=model_path, device=device, trust_remote_code=trust_remote_code)
+    return VLLMGenerator.from_config(
+        cfg, model_path=model_path, device=device, trust_remote_code=trust_remote_code
+    )
 
 
 _BUILTIN: dict[str, GeneratorFactory] = {"hf": _build_hf, "vllm": _build_vllm}
@@ -55,7 +63,9 @@ _REGISTERED: dict[str, GeneratorFactory] = {}
 def register_generator(name: str, factory: GeneratorFactory, *, overwrite: bool = False) -> None:
     """Register a backend factory under ``name`` (raises ValueError if taken, unless ``overwrite``)."""
     if not overwrite and name in available_generators():
-        raise ValueError(f"generator backend {name!r} is already registered; pass overwrite=True to replace it")
+        raise ValueError(
+            f"generator backend {name!r} is already registered; pass overwrite=True to replace it"
+        )
     _REGISTERED[name] = factory
 
 
@@ -81,9 +91,13 @@ def get_generator_factory(name: str) -> GeneratorFactory:
     if name in eps:
         factory = eps[name].load()
         if not callable(factory):
-            raise ConfigError(f"entry point {ENTRY_POINT_GROUP}:{name} = {eps[name].value} is not callable")
+            raise ConfigError(
+                f"entry point {ENTRY_POINT_GROUP}:{name} = {eps[name].value} is not callable"
+            )
         return factory
-    raise ConfigError(f"Unknown generation backend {name!r}. Available: {', '.join(available_generators())}")
+    raise ConfigError(
+        f"Unknown generation backend {name!r}. Available: {', '.join(available_generators())}"
+    )
 
 
 def build_generator(
@@ -97,4 +111,6 @@ def build_generator(
     """
     factory = get_generator_factory(cfg.backend)
     logger.info("starting %s generator on %s (%s)", cfg.backend, device, model_path)
-    return factory(cfg, model_path=Path(model_path), device=device, trust_remote_code=trust_remote_code)
+    return factory(
+        cfg, model_path=Path(model_path), device=device, trust_remote_code=trust_remote_code
+    )

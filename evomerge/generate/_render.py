@@ -41,11 +41,15 @@ def render_chat(tokenizer: Any, system: str, question: str) -> str:
         try:
             return str(
                 tokenizer.apply_chat_template(
-                    [{"role": "system", "content": system}, *messages], tokenize=False, add_generation_prompt=True
+                    [{"role": "system", "content": system}, *messages],
+                    tokenize=False,
+                    add_generation_prompt=True,
                 )
             )
         except Exception as err:  # jinja2 TemplateError raised by the template itself
-            logger.debug("chat template rejected a system message (%s); merging it into the user turn", err)
+            logger.debug(
+                "chat template rejected a system message (%s); merging it into the user turn", err
+            )
             messages = [{"role": "user", "content": f"{system}\n\n{question}"}]
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
@@ -65,11 +69,15 @@ def _load_tokenizer(tokenizer_path: Path) -> Any:
     return tok
 
 
-def _contexts(cfg: GenerationConfig, persona: Persona, questions: list[str], embedder: Embedder | None) -> list[str]:
+def _contexts(
+    cfg: GenerationConfig, persona: Persona, questions: list[str], embedder: Embedder | None
+) -> list[str]:
     if cfg.retrieval is None:
         return [format_context(persona.facts)] * len(questions)
     if not persona.facts:
-        logger.warning("generation.retrieval is set but the persona has no facts; context stays empty")
+        logger.warning(
+            "generation.retrieval is set but the persona has no facts; context stays empty"
+        )
         return [""] * len(questions)
     retriever = FactRetriever(
         facts=persona.facts,
@@ -102,7 +110,9 @@ def build_prompt_items(
         path = cfg.prompts
     elif split == "heldout":
         if cfg.heldout_prompts is None:
-            raise ConfigError("generation.heldout_prompts is not set; add a JSONL file to evaluate on held-out prompts")
+            raise ConfigError(
+                "generation.heldout_prompts is not set; add a JSONL file to evaluate on held-out prompts"
+            )
         path = cfg.heldout_prompts
     else:
         raise ValueError(f"split must be 'search' or 'heldout', got {split!r}")
@@ -110,7 +120,9 @@ def build_prompt_items(
     if cfg.max_prompts is not None:
         records = records[: cfg.max_prompts]
     if cfg.retrieval is not None and cfg.persona is None:
-        raise ConfigError("generation.retrieval needs generation.persona (a persona file with facts)")
+        raise ConfigError(
+            "generation.retrieval needs generation.persona (a persona file with facts)"
+        )
     persona = load_persona(cfg.persona) if cfg.persona is not None else Persona()
     contexts = _contexts(cfg, persona, [r.question for r in records], embedder)
     tok = None
@@ -119,7 +131,12 @@ def build_prompt_items(
 
     items: list[PromptItem] = []
     for rec, context in zip(records, contexts, strict=True):
-        fields = {"name": persona.name, "profile": persona.profile, "examples": persona.examples, "context": context}
+        fields = {
+            "name": persona.name,
+            "profile": persona.profile,
+            "examples": persona.examples,
+            "context": context,
+        }
         if cfg.system_prompt is not None:
             system = cfg.system_prompt.format_map(fields)
         elif cfg.persona is not None:
@@ -135,8 +152,13 @@ def build_prompt_items(
                 raise GenerationError(f"chat template failed on prompt {rec.id!r}: {err}") from err
         items.append(
             PromptItem(
-                id=rec.id, question=rec.question, prompt=prompt, reference=rec.reference, context=context,
-                profile=persona.profile, examples=persona.examples,
+                id=rec.id,
+                question=rec.question,
+                prompt=prompt,
+                reference=rec.reference,
+                context=context,
+                profile=persona.profile,
+                examples=persona.examples,
                 facts=rec.facts if rec.facts is not None else persona.facts,
             )
         )

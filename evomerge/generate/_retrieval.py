@@ -58,7 +58,9 @@ def select_facts(
     """The facts whose similarity [m] is >= ``threshold``, most similar first (ties keep file
     order), at most ``top_k`` of them."""
     sims = np.asarray(similarities, dtype=np.float64)
-    order = sorted((i for i in range(len(facts)) if sims[i] >= threshold), key=lambda i: (-sims[i], i))
+    order = sorted(
+        (i for i in range(len(facts)) if sims[i] >= threshold), key=lambda i: (-sims[i], i)
+    )
     if top_k is not None:
         order = order[:top_k]
     return tuple(facts[i] for i in order)
@@ -80,7 +82,12 @@ class FactRetriever:
     """
 
     def __init__(
-        self, *, facts: Sequence[str], embedder: Embedder, threshold: float = 0.75, top_k: int | None = None
+        self,
+        *,
+        facts: Sequence[str],
+        embedder: Embedder,
+        threshold: float = 0.75,
+        top_k: int | None = None,
     ) -> None:
         self.facts = tuple(facts)
         self.threshold = threshold
@@ -96,15 +103,22 @@ class FactRetriever:
             return [() for _ in questions]
         q = _embed(self._embedder, questions, "questions")
         if q.shape[1] != self._fact_vecs.shape[1]:
-            raise GenerationError(f"embedder dimensions differ: questions {q.shape[1]}, facts {self._fact_vecs.shape[1]}")
+            raise GenerationError(
+                f"embedder dimensions differ: questions {q.shape[1]}, facts {self._fact_vecs.shape[1]}"
+            )
         sims = cosine_similarity(q, self._fact_vecs)  # [questions, facts]
-        return [select_facts(row, self.facts, threshold=self.threshold, top_k=self.top_k) for row in sims]
+        return [
+            select_facts(row, self.facts, threshold=self.threshold, top_k=self.top_k)
+            for row in sims
+        ]
 
 
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model (``pip install 'evomerge[embed]'``)."""
 
-    def __init__(self, *, model_path: str | Path, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self, *, model_path: str | Path, device: str = "cpu", batch_size: int = 32
+    ) -> None:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as err:
@@ -112,12 +126,16 @@ class SentenceTransformerEmbedder:
                 "generation.retrieval needs sentence-transformers: pip install 'evomerge[embed]'"
             ) from err
         if not Path(model_path).exists():
-            raise ConfigError(f"generation.retrieval.model: {model_path} does not exist (a local model directory)")
+            raise ConfigError(
+                f"generation.retrieval.model: {model_path} does not exist (a local model directory)"
+            )
         self._model: Any = SentenceTransformer(str(model_path), device=device)
         self._batch_size = batch_size
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vecs = self._model.encode(list(texts), batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False)
+        vecs = self._model.encode(
+            list(texts), batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
         return np.asarray(vecs)
 
 

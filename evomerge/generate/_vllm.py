@@ -84,7 +84,9 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as err:
-        raise GenerationError("backend 'vllm' needs vLLM on a CUDA machine: pip install 'evomerge[vllm]'") from err
+        raise GenerationError(
+            "backend 'vllm' needs vLLM on a CUDA machine: pip install 'evomerge[vllm]'"
+        ) from err
     return vllm
 
 
@@ -141,7 +143,9 @@ class VLLMGenerator:
         vllm = _import_vllm()
         from transformers import AutoConfig
 
-        hf_cfg = AutoConfig.from_pretrained(str(model_path), **({"trust_remote_code": True} if trust_remote_code else {}))
+        hf_cfg = AutoConfig.from_pretrained(
+            str(model_path), **({"trust_remote_code": True} if trust_remote_code else {})
+        )
         kwargs: dict[str, Any] = {
             "model": str(model_path),
             "dtype": "bfloat16" if dtype == "auto" else dtype,
@@ -170,14 +174,25 @@ class VLLMGenerator:
 
     @classmethod
     def from_config(
-        cls, cfg: GenerationConfig, *, model_path: Path, device: str, trust_remote_code: bool = False
+        cls,
+        cfg: GenerationConfig,
+        *,
+        model_path: Path,
+        device: str,
+        trust_remote_code: bool = False,
     ) -> VLLMGenerator:
         """Build from the ``generation:`` section (ConfigError on bad ``backend_options``)."""
-        opts = validate_model(VLLMOptions, cfg.backend_options, source="generation.backend_options (vllm)")
+        opts = validate_model(
+            VLLMOptions, cfg.backend_options, source="generation.backend_options (vllm)"
+        )
         if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"generation.dtype {cfg.dtype!r} is not supported by vllm")
         return cls.from_pretrained(
-            model_path, device=device, dtype=cfg.dtype, trust_remote_code=trust_remote_code, options=opts
+            model_path,
+            device=device,
+            dtype=cfg.dtype,
+            trust_remote_code=trust_remote_code,
+            options=opts,
         )
 
     @property
@@ -190,19 +205,29 @@ class VLLMGenerator:
         every worker, then reset the prefix cache."""
         if isinstance(named_tensors, Mapping):  # a state dict works too
             named_tensors = named_tensors.items()
-        stream = named_tensors if self._shapes is None else check_shapes(named_tensors, self._shapes)
-        weights = list(vllm_weight_stream(stream, tie_word_embeddings=self._tied, rename_prefixes=self._opts.rename_prefixes))
+        stream = (
+            named_tensors if self._shapes is None else check_shapes(named_tensors, self._shapes)
+        )
+        weights = list(
+            vllm_weight_stream(
+                stream, tie_word_embeddings=self._tied, rename_prefixes=self._opts.rename_prefixes
+            )
+        )
         try:
             self._apply(weights)
         except GenerationError:
             raise
         except Exception as err:
-            raise GenerationError(f"vLLM rejected the new weights: {type(err).__name__}: {err}") from err
+            raise GenerationError(
+                f"vLLM rejected the new weights: {type(err).__name__}: {err}"
+            ) from err
         reset = getattr(self._llm, "reset_prefix_cache", None)
         if callable(reset):
             reset()
         else:
-            logger.warning("this vLLM has no LLM.reset_prefix_cache(); disable prefix caching to avoid stale KV")
+            logger.warning(
+                "this vLLM has no LLM.reset_prefix_cache(); disable prefix caching to avoid stale KV"
+            )
         logger.debug("vllm generator: loaded %d tensors in place", len(weights))
 
     def _apply(self, weights: list[tuple[str, torch.Tensor]]) -> None:
@@ -245,4 +270,6 @@ class VLLMGenerator:
             outputs = self._llm.generate(self._prompts(texts), sp, use_tqdm=False)
         except Exception as err:
             raise GenerationError(f"vLLM scoring failed: {type(err).__name__}: {err}") from err
-        return [mean_nll_from_prompt_logprobs(o.prompt_token_ids, o.prompt_logprobs) for o in outputs]
+        return [
+            mean_nll_from_prompt_logprobs(o.prompt_token_ids, o.prompt_logprobs) for o in outputs
+        ]

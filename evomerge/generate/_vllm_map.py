@@ -82,7 +82,9 @@ def _logprob_value(entry: Any) -> float:
     return float(entry.logprob if hasattr(entry, "logprob") else entry)
 
 
-def mean_nll_from_prompt_logprobs(token_ids: Sequence[int], prompt_logprobs: Sequence[Any] | None) -> float:
+def mean_nll_from_prompt_logprobs(
+    token_ids: Sequence[int], prompt_logprobs: Sequence[Any] | None
+) -> float:
     """Mean NLL of tokens 1.. of a prompt from vLLM's ``RequestOutput.prompt_logprobs``
     (a list aligned with the prompt tokens, ``None`` first, then ``{token_id: Logprob}``).
 

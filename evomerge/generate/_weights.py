@@ -72,8 +72,14 @@ def check_shapes(
 
 def _unknown(name: str, targets: Mapping[str, object]) -> GenerationError:
     close = difflib.get_close_matches(name, list(targets), n=3, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(close)}?" if close else f" The model has {len(targets)} tensors, e.g. {next(iter(targets), '-')}."
-    return GenerationError(f"load_weights: unknown tensor {name!r}: not a parameter of this model.{hint}")
+    hint = (
+        f" Did you mean: {', '.join(close)}?"
+        if close
+        else f" The model has {len(targets)} tensors, e.g. {next(iter(targets), '-')}."
+    )
+    return GenerationError(
+        f"load_weights: unknown tensor {name!r}: not a parameter of this model.{hint}"
+    )
 
 
 def copy_named_tensors(
@@ -122,8 +128,16 @@ def copy_named_tensors(
             written[key] = name
             count += 1
     if strict:
-        missing = sorted(n for n, t in targets.items() if id(t) not in written and not n.endswith(IGNORED_SUFFIXES))
+        missing = sorted(
+            n
+            for n, t in targets.items()
+            if id(t) not in written and not n.endswith(IGNORED_SUFFIXES)
+        )
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise GenerationError(f"load_weights(strict=True): {len(missing)} tensor(s) not given: {shown}")
+            shown = ", ".join(missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise GenerationError(
+                f"load_weights(strict=True): {len(missing)} tensor(s) not given: {shown}"
+            )
     return count

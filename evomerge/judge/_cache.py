@@ -27,9 +27,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["JudgeCache", "request_key"]
 
 
-def request_key(*, endpoint: str, model: str, messages: list[dict[str, str]], params: Mapping[str, Any]) -> str:
+def request_key(
+    *, endpoint: str, model: str, messages: list[dict[str, str]], params: Mapping[str, Any]
+) -> str:
     """The cache key of one chat request (hex SHA-256 of its canonical JSON)."""
-    payload = {"endpoint": endpoint.rstrip("/"), "model": model, "messages": messages, "params": dict(params)}
+    payload = {
+        "endpoint": endpoint.rstrip("/"),
+        "model": model,
+        "messages": messages,
+        "params": dict(params),
+    }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -41,7 +48,9 @@ class JudgeCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(
+            self.path, timeout=30.0, check_same_thread=False, isolation_level=None
+        )
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(
@@ -66,7 +75,8 @@ class JudgeCache:
         blob = json.dumps(reply, ensure_ascii=False)
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)", (key, blob, time.time())
+                "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",
+                (key, blob, time.time()),
             )
 
     def __len__(self) -> int:

@@ -80,7 +80,9 @@ def _normalize_reply(resp: Any) -> dict[str, Any]:
                 {
                     "token": t.token,
                     "logprob": t.logprob,
-                    "top_logprobs": [{"token": x.token, "logprob": x.logprob} for x in (t.top_logprobs or [])],
+                    "top_logprobs": [
+                        {"token": x.token, "logprob": x.logprob} for x in (t.top_logprobs or [])
+                    ],
                 }
                 for t in ch.logprobs.content
             ]
@@ -163,7 +165,9 @@ class ChatClient:
 
         client = self._ensure_client()
         assert self._sem is not None
-        kwargs: dict[str, Any] = dict(model=self.model, messages=messages, n=n, temperature=temperature, max_tokens=max_tokens)
+        kwargs: dict[str, Any] = dict(
+            model=self.model, messages=messages, n=n, temperature=temperature, max_tokens=max_tokens
+        )
         if top_logprobs is not None:
             kwargs.update(logprobs=True, top_logprobs=top_logprobs)
         reason = ""
@@ -171,7 +175,9 @@ class ChatClient:
             retry_after: float | None = None
             try:
                 async with self._sem:
-                    resp = await asyncio.wait_for(client.chat.completions.create(**kwargs), timeout=self.timeout)
+                    resp = await asyncio.wait_for(
+                        client.chat.completions.create(**kwargs), timeout=self.timeout
+                    )
                 return _normalize_reply(resp)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
                 raise JudgeAuthError(
@@ -187,7 +193,9 @@ class ChatClient:
             except openai.APIStatusError as err:
                 code = err.status_code
                 if code not in (408, 409, 429) and code < 500:
-                    raise RequestFailed(f"HTTP {code}: {self._redact(str(err.message))[:300]}") from None
+                    raise RequestFailed(
+                        f"HTTP {code}: {self._redact(str(err.message))[:300]}"
+                    ) from None
                 reason = f"HTTP {code}"
                 retry_after = _retry_after(err.response.headers.get("retry-after"))
             except (openai.APITimeoutError, asyncio.TimeoutError):
@@ -200,7 +208,11 @@ class ChatClient:
                 delay = self._delay(attempt, retry_after)
                 logger.warning(
                     "judge request to %s failed (%s); retry %d/%d in %.2fs",
-                    self.endpoint, reason, attempt, self.max_attempts - 1, delay,
+                    self.endpoint,
+                    reason,
+                    attempt,
+                    self.max_attempts - 1,
+                    delay,
                 )
                 await asyncio.sleep(delay)
         raise RequestFailed(f"gave up after {self.max_attempts} attempt(s): {reason}")

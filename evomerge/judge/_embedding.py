@@ -51,7 +51,9 @@ class EmbeddingSimilarityJudge:
         self.options = options or EmbeddingSimilarityOptions()
         if embedder is None:
             if self.options.model_path is None:
-                raise ConfigError(f"judge {name!r} (embedding_similarity): options.model_path is required (a local sentence-transformers model folder)")
+                raise ConfigError(
+                    f"judge {name!r} (embedding_similarity): options.model_path is required (a local sentence-transformers model folder)"
+                )
             if importlib.util.find_spec("sentence_transformers") is None:
                 raise ConfigError(
                     f"judge {name!r} (embedding_similarity) needs sentence-transformers: pip install 'evomerge[embed]'"
@@ -60,7 +62,9 @@ class EmbeddingSimilarityJudge:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_options(cls, *, name: str, options: Mapping[str, Any], context: JudgeContext) -> EmbeddingSimilarityJudge:
+    def from_options(
+        cls, *, name: str, options: Mapping[str, Any], context: JudgeContext
+    ) -> EmbeddingSimilarityJudge:
         opts = parse_options(EmbeddingSimilarityOptions, options, context)
         if opts.model_path is not None:
             opts = opts.model_copy(update={"model_path": str(context.resolve(opts.model_path))})
@@ -80,7 +84,9 @@ class EmbeddingSimilarityJudge:
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         idx = [i for i, s in enumerate(samples) if s.reference]
-        out: list[Score] = [nan_score(f"{self.name}: the sample has no reference answer")] * len(samples)
+        out: list[Score] = [nan_score(f"{self.name}: the sample has no reference answer")] * len(
+            samples
+        )
         if not idx:
             return out
         texts = [samples[i].answer for i in idx] + [samples[i].reference or "" for i in idx]
@@ -91,5 +97,9 @@ class EmbeddingSimilarityJudge:
         cos = np.einsum("kd,kd->k", a, r) / np.where(norms > 0, norms, np.nan)
         for j, i in enumerate(idx):
             v = float(cos[j])
-            out[i] = Score(value=v, raw=f"cosine {v:.4f}") if np.isfinite(v) else nan_score("zero-length embedding")
+            out[i] = (
+                Score(value=v, raw=f"cosine {v:.4f}")
+                if np.isfinite(v)
+                else nan_score("zero-length embedding")
+            )
         return out

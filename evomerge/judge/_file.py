@@ -25,7 +25,14 @@ from evomerge.judge._context import JudgeContext
 from evomerge.judge._registry import build_judge
 from evomerge.judge._types import Sample, Score, needs_generator
 
-__all__ = ["Calibration", "JudgeFileResult", "ResponseRecord", "calibrate_scores", "judge_file", "read_responses"]
+__all__ = [
+    "Calibration",
+    "JudgeFileResult",
+    "ResponseRecord",
+    "calibrate_scores",
+    "judge_file",
+    "read_responses",
+]
 
 
 class ResponseRecord(BaseModel):
@@ -55,8 +62,13 @@ class ResponseRecord(BaseModel):
 
     def sample(self) -> Sample:
         return Sample(
-            question=self.question, answer=self.answer, profile=self.profile, examples=self.examples,
-            reference=self.reference, context=self.context, facts=self.facts,
+            question=self.question,
+            answer=self.answer,
+            profile=self.profile,
+            examples=self.examples,
+            reference=self.reference,
+            context=self.context,
+            facts=self.facts,
         )
 
 
@@ -80,7 +92,9 @@ def read_responses(path: str | Path, *, need_labels: bool = False) -> list[Respo
             problems.append(format_validation_error(f"{path}:{no}", err))
             continue
         if need_labels and (rec.label is None or rec.group is None):
-            problems.append(f"{path}:{no}: --calibrate needs 'label' (good|bad) and 'group' on every line")
+            problems.append(
+                f"{path}:{no}: --calibrate needs 'label' (good|bad) and 'group' on every line"
+            )
         records.append(rec)
     if problems:
         raise ConfigError("\n".join(problems))
@@ -117,8 +131,15 @@ def calibrate_scores(records: Sequence[ResponseRecord], scores: Sequence[Score])
                 if scores[i].value > scores[j].value:  # False for ties and NaN
                     cal.correct += 1
                 else:
-                    cal.misordered.append({"group": g, "good": i + 1, "bad": j + 1,
-                                           "good_value": _num(scores[i].value), "bad_value": _num(scores[j].value)})
+                    cal.misordered.append(
+                        {
+                            "group": g,
+                            "good": i + 1,
+                            "bad": j + 1,
+                            "good_value": _num(scores[i].value),
+                            "bad_value": _num(scores[j].value),
+                        }
+                    )
     return cal
 
 
@@ -142,10 +163,14 @@ def _table(records: Sequence[ResponseRecord], scores: Sequence[Score]) -> list[s
     for i, (r, s) in enumerate(zip(records, scores, strict=True), 1):
         val = "nan" if not s.ok else f"{s.value:.3f}"
         note = s.error or (s.raw if s.not_applicable else "")
-        rows.append(f"{i:>4}  {val:>7}  {r.label or '':<5}  {_short(r.group, 10):<10}  {_short(r.question, 40):<40}  {_short(note, 60)}")
+        rows.append(
+            f"{i:>4}  {val:>7}  {r.label or '':<5}  {_short(r.group, 10):<10}  {_short(r.question, 40):<40}  {_short(note, 60)}"
+        )
     good = [s.value for s in scores if s.ok]
     mean = f"{sum(good) / len(good):.3f}" if good else "nan"
-    rows.append(f"mean {mean} over {len(good)} scored answer(s); {len(scores) - len(good)} unscored")
+    rows.append(
+        f"mean {mean} over {len(good)} scored answer(s); {len(scores) - len(good)} unscored"
+    )
     return rows
 
 
@@ -170,12 +195,18 @@ def judge_file(
     """
     records = read_responses(input_path, need_labels=calibrate)
     judge = build_judge(
-        judge_name, judges_dirs=judges_dirs, endpoint=endpoint, model=model, api_key_env=api_key_env,
+        judge_name,
+        judges_dirs=judges_dirs,
+        endpoint=endpoint,
+        model=model,
+        api_key_env=api_key_env,
         context=JudgeContext(source=f"judge {judge_name!r}", base_dir=Path.cwd()),
     )
     try:
         if needs_generator(judge):
-            raise ConfigError(f"judge {judge_name!r} needs a candidate model; it cannot score a file of answers")
+            raise ConfigError(
+                f"judge {judge_name!r} needs a candidate model; it cannot score a file of answers"
+            )
         scores = judge.score([r.sample() for r in records])
     finally:
         close = getattr(judge, "close", None)
@@ -184,16 +215,33 @@ def judge_file(
     cal = calibrate_scores(records, scores) if calibrate else None
     if as_json:
         for s in scores:
-            echo(json.dumps({"value": _num(s.value), "raw": s.raw, "error": s.error}, ensure_ascii=False))
+            echo(
+                json.dumps(
+                    {"value": _num(s.value), "raw": s.raw, "error": s.error}, ensure_ascii=False
+                )
+            )
         if cal is not None:
-            echo(json.dumps({"calibration": {"pairs": cal.pairs, "correct": cal.correct, "accuracy": _num(cal.accuracy),
-                                             "misordered": cal.misordered}}, ensure_ascii=False))
+            echo(
+                json.dumps(
+                    {
+                        "calibration": {
+                            "pairs": cal.pairs,
+                            "correct": cal.correct,
+                            "accuracy": _num(cal.accuracy),
+                            "misordered": cal.misordered,
+                        }
+                    },
+                    ensure_ascii=False,
+                )
+            )
     else:
         for row in _table(records, scores):
             echo(row)
         if cal is not None:
             echo(f"pairwise ordering accuracy: {cal.correct}/{cal.pairs} = {cal.accuracy:.3f}")
             for m in cal.misordered:
-                echo(f"  misordered in group {m['group']}: good line {m['good']} ({m['good_value']}) "
-                     f"<= bad line {m['bad']} ({m['bad_value']})")
+                echo(
+                    f"  misordered in group {m['group']}: good line {m['good']} ({m['good_value']}) "
+                    f"<= bad line {m['bad']} ({m['bad_value']})"
+                )
     return JudgeFileResult(scores=scores, calibration=cal)

@@ -60,7 +60,12 @@ class LLMJudge:
     def _params(self) -> dict[str, Any]:
         d = self.definition
         top = d.top_logprobs if d.parsing == "logprob_expectation" else None
-        return {"n": d.samples, "temperature": d.temperature, "max_tokens": d.max_tokens, "top_logprobs": top}
+        return {
+            "n": d.samples,
+            "temperature": d.temperature,
+            "max_tokens": d.max_tokens,
+            "top_logprobs": top,
+        }
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         """One Score per sample, in order (blocks until all are in)."""
@@ -97,10 +102,14 @@ class LLMJudge:
             if bar is not None:
                 bar.close()
 
-    async def _score_one(self, sample: Sample, inflight: dict[str, asyncio.Task[dict[str, Any]]]) -> Score:
+    async def _score_one(
+        self, sample: Sample, inflight: dict[str, asyncio.Task[dict[str, Any]]]
+    ) -> Score:
         messages = render_messages(self.definition, sample)
         params = self._params
-        key = request_key(endpoint=self.client.endpoint, model=self.client.model, messages=messages, params=params)
+        key = request_key(
+            endpoint=self.client.endpoint, model=self.client.model, messages=messages, params=params
+        )
         reply = self.cache.get(key) if self.cache is not None else None
         if reply is None:
             task = inflight.get(key)
@@ -113,7 +122,9 @@ class LLMJudge:
                 return nan_score(f"judge request failed: {err}")
         return self._parse(reply)
 
-    async def _fetch(self, key: str, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+    async def _fetch(
+        self, key: str, messages: list[dict[str, str]], params: dict[str, Any]
+    ) -> dict[str, Any]:
         reply = await self.client.acomplete(messages, **params)
         if self.cache is not None:
             self.cache.put(key, reply)
@@ -139,7 +150,11 @@ class LLMJudge:
         good = [v for v in values if not math.isnan(v)]
         if not good:
             return Score(value=math.nan, raw=raw, error="; ".join(dict.fromkeys(errors)))
-        error = None if not errors else f"{len(errors)}/{len(values)} judge samples dropped: {errors[0]}"
+        error = (
+            None
+            if not errors
+            else f"{len(errors)}/{len(values)} judge samples dropped: {errors[0]}"
+        )
         return Score(value=sum(good) / len(good), raw=raw, error=error)
 
     def close(self) -> None:

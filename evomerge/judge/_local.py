@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from evomerge.judge._context import JudgeContext, parse_options
 from evomerge.judge._types import Sample, Score
 
-__all__ = ["LengthJudge", "LengthOptions", "StyleMarkersJudge", "StyleMarkersOptions", "split_sentences"]
+__all__ = [
+    "LengthJudge",
+    "LengthOptions",
+    "StyleMarkersJudge",
+    "StyleMarkersOptions",
+    "split_sentences",
+]
 
 _SENTENCE_END = re.compile(r"(?<=[。．！？!?…])|\n|(?<=\.)\s+")
 _TRAILING = "。．.！？!?…~～〜♪ \t　"
@@ -83,7 +89,9 @@ class StyleMarkersJudge:
         self._top = max(w for _, w in self._markers)
 
     @classmethod
-    def from_options(cls, *, name: str, options: Mapping[str, Any], context: JudgeContext) -> StyleMarkersJudge:
+    def from_options(
+        cls, *, name: str, options: Mapping[str, Any], context: JudgeContext
+    ) -> StyleMarkersJudge:
         return cls(name=name, options=parse_options(StyleMarkersOptions, options, context))
 
     def _one(self, text: str) -> Score:
@@ -98,7 +106,10 @@ class StyleMarkersJudge:
             total += w / self._top
             hits += w > 0
         frac = total / len(sentences)
-        return Score(value=lo + frac * (hi - lo), raw=f"{hits}/{len(sentences)} sentences carry a style marker")
+        return Score(
+            value=lo + frac * (hi - lo),
+            raw=f"{hits}/{len(sentences)} sentences carry a style marker",
+        )
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         return [self._one(s.answer) for s in samples]
@@ -134,7 +145,9 @@ class LengthJudge:
         self.options = options or LengthOptions()
 
     @classmethod
-    def from_options(cls, *, name: str, options: Mapping[str, Any], context: JudgeContext) -> LengthJudge:
+    def from_options(
+        cls, *, name: str, options: Mapping[str, Any], context: JudgeContext
+    ) -> LengthJudge:
         return cls(name=name, options=parse_options(LengthOptions, options, context))
 
     def _one(self, text: str) -> Score:

@@ -43,7 +43,9 @@ class LoopThread:
         """Run ``coro`` on the private loop and block until it finishes."""
         if self._thread is not None and threading.current_thread() is self._thread:
             coro.close()
-            raise RuntimeError("LoopThread.run() called from its own loop; await the coroutine instead")
+            raise RuntimeError(
+                "LoopThread.run() called from its own loop; await the coroutine instead"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self._ensure()).result()
 
     @property

@@ -131,7 +131,10 @@ class ObjectiveResult:
         return {
             "values": [num(v) for v in self.values],
             "judge_means": {k: num(v) for k, v in self.judge_means.items()},
-            "scores": {k: [{"value": num(s.value), "raw": s.raw, "error": s.error} for s in v] for k, v in self.scores.items()},
+            "scores": {
+                k: [{"value": num(s.value), "raw": s.raw, "error": s.error} for s in v]
+                for k, v in self.scores.items()
+            },
             "errors": list(self.errors),
         }
 
@@ -163,8 +166,12 @@ class Objective:
             w = dict(weights or {})
             unknown = sorted(set(w) - set(self.judges))
             if unknown:
-                raise ConfigError(f"weights: unknown judge(s) {', '.join(unknown)}; defined: {', '.join(self.judges)}")
-            objectives = [ObjectiveSpec(name="score", terms={j: w.get(j, 1.0) for j in self.judges})]
+                raise ConfigError(
+                    f"weights: unknown judge(s) {', '.join(unknown)}; defined: {', '.join(self.judges)}"
+                )
+            objectives = [
+                ObjectiveSpec(name="score", terms={j: w.get(j, 1.0) for j in self.judges})
+            ]
         for o in objectives:
             unknown = sorted(set(o.terms) - set(self.judges))
             if unknown:
@@ -178,13 +185,17 @@ class Objective:
     def __repr__(self) -> str:
         return f"Objective(names={self.names}, judges={list(self.judges)})"
 
-    def _run(self, name: str, judge: Judge, samples: Sequence[Sample], generator: Any) -> list[Score]:
+    def _run(
+        self, name: str, judge: Judge, samples: Sequence[Sample], generator: Any
+    ) -> list[Score]:
         if needs_generator(judge):
             scores = judge.score(samples, generator=generator)  # type: ignore[call-arg]
         else:
             scores = judge.score(samples)
         if len(scores) != len(samples):
-            raise JudgeError(f"judge {name!r} returned {len(scores)} scores for {len(samples)} samples")
+            raise JudgeError(
+                f"judge {name!r} returned {len(scores)} scores for {len(samples)} samples"
+            )
         return list(scores)
 
     def evaluate(self, samples: Sequence[Sample], *, generator: Any = None) -> ObjectiveResult:
@@ -194,8 +205,12 @@ class Objective:
             raise JudgeError("no samples to judge (the prompt set is empty?)")
         scores: dict[str, list[Score]] = {}
         parallel = [n for n, j in self.judges.items() if not needs_generator(j)]
-        with ThreadPoolExecutor(max_workers=max(1, len(parallel)), thread_name_prefix="evomerge-judge") as pool:
-            futures = {n: pool.submit(self._run, n, self.judges[n], samples, generator) for n in parallel}
+        with ThreadPoolExecutor(
+            max_workers=max(1, len(parallel)), thread_name_prefix="evomerge-judge"
+        ) as pool:
+            futures = {
+                n: pool.submit(self._run, n, self.judges[n], samples, generator) for n in parallel
+            }
             for n, j in self.judges.items():
                 if n not in futures:
                     scores[n] = self._run(n, j, samples, generator)
@@ -211,10 +226,14 @@ class Objective:
                 (s.raw for s in ss if not s.ok), "no error message"
             )
             if not good:
-                raise JudgeError(f"judge {n!r} could not score any of the {len(ss)} answers: {first}")
+                raise JudgeError(
+                    f"judge {n!r} could not score any of the {len(ss)} answers: {first}"
+                )
             if failed:
                 errors.append(f"{n}: {len(failed)}/{len(ss)} answers unscored (first: {first})")
-                logger.warning("judge %r: %d/%d answers unscored (first: %s)", n, len(failed), len(ss), first)
+                logger.warning(
+                    "judge %r: %d/%d answers unscored (first: %s)", n, len(failed), len(ss), first
+                )
             means[n] = sum(good) / len(good)
         values = [sum(w * means[j] for j, w in o.terms.items()) for o in self.objectives]
         return ObjectiveResult(values=values, judge_means=means, scores=scores, errors=errors)
@@ -239,7 +258,11 @@ class Objective:
 
 
 def build_objective(
-    cfg: JudgingConfig, *, run_dir: Path | None = None, base_dir: Path | None = None, progress: bool = False
+    cfg: JudgingConfig,
+    *,
+    run_dir: Path | None = None,
+    base_dir: Path | None = None,
+    progress: bool = False,
 ) -> Objective:
     """Build every judge of ``cfg`` and the objective(s) over them.
 
@@ -250,7 +273,11 @@ def build_objective(
     """
     dirs = [d if d.is_absolute() or base_dir is None else base_dir / d for d in cfg.judges_dirs]
     any_llm = any(not is_code_judge(s.type) for s in cfg.judges.values())
-    cache = JudgeCache(Path(run_dir) / CACHE_FILENAME) if (run_dir is not None and cfg.cache and any_llm) else None
+    cache = (
+        JudgeCache(Path(run_dir) / CACHE_FILENAME)
+        if (run_dir is not None and cfg.cache and any_llm)
+        else None
+    )
     clients: dict[tuple[Any, ...], ChatClient] = {}
     judges: dict[str, Judge] = {}
     problems: list[str] = []
@@ -258,14 +285,30 @@ def build_objective(
         where = f"judging.judges.{inst}"
         code = is_code_judge(spec.type)
         if code and (spec.endpoint or spec.model or spec.api_key_env):
-            problems.append(f"{where}: endpoint/model/api_key_env apply to LLM judges only; {spec.type!r} is a local judge")
+            problems.append(
+                f"{where}: endpoint/model/api_key_env apply to LLM judges only; {spec.type!r} is a local judge"
+            )
             continue
-        ctx = JudgeContext(source=f"{where}.options", base_dir=base_dir, run_dir=run_dir, progress=progress)
+        ctx = JudgeContext(
+            source=f"{where}.options", base_dir=base_dir, run_dir=run_dir, progress=progress
+        )
         try:
             judges[inst] = build_judge(
-                spec.type, name=inst, options=spec.options, judges_dirs=dirs, endpoint=spec.endpoint,
-                model=spec.model, api_key_env=spec.api_key_env, clients=clients, cache=cache, context=ctx,
-                client_options=dict(max_concurrency=spec.max_concurrency, timeout=spec.timeout, max_attempts=spec.max_attempts),
+                spec.type,
+                name=inst,
+                options=spec.options,
+                judges_dirs=dirs,
+                endpoint=spec.endpoint,
+                model=spec.model,
+                api_key_env=spec.api_key_env,
+                clients=clients,
+                cache=cache,
+                context=ctx,
+                client_options=dict(
+                    max_concurrency=spec.max_concurrency,
+                    timeout=spec.timeout,
+                    max_attempts=spec.max_attempts,
+                ),
             )
         except ConfigError as err:
             problems.append(f"{where}: {err}")
@@ -276,4 +319,10 @@ def build_objective(
             cache.close()
         raise ConfigError("invalid judging configuration:\n  " + "\n  ".join(problems))
     weights = {inst: spec.weight for inst, spec in cfg.judges.items()}
-    return Objective(judges=judges, objectives=cfg.objectives, weights=weights, clients=list(clients.values()), cache=cache)
+    return Objective(
+        judges=judges,
+        objectives=cfg.objectives,
+        weights=weights,
+        clients=list(clients.values()),
+        cache=cache,
+    )

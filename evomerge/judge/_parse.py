@@ -22,7 +22,9 @@ from typing import Any
 __all__ = ["ParseResult", "expected_score", "parse_last_line_integer"]
 
 # A label ending in a colon, then the number with optional emphasis, optional "/max", optional period.
-_LAST_LINE = re.compile(r"^(?:[^\d:：]*[:：])?\s*[*_`\[(]*\s*(\d+)\s*[*_`\])]*\s*(?:/\s*\d+)?\s*[.。]?\s*$")
+_LAST_LINE = re.compile(
+    r"^(?:[^\d:：]*[:：])?\s*[*_`\[(]*\s*(\d+)\s*[*_`\])]*\s*(?:/\s*\d+)?\s*[.。]?\s*$"
+)
 
 ParseResult = tuple[float, str | None]  # (value or NaN, error or None)
 
@@ -39,7 +41,10 @@ def parse_last_line_integer(text: str, lo: int, hi: int) -> ParseResult:
     last = lines[-1]
     m = _LAST_LINE.match(last)
     if m is None:
-        return math.nan, f"no score on the last line (expected an integer in {lo}..{hi}, got {last[:80]!r})"
+        return (
+            math.nan,
+            f"no score on the last line (expected an integer in {lo}..{hi}, got {last[:80]!r})",
+        )
     value = int(m.group(1))
     if not lo <= value <= hi:
         return math.nan, f"score {value} outside the scale {lo}..{hi}"
@@ -62,7 +67,10 @@ def expected_score(positions: Sequence[Mapping[str, Any]], lo: int, hi: int) -> 
     ``choices[i].logprobs.content``.
     """
     if not positions:
-        return math.nan, "the endpoint returned no logprobs (does it support logprobs/top_logprobs?)"
+        return (
+            math.nan,
+            "the endpoint returned no logprobs (does it support logprobs/top_logprobs?)",
+        )
     pos = next((p for p in positions if str(p.get("token", "")).strip()), positions[0])
     candidates = [(str(t["token"]), float(t["logprob"])) for t in pos.get("top_logprobs") or []]
     if not any(tok == pos.get("token") for tok, _ in candidates) and "logprob" in pos:

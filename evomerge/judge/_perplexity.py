@@ -34,7 +34,9 @@ class PerplexityOptions(BaseModel):
     @model_validator(mode="after")
     def _some_text(self) -> PerplexityOptions:
         if not self.texts and self.texts_path is None:
-            raise ValueError("give the held-out texts: options.texts (a list) or options.texts_path (a file)")
+            raise ValueError(
+                "give the held-out texts: options.texts (a list) or options.texts_path (a file)"
+            )
         return self
 
 
@@ -51,7 +53,9 @@ def load_texts(path: Path) -> list[str]:
                 try:
                     texts.append(str(json.loads(line)["text"]))
                 except (ValueError, KeyError, TypeError):
-                    raise ConfigError(f"{path}:{no}: expected a JSON object with a 'text' field") from None
+                    raise ConfigError(
+                        f"{path}:{no}: expected a JSON object with a 'text' field"
+                    ) from None
         return texts
     return [p.strip() for p in content.split("\n\n") if p.strip()]
 
@@ -68,7 +72,9 @@ class PerplexityJudge:
         self.texts = list(texts)
 
     @classmethod
-    def from_options(cls, *, name: str, options: Mapping[str, Any], context: JudgeContext) -> PerplexityJudge:
+    def from_options(
+        cls, *, name: str, options: Mapping[str, Any], context: JudgeContext
+    ) -> PerplexityJudge:
         o = parse_options(PerplexityOptions, options, context)
         texts = list(o.texts)
         if o.texts_path is not None:
@@ -77,7 +83,9 @@ class PerplexityJudge:
 
     def score(self, samples: Sequence[Sample], *, generator: Any = None) -> list[Score]:
         if generator is None:
-            raise JudgeError(f"judge {self.name!r} (perplexity) needs the candidate model: call score(samples, generator=gen)")
+            raise JudgeError(
+                f"judge {self.name!r} (perplexity) needs the candidate model: call score(samples, generator=gen)"
+            )
         try:
             nll = [float(x) for x in generator.score_texts(self.texts)]
         except NotImplementedError:
@@ -90,5 +98,8 @@ class PerplexityJudge:
             score = nan_score(f"{self.name}: every held-out text scored NaN/inf")
         else:
             m = sum(finite) / len(finite)
-            score = Score(value=-m, raw=f"mean NLL {m:.4f} (perplexity {math.exp(min(m, 700.0)):.3f}) over {len(finite)} texts")
+            score = Score(
+                value=-m,
+                raw=f"mean NLL {m:.4f} (perplexity {math.exp(min(m, 700.0)):.3f}) over {len(finite)} texts",
+            )
         return [score] * len(samples)

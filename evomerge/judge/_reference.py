@@ -53,7 +53,9 @@ class BleuJudge(_SacreJudge):
     """Sentence BLEU with effective order (0..100), e.g. for translation tasks."""
 
     @classmethod
-    def from_options(cls, *, name: str, options: Mapping[str, Any], context: JudgeContext) -> BleuJudge:
+    def from_options(
+        cls, *, name: str, options: Mapping[str, Any], context: JudgeContext
+    ) -> BleuJudge:
         from sacrebleu.metrics import BLEU
 
         o = parse_options(_BleuOptions, options, context)
@@ -67,7 +69,9 @@ class ChrfJudge(_SacreJudge):
     """Sentence chrF (or chrF++ with ``word_order: 2``), 0..100; suits Japanese without a tokenizer."""
 
     @classmethod
-    def from_options(cls, *, name: str, options: Mapping[str, Any], context: JudgeContext) -> ChrfJudge:
+    def from_options(
+        cls, *, name: str, options: Mapping[str, Any], context: JudgeContext
+    ) -> ChrfJudge:
         from sacrebleu.metrics import CHRF
 
         o = parse_options(_ChrfOptions, options, context)
@@ -75,7 +79,44 @@ class ChrfJudge(_SacreJudge):
 
 
 _STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "had", "has", "have", "i", "in", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "that", "the", "this", "to", "was", "were", "with", "you", "your"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "with",
+        "you",
+        "your",
+    ]
 )
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
@@ -113,12 +154,16 @@ class FactRecallJudge:
 
     needs_generator = False
 
-    def __init__(self, *, name: str = "fact_recall", options: FactRecallOptions | None = None) -> None:
+    def __init__(
+        self, *, name: str = "fact_recall", options: FactRecallOptions | None = None
+    ) -> None:
         self.name = name
         self.options = options or FactRecallOptions()
 
     @classmethod
-    def from_options(cls, *, name: str, options: Mapping[str, Any], context: JudgeContext) -> FactRecallJudge:
+    def from_options(
+        cls, *, name: str, options: Mapping[str, Any], context: JudgeContext
+    ) -> FactRecallJudge:
         return cls(name=name, options=parse_options(FactRecallOptions, options, context))
 
     def _mentioned(self, fact: str, answer: str, answer_tokens: set[str]) -> bool:
@@ -133,7 +178,9 @@ class FactRecallJudge:
     def _one(self, sample: Sample) -> Score:
         facts = [f for f in (sample.facts or tuple(self.options.keywords)) if f.strip()]
         if not facts:
-            return not_applicable(f"{self.name}: no facts to check (give Sample.facts or options.keywords)")
+            return not_applicable(
+                f"{self.name}: no facts to check (give Sample.facts or options.keywords)"
+            )
         answer = _norm(sample.answer)
         answer_tokens = content_tokens(sample.answer)
         missing = [f for f in facts if not self._mentioned(f, answer, answer_tokens)]

@@ -132,7 +132,9 @@ def build_judge(
     yamls = discover_llm_judges(dirs)
     if type_name not in yamls:
         choices = ", ".join(available_judges(dirs))
-        raise ConfigError(f"Unknown judge {type_name!r}. Available: {choices} (or add judges/{type_name}.yaml)")
+        raise ConfigError(
+            f"Unknown judge {type_name!r}. Available: {choices} (or add judges/{type_name}.yaml)"
+        )
     path = yamls[type_name]
     defn = load_llm_judge(path)
     bad = sorted(set(options) - set(LLM_OVERRIDABLE))
@@ -154,7 +156,10 @@ def build_judge(
                 "(in run.yaml: judging.judges.<name>.endpoint / .model)"
             )
         kw: dict[str, Any] = dict(
-            endpoint=endpoint, model=model, api_key_env=api_key_env or defn.api_key_env, **dict(client_options or {})
+            endpoint=endpoint,
+            model=model,
+            api_key_env=api_key_env or defn.api_key_env,
+            **dict(client_options or {}),
         )
         key = tuple(sorted((k, repr(v)) for k, v in kw.items()))
         if clients is not None and key in clients:
@@ -163,7 +168,14 @@ def build_judge(
             client = ChatClient(**kw)
             if clients is not None:
                 clients[key] = client
-    return LLMJudge(name=name, definition=defn, client=client, cache=cache, owns_client=owns, progress=context.progress)
+    return LLMJudge(
+        name=name,
+        definition=defn,
+        client=client,
+        cache=cache,
+        owns_client=owns,
+        progress=context.progress,
+    )
 
 
 def is_code_judge(type_name: str) -> bool:

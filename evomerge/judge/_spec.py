@@ -47,7 +47,15 @@ __all__ = [
     "render_messages",
 ]
 
-TEMPLATE_FIELDS: tuple[str, ...] = ("profile", "examples", "question", "answer", "reference", "context", "facts")
+TEMPLATE_FIELDS: tuple[str, ...] = (
+    "profile",
+    "examples",
+    "question",
+    "answer",
+    "reference",
+    "context",
+    "facts",
+)
 
 
 def _placeholders(template: str) -> list[str]:
@@ -63,7 +71,9 @@ def _check_template(template: str) -> str:
     try:
         names = _placeholders(template)
     except ValueError as err:  # e.g. a single '{' or '}'
-        raise ValueError(f"invalid template syntax ({err}); write literal braces as '{{{{' and '}}}}'") from None
+        raise ValueError(
+            f"invalid template syntax ({err}); write literal braces as '{{{{' and '}}}}'"
+        ) from None
     bad = sorted({n for n in names if n not in TEMPLATE_FIELDS})
     if bad:
         shown = ", ".join("{" + n + "}" for n in bad)
@@ -137,7 +147,9 @@ def render_messages(defn: LLMJudgeDefinition, sample: Sample) -> list[dict[str, 
     values = _field_values(sample)
     messages = []
     if defn.system_prompt.strip():
-        messages.append({"role": "system", "content": defn.system_prompt.format_map(values).strip()})
+        messages.append(
+            {"role": "system", "content": defn.system_prompt.format_map(values).strip()}
+        )
     messages.append({"role": "user", "content": defn.user_template.format_map(values).strip()})
     return messages
 
@@ -170,7 +182,9 @@ def discover_llm_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, Pat
     extra = list(judges_dirs)
     for d in extra:
         if not Path(d).is_dir():
-            raise ConfigError(f"judges_dirs: {str(d)!r} is not a folder; pass a folder of judge *.yaml files")
+            raise ConfigError(
+                f"judges_dirs: {str(d)!r} is not a folder; pass a folder of judge *.yaml files"
+            )
     found: dict[str, Path] = {}
     for folder in _search_dirs(extra):
         for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
@@ -181,6 +195,8 @@ def discover_llm_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, Pat
     return found
 
 
-def definition_with_overrides(defn: LLMJudgeDefinition, overrides: Mapping[str, Any], *, source: str) -> LLMJudgeDefinition:
+def definition_with_overrides(
+    defn: LLMJudgeDefinition, overrides: Mapping[str, Any], *, source: str
+) -> LLMJudgeDefinition:
     """``defn`` with some fields replaced (e.g. ``samples`` from a run.yaml), re-validated."""
     return validate_model(LLMJudgeDefinition, {**defn.model_dump(), **overrides}, source=source)

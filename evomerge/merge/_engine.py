@@ -85,14 +85,20 @@ class MergeEngine:
         progress: bool = False,
     ) -> None:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise MergeError(f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16), got {dtype!r}")
+            raise MergeError(
+                f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16), got {dtype!r}"
+            )
         if isinstance(methods, str):
-            raise MergeError(f"methods must be a list of method names, got the string {methods!r}; use [{methods!r}]")
+            raise MergeError(
+                f"methods must be a list of method names, got the string {methods!r}; use [{methods!r}]"
+            )
         self.pool = pool
         self.device = torch.device(device)
         self.dtype = dtype
         self.seed = int(seed)
-        self.methods: tuple[str, ...] | None = tuple(get_method(m).name for m in methods) if methods is not None else None
+        self.methods: tuple[str, ...] | None = (
+            tuple(get_method(m).name for m in methods) if methods is not None else None
+        )
         self._needs: set[Need] = set(_needs(self.methods or ()))
         self._budget = max_bytes if max_bytes is not None else available_bytes(self.device)
         self._check_budget(self._needs, "")
@@ -108,14 +114,22 @@ class MergeEngine:
 
     @staticmethod
     def estimate_bytes(
-        pool: ModelPool, dtype: torch.dtype, methods: Sequence[str] | None, n_sources: int,
-        *, device: str | torch.device = "cpu",
-    ) -> int:  # fmt: skip
+        pool: ModelPool,
+        dtype: torch.dtype,
+        methods: Sequence[str] | None,
+        n_sources: int,
+        *,
+        device: str | torch.device = "cpu",
+    ) -> int:
         """Upper bound of the bytes an engine over ``pool`` keeps resident (see the class docstring)."""
-        return estimate_resident_bytes(pool, dtype, _needs(methods or ()), n_sources, torch.device(device))
+        return estimate_resident_bytes(
+            pool, dtype, _needs(methods or ()), n_sources, torch.device(device)
+        )
 
     def _check_budget(self, needs: set[Need], what: str) -> None:
-        need = estimate_resident_bytes(self.pool, self.dtype, needs, self.pool.num_sources, self.device)
+        need = estimate_resident_bytes(
+            self.pool, self.dtype, needs, self.pool.num_sources, self.device
+        )
         if self._budget is not None and need > self._budget:
             raise MemoryBudgetError(
                 f"MergeEngine{what} needs about {format_bytes(need)} on {self.device} (base + "
@@ -131,25 +145,43 @@ class MergeEngine:
         start = time.perf_counter()
         sources = list(range(self.pool.num_sources))
         with torch.no_grad():
-            for name in tqdm(self.pool.tensor_names, desc="loading merge engine", unit="tensor", disable=not progress):
+            for name in tqdm(
+                self.pool.tensor_names,
+                desc="loading merge engine",
+                unit="tensor",
+                disable=not progress,
+            ):
                 info = self.pool.info(name)
                 if not info.dtype.is_floating_point:
-                    self._base[name] = self.pool.base_tensor(name, dtype=info.dtype, device=self.device)
+                    self._base[name] = self.pool.base_tensor(
+                        name, dtype=info.dtype, device=self.device
+                    )
                     continue
-                base = self.pool.base_tensor(name, dtype=self.dtype, device=self.device).contiguous()
+                base = self.pool.base_tensor(
+                    name, dtype=self.dtype, device=self.device
+                ).contiguous()
                 self._base[name] = base
                 self._deltas[name] = load_deltas(self.pool, name, sources, base)  # [N, ...]
                 self._aux[name] = [self._build(name, i, SourceAux()) for i in sources]
         logger.info(
             "merge engine: %d tensors x %d sources resident on %s in %s (%.1fs)",
-            len(self._base), self.pool.num_sources, self.device, self.dtype, time.perf_counter() - start,
-        )  # fmt: skip
+            len(self._base),
+            self.pool.num_sources,
+            self.device,
+            self.dtype,
+            time.perf_counter() - start,
+        )
 
     def _build(self, name: str, i: int, previous: SourceAux) -> SourceAux:
         return build_aux(
-            self._needs, self._base[name], self._deltas[name][i], seed=self.seed, tensor_name=name,
-            source_key=self._keys[i], previous=previous,
-        )  # fmt: skip
+            self._needs,
+            self._base[name],
+            self._deltas[name][i],
+            seed=self.seed,
+            tensor_name=name,
+            source_key=self._keys[i],
+            previous=previous,
+        )
 
     def _ensure_needs(self, needs: Iterable[Need], method: str) -> None:
         missing = set(needs) - self._needs
@@ -174,9 +206,14 @@ class MergeEngine:
 
     def allocate_out(self) -> dict[str, torch.Tensor]:
         """Fresh output tensors (the engine's dtype and device) for :meth:`materialize`."""
-        return {name: torch.empty_like(t) if name in self._deltas else t.clone() for name, t in self._base.items()}
+        return {
+            name: torch.empty_like(t) if name in self._deltas else t.clone()
+            for name, t in self._base.items()
+        }
 
-    def materialize(self, recipe: MergeRecipe, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def materialize(
+        self, recipe: MergeRecipe, out: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Write the merge ``recipe`` describes into ``out`` and return it.
 
         ``out`` maps every tensor name to a tensor of its shape (any floating dtype, any
@@ -192,7 +229,9 @@ class MergeEngine:
         method = plan.method
         self._ensure_needs(method.needs, method.name)
         if plan.dtype is not None and plan.dtype != self.dtype:
-            logger.debug("recipe dtype %s ignored: the engine computes in %s", plan.dtype, self.dtype)
+            logger.debug(
+                "recipe dtype %s ignored: the engine computes in %s", plan.dtype, self.dtype
+            )
         if out is None:
             if self._out is None:
                 self._out = self.allocate_out()
@@ -200,7 +239,9 @@ class MergeEngine:
         else:
             missing = [n for n in self._base if n not in out]
             if missing:
-                raise MergeError(f"out lacks {len(missing)} tensor(s), e.g. {missing[:3]}; pass a tensor for every name")
+                raise MergeError(
+                    f"out lacks {len(missing)} tensor(s), e.g. {missing[:3]}; pass a tensor for every name"
+                )
         with torch.no_grad():
             for tp in plan.tensors:
                 name = tp.name
@@ -210,8 +251,16 @@ class MergeEngine:
                     continue
                 deltas = _select(self._deltas[name], tp.sources)
                 aux = [self._aux[name][i] for i in tp.sources]
-                method.fn(self._base[name], deltas, tp.args, aux=aux, out=out[name], workspace=self._ws,
-                          seed=self.seed, tensor_name=name)  # fmt: skip
+                method.fn(
+                    self._base[name],
+                    deltas,
+                    tp.args,
+                    aux=aux,
+                    out=out[name],
+                    workspace=self._ws,
+                    seed=self.seed,
+                    tensor_name=name,
+                )
         return out
 
     def nbytes(self) -> int:

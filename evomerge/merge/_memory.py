@@ -32,7 +32,11 @@ def format_bytes(n: float) -> str:
 
 
 def estimate_resident_bytes(
-    pool: ModelPool, dtype: torch.dtype, needs: Iterable[Need], n_sources: int, device: torch.device | None = None
+    pool: ModelPool,
+    dtype: torch.dtype,
+    needs: Iterable[Need],
+    n_sources: int,
+    device: torch.device | None = None,
 ) -> int:
     """Bytes the engine keeps resident (see :class:`~evomerge.merge.MergeEngine`)."""
     needs = set(needs)
@@ -73,8 +77,12 @@ def available_bytes(device: torch.device) -> int | None:
     if device.type == "cpu":
         avail = _meminfo_available()
         if avail is None:
-            logger.warning("cannot read MemAvailable from /proc/meminfo; the engine's memory is not checked")
+            logger.warning(
+                "cannot read MemAvailable from /proc/meminfo; the engine's memory is not checked"
+            )
             return None
         return max(0, avail - max(_MARGIN_MIN, int(_MARGIN_FRACTION * avail)))
-    logger.warning("no memory query for device %s; pass max_bytes to check the engine's memory", device)
+    logger.warning(
+        "no memory query for device %s; pass max_bytes to check the engine's memory", device
+    )
     return None

@@ -100,7 +100,9 @@ def pool_for_recipe(recipe: MergeRecipe, *, allow_pickle: bool = False) -> Model
         if parsed.lora is None and parsed.model == base_ref.model:
             continue
         if parsed.lora is not None and parsed.model != base_ref.model:
-            problems.append(f"models: LoRA reference {ref!r} applies to {parsed.model}, not the base {base_ref.model}")
+            problems.append(
+                f"models: LoRA reference {ref!r} applies to {parsed.model}, not the base {base_ref.model}"
+            )
         if parsed.path not in sources:
             sources.append(parsed.path)
     if problems:

@@ -30,7 +30,15 @@ from evomerge.merge.recipe import MergeRecipe, gradient_position
 if TYPE_CHECKING:
     from evomerge.pool import ModelPool
 
-__all__ = ["DTYPES", "MergePlan", "Slot", "TensorPlan", "parse_dtype", "plan_merge", "resolve_tensor"]
+__all__ = [
+    "DTYPES",
+    "MergePlan",
+    "Slot",
+    "TensorPlan",
+    "parse_dtype",
+    "plan_merge",
+    "resolve_tensor",
+]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -89,12 +97,16 @@ def _slots(recipe: MergeRecipe, pool: ModelPool, problems: list[str]) -> list[Sl
     if recipe.base_model is not None:
         base_src = match_model(recipe.base_model, pool)
         if base_src != BASE:
-            problems.append(f"base_model: {recipe.base_model!r} is not the pool's base model ({pool.base_path})")
+            problems.append(
+                f"base_model: {recipe.base_model!r} is not the pool's base model ({pool.base_path})"
+            )
     for k, ref in enumerate(recipe.model_names()):
         src = match_model(ref, pool)
         if src is None:
             refs = [str(pool.base_path), *(pool.model_ref(i) for i in range(pool.num_sources))]
-            problems.append(f"models[{k}].model: {ref!r} is not in the model pool (it has: {', '.join(refs)})")
+            problems.append(
+                f"models[{k}].model: {ref!r} is not in the model pool (it has: {', '.join(refs)})"
+            )
             continue
         if (p := lora_base_mismatch(ref, pool)) is not None:
             problems.append(f"models[{k}].model: {p}")
@@ -107,9 +119,13 @@ def _slots(recipe: MergeRecipe, pool: ModelPool, problems: list[str]) -> list[Sl
     return slots
 
 
-def _check_structure(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot], problems: list[str]) -> None:
+def _check_structure(
+    recipe: MergeRecipe, method: MergeMethod, slots: list[Slot], problems: list[str]
+) -> None:
     if method.base == BasePolicy.REQUIRED and recipe.base_model is None:
-        problems.append(f"base_model: merge method {method.name!r} needs a base_model (task vectors are taken against it)")
+        problems.append(
+            f"base_model: merge method {method.name!r} needs a base_model (task vectors are taken against it)"
+        )
     n = len(slots)
     lo, hi = method.min_inputs, method.max_inputs
     if n < lo or (hi is not None and n > hi):
@@ -123,30 +139,42 @@ def _check_structure(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot]
             need = f"at least {lo} model(s)"
         hint = ""
         if recipe.base_model is not None and method.base == BasePolicy.INPUT:
-            hint = "; base_model counts as an input when set (leave it out, or list only that model)"
+            hint = (
+                "; base_model counts as an input when set (leave it out, or list only that model)"
+            )
         names = ", ".join(repr(s.model) for s in slots)
         problems.append(f"models: {method.name} merges {need}; got {n}: {names}{hint}")
     _check_required(recipe, method, slots, problems)
     valid = ", ".join(method.param_names)
     for key in recipe.parameters:
         if key not in method.param_names:
-            problems.append(f"parameters.{key}: unknown parameter for merge method {method.name!r}. Valid: {valid}")
+            problems.append(
+                f"parameters.{key}: unknown parameter for merge method {method.name!r}. Valid: {valid}"
+            )
     for k, entry in enumerate(recipe.models):
         for key in entry.parameters:
             where = f"models[{k}].parameters.{key}"
             if key not in method.param_names:
-                problems.append(f"{where}: unknown parameter for merge method {method.name!r}. Valid: {valid}")
+                problems.append(
+                    f"{where}: unknown parameter for merge method {method.name!r}. Valid: {valid}"
+                )
             elif method.param(key).scope == Scope.GLOBAL:
-                problems.append(f"{where}: {key!r} applies to the whole merge; set it under the top-level 'parameters'")
+                problems.append(
+                    f"{where}: {key!r} applies to the whole merge; set it under the top-level 'parameters'"
+                )
 
 
-def _check_required(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot], problems: list[str]) -> None:
+def _check_required(
+    recipe: MergeRecipe, method: MergeMethod, slots: list[Slot], problems: list[str]
+) -> None:
     """Required parameters set nowhere at all (per-tensor gaps left by filters come later)."""
     for p in method.params:
         if not p.required or p.name in recipe.parameters:
             continue
         if p.scope == Scope.GLOBAL:
-            problems.append(f"parameters.{p.name}: required by merge method {method.name!r}; set it")
+            problems.append(
+                f"parameters.{p.name}: required by merge method {method.name!r}; set it"
+            )
             continue
         for slot in slots:
             if p.scope == Scope.NON_BASE and slot.is_base:
@@ -161,11 +189,18 @@ def _check_required(recipe: MergeRecipe, method: MergeMethod, slots: list[Slot],
                 )
             else:
                 k = recipe.model_names().index(slot.model)
-                problems.append(f"models[{k}].parameters.{p.name}: required by merge method {method.name!r}; set it")
+                problems.append(
+                    f"models[{k}].parameters.{p.name}: required by merge method {method.name!r}; set it"
+                )
 
 
 def resolve_tensor(
-    recipe: MergeRecipe, method: MergeMethod, slots: tuple[Slot, ...], name: str, t: float, problems: list[str]
+    recipe: MergeRecipe,
+    method: MergeMethod,
+    slots: tuple[Slot, ...],
+    name: str,
+    t: float,
+    problems: list[str],
 ) -> TensorPlan:
     """The method's arguments for tensor ``name`` at gradient position ``t``; problems appended."""
 
@@ -179,7 +214,9 @@ def resolve_tensor(
         if v is None:
             if p.required:
                 where = f"model {model!r}" if model is not None else "the top-level parameters"
-                problems.append(f"missing required parameter {p.name!r} for {where}; set it in the recipe")
+                problems.append(
+                    f"missing required parameter {p.name!r} for {where}; set it in the recipe"
+                )
             return p.default
         return v
 
@@ -190,10 +227,16 @@ def resolve_tensor(
     base_args: dict[str, Any] | None = None
     for slot in slots:
         if method.base == BasePolicy.INPUT and slot.source == BASE:
-            base_args = {p.name: value(p, slot.model) for p in method.params if p.scope == Scope.INPUT}
+            base_args = {
+                p.name: value(p, slot.model) for p in method.params if p.scope == Scope.INPUT
+            }
         elif not slot.is_base:
-            assert slot.source != BASE, "only a recipe without base_model lists the pool's base as a non-base input"
-            inputs.append({p.name: value(p, slot.model) for p in method.params if p.scope != Scope.GLOBAL})
+            assert slot.source != BASE, (
+                "only a recipe without base_model lists the pool's base as a non-base input"
+            )
+            inputs.append(
+                {p.name: value(p, slot.model) for p in method.params if p.scope != Scope.GLOBAL}
+            )
             sources.append(slot.source)
             models.append(slot.model)
     args = MergeArgs(globals=glob, inputs=tuple(inputs), base=base_args, models=tuple(models))
@@ -231,7 +274,16 @@ def plan_merge(recipe: MergeRecipe, pool: ModelPool) -> MergePlan:
     for name in pool.tensor_names:
         info = pool.info(name)
         found: list[str] = []
-        tensors.append(resolve_tensor(recipe, method, tuple(slots), name, gradient_position(info.layer, pool.num_layers), found))
+        tensors.append(
+            resolve_tensor(
+                recipe,
+                method,
+                tuple(slots),
+                name,
+                gradient_position(info.layer, pool.num_layers),
+                found,
+            )
+        )
         per_tensor.extend((p, name) for p in found)
     if per_tensor:
         raise _error(recipe, per_tensor)
@@ -248,7 +300,12 @@ def _error(recipe: MergeRecipe, problems: list[tuple[str, str | None]]) -> Merge
     lines = []
     for msg, names in grouped.items():
         if names:
-            shown = ", ".join(names[:_MAX_LISTED]) + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+            shown = ", ".join(names[:_MAX_LISTED]) + (
+                f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+            )
             msg = f"{msg} (tensor{'s' if len(names) > 1 else ''} {shown})"
         lines.append(f"  - {msg}")
-    return MergeError(f"recipe for merge method {recipe.merge_method!r}: {len(lines)} problem(s)\n" + "\n".join(lines))
+    return MergeError(
+        f"recipe for merge method {recipe.merge_method!r}: {len(lines)} problem(s)\n"
+        + "\n".join(lines)
+    )

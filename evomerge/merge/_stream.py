@@ -39,7 +39,12 @@ def source_keys(pool: ModelPool) -> list[str]:
 
 
 def load_deltas(
-    pool: ModelPool, name: str, sources: Sequence[int], base: torch.Tensor, *, out: torch.Tensor | None = None
+    pool: ModelPool,
+    name: str,
+    sources: Sequence[int],
+    base: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[len(sources), ...]``: ``source_i - base`` in ``base``'s dtype and device (mergekit's order of casts)."""
     if out is None:
@@ -76,7 +81,12 @@ def iter_merged_tensors(
 
 
 def _generate(
-    plan: MergePlan, pool: ModelPool, device: torch.device, seed: int, keys: list[str], progress: bool
+    plan: MergePlan,
+    pool: ModelPool,
+    device: torch.device,
+    seed: int,
+    keys: list[str],
+    progress: bool,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     from tqdm.auto import tqdm
 
@@ -92,10 +102,18 @@ def _generate(
         base = pool.base_tensor(tp.name, dtype=dtype, device=device).contiguous()
         deltas = load_deltas(pool, tp.name, tp.sources, base)
         aux = [
-            build_aux(method.needs - method.one_off_skips, base, deltas[k], seed=seed, tensor_name=tp.name,
-                      source_key=keys[i])
+            build_aux(
+                method.needs - method.one_off_skips,
+                base,
+                deltas[k],
+                seed=seed,
+                tensor_name=tp.name,
+                source_key=keys[i],
+            )
             for k, i in enumerate(tp.sources)
         ]
-        merged = method.fn(base, deltas, tp.args, aux=aux, workspace=ws, seed=seed, tensor_name=tp.name)
+        merged = method.fn(
+            base, deltas, tp.args, aux=aux, workspace=ws, seed=seed, tensor_name=tp.name
+        )
         del base, deltas, aux
         yield tp.name, merged.to(plan.out_dtype or dtype)

@@ -73,7 +73,11 @@ def gradient_position(layer: int | None, num_layers: int) -> float:
 
 
 def evaluate_setting(
-    setting: ParamSetting, tensor_name: str, t: float, *, validate: Callable[[Any], Any] | None = None
+    setting: ParamSetting,
+    tensor_name: str,
+    t: float,
+    *,
+    validate: Callable[[Any], Any] | None = None,
 ) -> Any:
     """The value of ``setting`` for ``tensor_name`` at gradient position ``t``.
 
@@ -118,7 +122,9 @@ def _parse_setting(value: Any) -> ParamSetting:
         return [Conditional.model_validate(dict(e)) for e in value]
     if isinstance(value, list):
         if not all(_is_scalar(e) for e in value):
-            raise ValueError(f"a list setting holds numbers or {{filter, value}} entries, got {value!r}")
+            raise ValueError(
+                f"a list setting holds numbers or {{filter, value}} entries, got {value!r}"
+            )
         return list(value)
     if _is_scalar(value):
         return value
@@ -195,9 +201,14 @@ class MergeRecipe(BaseModel):
         yield self.parameters
 
     def lookup(
-        self, name: str, *, model: str | None, tensor_name: str, t: float,
+        self,
+        name: str,
+        *,
+        model: str | None,
+        tensor_name: str,
+        t: float,
         validate: Callable[[Any], Any] | None = None,
-    ) -> Any:  # fmt: skip
+    ) -> Any:
         """The value of parameter ``name`` for ``model`` (None: global scope only), or None.
 
         ``validate`` converts raw values to the parameter's type (see :func:`evaluate_setting`).
@@ -232,23 +243,37 @@ class MergeRecipe(BaseModel):
         return yaml.safe_dump(self.to_mergekit_dict(), sort_keys=False, default_flow_style=None)
 
     @classmethod
-    def from_mergekit_dict(cls, data: Mapping[str, Any], *, source: str = "<recipe>") -> MergeRecipe:
+    def from_mergekit_dict(
+        cls, data: Mapping[str, Any], *, source: str = "<recipe>"
+    ) -> MergeRecipe:
         """Parse mergekit's ``models:`` form; errors name ``source`` and every bad field."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+            raise ConfigError(
+                f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+            )
         if "slices" in data or "modules" in data:
             raise ConfigError(
                 f"{source}: only mergekit's 'models:' form is supported; "
                 "rewrite 'slices:'/'modules:' as a 'models:' list"
             )
-        known = {"models", "merge_method", "base_model", "parameters", "dtype", "out_dtype", "tokenizer_source"}
+        known = {
+            "models",
+            "merge_method",
+            "base_model",
+            "parameters",
+            "dtype",
+            "out_dtype",
+            "tokenizer_source",
+        }
         extra = {k: v for k, v in data.items() if k not in known}
         clean = {k: v for k, v in data.items() if k in known}
         recipe = validate_model(cls, clean, source=source)
         if extra:
             # mergekit options we do not interpret (chat_template, tokenizer, ...) are refused
             # rather than silently ignored, so that a merge never differs without notice.
-            raise ConfigError(f"{source}: unsupported field(s) {sorted(extra)}; supported: {sorted(known)}")
+            raise ConfigError(
+                f"{source}: unsupported field(s) {sorted(extra)}; supported: {sorted(known)}"
+            )
         return recipe
 
     @classmethod

@@ -124,7 +124,9 @@ def _check_names(base: ModelShapes, m: ModelShapes) -> None:
         more = len(extra) - 1
     if more > 0:
         what += f" (and {more} more)"
-    if all(is_vocab_tensor(n) for n in missing + extra) and (base.ties_embeddings or m.ties_embeddings):
+    if all(is_vocab_tensor(n) for n in missing + extra) and (
+        base.ties_embeddings or m.ties_embeddings
+    ):
         what += (
             "; one model ties lm_head to the input embeddings and the other does not, "
             "which cannot be merged tensor by tensor"

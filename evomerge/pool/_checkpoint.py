@@ -22,13 +22,21 @@ _ST_INDEX = "model.safetensors.index.json"
 _PT_INDEX = "pytorch_model.bin.index.json"
 # Files next to the weights that are pickles but not weights (trainer state, adapters).
 _NOT_WEIGHTS = frozenset(
-    {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "adapter_model.bin",
-     "adapter_model.safetensors"}
-)  # fmt: skip
+    {
+        "training_args.bin",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "adapter_model.bin",
+        "adapter_model.safetensors",
+    }
+)
 _EXPECTED = "model.safetensors, model.safetensors.index.json with its shards, or *.safetensors"
 
 
-def cast_to(t: torch.Tensor, *, dtype: torch.dtype | None, device: str | torch.device) -> torch.Tensor:
+def cast_to(
+    t: torch.Tensor, *, dtype: torch.dtype | None, device: str | torch.device
+) -> torch.Tensor:
     """``t`` on ``device`` in ``dtype`` (None: keep); moves before casting to save bandwidth."""
     if torch.device(device) != t.device:
         t = t.to(device=device)
@@ -65,9 +73,14 @@ class Checkpoint:
     names: list[str]
 
     def __init__(
-        self, *, path: Path, config: dict[str, Any], files: list[WeightFile],
-        meta: dict[str, TensorMeta], where: dict[str, int],
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        path: Path,
+        config: dict[str, Any],
+        files: list[WeightFile],
+        meta: dict[str, TensorMeta],
+        where: dict[str, int],
+    ) -> None:
         self.path = path
         self.config = config
         self._files = files
@@ -146,7 +159,9 @@ class Checkpoint:
         return len(self.names)
 
     def __repr__(self) -> str:
-        return f"Checkpoint({str(self.path)!r}, {len(self.names)} tensors, {len(self._files)} file(s))"
+        return (
+            f"Checkpoint({str(self.path)!r}, {len(self.names)} tensors, {len(self._files)} file(s))"
+        )
 
 
 def _discover_files(root: Path, *, allow_pickle: bool) -> list[WeightFile]:
@@ -163,9 +178,10 @@ def _discover_files(root: Path, *, allow_pickle: bool) -> list[WeightFile]:
         pickles = _index_shards(pt_index)
     else:
         pickles = [
-            p for p in sorted(root.iterdir())
+            p
+            for p in sorted(root.iterdir())
             if p.suffix in PICKLE_SUFFIXES and p.name not in _NOT_WEIGHTS and p.is_file()
-        ]  # fmt: skip
+        ]
     if pickles and not allow_pickle:
         raise UnsafeCheckpointError(
             f"{root}: only pickle weights found ({', '.join(p.name for p in pickles)}); loading "

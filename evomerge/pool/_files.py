@@ -27,11 +27,19 @@ __all__ = ["PICKLE_SUFFIXES", "TensorMeta", "WeightFile", "read_safetensors_head
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 
 _ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}  # fmt: skip
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
 
 # (shape, dtype) of one tensor, known without reading its data.
 TensorMeta = tuple[tuple[int, ...], torch.dtype]
@@ -95,7 +103,9 @@ class WeightFile:
                 try:
                     self._handle = safe_open(str(self.path), framework="pt", device="cpu")
                 except Exception as err:  # safetensors raises its own error types
-                    raise CheckpointError(f"{self.path}: cannot open safetensors file: {err}") from err
+                    raise CheckpointError(
+                        f"{self.path}: cannot open safetensors file: {err}"
+                    ) from err
             return self._handle
 
     def _state_dict(self) -> dict[str, torch.Tensor]:
@@ -129,9 +139,13 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
         except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: cannot load pickle checkpoint with weights_only=True: {err}") from err
+        raise CheckpointError(
+            f"{path}: cannot load pickle checkpoint with weights_only=True: {err}"
+        ) from err
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of tensors (a state dict), got {type(obj).__name__}"
+        )
     return {str(k): v for k, v in obj.items()}

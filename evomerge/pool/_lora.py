@@ -33,7 +33,9 @@ __all__ = ["LoraAdapter"]
 
 _PREFIX = "base_model.model."
 # <module>.lora_A[.<adapter>].weight / <module>.lora_B[.<adapter>].(weight|bias)
-_LINEAR_RE = re.compile(r"^(?P<mod>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.(?P<param>weight|bias)$")
+_LINEAR_RE = re.compile(
+    r"^(?P<mod>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.(?P<param>weight|bias)$"
+)
 # <module>.lora_embedding_A[.<adapter>]
 _EMBED_RE = re.compile(r"^(?P<mod>.+)\.lora_embedding_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?$")
 # <module>.modules_to_save[.<adapter>].<param> and <module>.base_layer.<param>
@@ -163,9 +165,12 @@ class LoraAdapter:
         return shape[::-1] if self.fan_in_fan_out or pair.embedding else shape
 
     def delta(
-        self, name: str, base_shape: tuple[int, ...] | torch.Size, *,
+        self,
+        name: str,
+        base_shape: tuple[int, ...] | torch.Size,
+        *,
         device: str | torch.device = "cpu",
-    ) -> torch.Tensor | None:  # fmt: skip
+    ) -> torch.Tensor | None:
         """The float32 update of tensor ``name``, or None when the adapter does not target it.
 
         ``base_shape`` is the shape the update must have (the base tensor's, or the
@@ -173,7 +178,11 @@ class LoraAdapter:
         """
         mod, _, param = name.rpartition(".")
         pair = self._pairs.get(mod)
-        if pair is None or (param == "bias" and pair.bias is None) or param not in ("weight", "bias"):
+        if (
+            pair is None
+            or (param == "bias" and pair.bias is None)
+            or param not in ("weight", "bias")
+        ):
             return None
         assert pair.a is not None and pair.b is not None  # checked at open
         scale = self.scale(mod)
@@ -220,7 +229,9 @@ class LoraAdapter:
         for key in self._meta:
             for marker, what in _UNSUPPORTED_KEYS.items():
                 if marker in key:
-                    raise CheckpointError(f"{self.path}: {what} adapters are not supported (tensor {key!r})")
+                    raise CheckpointError(
+                        f"{self.path}: {what} adapters are not supported (tensor {key!r})"
+                    )
             rel = key[len(_PREFIX) :] if key.startswith(_PREFIX) else key
             if m := _LINEAR_RE.match(rel):
                 pair = pairs.setdefault(m["mod"], _Pair())
@@ -282,11 +293,18 @@ def _check_supported(cfg_path: Path, config: Any) -> None:
         raise CheckpointError(f"{cfg_path}: expected a JSON object")
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
-        raise CheckpointError(f"{cfg_path}: peft_type {peft_type!r} is not supported; only LORA adapters are")
-    for key, what in (("use_dora", "DoRA"), ("trainable_token_indices", "trainable tokens"),
-                      ("layer_replication", "layer replication")):  # fmt: skip
+        raise CheckpointError(
+            f"{cfg_path}: peft_type {peft_type!r} is not supported; only LORA adapters are"
+        )
+    for key, what in (
+        ("use_dora", "DoRA"),
+        ("trainable_token_indices", "trainable tokens"),
+        ("layer_replication", "layer replication"),
+    ):
         if config.get(key):
-            raise CheckpointError(f"{cfg_path}: {key}={config[key]!r}: {what} adapters are not supported")
+            raise CheckpointError(
+                f"{cfg_path}: {key}={config[key]!r}: {what} adapters are not supported"
+            )
     for key in ("r", "lora_alpha"):
         value = config.get(key, 8)
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:

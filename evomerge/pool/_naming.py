@@ -27,9 +27,21 @@ __all__ = [
 ]
 
 MODULE_TYPES: tuple[str, ...] = (
-    "q", "k", "v", "o", "qkv", "gate", "up", "down", "mlp_in", "mlp_out",
-    "norm", "embed", "lm_head", "other",
-)  # fmt: skip
+    "q",
+    "k",
+    "v",
+    "o",
+    "qkv",
+    "gate",
+    "up",
+    "down",
+    "mlp_in",
+    "mlp_out",
+    "norm",
+    "embed",
+    "lm_head",
+    "other",
+)
 
 # "<prefix>.layers.12.<rest>" -> 12; the first stack in the name wins (MoE expert indices
 # come later in the name and are not layers).
@@ -40,24 +52,55 @@ _PARAM_SUFFIXES = frozenset({"weight", "bias", "scale", "g", "b"})
 
 _BY_MODULE: dict[str, str] = {
     # attention
-    "q_proj": "q", "query": "q", "wq": "q", "q": "q",
-    "k_proj": "k", "key": "k", "wk": "k", "k": "k",
-    "v_proj": "v", "value": "v", "wv": "v", "v": "v",
-    "o_proj": "o", "out_proj": "o", "wo": "o", "o": "o",
-    "qkv_proj": "qkv", "c_attn": "qkv", "query_key_value": "qkv", "wqkv": "qkv",
-    "w_pack": "qkv", "qkv": "qkv",
+    "q_proj": "q",
+    "query": "q",
+    "wq": "q",
+    "q": "q",
+    "k_proj": "k",
+    "key": "k",
+    "wk": "k",
+    "k": "k",
+    "v_proj": "v",
+    "value": "v",
+    "wv": "v",
+    "v": "v",
+    "o_proj": "o",
+    "out_proj": "o",
+    "wo": "o",
+    "o": "o",
+    "qkv_proj": "qkv",
+    "c_attn": "qkv",
+    "query_key_value": "qkv",
+    "wqkv": "qkv",
+    "w_pack": "qkv",
+    "qkv": "qkv",
     # gated MLP (Mixtral experts: w1 gate, w3 up, w2 down)
-    "gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up",
-    "down_proj": "down", "w2": "down",
+    "gate_proj": "gate",
+    "w1": "gate",
+    "up_proj": "up",
+    "w3": "up",
+    "down_proj": "down",
+    "w2": "down",
     # ungated MLP
-    "c_fc": "mlp_in", "fc1": "mlp_in", "fc_in": "mlp_in", "dense_h_to_4h": "mlp_in",
+    "c_fc": "mlp_in",
+    "fc1": "mlp_in",
+    "fc_in": "mlp_in",
+    "dense_h_to_4h": "mlp_in",
     "gate_up_proj": "mlp_in",
-    "fc2": "mlp_out", "fc_out": "mlp_out", "dense_4h_to_h": "mlp_out",
+    "fc2": "mlp_out",
+    "fc_out": "mlp_out",
+    "dense_4h_to_h": "mlp_out",
     # embeddings and head
-    "embed_tokens": "embed", "wte": "embed", "wpe": "embed", "word_embeddings": "embed",
-    "tok_embeddings": "embed", "embed_positions": "embed", "position_embeddings": "embed",
-    "lm_head": "lm_head", "embed_out": "lm_head",
-}  # fmt: skip
+    "embed_tokens": "embed",
+    "wte": "embed",
+    "wpe": "embed",
+    "word_embeddings": "embed",
+    "tok_embeddings": "embed",
+    "embed_positions": "embed",
+    "position_embeddings": "embed",
+    "lm_head": "lm_head",
+    "embed_out": "lm_head",
+}
 
 _ATTN_PARENTS = frozenset({"attn", "self_attn", "attention", "self_attention", "mixer"})
 _MLP_PARENTS = frozenset({"mlp", "feed_forward", "ffn"})

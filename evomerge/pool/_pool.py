@@ -36,9 +36,14 @@ class ModelPool:
     """
 
     def __init__(
-        self, *, base: Checkpoint, sources: Sequence[Source], source_names: Sequence[str],
-        trust_remote_code: bool = False, allow_pickle: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        base: Checkpoint,
+        sources: Sequence[Source],
+        source_names: Sequence[str],
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ) -> None:
         if len(source_names) != len(sources):
             raise ConfigError(
                 f"names: got {len(source_names)} name(s) for {len(sources)} source(s); give one per source"
@@ -53,16 +58,22 @@ class ModelPool:
         self.allow_pickle = allow_pickle
         self.tensor_names: list[str] = list(base.names)
         self.num_layers: int = count_layers(self.tensor_names, self.config, where=base.path)
-        self.vocab_crops: list[VocabCrop] = check_architecture(self._all_shapes(), self.tensor_names)
+        self.vocab_crops: list[VocabCrop] = check_architecture(
+            self._all_shapes(), self.tensor_names
+        )
         self._rows = {c.tensor: c.cropped_to for c in self.vocab_crops}
         self._infos = {n: self._make_info(n) for n in self.tensor_names}
 
     @classmethod
     def open(
-        cls, base: str | Path, sources: Sequence[str | Path], *,
-        names: Sequence[str] | None = None, allow_pickle: bool = False,
+        cls,
+        base: str | Path,
+        sources: Sequence[str | Path],
+        *,
+        names: Sequence[str] | None = None,
+        allow_pickle: bool = False,
         trust_remote_code: bool = False,
-    ) -> ModelPool:  # fmt: skip
+    ) -> ModelPool:
         """Open ``base`` (full weights) and ``sources`` (full weights or peft LoRA adapters).
 
         A source directory holding ``adapter_config.json`` is a LoRA adapter of ``base``.
@@ -92,13 +103,20 @@ class ModelPool:
             if dupes or any(not n for n in labels):
                 raise ConfigError(f"names: source names must be unique and non-empty, got {labels}")
         pool = cls(
-            base=base_ck, sources=opened, source_names=labels,
-            trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        )  # fmt: skip
+            base=base_ck,
+            sources=opened,
+            source_names=labels,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+        )
         logger.info(
             "model pool: base %s + %d source(s) (%s), %d tensors, %d layers",
-            pool.base_path, len(opened), ", ".join(labels), len(pool.tensor_names), pool.num_layers,
-        )  # fmt: skip
+            pool.base_path,
+            len(opened),
+            ", ".join(labels),
+            len(pool.tensor_names),
+            pool.num_layers,
+        )
         return pool
 
     # -- metadata -----------------------------------------------------------------------
@@ -139,12 +157,18 @@ class ModelPool:
     ) -> torch.Tensor:
         """The base model's tensor ``name`` (vocab rows cropped) in ``dtype`` on ``device``."""
         self.info(name)
-        return cast_to(self._crop(name, self._base.get(name, device=device)), dtype=dtype, device=device)
+        return cast_to(
+            self._crop(name, self._base.get(name, device=device)), dtype=dtype, device=device
+        )
 
     def source_tensor(
-        self, i: int, name: str, *, dtype: torch.dtype = torch.float32,
+        self,
+        i: int,
+        name: str,
+        *,
+        dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """Source ``i``'s full tensor ``name`` (LoRA: base + delta, summed in float32)."""
         src, _ = self._source(i), self.info(name)
         if isinstance(src, Checkpoint):
@@ -154,9 +178,13 @@ class ModelPool:
         return cast_to(self._crop(name, t), dtype=dtype, device=device)
 
     def task_vector(
-        self, i: int, name: str, *, dtype: torch.dtype = torch.float32,
+        self,
+        i: int,
+        name: str,
+        *,
+        dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """``source - base`` for tensor ``name``, computed in float32, then cast to ``dtype``.
 
         For a LoRA source without a replacing tensor this is the low-rank update itself
@@ -172,7 +200,10 @@ class ModelPool:
             full = src.get(name, device=device)
         else:
             full = self._lora_full(src, name, device=device)
-        tv = self._crop(name, full).float() - self._crop(name, self._base.get(name, device=device)).float()
+        tv = (
+            self._crop(name, full).float()
+            - self._crop(name, self._base.get(name, device=device)).float()
+        )
         return cast_to(tv, dtype=dtype, device=device)
 
     def close(self) -> None:
@@ -191,7 +222,9 @@ class ModelPool:
 
     def _source(self, i: int) -> Source:
         if not isinstance(i, int) or not 0 <= i < len(self._sources):
-            raise IndexError(f"source index {i!r} out of range: the pool has {len(self._sources)} source(s)")
+            raise IndexError(
+                f"source index {i!r} out of range: the pool has {len(self._sources)} source(s)"
+            )
         return self._sources[i]
 
     def _crop(self, name: str, t: torch.Tensor) -> torch.Tensor:
@@ -200,7 +233,9 @@ class ModelPool:
             return t
         return t.narrow(0, 0, rows).clone()  # [rows, ...]: drop trailing vocab rows
 
-    def _lora_full(self, src: LoraAdapter, name: str, *, device: str | torch.device) -> torch.Tensor:
+    def _lora_full(
+        self, src: LoraAdapter, name: str, *, device: str | torch.device
+    ) -> torch.Tensor:
         rep = src.replaces(name, device=device)
         t = rep if rep is not None else self._base.get(name, device=device)
         d = src.delta(name, tuple(t.shape), device=device)
@@ -211,12 +246,20 @@ class ModelPool:
         shape = self._base.shape(name)
         if name in self._rows:
             shape = (self._rows[name], *shape[1:])
-        return TensorInfo(name=name, shape=shape, dtype=self._base.dtype(name), layer=layer, module=module)
+        return TensorInfo(
+            name=name, shape=shape, dtype=self._base.dtype(name), layer=layer, module=module
+        )
 
     def _all_shapes(self) -> list[ModelShapes]:
         base = self._base
-        out = [ModelShapes(label="base", path=base.path, shapes={n: base.shape(n) for n in base.names},
-                           ties_embeddings=config_ties_embeddings(base.config))]  # fmt: skip
+        out = [
+            ModelShapes(
+                label="base",
+                path=base.path,
+                shapes={n: base.shape(n) for n in base.names},
+                ties_embeddings=config_ties_embeddings(base.config),
+            )
+        ]
         for label, src in zip(self.source_names, self._sources, strict=True):
             if isinstance(src, Checkpoint):
                 shapes = {n: src.shape(n) for n in src.names}

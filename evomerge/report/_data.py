@@ -132,7 +132,9 @@ def load_report_data(run_dir: str | Path) -> ReportData:
     trials = study.get_trials(deepcopy=False)
     rows = [_row(t) for t in trials]
     n_complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-    names = study.user_attrs.get("objective_names") or [f"objective{i}" for i in range(len(study.directions))]
+    names = study.user_attrs.get("objective_names") or [
+        f"objective{i}" for i in range(len(study.directions))
+    ]
     return ReportData(
         name=config.name,
         run_dir=run_dir,
@@ -143,7 +145,9 @@ def load_report_data(run_dir: str | Path) -> ReportData:
         best=[_row(t) for t in _best(study)],
         importances=_importances(study, n_complete),
         baselines=_baselines(run_dir),
-        conflict_images=sorted((run_dir / "analysis").glob("*.png")) if (run_dir / "analysis").is_dir() else [],
+        conflict_images=sorted((run_dir / "analysis").glob("*.png"))
+        if (run_dir / "analysis").is_dir()
+        else [],
     )
 
 

@@ -50,23 +50,37 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> str:
 
 
 def _summary(data: ReportData) -> str:
-    counts = ", ".join(f"{k.lower()}: {v}" for k, v in sorted(data.counts.items())) or "no trials yet"
+    counts = (
+        ", ".join(f"{k.lower()}: {v}" for k, v in sorted(data.counts.items())) or "no trials yet"
+    )
     rows = []
     for t in data.best:
-        vals = ", ".join(f"{n}={_fmt(v)}" for n, v in zip(data.objective_names, t.values or [], strict=False))
+        vals = ", ".join(
+            f"{n}={_fmt(v)}" for n, v in zip(data.objective_names, t.values or [], strict=False)
+        )
         scores = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.scores.items()))
         rows.append([str(t.number), _esc(vals), _esc(scores)])
     for name, base in sorted(data.baselines.items()):
-        vals = ", ".join(f"{n}={_fmt(v)}" for n, v in zip(data.objective_names, base.get("values") or [], strict=False))
+        vals = ", ".join(
+            f"{n}={_fmt(v)}"
+            for n, v in zip(data.objective_names, base.get("values") or [], strict=False)
+        )
         scores = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((base.get("scores") or {}).items()))
         rows.append([f"source <b>{_esc(name)}</b>", _esc(vals), _esc(scores)])
     title = "Best trial" if len(data.objective_names) == 1 else "Pareto front"
     return (
         f"<p>Sampler <b>{_esc(data.sampler)}</b>; objectives: "
-        + ", ".join(f"{_esc(n)} ({_esc(d)})" for n, d in zip(data.objective_names, data.directions, strict=False))
+        + ", ".join(
+            f"{_esc(n)} ({_esc(d)})"
+            for n, d in zip(data.objective_names, data.directions, strict=False)
+        )
         + f"; trials: {_esc(counts)}.</p>"
         + f"<h2>{title}</h2>"
-        + (_table(["trial", "objective", "per-judge scores"], rows) if rows else "<p class=muted>No complete trial yet.</p>")
+        + (
+            _table(["trial", "objective", "per-judge scores"], rows)
+            if rows
+            else "<p class=muted>No complete trial yet.</p>"
+        )
     )
 
 
@@ -76,13 +90,18 @@ def _samples(data: ReportData) -> str:
     best = data.best[0]
     sources = sorted(data.baselines)
     answers = {
-        name: {s.get("question", ""): s.get("answer", "") for s in data.baselines[name].get("samples") or []}
+        name: {
+            s.get("question", ""): s.get("answer", "")
+            for s in data.baselines[name].get("samples") or []
+        }
         for name in sources
     }
     rows = []
     for s in best.samples[:SAMPLE_ROWS]:
         q = s.get("question", "")
-        rows.append([_esc(q), _esc(s.get("answer", ""))] + [_esc(answers[n].get(q, "—")) for n in sources])
+        rows.append(
+            [_esc(q), _esc(s.get("answer", ""))] + [_esc(answers[n].get(q, "—")) for n in sources]
+        )
     header = ["prompt", f"best (trial {best.number})"] + [f"source {n}" for n in sources]
     return "<h2>Sample answers</h2>" + _table(header, rows)
 
@@ -91,7 +110,9 @@ def _errors(trials: list[TrialRow], limit: int = 10) -> str:
     failed = [t for t in trials if t.state == "FAIL" and t.error][-limit:]
     if not failed:
         return ""
-    return "<h2>Failed trials</h2>" + _table(["trial", "error"], ([str(t.number), _esc(t.error)] for t in failed))
+    return "<h2>Failed trials</h2>" + _table(
+        ["trial", "error"], ([str(t.number), _esc(t.error)] for t in failed)
+    )
 
 
 def render_html(data: ReportData, figures: dict[str, bytes]) -> str:
@@ -101,7 +122,9 @@ def render_html(data: ReportData, figures: dict[str, bytes]) -> str:
         parts.append(f'<div class="fig" id="{_esc(stem)}">{_img(png, stem)}</div>')
     if data.best:
         recipe = data.best[0]
-        parts.append(f"<h2>Best genome (trial {recipe.number})</h2><pre>{_esc(yaml.safe_dump(recipe.params, sort_keys=True))}</pre>")
+        parts.append(
+            f"<h2>Best genome (trial {recipe.number})</h2><pre>{_esc(yaml.safe_dump(recipe.params, sort_keys=True))}</pre>"
+        )
     parts.append(_samples(data))
     if data.conflict_images:
         parts.append("<h2>Task-vector conflicts of the top candidates</h2>")

@@ -30,7 +30,11 @@ def open_pool(config: RunConfig) -> ModelPool:
 
     m = config.models
     return ModelPool.open(
-        m.base, m.sources, names=m.names, allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code
+        m.base,
+        m.sources,
+        names=m.names,
+        allow_pickle=m.allow_pickle,
+        trust_remote_code=m.trust_remote_code,
     )
 
 
@@ -54,14 +58,18 @@ def resolve_factory(spec: str) -> Callable[..., TrialEvaluator]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigError(f"evaluator.factory: cannot import module {module_name!r} ({err})") from None
+        raise ConfigError(
+            f"evaluator.factory: cannot import module {module_name!r} ({err})"
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"evaluator.factory: {module_name!r} has no callable {attr!r}")
     return factory
 
 
-def build_evaluator(config: RunConfig, *, device: str, worker_index: int, run_dir: Path) -> TrialEvaluator:
+def build_evaluator(
+    config: RunConfig, *, device: str, worker_index: int, run_dir: Path
+) -> TrialEvaluator:
     """The worker's evaluator: ``config.evaluator``'s factory, or the generate-and-judge pipeline.
 
     A factory is called as ``factory(config, device=..., worker_index=..., run_dir=..., **options)``.
@@ -69,7 +77,9 @@ def build_evaluator(config: RunConfig, *, device: str, worker_index: int, run_di
     spec = config.evaluator.factory if config.evaluator is not None else PIPELINE_FACTORY
     options: dict[str, Any] = dict(config.evaluator.options) if config.evaluator is not None else {}
     factory = resolve_factory(spec)
-    evaluator = factory(config, device=device, worker_index=worker_index, run_dir=run_dir, **options)
+    evaluator = factory(
+        config, device=device, worker_index=worker_index, run_dir=run_dir, **options
+    )
     names, directions = list(evaluator.objective_names), list(evaluator.directions)
     bad = [d for d in directions if d not in ("maximize", "minimize")]
     if not names or len(names) != len(directions) or bad:

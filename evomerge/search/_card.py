@@ -27,10 +27,14 @@ def _num(v: Any) -> str:
 def _recipe_rows(recipe: MergeRecipe) -> list[str]:
     rows = ["| model | parameters |", "|---|---|"]
     for m in recipe.models:
-        params = ", ".join(f"{k} = {compact_setting(_plain(v))}" for k, v in m.parameters.items()) or "-"
+        params = (
+            ", ".join(f"{k} = {compact_setting(_plain(v))}" for k, v in m.parameters.items()) or "-"
+        )
         rows.append(f"| `{m.model}` | {params} |")
     if recipe.parameters:
-        params = ", ".join(f"{k} = {compact_setting(_plain(v))}" for k, v in recipe.parameters.items())
+        params = ", ".join(
+            f"{k} = {compact_setting(_plain(v))}" for k, v in recipe.parameters.items()
+        )
         rows.append(f"| (all) | {params} |")
     return rows
 
@@ -42,9 +46,13 @@ def _plain(v: Any) -> Any:
     return v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v
 
 
-def model_card(config: RunConfig, study: optuna.Study, trial: FrozenTrial, recipe: MergeRecipe) -> str:
+def model_card(
+    config: RunConfig, study: optuna.Study, trial: FrozenTrial, recipe: MergeRecipe
+) -> str:
     """Markdown with a YAML header: the search summary, the trial's values, scores and recipe."""
-    names = study.user_attrs.get("objective_names", [f"objective{i}" for i in range(len(study.directions))])
+    names = study.user_attrs.get(
+        "objective_names", [f"objective{i}" for i in range(len(study.directions))]
+    )
     directions = [d.name.lower() for d in study.directions]
     n_complete, n_failed = count_finished(study)
     lines = [
@@ -66,7 +74,9 @@ def model_card(config: RunConfig, study: optuna.Study, trial: FrozenTrial, recip
         "|---|---|---|",
     ]
     values = trial.values or []
-    lines += [f"| {n} | {d} | {_num(v)} |" for n, d, v in zip(names, directions, values, strict=False)]
+    lines += [
+        f"| {n} | {d} | {_num(v)} |" for n, d, v in zip(names, directions, values, strict=False)
+    ]
     scores = trial.user_attrs.get("scores") or {}
     if scores:
         lines += ["", "| judge | mean score |", "|---|---|"]

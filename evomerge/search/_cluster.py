@@ -72,7 +72,9 @@ class WorkerPlan:
     num_gpus: float
 
 
-def plan_workers(cfg: WorkersConfig, *, resources: dict[str, float], num: int | None = None) -> WorkerPlan:
+def plan_workers(
+    cfg: WorkersConfig, *, resources: dict[str, float], num: int | None = None
+) -> WorkerPlan:
     """One worker per GPU (``gpus_per_worker`` each) when GPUs are used, else per CPU slot.
 
     ``resources`` is the cluster's (``ray.cluster_resources()``); ``num`` overrides
@@ -93,6 +95,11 @@ def plan_workers(cfg: WorkersConfig, *, resources: dict[str, float], num: int | 
                 "use workers.device: cpu or join a cluster with GPUs (--address)"
             )
         n = want if want is not None else max(1, int(gpus // cfg.gpus_per_worker))
-        return WorkerPlan(num=n, device="cuda", num_cpus=min(cfg.cpus_per_worker, cpus), num_gpus=cfg.gpus_per_worker)
+        return WorkerPlan(
+            num=n,
+            device="cuda",
+            num_cpus=min(cfg.cpus_per_worker, cpus),
+            num_gpus=cfg.gpus_per_worker,
+        )
     n = want if want is not None else max(1, int(cpus // cfg.cpus_per_worker))
     return WorkerPlan(num=n, device="cpu", num_cpus=cfg.cpus_per_worker, num_gpus=0.0)

@@ -97,7 +97,14 @@ class Driver:
         self._busy: set[int] = set()  # slot indices with a trial
         self._directions = [d.name.lower() for d in study.directions]
         self._init_best()
-        self._bar = tqdm(total=target, initial=min(finished, target), disable=not progress, desc=desc, unit="trial", dynamic_ncols=True)
+        self._bar = tqdm(
+            total=target,
+            initial=min(finished, target),
+            disable=not progress,
+            desc=desc,
+            unit="trial",
+            dynamic_ncols=True,
+        )
         self._update_bar()
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -118,7 +125,9 @@ class Driver:
         if len(values) != 1:
             return
         better = self.stats.best_values is None or (
-            values[0] > self.stats.best_values[0] if self._directions[0] == "maximize" else values[0] < self.stats.best_values[0]
+            values[0] > self.stats.best_values[0]
+            if self._directions[0] == "maximize"
+            else values[0] < self.stats.best_values[0]
         )
         if better:
             self.stats.best_values, self.stats.best_trial = list(values), number
@@ -233,7 +242,9 @@ class Driver:
         job.attempts += 1
         job.errors.append(reason)
         if job.attempts <= retries:
-            logger.info("trial %d failed (attempt %d), retrying: %s", job.trial.number, job.attempts, reason)
+            logger.info(
+                "trial %d failed (attempt %d), retrying: %s", job.trial.number, job.attempts, reason
+            )
             self._queue.appendleft(job)
             return
         t0 = time.perf_counter()
@@ -249,7 +260,9 @@ class Driver:
         self.study.tell(trial, state=TrialState.FAIL)
         self.stats.overhead_s += time.perf_counter() - t0
         self.stats.n_failed += 1
-        logger.warning("trial %d failed after %d attempt(s): %s", trial.number, job.attempts, reason)
+        logger.warning(
+            "trial %d failed after %d attempt(s): %s", trial.number, job.attempts, reason
+        )
         self._bar.update(1)
         self._update_bar()
 
@@ -279,14 +292,19 @@ class Driver:
 
     def _stop(self, why: str) -> str:
         """Leave the study resumable: trials in flight or queued go back for re-asking."""
-        numbers = [r.job.trial.number for r in self._running.values()] + [j.trial.number for j in self._queue]
+        numbers = [r.job.trial.number for r in self._running.values()] + [
+            j.trial.number for j in self._queue
+        ]
         self._running.clear()
         self._queue.clear()
         if numbers:
             recover_interrupted(self.study, trial_numbers=numbers)
         self._commit()
         if why == "interrupted":
-            logger.warning("interrupted: %d trial(s) finished; run the same command again to resume", self.finished)
+            logger.warning(
+                "interrupted: %d trial(s) finished; run the same command again to resume",
+                self.finished,
+            )
         return why
 
     @property

@@ -41,15 +41,27 @@ class MethodInfo:
 _GTA_FLAGS = ("weight", "density")
 
 METHODS: dict[str, MethodInfo] = {
-    "linear": MethodInfo(per_source=("weight",), base_weight="listed", needs_base=False, default_normalize=True),
-    "task_arithmetic": MethodInfo(per_source=("weight",), base_weight="lambda", default_normalize=False),
+    "linear": MethodInfo(
+        per_source=("weight",), base_weight="listed", needs_base=False, default_normalize=True
+    ),
+    "task_arithmetic": MethodInfo(
+        per_source=("weight",), base_weight="lambda", default_normalize=False
+    ),
     "ties": MethodInfo(per_source=_GTA_FLAGS, base_weight="lambda", default_normalize=True),
     "dare_ties": MethodInfo(per_source=_GTA_FLAGS, base_weight="lambda", default_normalize=False),
     "dare_linear": MethodInfo(per_source=_GTA_FLAGS, base_weight="lambda", default_normalize=False),
-    "breadcrumbs": MethodInfo(per_source=(*_GTA_FLAGS, "gamma"), base_weight="lambda", default_normalize=False),
-    "breadcrumbs_ties": MethodInfo(per_source=(*_GTA_FLAGS, "gamma"), base_weight="lambda", default_normalize=False),
-    "della": MethodInfo(per_source=(*_GTA_FLAGS, "epsilon"), base_weight="lambda", default_normalize=True),
-    "della_linear": MethodInfo(per_source=(*_GTA_FLAGS, "epsilon"), base_weight="lambda", default_normalize=False),
+    "breadcrumbs": MethodInfo(
+        per_source=(*_GTA_FLAGS, "gamma"), base_weight="lambda", default_normalize=False
+    ),
+    "breadcrumbs_ties": MethodInfo(
+        per_source=(*_GTA_FLAGS, "gamma"), base_weight="lambda", default_normalize=False
+    ),
+    "della": MethodInfo(
+        per_source=(*_GTA_FLAGS, "epsilon"), base_weight="lambda", default_normalize=True
+    ),
+    "della_linear": MethodInfo(
+        per_source=(*_GTA_FLAGS, "epsilon"), base_weight="lambda", default_normalize=False
+    ),
     # slerp between the base and one source (t = 0: base, t = 1: the source)
     "slerp": MethodInfo(per_source=(), shared=("t",), max_sources=1),
 }
@@ -60,4 +72,6 @@ def method_info(name: str) -> MethodInfo:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"Unknown merge method {name!r} for a search space. Available: {', '.join(METHODS)}") from None
+        raise ValueError(
+            f"Unknown merge method {name!r} for a search space. Available: {', '.join(METHODS)}"
+        ) from None

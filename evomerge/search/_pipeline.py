@@ -36,19 +36,28 @@ class PipelineEvaluator:
         from evomerge.merge import MergeEngine
 
         if config.generation is None or config.judging is None:
-            raise ConfigError("the generate-and-judge evaluator needs both 'generation' and 'judging' sections")
+            raise ConfigError(
+                "the generate-and-judge evaluator needs both 'generation' and 'judging' sections"
+            )
         self.config = config
         merge_device = device if config.merge.device == "auto" else config.merge.device
         self.pool = open_pool(config)
         self.space = build_space(config, self.pool)
         self.engine = MergeEngine(
-            self.pool, device=merge_device, dtype=getattr(torch, config.merge.dtype),
-            seed=config.merge.seed, methods=[self.space.spec.method],
+            self.pool,
+            device=merge_device,
+            dtype=getattr(torch, config.merge.dtype),
+            seed=config.merge.seed,
+            methods=[self.space.spec.method],
         )
         self.params = config.generation.params
-        self.items = build_prompt_items(config.generation, tokenizer_path=self.pool.base_path, split="search")
+        self.items = build_prompt_items(
+            config.generation, tokenizer_path=self.pool.base_path, split="search"
+        )
         self.generator = build_generator(
-            config.generation, model_path=self.pool.base_path, device=device,
+            config.generation,
+            model_path=self.pool.base_path,
+            device=device,
             trust_remote_code=config.models.trust_remote_code,
         )
         # the judge reply cache lives in the run dir when this node can see it
@@ -68,8 +77,13 @@ class PipelineEvaluator:
         t2 = time.perf_counter()
         samples = [
             Sample(
-                question=p.question, answer=a, profile=p.profile, examples=p.examples,
-                reference=p.reference, context=p.context, facts=p.facts,
+                question=p.question,
+                answer=a,
+                profile=p.profile,
+                examples=p.examples,
+                reference=p.reference,
+                context=p.context,
+                facts=p.facts,
             )
             for p, a in zip(self.items, answers, strict=True)
         ]
@@ -93,5 +107,7 @@ def build_pipeline_evaluator(
 ) -> PipelineEvaluator:
     """The factory used when run.yaml has no ``evaluator:`` section (no options)."""
     if options:
-        raise ConfigError(f"evaluator.options: the pipeline evaluator takes none, got {sorted(options)}")
+        raise ConfigError(
+            f"evaluator.options: the pipeline evaluator takes none, got {sorted(options)}"
+        )
     return PipelineEvaluator(config, device=device, run_dir=run_dir)

@@ -73,17 +73,23 @@ def _analyze(run_dir: Path, config: RunConfig, study: optuna.Study) -> None:
         if need > ANALYSIS_MEMORY_BUDGET:
             logger.info(
                 "skipping the top-%d conflict analysis (%.1f GiB in memory); export the trials and run "
-                "`evomerge conflicts` on them instead", len(trials), need / 2**30,
+                "`evomerge conflicts` on them instead",
+                len(trials),
+                need / 2**30,
             )
             return
         merged: dict[str, Any] = {}
         for t in trials:
-            recipe = MergeRecipe.from_mergekit_dict(t.user_attrs["recipe"], source=f"trial {t.number}")
+            recipe = MergeRecipe.from_mergekit_dict(
+                t.user_attrs["recipe"], source=f"trial {t.number}"
+            )
             tensors = dict(iter_merged_tensors(recipe, pool, seed=config.merge.seed))
             merged[f"trial{t.number}"] = tensors.__getitem__
         report = analyze_candidates(pool, merged)
         write_conflict_outputs(report, Path(run_dir) / "analysis")
-        logger.info("conflict analysis of the top %d trial(s): %s", len(trials), Path(run_dir) / "analysis")
+        logger.info(
+            "conflict analysis of the top %d trial(s): %s", len(trials), Path(run_dir) / "analysis"
+        )
     except Exception as err:
         logger.warning("top-K conflict analysis failed: %s: %s", type(err).__name__, err)
 

@@ -85,7 +85,9 @@ def _prepare_study(
     storage, commit = make_driver_storage(run_dir, config.search.storage)
     seed = config.search.seed + _existing_trials(storage, config.name)
     sampler = make_sampler(config.search, n_objectives=len(directions), seed=seed)
-    study, created = open_study(storage=storage, study_name=config.name, sampler=sampler, directions=directions)
+    study, created = open_study(
+        storage=storage, study_name=config.name, sampler=sampler, directions=directions
+    )
     if created:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -96,7 +98,9 @@ def _prepare_study(
         study.set_user_attr("genome", space.names_in_order)
     stored_names = study.user_attrs.get("objective_names")
     if stored_names is not None and list(stored_names) != names:
-        raise SearchError(f"the study's objectives are {stored_names}, the evaluator now gives {names}; use a new run directory")
+        raise SearchError(
+            f"the study's objectives are {stored_names}, the evaluator now gives {names}; use a new run directory"
+        )
     recover_interrupted(study)
     trials = study.get_trials(deepcopy=False)
     if config.search.x0 == "equal" and not any(t.user_attrs.get("start_point") for t in trials):
@@ -105,7 +109,14 @@ def _prepare_study(
     return study, commit
 
 
-def _summary(study: optuna.Study, run_dir: Path, target: int, stopped: str, driver: Driver | None, elapsed: float) -> SearchSummary:
+def _summary(
+    study: optuna.Study,
+    run_dir: Path,
+    target: int,
+    stopped: str,
+    driver: Driver | None,
+    elapsed: float,
+) -> SearchSummary:
     n_complete, n_failed = count_finished(study)
     directions = [d.name.lower() for d in study.directions]
     best_trial: int | None = None
@@ -114,8 +125,15 @@ def _summary(study: optuna.Study, run_dir: Path, target: int, stopped: str, driv
         best = study.best_trial
         best_trial, best_values = best.number, list(best.values)
     return SearchSummary(
-        run_dir=run_dir, n_complete=n_complete, n_failed=n_failed, n_target=target, directions=directions,
-        best_trial=best_trial, best_values=best_values, stopped=stopped, elapsed_s=elapsed,
+        run_dir=run_dir,
+        n_complete=n_complete,
+        n_failed=n_failed,
+        n_target=target,
+        directions=directions,
+        best_trial=best_trial,
+        best_values=best_values,
+        stopped=stopped,
+        elapsed_s=elapsed,
         trials_per_hour=driver.trials_per_hour if driver is not None else 0.0,
         driver_overhead_s=driver.mean_overhead_s if driver is not None else math.nan,
         extra={"pareto_size": len(study.best_trials)} if len(directions) > 1 else {},
@@ -162,7 +180,12 @@ def run_search(
         if config.search.storage == "journal":
             repair_journal(storage_path(run_dir, "journal"))
         space = build_space(config, open_pool(config))
-        logger.info("search space %s: %d dimensions, %d layer groups", space.spec.name, space.dim, space.num_groups)
+        logger.info(
+            "search space %s: %d dimensions, %d layer groups",
+            space.spec.name,
+            space.dim,
+            space.num_groups,
+        )
         driver: Driver | None = None
         study: optuna.Study | None = None
         stopped = "interrupted"
@@ -171,8 +194,11 @@ def run_search(
 
             plan = plan_workers(config.workers, resources=ray.cluster_resources(), num=workers)
             group = WorkerGroup(
-                config_data=config.model_dump(mode="json"), run_dir=run_dir.resolve(), plan=plan,
-                max_restarts=config.workers.max_restarts, start_timeout_s=config.workers.start_timeout_s,
+                config_data=config.model_dump(mode="json"),
+                run_dir=run_dir.resolve(),
+                plan=plan,
+                max_restarts=config.workers.max_restarts,
+                start_timeout_s=config.workers.start_timeout_s,
             )
             try:
                 logger.info("starting %d %s worker(s)", plan.num, plan.device)
@@ -181,9 +207,16 @@ def run_search(
                 study.set_user_attr("n_target", target)
                 n_complete, n_failed = count_finished(study)
                 driver = Driver(
-                    study=study, space=space, group=group, target=target, finished=n_complete + n_failed,
-                    retries=config.search.retries, trial_timeout_s=config.search.trial_timeout_s,
-                    progress=progress, desc=config.name, commit=commit,
+                    study=study,
+                    space=space,
+                    group=group,
+                    target=target,
+                    finished=n_complete + n_failed,
+                    retries=config.search.retries,
+                    trial_timeout_s=config.search.trial_timeout_s,
+                    progress=progress,
+                    desc=config.name,
+                    commit=commit,
                 )
                 stopped = driver.run()
             finally:
@@ -193,7 +226,12 @@ def run_search(
         summary = _summary(study, run_dir, target, stopped, driver, time.monotonic() - started)
     logger.info(
         "search %s: %d complete, %d failed of %d; best trial %s %s",
-        stopped, summary.n_complete, summary.n_failed, target, summary.best_trial, summary.best_values,
+        stopped,
+        summary.n_complete,
+        summary.n_failed,
+        target,
+        summary.best_trial,
+        summary.best_values,
     )
     if stopped == "workers_lost":
         raise SearchError(

@@ -104,17 +104,22 @@ def check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], *, run
     """
     a, b = _flatten(stored), _flatten(current)
     diffs = [
-        k for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k) and k not in _RESUMABLE_CHANGES and not k.startswith(_RESUMABLE_SECTIONS)
+        k
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+        and k not in _RESUMABLE_CHANGES
+        and not k.startswith(_RESUMABLE_SECTIONS)
     ]
     if diffs:
-        lines = [f"  {k}: {a.get(k, '<unset>')!r} (run dir) != {b.get(k, '<unset>')!r} (now)" for k in diffs[:20]]
+        lines = [
+            f"  {k}: {a.get(k, '<unset>')!r} (run dir) != {b.get(k, '<unset>')!r} (now)"
+            for k in diffs[:20]
+        ]
         more = f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""
         raise ConfigError(
             f"{run_dir / RUN_YAML}: the run directory holds a search with a different config; "
             "use another --run-dir, or restore these fields (search.n_trials, retries, workers, ray and "
-            "analysis may change):\n"
-            + "\n".join(lines) + more
+            "analysis may change):\n" + "\n".join(lines) + more
         )
 
 

@@ -90,7 +90,9 @@ class SearchSpace:
             raise SearchError(f"names has {len(names)} entries for {len(sources)} sources")
         safe = [safe_source_name(n) for n in names]
         if len(set(safe)) != len(safe):
-            raise SearchError(f"source names must be distinct after cleaning, got {safe} from {names}")
+            raise SearchError(
+                f"source names must be distinct after cleaning, got {safe} from {names}"
+            )
         self.spec = spec
         self.info = info
         self.num_layers = num_layers
@@ -112,12 +114,23 @@ class SearchSpace:
                 for s, sname in enumerate(self.names):
                     for p in info.per_source:
                         if p in spec.params:
-                            dims.append(Dimension(f"g{g}.{f}.{sname}.{p}", g, f, s, p, spec.params[p]))
+                            dims.append(
+                                Dimension(f"g{g}.{f}.{sname}.{p}", g, f, s, p, spec.params[p])
+                            )
                 for p in info.shared:
                     if p in spec.params:
                         dims.append(Dimension(f"g{g}.{f}.all.{p}", g, f, None, p, spec.params[p]))
                 if "base_weight" in spec.params:
-                    dims.append(Dimension(f"g{g}.{f}.base.weight", g, f, None, "base_weight", spec.params["base_weight"]))
+                    dims.append(
+                        Dimension(
+                            f"g{g}.{f}.base.weight",
+                            g,
+                            f,
+                            None,
+                            "base_weight",
+                            spec.params["base_weight"],
+                        )
+                    )
         return dims
 
     @property
@@ -157,13 +170,17 @@ class SearchSpace:
         """The inverse of :meth:`to_params`; a missing name is a SearchError."""
         missing = [n for n in self._index if n not in params]
         if missing:
-            raise SearchError(f"trial parameters lack {len(missing)} genome dimension(s), e.g. {missing[:3]}")
+            raise SearchError(
+                f"trial parameters lack {len(missing)} genome dimension(s), e.g. {missing[:3]}"
+            )
         return np.array([float(params[d.name]) for d in self.dimensions])
 
     def _check(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float64).reshape(-1)  # (d,)
         if arr.shape[0] != self.dim:
-            raise SearchError(f"genome has {arr.shape[0]} values, space {self.spec.name} needs {self.dim}")
+            raise SearchError(
+                f"genome has {arr.shape[0]} values, space {self.spec.name} needs {self.dim}"
+            )
         if not np.all(np.isfinite(arr)):
             raise SearchError(f"genome has non-finite values: {arr.tolist()}")
         return arr
@@ -204,7 +221,9 @@ class SearchSpace:
         if "base_weight" in spec.params:
             share = by_key[(None, "base_weight")]
             if info.base_weight == "listed":
-                models.append(ModelEntry(model=self.base, parameters={"weight": self._setting(share)}))
+                models.append(
+                    ModelEntry(model=self.base, parameters={"weight": self._setting(share)})
+                )
             else:  # lambda = 1 - base share
                 global_params["lambda"] = self._setting(share, one_minus=True)
         for s, ref in enumerate(self.sources):
@@ -217,8 +236,11 @@ class SearchSpace:
             models.insert(0, ModelEntry(model=self.base))
         base_model = self.base if info.needs_base else None
         return MergeRecipe(
-            merge_method=spec.method, base_model=base_model, models=tuple(models),
-            parameters=global_params, dtype=self.dtype,
+            merge_method=spec.method,
+            base_model=base_model,
+            models=tuple(models),
+            parameters=global_params,
+            dtype=self.dtype,
         )
 
     # -- encode -----------------------------------------------------------------------
@@ -236,7 +258,9 @@ class SearchSpace:
         searched parameter has no value in the recipe.
         """
         if recipe.merge_method != self.spec.method:
-            raise SearchError(f"recipe method {recipe.merge_method!r} differs from the space's {self.spec.method!r}")
+            raise SearchError(
+                f"recipe method {recipe.merge_method!r} differs from the space's {self.spec.method!r}"
+            )
         out = np.empty(self.dim)
         for i, d in enumerate(self.dimensions):
             vals = []
@@ -253,7 +277,9 @@ class SearchSpace:
                 else:
                     v = recipe.lookup(d.param, model=self.sources[d.source], tensor_name=name, t=t)
                 if v is None:
-                    raise SearchError(f"recipe has no value for {d.name} (parameter {d.param!r} at layer {layer})")
+                    raise SearchError(
+                        f"recipe has no value for {d.name} (parameter {d.param!r} at layer {layer})"
+                    )
                 vals.append(float(v))
             out[i] = float(np.mean(vals))
         return out

@@ -82,14 +82,24 @@ class SpaceSpec(BaseModel):
     @field_validator("filters")
     @classmethod
     def _distinct_filters(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        problems = [f"{f!r} is not a plain name (letters, digits, _ . -)" for f in v if not _FILTER_RE.match(f)]
-        problems += [f"{f!r} is reserved (the catch-all group is added for you)" for f in v if f in ("rest", "all")]
+        problems = [
+            f"{f!r} is not a plain name (letters, digits, _ . -)"
+            for f in v
+            if not _FILTER_RE.match(f)
+        ]
+        problems += [
+            f"{f!r} is reserved (the catch-all group is added for you)"
+            for f in v
+            if f in ("rest", "all")
+        ]
         if len(set(v)) != len(v):
             problems.append(f"duplicates in {list(v)}")
         for i, a in enumerate(v):
             for b in v[i + 1 :]:
                 if a != b and a in b:
-                    problems.append(f"{a!r} comes before {b!r} and is a substring of it, so {b!r} would never match; put {b!r} first")
+                    problems.append(
+                        f"{a!r} comes before {b!r} and is a substring of it, so {b!r} would never match; put {b!r} first"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return v
@@ -101,10 +111,14 @@ class SpaceSpec(BaseModel):
             return self
         problems: list[str] = []
         if not self.params:
-            problems.append("params: nothing is searched; name at least one of " + ", ".join(info.searchable))
+            problems.append(
+                "params: nothing is searched; name at least one of " + ", ".join(info.searchable)
+            )
         for p in self.params:
             if p not in info.searchable:
-                problems.append(f"params.{p}: not searchable with {self.method}; choose from {', '.join(info.searchable)}")
+                problems.append(
+                    f"params.{p}: not searchable with {self.method}; choose from {', '.join(info.searchable)}"
+                )
         for p in self.fixed:
             if p in self.params or p == "normalize":
                 problems.append(f"fixed.{p}: also searched or set elsewhere; keep one")
@@ -116,10 +130,14 @@ class SpaceSpec(BaseModel):
                     "over normalized task vectors; set normalize: true"
                 )
             if "lambda" in self.fixed:
-                problems.append("fixed.lambda: conflicts with the searched base_weight (lambda = 1 - base_weight)")
+                problems.append(
+                    "fixed.lambda: conflicts with the searched base_weight (lambda = 1 - base_weight)"
+                )
         if info.base_weight == "listed" or self.method == "linear":
             if normalize is False and "base_weight" in self.params:
-                problems.append("params.base_weight: a base share needs normalize: true with linear")
+                problems.append(
+                    "params.base_weight: a base share needs normalize: true with linear"
+                )
             w = self.params.get("weight")
             if w is not None and normalize is not False and w.low <= 0:
                 problems.append(
@@ -185,7 +203,9 @@ def load_space_spec(
                 )
         data, source = load_yaml(path), str(path)
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+            raise ConfigError(
+                f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+            )
         data = dict(data)
         data.setdefault("name", path.stem)
     if overrides:

@@ -22,7 +22,9 @@ def load_run_study(run_dir: str | Path) -> tuple[Any, optuna.Study]:
     config = load_run_dir_config(run_dir)
     path = storage_path(run_dir, config.search.storage)
     if not path.exists():
-        raise SearchError(f"{run_dir} has no study yet ({path.name} is missing); start the search first")
+        raise SearchError(
+            f"{run_dir} has no study yet ({path.name} is missing); start the search first"
+        )
     storage = make_storage(run_dir, config.search.storage)
     try:
         study = optuna.load_study(study_name=config.name, storage=storage)
@@ -64,10 +66,14 @@ def study_status(run_dir: str | Path) -> dict[str, Any]:
         "n_interrupted": sum(t.state == TrialState.FAIL and not is_finished(t) for t in trials),
         "n_running": sum(t.state == TrialState.RUNNING for t in trials),
         "n_waiting": sum(t.state == TrialState.WAITING for t in trials),
-        "objective_names": study.user_attrs.get("objective_names", [f"objective{i}" for i in range(len(directions))]),
+        "objective_names": study.user_attrs.get(
+            "objective_names", [f"objective{i}" for i in range(len(directions))]
+        ),
         "directions": directions,
         "best": None,
-        "errors": [{"trial": t.number, "error": t.user_attrs.get("error", "")} for t in failed[-5:]],
+        "errors": [
+            {"trial": t.number, "error": t.user_attrs.get("error", "")} for t in failed[-5:]
+        ],
     }
     if complete:
         front = study.best_trials
@@ -96,7 +102,10 @@ def _recipe_table(recipe: dict[str, Any] | None) -> list[str]:
         shown = ", ".join(f"{k}={compact_setting(v)}" for k, v in params.items()) or "-"
         lines.append(f"  {m['model']}: {shown}")
     if recipe.get("parameters"):
-        lines.append("  global: " + ", ".join(f"{k}={compact_setting(v)}" for k, v in recipe["parameters"].items()))
+        lines.append(
+            "  global: "
+            + ", ".join(f"{k}={compact_setting(v)}" for k, v in recipe["parameters"].items())
+        )
     return lines
 
 
@@ -109,7 +118,11 @@ def compact_setting(v: Any) -> str:
                 runs.append(e)
         return "[" + " ".join(f"{e:.3g}" for e in runs) + "]"
     if isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
-        return "{" + "; ".join(f"{e.get('filter') or '*'}: {compact_setting(e.get('value'))}" for e in v) + "}"
+        return (
+            "{"
+            + "; ".join(f"{e.get('filter') or '*'}: {compact_setting(e.get('value'))}" for e in v)
+            + "}"
+        )
     return _fmt(v)
 
 
@@ -120,7 +133,8 @@ def format_status(info: dict[str, Any]) -> str:
         f"run {info['name']} ({info['run_dir']}), sampler {info['sampler']}",
         f"  trials: {info['n_complete']} complete, {info['n_failed']} failed, {info['n_running']} running, "
         f"{info['n_waiting']} waiting, {info['n_interrupted']} interrupted; target {info['n_target']}",
-        "  objectives: " + ", ".join(f"{n} ({d})" for n, d in zip(names, info["directions"], strict=False)),
+        "  objectives: "
+        + ", ".join(f"{n} ({d})" for n, d in zip(names, info["directions"], strict=False)),
     ]
     best = info.get("best")
     if best is None:
@@ -129,7 +143,9 @@ def format_status(info: dict[str, Any]) -> str:
         values = ", ".join(f"{n}={_fmt(v)}" for n, v in zip(names, best["values"], strict=False))
         lines.append(f"best: trial {best['trial']}: {values}")
         if best.get("scores"):
-            lines.append("  judges: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["scores"].items()))
+            lines.append(
+                "  judges: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["scores"].items())
+            )
         lines.extend(_recipe_table(best.get("recipe")))
     if "pareto" in info:
         lines.append(f"pareto front ({len(info['pareto'])} trial(s)):")

@@ -74,7 +74,9 @@ class DriverJournalBackend(JournalFileBackend):
         self._dirty = False
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
+        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode(
+            "utf-8"
+        )
         with open(self._path, "ab") as f:
             f.write(data)
         self._dirty = True
@@ -122,7 +124,9 @@ def make_sampler(cfg: SearchConfig, *, n_objectives: int, seed: int) -> optuna.s
                 f"sampler cmaes optimizes one objective, the judges define {n_objectives}; "
                 "set search.sampler to nsga2 or tpe for a Pareto front"
             )
-        return optuna.samplers.CmaEsSampler(seed=seed, popsize=cfg.population_size, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, popsize=cfg.population_size, warn_independent_sampling=False
+        )
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if name == "random":
@@ -157,7 +161,10 @@ def open_study(
     except KeyError:
         exists = False
     study = optuna.create_study(
-        storage=storage, study_name=study_name, sampler=sampler, directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
+        storage=storage,
+        study_name=study_name,
+        sampler=sampler,
+        directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
         load_if_exists=True,
     )
     stored = [d.name.lower() for d in study.directions]
@@ -184,7 +191,12 @@ def count_finished(study: optuna.Study) -> tuple[int, int]:
     return n_complete, n_failed
 
 
-def recover_interrupted(study: optuna.Study, *, error: str = INTERRUPTED_ERROR, trial_numbers: Sequence[int] | None = None) -> int:
+def recover_interrupted(
+    study: optuna.Study,
+    *,
+    error: str = INTERRUPTED_ERROR,
+    trial_numbers: Sequence[int] | None = None,
+) -> int:
     """Mark RUNNING trials FAIL ``interrupted`` and re-enqueue their parameters.
 
     Only the given ``trial_numbers`` when set (the driver's own in-flight trials at Ctrl-C),
@@ -197,7 +209,9 @@ def recover_interrupted(study: optuna.Study, *, error: str = INTERRUPTED_ERROR, 
     waiting_for = {t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING}
     recovered = 0
     for t in trials:
-        if t.state != TrialState.RUNNING or (trial_numbers is not None and t.number not in trial_numbers):
+        if t.state != TrialState.RUNNING or (
+            trial_numbers is not None and t.number not in trial_numbers
+        ):
             continue
         if t.params and t.number not in waiting_for:
             attrs = {"retry_of": t.number}
@@ -209,5 +223,7 @@ def recover_interrupted(study: optuna.Study, *, error: str = INTERRUPTED_ERROR, 
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         recovered += 1
     if recovered:
-        logger.warning("marked %d interrupted trial(s) failed and re-enqueued their parameters", recovered)
+        logger.warning(
+            "marked %d interrupted trial(s) failed and re-enqueued their parameters", recovered
+        )
     return recovered

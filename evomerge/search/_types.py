@@ -34,7 +34,11 @@ class TrialResult:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.values is not None and all(math.isfinite(v) for v in self.values)
+        return (
+            self.error is None
+            and self.values is not None
+            and all(math.isfinite(v) for v in self.values)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,5 +78,7 @@ class SearchSummary:
     stopped: str  # "done", "interrupted", "workers_lost"
     elapsed_s: float
     trials_per_hour: float
-    driver_overhead_s: float  # mean driver-side seconds per finished trial (ask + tell + bookkeeping)
+    driver_overhead_s: (
+        float  # mean driver-side seconds per finished trial (ask + tell + bookkeeping)
+    )
     extra: dict[str, Any] = field(default_factory=dict)

@@ -46,7 +46,9 @@ def resolve_device(device: str) -> str:
 class Worker:
     """Builds the evaluator once, then evaluates recipes until the driver lets it go."""
 
-    def __init__(self, config_data: dict[str, Any], run_dir: str, worker_index: int, device: str) -> None:
+    def __init__(
+        self, config_data: dict[str, Any], run_dir: str, worker_index: int, device: str
+    ) -> None:
         logging.getLogger("evomerge").setLevel(logging.WARNING)  # only the driver prints
         self.config = RunConfig.model_validate(config_data)
         self.worker_index = worker_index
@@ -85,7 +87,11 @@ class Worker:
                 elif not all(math.isfinite(v) for v in result.values):
                     result.error = f"non-finite objective value(s) {result.values}"
         except Exception as err:  # one trial fails, never the worker
-            result = TrialResult(trial_number=trial_number, error=f"{type(err).__name__}: {err}", traceback=traceback_summary(err))
+            result = TrialResult(
+                trial_number=trial_number,
+                error=f"{type(err).__name__}: {err}",
+                traceback=traceback_summary(err),
+            )
         result.trial_number = trial_number
         result.worker = str(self.worker_index)
         result.node_id = self.node_id

@@ -66,13 +66,17 @@ class WorkerGroup:
         self.plan = plan
         self.max_restarts = max_restarts
         self.start_timeout_s = start_timeout_s
-        self._cls = ray.remote(Worker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0)
+        self._cls = ray.remote(Worker).options(
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0
+        )
         self.slots = [Slot(index=i) for i in range(plan.num)]
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def _spawn(self, slot: Slot) -> None:
-        slot.actor = self._cls.remote(self._config_data, self._run_dir, slot.index, self.plan.device)
+        slot.actor = self._cls.remote(
+            self._config_data, self._run_dir, slot.index, self.plan.device
+        )
         slot.starting = slot.actor.describe.remote()
         slot.start_deadline = time.monotonic() + self.start_timeout_s
         slot.ready = False
@@ -91,10 +95,21 @@ class WorkerGroup:
         slot.last_error = reason
         if slot.restarts >= self.max_restarts:
             slot.dead = True
-            logger.error("worker %d is gone for good after %d restart(s): %s", slot.index, slot.restarts, reason)
+            logger.error(
+                "worker %d is gone for good after %d restart(s): %s",
+                slot.index,
+                slot.restarts,
+                reason,
+            )
             return False
         slot.restarts += 1
-        logger.warning("restarting worker %d (restart %d/%d): %s", slot.index, slot.restarts, self.max_restarts, reason)
+        logger.warning(
+            "restarting worker %d (restart %d/%d): %s",
+            slot.index,
+            slot.restarts,
+            self.max_restarts,
+            reason,
+        )
         self._spawn(slot)
         return True
 
@@ -140,7 +155,12 @@ class WorkerGroup:
         try:
             slot.info = self.ray.get(ref)
             slot.ready = True
-            logger.info("worker %d ready on node %s (%s)", slot.index, slot.info.get("node_id", "?")[:12], slot.info.get("device"))
+            logger.info(
+                "worker %d ready on node %s (%s)",
+                slot.index,
+                slot.info.get("node_id", "?")[:12],
+                slot.info.get("device"),
+            )
         except self.ray.exceptions.RayError as err:
             reason = f"worker {slot.index} failed to start: {short_cause(err)}"
             if getattr(err, "actor_init_failed", False):
@@ -156,7 +176,9 @@ class WorkerGroup:
         now = time.monotonic()
         for slot in self.slots:
             if slot.starting is not None and now > slot.start_deadline:
-                self.replace(slot, f"worker {slot.index} did not start within {self.start_timeout_s:g}s")
+                self.replace(
+                    slot, f"worker {slot.index} did not start within {self.start_timeout_s:g}s"
+                )
 
     @property
     def ready_slots(self) -> list[Slot]:

@@ -74,7 +74,9 @@ class FakeGenerator:
             for name, t in named_tensors:
                 if self._shapes is not None:
                     if name not in self._shapes:
-                        raise GenerationError(f"load_weights: unknown tensor {name!r}: not a parameter of this model")
+                        raise GenerationError(
+                            f"load_weights: unknown tensor {name!r}: not a parameter of this model"
+                        )
                     if tuple(t.shape) != self._shapes[name]:
                         raise GenerationError(
                             f"load_weights: tensor {name!r} has shape {tuple(t.shape)} but the model's is {self._shapes[name]}"
@@ -95,12 +97,17 @@ class FakeGenerator:
         """One answer per prompt: cut at stop strings, at ``max_new_tokens`` characters, stripped."""
         with self._lock:
             self.generate_calls.append((list(prompts), params))
-            return [cut_at_stop(self._answer(p), params.stop)[: params.max_new_tokens].strip() for p in prompts]
+            return [
+                cut_at_stop(self._answer(p), params.stop)[: params.max_new_tokens].strip()
+                for p in prompts
+            ]
 
     def score_texts(self, texts: Sequence[str]) -> list[float]:
         """``nll(text, weights)`` per text; NotImplementedError when no ``nll`` was given."""
         with self._lock:
             if self._nll is None:
-                raise NotImplementedError("FakeGenerator was built without nll=...; it cannot score texts")
+                raise NotImplementedError(
+                    "FakeGenerator was built without nll=...; it cannot score texts"
+                )
             self.score_calls.append(list(texts))
             return [float(self._nll(t, self.weights)) for t in texts]

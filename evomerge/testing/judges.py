@@ -62,4 +62,7 @@ class FakeJudge:
             if self.needs_generator and generator is None:
                 raise TypeError(f"FakeJudge {self.name!r} needs generator=")
             values = [self._value(s, generator) for s in samples]
-        return [Score(value=v, raw=f"fake:{v}", error="scripted NaN" if math.isnan(v) else None) for v in values]
+        return [
+            Score(value=v, raw=f"fake:{v}", error="scripted NaN" if math.isnan(v) else None)
+            for v in values
+        ]

@@ -33,8 +33,15 @@ from typing import Any
 __all__ = ["FakeOpenAIServer"]
 
 Positions = list[list[tuple[str, float]]]
-_REASONS = {400: "bad_request", 401: "invalid_api_key", 403: "forbidden", 404: "not_found",
-            429: "rate_limit_exceeded", 500: "server_error", 503: "overloaded"}
+_REASONS = {
+    400: "bad_request",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "overloaded",
+}
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,19 +50,25 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # many clients connect at once in the concurrency tests
     fake: FakeOpenAIServer
 
-    def handle_error(self, request: Any, client_address: Any) -> None:  # clients that hung up: not our problem
+    def handle_error(
+        self, request: Any, client_address: Any
+    ) -> None:  # clients that hung up: not our problem
         pass
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else headers and body, sent apart, wait on delayed ACKs (~40 ms)
+    disable_nagle_algorithm = (
+        True  # else headers and body, sent apart, wait on delayed ACKs (~40 ms)
+    )
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -67,7 +80,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.server.fake.model, "object": "model", "owned_by": "evomerge"}]})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": self.server.fake.model, "object": "model", "owned_by": "evomerge"}
+                    ],
+                },
+            )
         else:
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 
@@ -80,9 +101,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = json.loads(raw or b"{}")
         except json.JSONDecodeError:
-            self._send(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+            self._send(
+                400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}}
+            )
             return
-        status, body, headers = self.server.fake._handle(request, self.headers.get("Authorization", ""))
+        status, body, headers = self.server.fake._handle(
+            request, self.headers.get("Authorization", "")
+        )
         self._send(status, body, headers)
 
 
@@ -137,7 +162,9 @@ class FakeOpenAIServer:
     @property
     def port(self) -> int:
         if self._server is None:
-            raise RuntimeError("FakeOpenAIServer is not started; call start() or use it as a context manager")
+            raise RuntimeError(
+                "FakeOpenAIServer is not started; call start() or use it as a context manager"
+            )
         return int(self._server.server_address[1])
 
     @property
@@ -151,8 +178,12 @@ class FakeOpenAIServer:
             server = _Server(("127.0.0.1", 0), _Handler)
             server.fake = self
             self._server = server
-            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="fake-openai-server", daemon=True)
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="fake-openai-server",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -173,7 +204,9 @@ class FakeOpenAIServer:
         self.stop()
 
     # -- request handling (called from the server's threads) -----------------------------------
-    def _handle(self, request: dict[str, Any], authorization: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle(
+        self, request: dict[str, Any], authorization: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
             self.request_count += 1
             self.requests.append(request)
@@ -194,10 +227,23 @@ class FakeOpenAIServer:
             with self._lock:
                 self.in_flight -= 1
 
-    def _error(self, status: int, message: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _error(
+        self, status: int, message: str | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         kind = _REASONS.get(status, "error")
-        body = {"error": {"message": message or f"scripted {status} ({kind})", "type": kind, "code": kind, "param": None}}
-        headers = {"Retry-After": f"{self.retry_after:g}"} if status == 429 and self.retry_after is not None else {}
+        body = {
+            "error": {
+                "message": message or f"scripted {status} ({kind})",
+                "type": kind,
+                "code": kind,
+                "param": None,
+            }
+        }
+        headers = (
+            {"Retry-After": f"{self.retry_after:g}"}
+            if status == 429 and self.retry_after is not None
+            else {}
+        )
         return status, body, headers
 
     def _text(self, request: dict[str, Any]) -> str:
@@ -207,17 +253,35 @@ class FakeOpenAIServer:
         lp = None
         if request.get("logprobs"):
             k = int(request.get("top_logprobs") or 0)
-            positions = self.logprobs(request) if self.logprobs is not None else [[(self._text(request), 0.0)]]
+            positions = (
+                self.logprobs(request)
+                if self.logprobs is not None
+                else [[(self._text(request), 0.0)]]
+            )
             content = "".join(pos[0][0] for pos in positions)
-            lp = {"content": [
-                {"token": pos[0][0], "logprob": pos[0][1], "bytes": list(pos[0][0].encode()),
-                 "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in pos[:k]]}
-                for pos in positions
-            ], "refusal": None}
+            lp = {
+                "content": [
+                    {
+                        "token": pos[0][0],
+                        "logprob": pos[0][1],
+                        "bytes": list(pos[0][0].encode()),
+                        "top_logprobs": [
+                            {"token": t, "logprob": v, "bytes": list(t.encode())}
+                            for t, v in pos[:k]
+                        ],
+                    }
+                    for pos in positions
+                ],
+                "refusal": None,
+            }
         else:
             content = self._text(request)
-        return {"index": index, "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": lp, "finish_reason": "stop"}
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": content, "refusal": None},
+            "logprobs": lp,
+            "finish_reason": "stop",
+        }
 
     def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
         n = int(request.get("n") or 1)

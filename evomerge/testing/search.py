@@ -104,9 +104,13 @@ class QuadraticEvaluator:
         if n_objectives not in (1, 2):
             raise ValueError(f"n_objectives must be 1 or 2, got {n_objectives}")
         self.space = space
-        self.target = np.asarray(target, dtype=float) if target is not None else hidden_optimum(space, seed)
+        self.target = (
+            np.asarray(target, dtype=float) if target is not None else hidden_optimum(space, seed)
+        )
         if self.target.shape != (space.dim,):
-            raise ValueError(f"target has {self.target.shape[0]} values; the space has {space.dim} dimensions")
+            raise ValueError(
+                f"target has {self.target.shape[0]} values; the space has {space.dim} dimensions"
+            )
         self.second = hidden_optimum(space, seed + 1)
         self.objective_names = ["score"] if n_objectives == 1 else ["score", "other"]
         self.directions = ["maximize"] * n_objectives
@@ -124,7 +128,9 @@ class QuadraticEvaluator:
         if len(self.directions) == 2:
             values.append(self.value(x, self.second))
         return TrialResult(
-            trial_number=trial_number, values=values, scores={"distance": -values[0]},
+            trial_number=trial_number,
+            values=values,
+            scores={"distance": -values[0]},
             samples=[{"question": "genome", "answer": " ".join(f"{v:.3f}" for v in x[:8])}],
             timings={"judge_s": time.perf_counter() - t0},
         )
@@ -132,7 +138,9 @@ class QuadraticEvaluator:
 
 def _faults(options: dict[str, Any], run_dir: Path) -> FaultInjector:
     keys = ("fail_trials", "fail_message", "crash_once_trials", "sleep_s", "slow_trials")
-    return FaultInjector(**{k: options.pop(k) for k in keys if k in options}, marker_dir=Path(run_dir))
+    return FaultInjector(
+        **{k: options.pop(k) for k in keys if k in options}, marker_dir=Path(run_dir)
+    )
 
 
 def quadratic_evaluator(
@@ -167,10 +175,23 @@ class WeightDistanceEvaluator:
         pool = open_pool(config)
         self.space = build_space(config, pool)
         dtype = getattr(torch, config.merge.dtype)
-        self.engine = MergeEngine(pool, device=device, dtype=dtype, seed=config.merge.seed, methods=[self.space.spec.method])
-        x_star = np.asarray(target, dtype=float) if target is not None else hidden_optimum(self.space, seed)
+        self.engine = MergeEngine(
+            pool,
+            device=device,
+            dtype=dtype,
+            seed=config.merge.seed,
+            methods=[self.space.spec.method],
+        )
+        x_star = (
+            np.asarray(target, dtype=float)
+            if target is not None
+            else hidden_optimum(self.space, seed)
+        )
         # materialize() reuses its output tensors: keep copies of the target
-        self.target = {k: v.detach().float().clone() for k, v in self.engine.materialize(self.space.decode(x_star)).items()}
+        self.target = {
+            k: v.detach().float().clone()
+            for k, v in self.engine.materialize(self.space.decode(x_star)).items()
+        }
         self.scale = self._distance(self.space.decode(self.space.x0())) or 1.0
         self.objective_names = ["closeness"]
         self.directions = ["maximize"]
@@ -188,7 +209,9 @@ class WeightDistanceEvaluator:
         t0 = time.perf_counter()
         value = -self._distance(recipe) / self.scale
         return TrialResult(
-            trial_number=trial_number, values=[value], scores={"relative_distance": -value},
+            trial_number=trial_number,
+            values=[value],
+            scores={"relative_distance": -value},
             timings={"merge_s": time.perf_counter() - t0},
         )
 

@@ -32,16 +32,26 @@ __all__ = [
 
 # Per model_type: the config keywords that give a tiny but real model of that family.
 TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
-    "llama": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2),
-    "mistral": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2),
-    "qwen2": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2),
-    "gemma": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
+    "llama": dict(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2
+    ),
+    "mistral": dict(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2
+    ),
+    "qwen2": dict(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2
+    ),
+    "gemma": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    ),
     "gpt2": dict(n_embd=32, n_head=4, n_inner=64),
 }
 
-_DEFAULT_ALPHABET = (
-    " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()\n"
-)
+_DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()\n"
 
 
 def tiny_config(
@@ -57,7 +67,9 @@ def tiny_config(
     from transformers import AutoConfig
 
     if model_type not in TINY_ARCH_KWARGS:
-        raise ValueError(f"Unknown tiny model_type {model_type!r}. Available: {', '.join(TINY_ARCH_KWARGS)}")
+        raise ValueError(
+            f"Unknown tiny model_type {model_type!r}. Available: {', '.join(TINY_ARCH_KWARGS)}"
+        )
     kw: dict[str, Any] = dict(TINY_ARCH_KWARGS[model_type])
     if model_type == "gpt2":
         kw.update(n_layer=num_layers, n_positions=max_positions, vocab_size=vocab_size)
@@ -73,7 +85,9 @@ def tiny_config(
     return AutoConfig.for_model(model_type, **kw)
 
 
-def build_char_tokenizer(out_dir: str | Path | None = None, *, alphabet: str | Iterable[str] = _DEFAULT_ALPHABET) -> Any:
+def build_char_tokenizer(
+    out_dir: str | Path | None = None, *, alphabet: str | Iterable[str] = _DEFAULT_ALPHABET
+) -> Any:
     """A character-level fast tokenizer (pad=0, bos=1, eos=2, unk=3), saved to ``out_dir`` if given.
 
     Carries a minimal chat template so chat-formatted prompts work on tiny models.
@@ -92,7 +106,11 @@ def build_char_tokenizer(out_dir: str | Path | None = None, *, alphabet: str | I
     tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
     )
     fast.chat_template = (
         "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -178,7 +196,9 @@ def perturb_model(
                 if fraction < 1.0:
                     noise = noise * (torch.rand(x.shape, generator=gen) < fraction)
                 x = x + noise
-            if vocab_size is not None and ("embed" in name or "lm_head" in name or name.endswith("wte.weight")):
+            if vocab_size is not None and (
+                "embed" in name or "lm_head" in name or name.endswith("wte.weight")
+            ):
                 x = _resize_rows(x, vocab_size, gen)
             new[name] = x.to(t.dtype).contiguous()
         save_file(new, str(f), metadata={"format": "pt"})
@@ -226,8 +246,12 @@ def build_lora_adapter(
             if module.split(".")[-1] not in target_modules:
                 continue
             out_f, in_f = t.shape
-            tensors[f"base_model.model.{module}.lora_A.weight"] = torch.randn((rank, in_f), generator=gen) * scale
-            tensors[f"base_model.model.{module}.lora_B.weight"] = torch.randn((out_f, rank), generator=gen) * scale
+            tensors[f"base_model.model.{module}.lora_A.weight"] = (
+                torch.randn((rank, in_f), generator=gen) * scale
+            )
+            tensors[f"base_model.model.{module}.lora_B.weight"] = (
+                torch.randn((out_f, rank), generator=gen) * scale
+            )
     if not tensors:
         raise ValueError(f"no 2-D weights matching target_modules={list(target_modules)} in {base}")
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})

@@ -37,19 +37,30 @@ def merge_lora_into_full(base: Path, adapter: Path, out: Path) -> Path:
             a_key = f"base_model.model.{name[: -len('.weight')]}.lora_A.weight"
             if a_key in lora:
                 b = lora[a_key.replace("lora_A", "lora_B")]
-                tensors[name] = (tensors[name].float() + (b @ lora[a_key]) * scale).to(tensors[name].dtype)
+                tensors[name] = (tensors[name].float() + (b @ lora[a_key]) * scale).to(
+                    tensors[name].dtype
+                )
         save_file(tensors, str(f), metadata={"format": "pt"})
     return out
 
 
 @pytest.fixture(scope="session")
-def lora_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def lora_models(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     """Two LoRA adapters (overlapping targets) and their merged full-weight equivalents, named a and b."""
     root = tmp_path_factory.mktemp("analysis_lora")
     base = tiny_models["base"]
-    lora_a = build_lora_adapter(base, root / "lora" / "a", seed=11, rank=4, target_modules=("q_proj", "v_proj"))
+    lora_a = build_lora_adapter(
+        base, root / "lora" / "a", seed=11, rank=4, target_modules=("q_proj", "v_proj")
+    )
     lora_b = build_lora_adapter(
-        base, root / "lora" / "b", seed=12, rank=2, alpha=4.0, target_modules=("v_proj", "o_proj", "up_proj")
+        base,
+        root / "lora" / "b",
+        seed=12,
+        rank=2,
+        alpha=4.0,
+        target_modules=("v_proj", "o_proj", "up_proj"),
     )
     return {
         "lora_a": lora_a,
@@ -57,4 +68,3 @@ def lora_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathF
         "full_a": merge_lora_into_full(base, lora_a, root / "full" / "a"),
         "full_b": merge_lora_into_full(base, lora_b, root / "full" / "b"),
     }
-

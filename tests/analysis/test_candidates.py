@@ -33,11 +33,15 @@ def test_candidate_equal_to_a_source_reproduces_the_source_pair(pool: ModelPool)
     assert "conflict_fraction_active" not in w  # no joint figures for candidates
     same, other = w["per_pair"]["best|ft_a"], w["per_pair"]["best|ft_b"]
     assert same["cosine"] == pytest.approx(1.0) and same["conflict_coords"] == 0
-    assert same["multi_active_coords"] == round(w["per_model"]["ft_a"]["nonzero_fraction"] * w["numel"])
+    assert same["multi_active_coords"] == round(
+        w["per_model"]["ft_a"]["nonzero_fraction"] * w["numel"]
+    )
     sources = analyze_pool(pool).whole_model()["per_pair"]["ft_a|ft_b"]
     for key in ("cosine", "conflict_fraction_active", "conflict_fraction_all", "conflict_coords"):
         assert other[key] == pytest.approx(sources[key], rel=1e-12), key
-    assert other["per_model"]["best"]["cl2"] == pytest.approx(sources["per_model"]["ft_a"]["cl2"], rel=1e-12)
+    assert other["per_model"]["best"]["cl2"] == pytest.approx(
+        sources["per_model"]["ft_a"]["cl2"], rel=1e-12
+    )
 
 
 def test_linear_candidate_against_numpy(pool: ModelPool) -> None:
@@ -52,10 +56,16 @@ def test_linear_candidate_against_numpy(pool: ModelPool) -> None:
         conflict = (c * s) < 0
         both = (c != 0) & (s != 0)
         pair = report.whole_model()["per_pair"][f"lin|{src}"]
-        assert pair["cosine"] == pytest.approx(c @ s / np.linalg.norm(c) / np.linalg.norm(s), rel=1e-6)
-        assert pair["conflict_fraction_active"] == pytest.approx(conflict.sum() / both.sum(), rel=1e-6)
+        assert pair["cosine"] == pytest.approx(
+            c @ s / np.linalg.norm(c) / np.linalg.norm(s), rel=1e-6
+        )
+        assert pair["conflict_fraction_active"] == pytest.approx(
+            conflict.sum() / both.sum(), rel=1e-6
+        )
         assert pair["per_model"][src]["cl2"] == pytest.approx(np.linalg.norm(s[conflict]), rel=1e-6)
-        assert pair["per_model"]["lin"]["cl2"] == pytest.approx(np.linalg.norm(c[conflict]), rel=1e-6)
+        assert pair["per_model"]["lin"]["cl2"] == pytest.approx(
+            np.linalg.norm(c[conflict]), rel=1e-6
+        )
 
 
 def test_candidate_outputs_and_table(pool: ModelPool, tmp_path: Path) -> None:
@@ -63,8 +73,12 @@ def test_candidate_outputs_and_table(pool: ModelPool, tmp_path: Path) -> None:
     paths = write_conflict_outputs(report, tmp_path / "conflicts_top")
     s = json.loads(paths["summary"].read_text())
     assert s["kind"] == "candidates" and s["pairs"] == ["t7|ft_a", "t7|ft_b"]
-    assert set(paths["heatmaps"]) == {"heatmap_conflict_fraction_active.t7__vs__ft_a", "heatmap_cosine.t7__vs__ft_a",
-                                      "heatmap_conflict_fraction_active.t7__vs__ft_b", "heatmap_cosine.t7__vs__ft_b"}
+    assert set(paths["heatmaps"]) == {
+        "heatmap_conflict_fraction_active.t7__vs__ft_a",
+        "heatmap_cosine.t7__vs__ft_a",
+        "heatmap_conflict_fraction_active.t7__vs__ft_b",
+        "heatmap_cosine.t7__vs__ft_b",
+    }
     assert "conflict t7|ft_a" in format_top_layers(report)
 
 

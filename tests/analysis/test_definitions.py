@@ -47,7 +47,11 @@ def test_tensor_figures_hand_computed() -> None:
     assert f["conflict_fraction_active"] == pytest.approx(3 / 4)
     assert f["conflict_fraction_all"] == pytest.approx(3 / 6)
     a, b, c = (f["per_model"][v] for v in "abc")
-    assert a["l2"] == pytest.approx(math.sqrt(15)) and b["l2"] == pytest.approx(5.0) and c["l2"] == pytest.approx(math.sqrt(26))
+    assert (
+        a["l2"] == pytest.approx(math.sqrt(15))
+        and b["l2"] == pytest.approx(5.0)
+        and c["l2"] == pytest.approx(math.sqrt(26))
+    )
     # CL2 over conflict coordinates 0, 1, 5
     assert a["cl2"] == pytest.approx(math.sqrt(1 + 4 + 9))
     assert b["cl2"] == pytest.approx(math.sqrt(1 + 4 + 16))
@@ -58,8 +62,12 @@ def test_tensor_figures_hand_computed() -> None:
     assert b["ties_discarded_l2"] == pytest.approx(1.0)  # b=-1 at p0 against the zero-sum +
     assert c["ties_discarded_l2"] == pytest.approx(1.0)  # c=-1 at p1
     assert a["ties_discarded_ratio"] == pytest.approx(3 / math.sqrt(15))
-    assert a["unchanged_fraction"] == pytest.approx(2 / 6) and c["unchanged_fraction"] == pytest.approx(4 / 6)
-    assert a["l2_untrimmed"] == pytest.approx(a["l2"]) and a["nonzero_fraction"] == pytest.approx(4 / 6)
+    assert a["unchanged_fraction"] == pytest.approx(2 / 6) and c[
+        "unchanged_fraction"
+    ] == pytest.approx(4 / 6)
+    assert a["l2_untrimmed"] == pytest.approx(a["l2"]) and a["nonzero_fraction"] == pytest.approx(
+        4 / 6
+    )
     ab, ac, bc = (f["per_pair"][k] for k in ("a|b", "a|c", "b|c"))
     assert ab["cosine"] == pytest.approx(-7 / (math.sqrt(15) * 5))
     assert ab["abs_cosine"] == pytest.approx(7 / (math.sqrt(15) * 5))
@@ -88,7 +96,9 @@ def test_aggregation_sums_squares_and_counts() -> None:
     assert a["cl2"] == pytest.approx(math.sqrt(14 + 4))
     assert a["cl2_ratio"] == pytest.approx(math.sqrt(18 / 23))
     # cosine of the concatenated vectors, not a mean of cosines
-    assert w["per_pair"]["a|b"]["cosine"] == pytest.approx((-7 + 0) / (math.sqrt(23) * math.sqrt(33)))
+    assert w["per_pair"]["a|b"]["cosine"] == pytest.approx(
+        (-7 + 0) / (math.sqrt(23) * math.sqrt(33))
+    )
     assert r.per_layer()[1]["conflict_fraction_active"] == pytest.approx(1 / 2)
     assert list(r.per_module()) == ["q", "down"]  # display order
     assert r.per_layer_module()[0]["q"] == r.tensor_figures(0)
@@ -115,7 +125,11 @@ def test_global_scope_trim_hand_computed() -> None:
     a2 = r.tensor_figures(1)["per_model"]["a"]
     assert a1["l2"] == pytest.approx(math.sqrt(4 + 9)) and a2["l2"] == pytest.approx(2.0)
     assert r.thresholds["a"] == 2.0 and r.thresholds["c"] == 0.0
-    assert r.summary()["trim"] == {"density": 0.375, "scope": "global", "global_thresholds": r.thresholds}
+    assert r.summary()["trim"] == {
+        "density": 0.375,
+        "scope": "global",
+        "global_thresholds": r.thresholds,
+    }
     # b over 8 coords: |.| = 1,2,0,2,0,4,2,2; k=3 keeps 4 then the 2s at t1[1], t1[3]
     b1 = r.tensor_figures(0)["per_model"]["b"]
     assert b1["l2"] == pytest.approx(math.sqrt(4 + 4 + 16))
@@ -127,14 +141,19 @@ def test_all_zero_tensor_gives_none_not_nan() -> None:
     r = analyze_conflicts(["z"], {"z": Info(None, "norm")}, providers({"z": zeros}))  # type: ignore[arg-type]
     f = r.whole_model()
     assert f["conflict_fraction_active"] is None and f["conflict_fraction_all"] == 0.0
-    assert f["per_model"]["a"]["cl2_ratio"] is None and f["per_model"]["a"]["unchanged_fraction"] == 1.0
+    assert (
+        f["per_model"]["a"]["cl2_ratio"] is None
+        and f["per_model"]["a"]["unchanged_fraction"] == 1.0
+    )
     assert f["per_pair"]["a|b"]["cosine"] is None
     assert r.per_layer() == {} and r.most_conflicted_layers() == []
 
 
 def test_providers_output_is_not_modified_by_trimming() -> None:
     held = {"t": torch.tensor([1.0, -2.0, 3.0, 0.5])}
-    r = analyze_conflicts(["t"], {"t": Info(0, "q")}, {"a": lambda t: held[t], "b": lambda t: -held[t]}, density=0.5)
+    r = analyze_conflicts(
+        ["t"], {"t": Info(0, "q")}, {"a": lambda t: held[t], "b": lambda t: -held[t]}, density=0.5
+    )
     assert held["t"].tolist() == [1.0, -2.0, 3.0, 0.5]
     assert r.whole_model()["conflict_coords"] == 2
 

@@ -11,15 +11,23 @@ from evomerge.analysis._figures import flatten
 from evomerge.pool import ModelPool
 
 
-@pytest.mark.parametrize(("density", "scope"), [(None, "tensor"), (0.5, "tensor"), (0.05, "global")])
+@pytest.mark.parametrize(
+    ("density", "scope"), [(None, "tensor"), (0.5, "tensor"), (0.05, "global")]
+)
 def test_lora_and_merged_full_weights_agree(
     tiny_models: dict[str, Path], lora_models: dict[str, Path], density: float | None, scope: str
 ) -> None:
     base = tiny_models["base"]
-    lora = analyze_pool(ModelPool.open(base, [lora_models["lora_a"], lora_models["lora_b"]]),
-                        density=density, trim_scope=scope)
-    full = analyze_pool(ModelPool.open(base, [lora_models["full_a"], lora_models["full_b"]]),
-                        density=density, trim_scope=scope)
+    lora = analyze_pool(
+        ModelPool.open(base, [lora_models["lora_a"], lora_models["lora_b"]]),
+        density=density,
+        trim_scope=scope,
+    )
+    full = analyze_pool(
+        ModelPool.open(base, [lora_models["full_a"], lora_models["full_b"]]),
+        density=density,
+        trim_scope=scope,
+    )
     assert lora.names == full.names == ["a", "b"]
     groups = [(lora.whole_model(), full.whole_model())]
     groups += [(lora.tensor_figures(i), full.tensor_figures(i)) for i in range(len(lora.tensors))]

@@ -57,14 +57,23 @@ def test_summary_json_documented_keys(paths: dict[str, Any]) -> None:
 
 
 def test_heatmaps_are_pngs_one_per_figure(paths: dict[str, Any]) -> None:
-    expected = {"heatmap_conflict_fraction_active", "heatmap_conflict_fraction_all",
-                "heatmap_cl2_ratio.a", "heatmap_cl2_ratio.b", "heatmap_cl2_ratio.c",
-                "heatmap_cosine.a__vs__b", "heatmap_cosine.a__vs__c", "heatmap_cosine.b__vs__c"}
+    expected = {
+        "heatmap_conflict_fraction_active",
+        "heatmap_conflict_fraction_all",
+        "heatmap_cl2_ratio.a",
+        "heatmap_cl2_ratio.b",
+        "heatmap_cl2_ratio.c",
+        "heatmap_cosine.a__vs__b",
+        "heatmap_cosine.a__vs__c",
+        "heatmap_cosine.b__vs__c",
+    }
     assert set(paths["heatmaps"]) == expected
     for p in paths["heatmaps"].values():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     s = json.loads(paths["summary"].read_text())
-    assert s["heatmaps"]["heatmap_conflict_fraction_active"] == "heatmap_conflict_fraction_active.png"
+    assert (
+        s["heatmaps"]["heatmap_conflict_fraction_active"] == "heatmap_conflict_fraction_active.png"
+    )
 
 
 def test_top_layers_table() -> None:
@@ -77,8 +86,11 @@ def test_top_layers_table() -> None:
 
 
 def test_no_overlap_says_so() -> None:
-    only = analyze_conflicts(["t"], {"t": Info(0, "q")}, {"a": lambda t: torch.tensor([1.0, 0.0]),
-                                                         "b": lambda t: torch.tensor([0.0, 1.0])})
+    only = analyze_conflicts(
+        ["t"],
+        {"t": Info(0, "q")},
+        {"a": lambda t: torch.tensor([1.0, 0.0]), "b": lambda t: torch.tensor([0.0, 1.0])},
+    )
     assert "nothing conflicts" in format_top_layers(only)
 
 

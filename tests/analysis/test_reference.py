@@ -32,13 +32,18 @@ def stable_trim(x: np.ndarray, density: float) -> np.ndarray:
     return out
 
 
-def reference(base: Path, models: dict[str, Path], order: list[str], density: float | None, scope: str) -> dict[str, Any]:
+def reference(
+    base: Path, models: dict[str, Path], order: list[str], density: float | None, scope: str
+) -> dict[str, Any]:
     """Whole-model and per-tensor figures, computed the obvious way on whole flat arrays."""
     b = load_dir(base)
     taus = {}
     for m, d in models.items():
         w = load_dir(d)
-        taus[m] = {t: (w[t].astype(np.float32) - b[t].astype(np.float32)).astype(np.float64).ravel() for t in order}
+        taus[m] = {
+            t: (w[t].astype(np.float32) - b[t].astype(np.float32)).astype(np.float64).ravel()
+            for t in order
+        }
     raw = {m: dict(v) for m, v in taus.items()}
     if density is not None:
         for m in taus:
@@ -59,29 +64,48 @@ def reference(base: Path, models: dict[str, Path], order: list[str], density: fl
             multi = (Y != 0).sum(0) >= 2
             conflict = (Y > 0).any(0) & (Y < 0).any(0)
             elected = np.where(Y.sum(0) >= 0, 1.0, -1.0)
-            top = {"conflict_coords": int(conflict.sum()), "multi_active_coords": int(multi.sum()),
-                   "conflict_fraction_active": conflict.sum() / multi.sum(), "conflict_fraction_all": conflict.mean()}
+            top = {
+                "conflict_coords": int(conflict.sum()),
+                "multi_active_coords": int(multi.sum()),
+                "conflict_fraction_active": conflict.sum() / multi.sum(),
+                "conflict_fraction_all": conflict.mean(),
+            }
             per = {}
             for i in rows:
                 l2 = np.linalg.norm(X[i])
                 cl2 = np.linalg.norm(X[i][conflict])
                 ties = np.linalg.norm(X[i][np.sign(X[i]) == -elected])
-                per[names[i]] = {"cl2": cl2, "cl2_ratio": cl2 / l2, "ties_discarded_l2": ties, "ties_discarded_ratio": ties / l2}
+                per[names[i]] = {
+                    "cl2": cl2,
+                    "cl2_ratio": cl2 / l2,
+                    "ties_discarded_l2": ties,
+                    "ties_discarded_ratio": ties / l2,
+                }
             return top, per
 
         out: dict[str, Any] = {"numel": X.shape[1]}
         top, per = conflict_figs(list(range(len(names))))
         out.update(top)
         out["per_model"] = {
-            m: {"l2": np.linalg.norm(X[i]), "l2_untrimmed": np.linalg.norm(R[i]), "unchanged_fraction": np.mean(R[i] == 0),
-                "nonzero_fraction": np.mean(X[i] != 0), **per[m]}
+            m: {
+                "l2": np.linalg.norm(X[i]),
+                "l2_untrimmed": np.linalg.norm(R[i]),
+                "unchanged_fraction": np.mean(R[i] == 0),
+                "nonzero_fraction": np.mean(X[i] != 0),
+                **per[m],
+            }
             for i, m in enumerate(names)
         }
         out["per_pair"] = {}
         for i, j in combinations(range(len(names)), 2):
             cos = X[i] @ X[j] / (np.linalg.norm(X[i]) * np.linalg.norm(X[j]))
             top, per = conflict_figs([i, j])
-            out["per_pair"][f"{names[i]}|{names[j]}"] = {"cosine": cos, "abs_cosine": abs(cos), **top, "per_model": per}
+            out["per_pair"][f"{names[i]}|{names[j]}"] = {
+                "cosine": cos,
+                "abs_cosine": abs(cos),
+                **top,
+                "per_model": per,
+            }
         return out
 
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -99,7 +123,9 @@ def assert_close(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("density", "scope"), [(None, "tensor"), (0.3, "tensor"), (0.3, "global")])
-def test_pool_analysis_matches_numpy_reference(tiny_models: dict[str, Path], density: float | None, scope: str) -> None:
+def test_pool_analysis_matches_numpy_reference(
+    tiny_models: dict[str, Path], density: float | None, scope: str
+) -> None:
     models = {m: tiny_models[m] for m in ("ft_a", "ft_b", "ft_c")}
     pool = ModelPool.open(tiny_models["base"], list(models.values()))
     assert list(pool.source_names) == list(models)
@@ -123,10 +149,14 @@ def test_ties_discarded_matches_mergekit_mask(tiny_models: dict[str, Path]) -> N
     pool = ModelPool.open(tiny_models["base"], [tiny_models[m] for m in ("ft_a", "ft_b", "ft_c")])
     report = analyze_pool(pool, density=0.4, trim_scope="tensor")
     for i, row in enumerate(report.tensors):
-        deltas = torch.stack([magnitude(pool.task_vector(j, row.name), 0.4) for j in range(3)])  # [3, *shape]
+        deltas = torch.stack(
+            [magnitude(pool.task_vector(j, row.name), 0.4) for j in range(3)]
+        )  # [3, *shape]
         kept = get_mask(deltas, method="sum")
         discarded = (deltas * ~kept).flatten(1).double().norm(dim=1)  # [3]
         fig = report.tensor_figures(i)["per_model"]
         for j, m in enumerate(pool.source_names):
-            assert fig[m]["ties_discarded_l2"] == pytest.approx(float(discarded[j]), rel=1e-6, abs=1e-12)
+            assert fig[m]["ties_discarded_l2"] == pytest.approx(
+                float(discarded[j]), rel=1e-6, abs=1e-12
+            )
             assert math.isfinite(fig[m]["l2"])

@@ -91,10 +91,16 @@ def test_both_scopes_match_stable_sort_reference(density: float, tied: bool) -> 
     if tied:  # few distinct magnitudes: ties at the cut almost surely
         arrays = [rng.integers(-3, 4, size=s).astype(np.float32) for s in shapes]
     else:  # magnitudes over many binades, so the radix bins are uneven
-        arrays = [(rng.standard_normal(s) * 10.0 ** rng.integers(-8, 3, size=s)).astype(np.float32) for s in shapes]
+        arrays = [
+            (rng.standard_normal(s) * 10.0 ** rng.integers(-8, 3, size=s)).astype(np.float32)
+            for s in shapes
+        ]
     tensors = [torch.from_numpy(a) for a in arrays]
     for a, t in zip(arrays, tensors, strict=True):
-        np.testing.assert_array_equal(trim_tensor(t, density).numpy(), stable_topk_reference(a.ravel(), density).reshape(a.shape))
+        np.testing.assert_array_equal(
+            trim_tensor(t, density).numpy(),
+            stable_topk_reference(a.ravel(), density).reshape(a.shape),
+        )
     flat_ref = stable_topk_reference(np.concatenate([a.ravel() for a in arrays]), density)
     got = np.concatenate([t.numpy().ravel() for t in trim_global(tensors, density)])
     np.testing.assert_array_equal(got, flat_ref)

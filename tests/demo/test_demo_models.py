@@ -28,7 +28,9 @@ from evomerge.demo import (
 from evomerge.demo import models as models_mod
 from evomerge.exceptions import ConfigError
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # from peft
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*is_gradient_checkpointing.*:FutureWarning"
+)  # from peft
 
 REPO = Path(__file__).resolve().parents[2]
 ENDING = re.compile(r"(ですわ|ますわ|ですの|ますの|わよ)。$")
@@ -55,8 +57,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> DemoModels:
 
 
 def test_bundled_data_is_what_the_script_writes(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo_data.py"), "--out", str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_demo_data.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     bundled = sorted(p.name for p in demo_data_dir().iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == bundled
     for name in bundled:
@@ -99,7 +104,9 @@ def test_data_loads_with_the_generation_loaders(caplog: pytest.LogCaptureFixture
             records = load_prompt_set(prompts_path(split))
         assert not caplog.records  # no unknown keys
         ours = load_prompts(split)
-        assert [(r.id, r.question, r.facts or ()) for r in records] == [(p.id, p.question, p.facts) for p in ours]
+        assert [(r.id, r.question, r.facts or ()) for r in records] == [
+            (p.id, p.question, p.facts) for p in ours
+        ]
 
 
 # ------------------------------------------------------------------------------ models
@@ -109,17 +116,30 @@ def test_build_writes_loadable_models(tiny: DemoModels) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    for path in (tiny.base / "config.json", tiny.base / "model.safetensors", tiny.base / "tokenizer.json",
-                 tiny.style / "adapter_config.json", tiny.facts / "adapter_model.safetensors",
-                 tiny.base.parent / "manifest.json"):
+    for path in (
+        tiny.base / "config.json",
+        tiny.base / "model.safetensors",
+        tiny.base / "tokenizer.json",
+        tiny.style / "adapter_config.json",
+        tiny.facts / "adapter_model.safetensors",
+        tiny.base.parent / "manifest.json",
+    ):
         assert path.is_file(), path
-    assert tiny.tokenizer == tiny.base and tiny.sources == {"style": tiny.style, "facts": tiny.facts}
+    assert tiny.tokenizer == tiny.base and tiny.sources == {
+        "style": tiny.style,
+        "facts": tiny.facts,
+    }
     tok = AutoTokenizer.from_pretrained(tiny.tokenizer)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "猫はどうですか？"}],
-                                     add_generation_prompt=True, tokenize=False)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "猫はどうですか？"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
     assert prompt == "user: 猫はどうですか？\nassistant: "
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
-    assert tok.unk_token_id not in ids["input_ids"][0].tolist()  # every data character is in the vocabulary
+    assert (
+        tok.unk_token_id not in ids["input_ids"][0].tolist()
+    )  # every data character is in the vocabulary
     base = AutoModelForCausalLM.from_pretrained(tiny.base)
     assert base.config.num_hidden_layers == SIZES["tiny"].num_layers
     for adapter in (tiny.style, tiny.facts):
@@ -129,8 +149,12 @@ def test_build_writes_loadable_models(tiny: DemoModels) -> None:
         assert cfg["target_modules"] == sorted(models_mod.LORA_TARGETS)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny.base), adapter)
         lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
-        assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (peft initialises B to 0)
-        out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert lora_b and any(
+            p.abs().sum() > 0 for p in lora_b
+        )  # trained (peft initialises B to 0)
+        out = model.generate(
+            **ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id
+        )
         assert out.shape[1] > ids["input_ids"].shape[1]
 
 
@@ -153,7 +177,9 @@ def test_build_is_deterministic(tiny: DemoModels, tmp_path: Path) -> None:
     assert _weights(other) == _weights(tiny)
 
 
-def test_interrupted_or_damaged_build_is_redone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_or_damaged_build_is_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_train = models_mod.train
     calls: list[str] = []
 
@@ -179,7 +205,9 @@ def test_interrupted_or_damaged_build_is_redone(tmp_path: Path, monkeypatch: pyt
     (built.style / "adapter_model.safetensors").write_bytes(b"garbage")
     repaired = build_demo_models(tmp_path, size="tiny")
     assert _weights(repaired) == good
-    smaller = models_mod.DemoSize(hidden_size=16, num_layers=1, base_steps=2, finetune_steps=1, lora_rank=2)
+    smaller = models_mod.DemoSize(
+        hidden_size=16, num_layers=1, base_steps=2, finetune_steps=1, lora_rank=2
+    )
     resized = build_demo_models(tmp_path, size=smaller)
     assert resized.manifest["key"]["size"]["hidden_size"] == 16
 
@@ -189,7 +217,9 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         build_demo_models(tmp_path, size="huge")
     with pytest.raises(ConfigError, match="threads must be >= 1, got 0"):
         build_demo_models(tmp_path, size="tiny", threads=0)
-    with pytest.raises(ConfigError, match=r"Unknown demo training set 'chat'\. Available: general, style, facts"):
+    with pytest.raises(
+        ConfigError, match=r"Unknown demo training set 'chat'\. Available: general, style, facts"
+    ):
         load_pairs("chat")
     with pytest.raises(ConfigError, match="cannot read demo data"):
         data_hash(tmp_path)
@@ -207,12 +237,18 @@ def test_engine_merge_of_an_adapter_equals_peft_merge(tiny: DemoModels) -> None:
 
     pool = ModelPool.open(tiny.base, [tiny.style, tiny.facts], names=["style", "facts"])
     engine = MergeEngine(pool, methods=["task_arithmetic"])
-    recipe = MergeRecipe(merge_method="task_arithmetic", base_model=str(tiny.base), models=(
-        ModelEntry(model=pool.model_ref(0), parameters={"weight": 1.0}),
-        ModelEntry(model=pool.model_ref(1), parameters={"weight": 0.0}),
-    ))
+    recipe = MergeRecipe(
+        merge_method="task_arithmetic",
+        base_model=str(tiny.base),
+        models=(
+            ModelEntry(model=pool.model_ref(0), parameters={"weight": 1.0}),
+            ModelEntry(model=pool.model_ref(1), parameters={"weight": 0.0}),
+        ),
+    )
     merged = engine.materialize(recipe)
-    expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny.base), tiny.style)
+    expected = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny.base), tiny.style
+    )
     expected_sd = expected.merge_and_unload().state_dict()
     changed = 0
     for name, t in merged.items():
@@ -252,5 +288,7 @@ def test_full_demo_models_merge_beats_both_sources(tmp_path: Path) -> None:
     for split, min_recall, min_margin in (("search", 0.8, 0.5), ("heldout", 0.4, 0.2)):
         table = result["scores"][split]
         assert table["style"]["style"] >= 0.9 and table["style"]["facts"] <= 0.2  # style, no facts
-        assert table["facts"]["facts"] >= min_recall and table["facts"]["style"] <= 0.1  # facts, no style
+        assert (
+            table["facts"]["facts"] >= min_recall and table["facts"]["style"] <= 0.1
+        )  # facts, no style
         assert result["margin"][split] >= min_margin, format_check(result)

@@ -18,10 +18,16 @@ def _check_outputs(run_dir: Path, summary: dict, *, trials: int) -> None:
     status = study_status(run_dir)
     assert status["n_complete"] + status["n_failed"] == trials
     assert status["n_running"] == 0
-    assert summary["n_complete"] == status["n_complete"] and summary["best_trial"] == status["best"]["trial"]
+    assert (
+        summary["n_complete"] == status["n_complete"]
+        and summary["best_trial"] == status["best"]["trial"]
+    )
     on_disk = json.loads((run_dir / "demo_summary.json").read_text(encoding="utf-8"))
     assert on_disk == summary
-    assert set(summary["sources"]) == {"style", "facts"} and set(summary["heldout"]["sources"]) == {"style", "facts"}
+    assert set(summary["sources"]) == {"style", "facts"} and set(summary["heldout"]["sources"]) == {
+        "style",
+        "facts",
+    }
     for key in ("best", "seconds"):
         assert isinstance(summary[key], float)
     # the best merge is scored again outside the search with the same judges: same value
@@ -39,7 +45,9 @@ def _check_outputs(run_dir: Path, summary: dict, *, trials: int) -> None:
 
 
 def test_demo_pipeline_at_reduced_size(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "run", trials=4, progress=False, cache_dir=tmp_path / "cache", size="tiny")
+    result = run_demo(
+        tmp_path / "run", trials=4, progress=False, cache_dir=tmp_path / "cache", size="tiny"
+    )
     _check_outputs(tmp_path / "run", result.summary, trials=4)
     assert "best merge" in result.table and "held-out" in result.format()
 

@@ -26,7 +26,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tied_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("export_tied") / "base", seed=3, tie_word_embeddings=True)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("export_tied") / "base", seed=3, tie_word_embeddings=True
+    )
 
 
 def _read_weights(model_dir: Path) -> dict[str, torch.Tensor]:

@@ -49,12 +49,20 @@ def test_non_empty_out_dir_is_refused_and_untouched(tmp_path):
 def test_existing_file_is_refused(tmp_path):
     (tmp_path / "out").write_text("x")
     with pytest.raises(ExportError, match="exists and is not a directory"):
-        write_checkpoint(iter([("a", torch.zeros(2))]), tmp_path / "out", config={}, base_dir=None, overwrite=True)
+        write_checkpoint(
+            iter([("a", torch.zeros(2))]),
+            tmp_path / "out",
+            config={},
+            base_dir=None,
+            overwrite=True,
+        )
 
 
 def test_empty_out_dir_is_accepted(tmp_path):
     (tmp_path / "out").mkdir()
-    out = write_checkpoint(iter([("a", torch.zeros(2))]), tmp_path / "out", config={}, base_dir=None)
+    out = write_checkpoint(
+        iter([("a", torch.zeros(2))]), tmp_path / "out", config={}, base_dir=None
+    )
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -64,10 +72,18 @@ def test_overwrite_replaces_only_after_success(tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("old")
     with pytest.raises(RuntimeError):
-        write_checkpoint(_failing_stream(2, RuntimeError("x")), out, config={}, base_dir=None, overwrite=True)
+        write_checkpoint(
+            _failing_stream(2, RuntimeError("x")), out, config={}, base_dir=None, overwrite=True
+        )
     assert [p.name for p in out.iterdir()] == ["old.txt"]  # a failed overwrite keeps the old one
 
-    write_checkpoint(iter([("a", torch.ones(3))]), out, config={"vocab_size": 3}, base_dir=None, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+    write_checkpoint(
+        iter([("a", torch.ones(3))]), out, config={"vocab_size": 3}, base_dir=None, overwrite=True
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ]
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .old-/.tmp- leftovers

@@ -32,7 +32,9 @@ def test_sharded_output_has_hf_names_index_and_equal_tensors(tiny_models, read_w
     weights = read_weights(base)
     total = sum(_nbytes(t) for t in weights.values())
     limit = 30_000  # bytes; the tiny model is ~100 KB, its largest tensor 12 KB
-    out = write_checkpoint(_stream(weights), tmp_path / "out", config=_config(base), base_dir=base, shard_size=limit)
+    out = write_checkpoint(
+        _stream(weights), tmp_path / "out", config=_config(base), base_dir=base, shard_size=limit
+    )
 
     shards = sorted(p.name for p in out.glob("*.safetensors"))
     n = len(shards)
@@ -66,7 +68,9 @@ def test_single_shard_is_one_model_safetensors_without_index(tiny_models, read_w
 
 def test_a_tensor_larger_than_the_shard_size_gets_its_own_shard(tmp_path):
     tensors = [("a", torch.zeros(10)), ("big", torch.ones(1000)), ("c", torch.full((10,), 2.0))]
-    out = write_checkpoint(iter(tensors), tmp_path / "out", config={}, base_dir=None, shard_size="1KB")
+    out = write_checkpoint(
+        iter(tensors), tmp_path / "out", config={}, base_dir=None, shard_size="1KB"
+    )
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert index["weight_map"] == {
         "a": "model-00001-of-00003.safetensors",
@@ -76,15 +80,20 @@ def test_a_tensor_larger_than_the_shard_size_gets_its_own_shard(tmp_path):
     assert index["metadata"]["total_size"] == 4 * 1020
 
 
-def test_out_dtype_casts_floating_tensors_and_sets_config_dtype(tiny_models, read_weights, tmp_path):
+def test_out_dtype_casts_floating_tensors_and_sets_config_dtype(
+    tiny_models, read_weights, tmp_path
+):
     base = tiny_models["base"]
     weights = read_weights(base)
     weights_plus_int = {**weights, "extra.counter": torch.arange(5, dtype=torch.int64)}
     cfg = _config(base)
     assert cfg["dtype"] == "float32"
     out = write_checkpoint(
-        _stream(weights_plus_int), tmp_path / "out", config={**cfg, "torch_dtype": "float32"},
-        base_dir=base, out_dtype=torch.bfloat16,
+        _stream(weights_plus_int),
+        tmp_path / "out",
+        config={**cfg, "torch_dtype": "float32"},
+        base_dir=base,
+        out_dtype=torch.bfloat16,
     )
     got = read_weights(out)
     for name, t in weights.items():
@@ -103,31 +112,52 @@ def test_config_dtype_follows_the_tensors_when_no_out_dtype(tiny_models, read_we
     assert _config(out)["torch_dtype"] == "float16"
 
 
-def test_config_generation_config_and_tokenizer_come_from_the_base(tiny_models, read_weights, tmp_path):
+def test_config_generation_config_and_tokenizer_come_from_the_base(
+    tiny_models, read_weights, tmp_path
+):
     from transformers import AutoTokenizer
 
     base = tiny_models["base"]
     out = write_checkpoint(
-        _stream(read_weights(base)), tmp_path / "out", config=_config(base), base_dir=base,
-        merge_config_yaml="merge_method: linear\n", extra_files={"README.md": "# card\n", "notes/x.bin": b"\x00\x01"},
+        _stream(read_weights(base)),
+        tmp_path / "out",
+        config=_config(base),
+        base_dir=base,
+        merge_config_yaml="merge_method: linear\n",
+        extra_files={"README.md": "# card\n", "notes/x.bin": b"\x00\x01"},
     )
     assert _config(out) == _config(base)  # same dtype and vocab: nothing to change
-    for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    for name in (
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ):
         assert (base / name).is_file(), name
         assert (out / name).read_bytes() == (base / name).read_bytes(), name
     assert (out / MERGE_CONFIG_NAME).read_text() == "merge_method: linear\n"
     assert (out / "README.md").read_text() == "# card\n"
     assert (out / "notes" / "x.bin").read_bytes() == b"\x00\x01"
-    tok_base, tok_out = AutoTokenizer.from_pretrained(str(base)), AutoTokenizer.from_pretrained(str(out))
+    tok_base, tok_out = (
+        AutoTokenizer.from_pretrained(str(base)),
+        AutoTokenizer.from_pretrained(str(out)),
+    )
     assert tok_out("Hello, world!")["input_ids"] == tok_base("Hello, world!")["input_ids"]
     assert tok_out.chat_template == tok_base.chat_template
 
 
 def test_minimal_generation_config_without_base(tiny_models, read_weights, tmp_path):
     base = tiny_models["base"]
-    out = write_checkpoint(_stream(read_weights(base)), tmp_path / "out", config=_config(base), base_dir=None)
+    out = write_checkpoint(
+        _stream(read_weights(base)), tmp_path / "out", config=_config(base), base_dir=None
+    )
     gen = json.loads((out / "generation_config.json").read_text())
-    assert gen == {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    assert gen == {
+        "_from_model_config": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
     assert not (out / "tokenizer.json").exists()
 
 
@@ -137,7 +167,10 @@ def test_vocab_size_follows_cropped_embeddings(tiny_models, read_weights, tmp_pa
     base = tiny_models["base"]
     weights = read_weights(base)
     vocab = _config(base)["vocab_size"]
-    cropped = {k: (v[: vocab - 16] if k.endswith(("embed_tokens.weight", "lm_head.weight")) else v) for k, v in weights.items()}
+    cropped = {
+        k: (v[: vocab - 16] if k.endswith(("embed_tokens.weight", "lm_head.weight")) else v)
+        for k, v in weights.items()
+    }
     out = write_checkpoint(_stream(cropped), tmp_path / "out", config=_config(base), base_dir=base)
     assert _config(out)["vocab_size"] == vocab - 16
     model = AutoModelForCausalLM.from_pretrained(str(out))
@@ -149,15 +182,28 @@ def test_tied_embeddings_get_no_invented_lm_head_and_load(tied_model, read_weigh
 
     weights = read_weights(tied_model)
     assert "lm_head.weight" not in weights
-    out = write_checkpoint(_stream(weights), tmp_path / "out", config=_config(tied_model), base_dir=tied_model, shard_size="20KB")
-    assert "lm_head.weight" not in json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    out = write_checkpoint(
+        _stream(weights),
+        tmp_path / "out",
+        config=_config(tied_model),
+        base_dir=tied_model,
+        shard_size="20KB",
+    )
+    assert (
+        "lm_head.weight"
+        not in json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    )
     model = AutoModelForCausalLM.from_pretrained(str(out))
     assert torch.equal(model.lm_head.weight, weights["model.embed_tokens.weight"])
 
 
 def test_tensors_sharing_storage_are_written(tmp_path):
     flat = torch.arange(24, dtype=torch.float32)
-    tensors = [("a", flat[:12].view(3, 4)), ("b", flat[12:]), ("a_again", flat[:12])]  # b is disjoint, a_again aliases a
+    tensors = [
+        ("a", flat[:12].view(3, 4)),
+        ("b", flat[12:]),
+        ("a_again", flat[:12]),
+    ]  # b is disjoint, a_again aliases a
     out = write_checkpoint(iter(tensors), tmp_path / "out", config={}, base_dir=None)
     from safetensors.torch import load_file
 
@@ -171,7 +217,13 @@ def test_written_checkpoint_loads_and_matches_the_source_model(tiny_models, read
     from transformers import AutoModelForCausalLM
 
     base = tiny_models["base"]
-    out = write_checkpoint(_stream(read_weights(base)), tmp_path / "out", config=_config(base), base_dir=base, shard_size="40KB")
+    out = write_checkpoint(
+        _stream(read_weights(base)),
+        tmp_path / "out",
+        config=_config(base),
+        base_dir=base,
+        shard_size="40KB",
+    )
     assert (out / "model.safetensors.index.json").is_file()
     ids = torch.tensor([[1, 5, 9, 17, 33]])
     with torch.no_grad():
@@ -203,7 +255,10 @@ def test_bad_streams_are_export_errors(tensors, message, tmp_path):
         ({"extra_files": {"../escape.txt": "x"}}, "must be a relative path"),
         ({"shard_size": "5XB"}, "shard_size: cannot parse '5XB'"),
         ({"out_dtype": torch.int8}, "out_dtype: expected a floating dtype"),
-        ({"base_dir": Path("/nonexistent/base")}, "base_dir: '/nonexistent/base' is not a directory"),
+        (
+            {"base_dir": Path("/nonexistent/base")},
+            "base_dir: '/nonexistent/base' is not a directory",
+        ),
     ],
 )
 def test_bad_arguments_fail_before_consuming_the_stream(kwargs, message, tmp_path):

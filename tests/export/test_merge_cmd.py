@@ -29,7 +29,10 @@ RECIPES: dict[str, dict] = {
     },
     "task_arithmetic": {
         "models": [
-            {"model": "{ft_a}", "parameters": {"weight": [{"filter": "self_attn", "value": 0.9}, {"value": 0.3}]}},
+            {
+                "model": "{ft_a}",
+                "parameters": {"weight": [{"filter": "self_attn", "value": 0.9}, {"value": 0.3}]},
+            },
             {"model": "{ft_b}", "parameters": {"weight": 0.6}},
         ],
         "merge_method": "task_arithmetic",
@@ -63,7 +66,11 @@ def _run_mergekit(cfg: Path, out: Path) -> None:
     from mergekit.merge import MergeOptions, run_merge
 
     config = MergeConfiguration.model_validate(yaml.safe_load(cfg.read_text()))
-    run_merge(config, str(out), MergeOptions(copy_tokenizer=False, lazy_unpickle=False, device="cpu", quiet=True))
+    run_merge(
+        config,
+        str(out),
+        MergeOptions(copy_tokenizer=False, lazy_unpickle=False, device="cpu", quiet=True),
+    )
 
 
 @pytest.mark.parametrize("method", sorted(RECIPES))
@@ -77,16 +84,22 @@ def test_merge_equals_mergekit_yaml(method, tiny_models, read_weights, tmp_path)
     base = read_weights(tiny_models["base"])
     for name, r in ref.items():
         assert got[name].dtype == r.dtype == torch.float32, name
-        torch.testing.assert_close(got[name], r, atol=1e-5, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            got[name], r, atol=1e-5, rtol=0, msg=lambda m, n=name: f"{n}: {m}"
+        )
     assert any(not torch.equal(got[n], base[n]) for n in got)  # the merge did something
 
 
 def test_cli_merge_writes_a_loadable_checkpoint(tiny_models, read_weights, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = _write_config(tmp_path, tiny_models, RECIPES["ties"], tokenizer_source="base", out_dtype="bfloat16")
+    cfg = _write_config(
+        tmp_path, tiny_models, RECIPES["ties"], tokenizer_source="base", out_dtype="bfloat16"
+    )
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["merge", str(cfg), str(out), "--shard-size", "60KB", "--quiet"])
+    result = CliRunner().invoke(
+        app, ["merge", str(cfg), str(out), "--shard-size", "60KB", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
 
     index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -94,7 +107,9 @@ def test_cli_merge_writes_a_loadable_checkpoint(tiny_models, read_weights, tmp_p
     config = json.loads((out / "config.json").read_text())
     assert config["dtype"] == "bfloat16"
     assert all(t.dtype == torch.bfloat16 for t in read_weights(out).values())
-    assert (out / "tokenizer.json").read_bytes() == (tiny_models["base"] / "tokenizer.json").read_bytes()
+    assert (out / "tokenizer.json").read_bytes() == (
+        tiny_models["base"] / "tokenizer.json"
+    ).read_bytes()
     written = MergeRecipe.from_yaml(out / "mergekit_config.yml")
     assert written == MergeRecipe.from_yaml(cfg)
 
@@ -111,7 +126,10 @@ def test_cli_merge_as_a_subprocess(tiny_models, read_weights, tmp_path):
     cfg = _write_config(tmp_path, tiny_models, RECIPES["linear"])
     proc = subprocess.run(
         [sys.executable, "-m", "evomerge.cli", "merge", str(cfg), str(tmp_path / "out"), "--quiet"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert sorted(read_weights(tmp_path / "out")) == sorted(read_weights(tiny_models["base"]))
@@ -162,7 +180,9 @@ def test_vocab_cropped_merge_updates_vocab_size_and_loads(tiny_models, read_weig
     from evomerge.testing.tiny import perturb_model
 
     base_vocab = json.loads((tiny_models["base"] / "config.json").read_text())["vocab_size"]
-    small = perturb_model(tiny_models["base"], tmp_path / "ft_small", seed=7, vocab_size=base_vocab - 8)
+    small = perturb_model(
+        tiny_models["base"], tmp_path / "ft_small", seed=7, vocab_size=base_vocab - 8
+    )
     models = {**tiny_models, "ft_b": small}
     cfg = _write_config(tmp_path, models, RECIPES["task_arithmetic"])
     out = merge_from_yaml(cfg, tmp_path / "out")

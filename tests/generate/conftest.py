@@ -21,4 +21,6 @@ def perturbed_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="session")
 def tied_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("gen") / "tied", seed=3, tie_word_embeddings=True)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("gen") / "tied", seed=3, tie_word_embeddings=True
+    )

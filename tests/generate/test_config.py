@@ -15,7 +15,14 @@ LLAMA2 = "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{question} [/INST]"
 
 def test_defaults_match_the_contract() -> None:
     p = GenerationParams()
-    assert (p.max_new_tokens, p.temperature, p.top_p, p.seed, p.stop, p.batch_size) == (128, 0.0, 1.0, 0, (), 8)
+    assert (p.max_new_tokens, p.temperature, p.top_p, p.seed, p.stop, p.batch_size) == (
+        128,
+        0.0,
+        1.0,
+        0,
+        (),
+        8,
+    )
     cfg = GenerationConfig(prompts=Path("p.jsonl"))
     assert cfg.backend == "hf" and cfg.template is None and cfg.retrieval is None
 
@@ -24,7 +31,13 @@ def test_every_error_reported_at_once_with_file_and_field() -> None:
     data = {
         "backend": "hff",
         "dtype": "fp8",
-        "params": {"max_new_tokens": 0, "temperature": -1, "top_p": 1.5, "stop": ["", "x"], "bogus": 1},
+        "params": {
+            "max_new_tokens": 0,
+            "temperature": -1,
+            "top_p": 1.5,
+            "stop": ["", "x"],
+            "bogus": 1,
+        },
         "template": "{question} {persona}",
         "retrieval": {"model": "m", "threshold": 2},
     }
@@ -33,15 +46,24 @@ def test_every_error_reported_at_once_with_file_and_field() -> None:
     msg = str(err.value)
     assert msg.startswith("run.yaml:")
     for needle in (
-        "prompts", "Unknown generation backend 'hff'. Available: hf, vllm", "Unknown dtype 'fp8'",
-        "params.max_new_tokens", "params.temperature", "params.top_p", "params.stop",
-        "params.bogus", "unknown template field(s) ['persona']", "retrieval.threshold",
+        "prompts",
+        "Unknown generation backend 'hff'. Available: hf, vllm",
+        "Unknown dtype 'fp8'",
+        "params.max_new_tokens",
+        "params.temperature",
+        "params.top_p",
+        "params.stop",
+        "params.bogus",
+        "unknown template field(s) ['persona']",
+        "retrieval.threshold",
     ):
         assert needle in msg, needle
 
 
 def test_templates() -> None:
-    cfg = GenerationConfig(prompts=Path("p"), template=LLAMA2, system_prompt="You are {name}. {profile}")
+    cfg = GenerationConfig(
+        prompts=Path("p"), template=LLAMA2, system_prompt="You are {name}. {profile}"
+    )
     assert template_fields(cfg.template or "") == ["system", "question"]
     with pytest.raises(ValueError, match="must contain"):
         GenerationConfig(prompts=Path("p"), template="{system}")
@@ -51,7 +73,10 @@ def test_templates() -> None:
         GenerationConfig(prompts=Path("p"), template="{question")
     with pytest.raises(ValueError, match=r"\['question'\]"):
         GenerationConfig(prompts=Path("p"), system_prompt="{question}")
-    assert GenerationConfig(prompts=Path("p"), template="{{json}} {question}").template == "{{json}} {question}"
+    assert (
+        GenerationConfig(prompts=Path("p"), template="{{json}} {question}").template
+        == "{{json}} {question}"
+    )
 
 
 def test_single_stop_string_and_frozen() -> None:
@@ -63,8 +88,12 @@ def test_single_stop_string_and_frozen() -> None:
 
 def test_resolve_paths(tmp_path: Path) -> None:
     cfg = GenerationConfig.model_validate(
-        {"prompts": "data/p.jsonl", "heldout_prompts": "/abs/h.jsonl", "persona": "persona.yaml",
-         "retrieval": {"model": "models/minilm"}}
+        {
+            "prompts": "data/p.jsonl",
+            "heldout_prompts": "/abs/h.jsonl",
+            "persona": "persona.yaml",
+            "retrieval": {"model": "models/minilm"},
+        }
     )
     r = cfg.resolve_paths(tmp_path)
     assert r.prompts == tmp_path / "data/p.jsonl"

@@ -11,8 +11,10 @@ from evomerge.testing.generation import FakeGenerator
 
 
 def test_canned_echo_and_weight_dependent_answers() -> None:
-    gen = FakeGenerator(answers={"Hi?": "  Hello! User: more"},
-                        respond=lambda p, w: f"{p}:{float(w['w'].sum()) if 'w' in w else 'none'}")
+    gen = FakeGenerator(
+        answers={"Hi?": "  Hello! User: more"},
+        respond=lambda p, w: f"{p}:{float(w['w'].sum()) if 'w' in w else 'none'}",
+    )
     assert isinstance(gen, Generator)
     params = GenerationParams(stop=("User:",))
     assert gen.generate(["Hi?", "q"], params) == ["Hello!", "q:none"]

@@ -47,9 +47,15 @@ def test_answers_match_plain_transformers_greedy_decoding(gen: HFGenerator) -> N
     tok = gen.tokenizer
     for prompt, answer in zip(PROMPTS, gen.generate(PROMPTS, GREEDY), strict=True):
         ids = torch.tensor([tok(prompt)["input_ids"]])
-        out = gen.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
-                                 do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        assert answer == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        out = gen.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        assert answer == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def test_sampling_with_a_seed_is_reproducible(gen: HFGenerator) -> None:
@@ -103,14 +109,18 @@ def test_generation_stops_at_eos(gen: HFGenerator) -> None:
     norm[0] = 1.0
     head = torch.zeros_like(p["lm_head.weight"])
     head[eos, 0] = 10.0
-    gen.load_weights([("model.embed_tokens.weight", emb), ("model.norm.weight", norm), ("lm_head.weight", head)])
+    gen.load_weights(
+        [("model.embed_tokens.weight", emb), ("model.norm.weight", norm), ("lm_head.weight", head)]
+    )
     counter = _ForwardCounter(gen.model)
     out = gen.generate(PROMPTS[:2], GenerationParams(max_new_tokens=30))
     assert out == ["", ""]
     assert counter.calls == 1, "both rows emitted EOS at the first step; nothing more should run"
 
 
-def test_in_place_update_equals_a_fresh_reload(gen: HFGenerator, tiny_dir: Path, perturbed_dir: Path) -> None:
+def test_in_place_update_equals_a_fresh_reload(
+    gen: HFGenerator, tiny_dir: Path, perturbed_dir: Path
+) -> None:
     model_before = gen.model
     params_before = {n: t for n, t in gen.parameters_by_name().items()}
     base_answers = gen.generate(PROMPTS, GREEDY)
@@ -141,7 +151,10 @@ def test_load_weights_converts_dtype(gen: HFGenerator, perturbed_dir: Path) -> N
 
 
 def test_bad_name_and_shape_raise_naming_the_tensor(gen: HFGenerator) -> None:
-    with pytest.raises(GenerationError, match=r"unknown tensor 'model\.layers\.0\.self_attn\.q_porj\.weight'.*q_proj"):
+    with pytest.raises(
+        GenerationError,
+        match=r"unknown tensor 'model\.layers\.0\.self_attn\.q_porj\.weight'.*q_proj",
+    ):
         gen.load_weights([("model.layers.0.self_attn.q_porj.weight", torch.zeros(32, 32))])
     with pytest.raises(GenerationError, match=r"'model\.norm\.weight' has shape \(31,\).*\(32,\)"):
         gen.load_weights([("model.norm.weight", torch.zeros(31))])
@@ -156,12 +169,16 @@ def test_tied_embeddings(tied_dir: Path) -> None:
     new = torch.randn_like(p["model.embed_tokens.weight"])
     gen.load_weights([("model.embed_tokens.weight", new)])  # what a tied checkpoint holds
     assert torch.equal(gen.model.lm_head.weight, new)
-    gen.load_weights([("model.embed_tokens.weight", new * 2), ("lm_head.weight", new * 2)])  # both, equal
+    gen.load_weights(
+        [("model.embed_tokens.weight", new * 2), ("lm_head.weight", new * 2)]
+    )  # both, equal
     assert torch.equal(gen.model.lm_head.weight, new * 2)
     with pytest.raises(GenerationError, match="tied"):
         gen.load_weights([("model.embed_tokens.weight", new), ("lm_head.weight", new + 1)])
     sd = load_file(str(tied_dir / "model.safetensors"))
-    gen.load_weights(sd.items(), strict=True)  # the tied checkpoint has no lm_head.weight: still complete
+    gen.load_weights(
+        sd.items(), strict=True
+    )  # the tied checkpoint has no lm_head.weight: still complete
 
 
 def test_rotary_buffers_are_skipped(gen: HFGenerator) -> None:
@@ -214,9 +231,19 @@ def test_checkpoint_generation_defaults_do_not_leak(tiny_dir: Path, tmp_path: Pa
     model_dir = tmp_path / "with_defaults"
     shutil.copytree(tiny_dir, model_dir)
     # a checkpoint that asks for sampling by default: greedy must stay greedy
-    (model_dir / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": True, "temperature": 5.0,
-         "top_k": 3, "repetition_penalty": 3.0}))
+    (model_dir / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "pad_token_id": 0,
+                "do_sample": True,
+                "temperature": 5.0,
+                "top_k": 3,
+                "repetition_penalty": 3.0,
+            }
+        )
+    )
     plain = HFGenerator.from_pretrained(tiny_dir, device="cpu")
     odd = HFGenerator.from_pretrained(model_dir, device="cpu")
     assert odd.generate(PROMPTS, GREEDY) == plain.generate(PROMPTS, GREEDY)

@@ -23,8 +23,12 @@ from evomerge.generate import (
 
 LLAMA2 = "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{question} [/INST]"
 FACTS = ["I live in Kyoto.", "I love green tea.", "My sister is a pilot."]
-PERSONA = {"name": "Aiko", "profile": "A cheerful tea-shop owner.", "examples": ["user: hi", "Aiko: Welcome!"],
-           "facts": FACTS}
+PERSONA = {
+    "name": "Aiko",
+    "profile": "A cheerful tea-shop owner.",
+    "examples": ["user: hi", "Aiko: Welcome!"],
+    "facts": FACTS,
+}
 
 
 def _write_jsonl(path: Path, rows: Sequence[object]) -> Path:
@@ -34,12 +38,15 @@ def _write_jsonl(path: Path, rows: Sequence[object]) -> Path:
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
-    prompts = _write_jsonl(tmp_path / "p.jsonl", [
-        {"id": "a", "question": "Where do you live?", "reference": "Kyoto"},
-        {"question": "What do you drink?"},
-        "",
-        {"id": 7, "question": "Tell me about your family.", "tags": ["x"]},
-    ])
+    prompts = _write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "a", "question": "Where do you live?", "reference": "Kyoto"},
+            {"question": "What do you drink?"},
+            "",
+            {"id": 7, "question": "Tell me about your family.", "tags": ["x"]},
+        ],
+    )
     persona = tmp_path / "persona.yaml"
     persona.write_text(
         "name: Aiko\nprofile: A cheerful tea-shop owner.\nexamples:\n  - 'user: hi'\n  - 'Aiko: Welcome!'\n"
@@ -56,16 +63,28 @@ def test_load_prompt_set_ids_references_and_blank_lines(files: dict[str, Path]) 
 
 
 def test_bad_prompt_lines_all_reported_with_line_numbers(tmp_path: Path) -> None:
-    bad = _write_jsonl(tmp_path / "bad.jsonl", [
-        {"id": "x", "question": "ok"}, "{not json", {"question": ""}, ["list"], {"id": "x", "question": "dup"},
-        {"question": "q", "reference": 3},
-    ])
+    bad = _write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"id": "x", "question": "ok"},
+            "{not json",
+            {"question": ""},
+            ["list"],
+            {"id": "x", "question": "dup"},
+            {"question": "q", "reference": 3},
+        ],
+    )
     with pytest.raises(ConfigError) as err:
         load_prompt_set(bad)
     msg = str(err.value)
     assert f"{bad}: 5 invalid line(s)" in msg
-    for needle in ("line 2: invalid JSON", "line 3: 'question'", "line 4: expected a JSON object",
-                   "line 5: duplicate id 'x' (first on line 1)", "line 6: 'reference'"):
+    for needle in (
+        "line 2: invalid JSON",
+        "line 3: 'question'",
+        "line 4: expected a JSON object",
+        "line 5: duplicate id 'x' (first on line 1)",
+        "line 6: 'reference'",
+    ):
         assert needle in msg
     with pytest.raises(ConfigError, match="empty"):
         load_prompt_set(_write_jsonl(tmp_path / "empty.jsonl", [""]))
@@ -92,13 +111,18 @@ def test_chat_template_rendering(files: dict[str, Path], tiny_dir: Path) -> None
     # the tiny tokenizer's template: "<role>: <content>\n" per message, then "assistant: "
     assert first.prompt.startswith("system: You are Aiko.\n\nA cheerful tea-shop owner.")
     assert "Example dialogue:\nuser: hi\nAiko: Welcome!" in first.prompt
-    assert "Facts about you:\n- I live in Kyoto.\n- I love green tea.\n- My sister is a pilot." in first.prompt
+    assert (
+        "Facts about you:\n- I live in Kyoto.\n- I love green tea.\n- My sister is a pilot."
+        in first.prompt
+    )
     assert first.prompt.endswith("user: Where do you live?\nassistant: ")
     assert first.reference == "Kyoto" and first.facts == tuple(FACTS)
     assert first.profile == "A cheerful tea-shop owner." and first.context.count("- ") == 3
 
 
-def test_chat_template_without_persona_has_no_system_turn(files: dict[str, Path], tiny_dir: Path) -> None:
+def test_chat_template_without_persona_has_no_system_turn(
+    files: dict[str, Path], tiny_dir: Path
+) -> None:
     cfg = GenerationConfig(prompts=files["prompts"], max_prompts=1)
     (item,) = build_prompt_items(cfg, tokenizer_path=tiny_dir)
     assert item.prompt == "user: Where do you live?\nassistant: "
@@ -107,7 +131,9 @@ def test_chat_template_without_persona_has_no_system_turn(files: dict[str, Path]
 
 def test_llama2_template_string_needs_no_tokenizer(files: dict[str, Path], tmp_path: Path) -> None:
     cfg = GenerationConfig(
-        prompts=files["prompts"], persona=files["persona"], template=LLAMA2,
+        prompts=files["prompts"],
+        persona=files["persona"],
+        template=LLAMA2,
         system_prompt="You are {name}, {profile}\n{context}",
     )
     items = build_prompt_items(cfg, tokenizer_path=tmp_path / "no-tokenizer-here")
@@ -118,10 +144,17 @@ def test_llama2_template_string_needs_no_tokenizer(files: dict[str, Path], tmp_p
 
 
 def test_template_can_use_every_field(files: dict[str, Path], tmp_path: Path) -> None:
-    cfg = GenerationConfig(prompts=files["prompts"], persona=files["persona"], max_prompts=1,
-                           template="{name}|{profile}|{examples}|{question}|{{literal}}")
+    cfg = GenerationConfig(
+        prompts=files["prompts"],
+        persona=files["persona"],
+        max_prompts=1,
+        template="{name}|{profile}|{examples}|{question}|{{literal}}",
+    )
     (item,) = build_prompt_items(cfg, tokenizer_path=tmp_path)
-    assert item.prompt == "Aiko|A cheerful tea-shop owner.|user: hi\nAiko: Welcome!|Where do you live?|{literal}"
+    assert (
+        item.prompt
+        == "Aiko|A cheerful tea-shop owner.|user: hi\nAiko: Welcome!|Where do you live?|{literal}"
+    )
 
 
 def test_heldout_split_and_errors(files: dict[str, Path], tmp_path: Path) -> None:
@@ -129,11 +162,15 @@ def test_heldout_split_and_errors(files: dict[str, Path], tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="heldout_prompts is not set"):
         build_prompt_items(cfg, tokenizer_path=tmp_path, split="heldout")
     held = _write_jsonl(tmp_path / "h.jsonl", [{"question": "held?"}])
-    items = build_prompt_items(cfg.model_copy(update={"heldout_prompts": held}), tokenizer_path=tmp_path, split="heldout")
+    items = build_prompt_items(
+        cfg.model_copy(update={"heldout_prompts": held}), tokenizer_path=tmp_path, split="heldout"
+    )
     assert [i.prompt for i in items] == ["held?"]
 
 
-def test_tokenizer_without_chat_template(files: dict[str, Path], tiny_dir: Path, tmp_path: Path) -> None:
+def test_tokenizer_without_chat_template(
+    files: dict[str, Path], tiny_dir: Path, tmp_path: Path
+) -> None:
     import shutil
 
     tok_dir = tmp_path / "tok"
@@ -158,15 +195,22 @@ class KeywordEmbedder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(list(texts))
-        return np.array([[t.lower().count(k) for k in self.keywords] for t in texts], dtype=np.float32)
+        return np.array(
+            [[t.lower().count(k) for k in self.keywords] for t in texts], dtype=np.float32
+        )
 
 
 def test_cosine_and_selection() -> None:
-    sims = cosine_similarity(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]]))
+    sims = cosine_similarity(
+        np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]])
+    )
     np.testing.assert_allclose(sims, [[1.0, np.sqrt(0.5), 0.0], [0.0, 0.0, 0.0]])
     facts = ["a", "b", "c", "d"]
     assert select_facts(np.array([0.8, 0.75, 0.9, 0.74]), facts, threshold=0.75) == ("c", "a", "b")
-    assert select_facts(np.array([0.8, 0.8, 0.9, 0.1]), facts, threshold=0.75, top_k=2) == ("c", "a")
+    assert select_facts(np.array([0.8, 0.8, 0.9, 0.1]), facts, threshold=0.75, top_k=2) == (
+        "c",
+        "a",
+    )
     assert select_facts(np.array([0.1, 0.2, 0.3, 0.4]), facts, threshold=0.75) == ()
 
 
@@ -186,7 +230,9 @@ def test_retriever_threshold_behaviour() -> None:
 
 def test_retrieval_in_build_prompt_items(files: dict[str, Path], tmp_path: Path) -> None:
     cfg = GenerationConfig(
-        prompts=files["prompts"], persona=files["persona"], template="{context}|{question}",
+        prompts=files["prompts"],
+        persona=files["persona"],
+        template="{context}|{question}",
         retrieval=RetrievalConfig(model=tmp_path / "unused", threshold=0.75),
     )
     emb = KeywordEmbedder(["kyoto", "tea", "sister", "live", "drink", "family"])
@@ -194,26 +240,40 @@ def test_retrieval_in_build_prompt_items(files: dict[str, Path], tmp_path: Path)
     assert [i.context for i in items] == ["", "", ""]  # no keyword overlap above 0.75
     emb2 = KeywordEmbedder(["live", "tea", "sister"])
     items = build_prompt_items(cfg, tokenizer_path=tmp_path, embedder=emb2)
-    assert items[0].context == "- I live in Kyoto." and items[0].prompt == "- I live in Kyoto.|Where do you live?"
+    assert (
+        items[0].context == "- I live in Kyoto."
+        and items[0].prompt == "- I live in Kyoto.|Where do you live?"
+    )
     assert items[0].facts == tuple(FACTS)  # judges still see every fact
     assert [i.context for i in items[1:]] == ["", ""]  # "drink", "family": no similar fact
     emb3 = KeywordEmbedder(["live", "tea", "sister", "family"])
-    cfg3 = cfg.model_copy(update={"retrieval": RetrievalConfig(model=tmp_path, threshold=0.0, top_k=2)})
+    cfg3 = cfg.model_copy(
+        update={"retrieval": RetrievalConfig(model=tmp_path, threshold=0.0, top_k=2)}
+    )
     items = build_prompt_items(cfg3, tokenizer_path=tmp_path, embedder=emb3)
-    assert items[0].context == "- I live in Kyoto.\n- I love green tea."  # threshold 0 keeps zero-similarity facts too; top_k=2
+    assert (
+        items[0].context == "- I live in Kyoto.\n- I love green tea."
+    )  # threshold 0 keeps zero-similarity facts too; top_k=2
 
 
 def test_retrieval_requires_persona(files: dict[str, Path], tmp_path: Path) -> None:
-    cfg = GenerationConfig(prompts=files["prompts"], template="{question}", retrieval=RetrievalConfig(model=tmp_path))
+    cfg = GenerationConfig(
+        prompts=files["prompts"], template="{question}", retrieval=RetrievalConfig(model=tmp_path)
+    )
     with pytest.raises(ConfigError, match=r"needs generation.persona"):
         build_prompt_items(cfg, tokenizer_path=tmp_path, embedder=KeywordEmbedder(["x"]))
 
 
-def test_per_prompt_facts_override_the_persona_facts(tmp_path: Path, files: dict[str, Path], tiny_dir: Path) -> None:
-    prompts = _write_jsonl(tmp_path / "f.jsonl", [
-        {"id": "q", "question": "Where do you live?", "facts": ["Kyoto|京都"]},
-        {"id": "r", "question": "What do you drink?"},
-    ])
+def test_per_prompt_facts_override_the_persona_facts(
+    tmp_path: Path, files: dict[str, Path], tiny_dir: Path
+) -> None:
+    prompts = _write_jsonl(
+        tmp_path / "f.jsonl",
+        [
+            {"id": "q", "question": "Where do you live?", "facts": ["Kyoto|京都"]},
+            {"id": "r", "question": "What do you drink?"},
+        ],
+    )
     cfg = GenerationConfig(prompts=prompts, persona=files["persona"])
     by_id = {i.id: i for i in build_prompt_items(cfg, tokenizer_path=tiny_dir)}
     assert by_id["q"].facts == ("Kyoto|京都",)

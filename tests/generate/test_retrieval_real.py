@@ -30,13 +30,17 @@ def test_minilm_retrieves_the_relevant_fact() -> None:
     assert isinstance(emb, SentenceTransformerEmbedder)
     vecs = emb.encode(["hello", "world"])
     assert vecs.shape == (2, 384)
-    r = FactRetriever(facts=FACTS, embedder=emb, threshold=0.35)  # measured: relevant 0.43-0.61, others <= 0.32
-    got = r.retrieve([
-        "What do you like to drink?",
-        "Do you have any siblings?",
-        "What musical instrument do you play?",
-        "What is the capital of Peru?",
-    ])
+    r = FactRetriever(
+        facts=FACTS, embedder=emb, threshold=0.35
+    )  # measured: relevant 0.43-0.61, others <= 0.32
+    got = r.retrieve(
+        [
+            "What do you like to drink?",
+            "Do you have any siblings?",
+            "What musical instrument do you play?",
+            "What is the capital of Peru?",
+        ]
+    )
     assert got == [(FACTS[1],), (FACTS[2],), (FACTS[3],), ()]
     # the default threshold (0.75) is strict: paraphrases rarely reach it, a near-copy does
     strict = FactRetriever(facts=FACTS, embedder=emb)

@@ -26,21 +26,42 @@ from evomerge.generate._vllm_map import (
 
 def test_weight_stream_skips_rotary_and_tied_head_and_renames() -> None:
     t = torch.zeros(1)
-    named = [("model.embed_tokens.weight", t), ("model.rotary_emb.inv_freq", t),
-             ("model.layers.0.self_attn.rotary_emb.inv_freq", t), ("lm_head.weight", t), ("model.norm.weight", t)]
+    named = [
+        ("model.embed_tokens.weight", t),
+        ("model.rotary_emb.inv_freq", t),
+        ("model.layers.0.self_attn.rotary_emb.inv_freq", t),
+        ("lm_head.weight", t),
+        ("model.norm.weight", t),
+    ]
     assert [n for n, _ in vllm_weight_stream(named, tie_word_embeddings=True)] == [
-        "model.embed_tokens.weight", "model.norm.weight"]
-    untied = [n for n, _ in vllm_weight_stream(named, tie_word_embeddings=False, rename_prefixes={"model.": ""})]
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+    ]
+    untied = [
+        n
+        for n, _ in vllm_weight_stream(
+            named, tie_word_embeddings=False, rename_prefixes={"model.": ""}
+        )
+    ]
     assert untied == ["embed_tokens.weight", "lm_head.weight", "norm.weight"]
     out = list(vllm_weight_stream(named[:1], tie_word_embeddings=False))
     assert out[0][1] is t  # tensors pass through untouched (no copy)
 
 
 def test_sampling_kwargs() -> None:
-    greedy = sampling_kwargs(GenerationParams(max_new_tokens=5, stop=("\nUser:",), seed=3, top_p=0.5))
-    assert greedy == {"max_tokens": 5, "temperature": 0.0, "stop": ["\nUser:"],
-                      "include_stop_str_in_output": False, "skip_special_tokens": True}
-    sampled = sampling_kwargs(GenerationParams(temperature=0.3, top_p=0.9, seed=11, max_new_tokens=512))
+    greedy = sampling_kwargs(
+        GenerationParams(max_new_tokens=5, stop=("\nUser:",), seed=3, top_p=0.5)
+    )
+    assert greedy == {
+        "max_tokens": 5,
+        "temperature": 0.0,
+        "stop": ["\nUser:"],
+        "include_stop_str_in_output": False,
+        "skip_special_tokens": True,
+    }
+    sampled = sampling_kwargs(
+        GenerationParams(temperature=0.3, top_p=0.9, seed=11, max_new_tokens=512)
+    )
     assert sampled["temperature"] == 0.3 and sampled["top_p"] == 0.9 and sampled["seed"] == 11
     assert sampled["max_tokens"] == 512 and sampled["stop"] == []
     assert scoring_kwargs()["prompt_logprobs"] == 1
@@ -132,7 +153,9 @@ class FakeLLM:
     def get_tokenizer(self) -> Any:
         return None
 
-    def generate(self, prompts: list[Any], sp: FakeSamplingParams, use_tqdm: bool = True) -> list[FakeRequestOutput]:
+    def generate(
+        self, prompts: list[Any], sp: FakeSamplingParams, use_tqdm: bool = True
+    ) -> list[FakeRequestOutput]:
         self.generate_calls.append((list(prompts), sp))
         return [FakeRequestOutput(p, f"  answer to {p}\n") for p in prompts]
 
@@ -157,8 +180,9 @@ def _cfg(tmp_path: Path, **kw: Any) -> GenerationConfig:
     return GenerationConfig(prompts=tmp_path / "p.jsonl", backend="vllm", **kw)
 
 
-def test_backend_end_to_end_with_fake_vllm(fake_vllm: types.ModuleType, tiny_dir: Path, perturbed_dir: Path,
-                                           tmp_path: Path) -> None:
+def test_backend_end_to_end_with_fake_vllm(
+    fake_vllm: types.ModuleType, tiny_dir: Path, perturbed_dir: Path, tmp_path: Path
+) -> None:
     import os
 
     cfg = _cfg(tmp_path, backend_options={"gpu_memory_utilization": 0.5, "max_model_len": 256})
@@ -187,7 +211,9 @@ def test_backend_end_to_end_with_fake_vllm(fake_vllm: types.ModuleType, tiny_dir
     assert llm.generate_calls[-1][1].kwargs["prompt_logprobs"] == 1
 
 
-def test_bad_tensors_rejected_before_reaching_vllm(fake_vllm: types.ModuleType, tiny_dir: Path, tmp_path: Path) -> None:
+def test_bad_tensors_rejected_before_reaching_vllm(
+    fake_vllm: types.ModuleType, tiny_dir: Path, tmp_path: Path
+) -> None:
     gen = build_generator(_cfg(tmp_path), model_path=tiny_dir, device="cuda")
     (llm,) = FakeLLM.instances
     with pytest.raises(GenerationError, match=r"unknown tensor 'model.layers.0.mlp.up_prj.weight'"):
@@ -207,37 +233,62 @@ def test_other_access_paths_and_errors(tiny_dir: Path) -> None:
         def collective_rpc(self, method: Any, args: tuple[Any, ...] = ()) -> list[Any]:
             return [method(self.worker, *args)]
 
-    gen = VLLMGenerator(llm=RpcLLM(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False)
+    gen = VLLMGenerator(
+        llm=RpcLLM(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
+    )
     gen.load_weights([("w", torch.ones(1))])
     assert model.loads == [["w"]]
 
-    legacy = types.SimpleNamespace(llm_engine=types.SimpleNamespace(model_executor=types.SimpleNamespace(
-        driver_worker=types.SimpleNamespace(model_runner=types.SimpleNamespace(model=model)))))
-    VLLMGenerator(llm=legacy, sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False).load_weights(
-        [("w", torch.ones(1))])
+    legacy = types.SimpleNamespace(
+        llm_engine=types.SimpleNamespace(
+            model_executor=types.SimpleNamespace(
+                driver_worker=types.SimpleNamespace(model_runner=types.SimpleNamespace(model=model))
+            )
+        )
+    )
+    VLLMGenerator(
+        llm=legacy, sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
+    ).load_weights([("w", torch.ones(1))])
     assert len(model.loads) == 2
 
-    bare = VLLMGenerator(llm=object(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False)
+    bare = VLLMGenerator(
+        llm=object(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
+    )
     with pytest.raises(GenerationError, match=r"apply_model.*collective_rpc.*driver_worker"):
         bare.load_weights([("w", torch.ones(1))])
-    rejecting = VLLMGenerator(llm=RpcLLM(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False)
+    rejecting = VLLMGenerator(
+        llm=RpcLLM(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
+    )
     with pytest.raises(GenerationError, match="vLLM rejected the new weights: KeyError"):
         rejecting.load_weights([("unknown", torch.ones(1))])
 
 
-def test_options_and_device_validation(fake_vllm: types.ModuleType, tiny_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"(?s)backend_options \(vllm\).*gpu_memory_utilization.*typo"):
-        build_generator(_cfg(tmp_path, backend_options={"gpu_memory_utilization": 2, "typo": 1}),
-                        model_path=tiny_dir, device="cuda")
+def test_options_and_device_validation(
+    fake_vllm: types.ModuleType, tiny_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ConfigError, match=r"(?s)backend_options \(vllm\).*gpu_memory_utilization.*typo"
+    ):
+        build_generator(
+            _cfg(tmp_path, backend_options={"gpu_memory_utilization": 2, "typo": 1}),
+            model_path=tiny_dir,
+            device="cuda",
+        )
     with pytest.raises(GenerationError, match="CUDA_VISIBLE_DEVICES"):
         build_generator(_cfg(tmp_path), model_path=tiny_dir, device="cuda:1")
-    build_generator(_cfg(tmp_path, backend_options={"engine_kwargs": {"tensor_parallel_size": 1}}),
-                    model_path=tiny_dir, device="auto", trust_remote_code=True)
+    build_generator(
+        _cfg(tmp_path, backend_options={"engine_kwargs": {"tensor_parallel_size": 1}}),
+        model_path=tiny_dir,
+        device="auto",
+        trust_remote_code=True,
+    )
     assert FakeLLM.instances[-1].kwargs["tensor_parallel_size"] == 1
     assert FakeLLM.instances[-1].kwargs["trust_remote_code"] is True
 
 
-def test_missing_vllm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tiny_dir: Path, tmp_path: Path) -> None:
+def test_missing_vllm_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tiny_dir: Path, tmp_path: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     with pytest.raises(GenerationError, match=r"pip install 'evomerge\[vllm\]'"):
         build_generator(_cfg(tmp_path), model_path=tiny_dir, device="cuda")

@@ -34,7 +34,9 @@ def test_copy_in_place_keeps_identity_and_converts() -> None:
     m = _Tied()
     before = m.proj.weight
     src = torch.arange(9, dtype=torch.float64).reshape(3, 3)
-    n = copy_named_tensors(weight_targets(m), [("proj.weight", src), ("scale", torch.full((3,), 2.0))])
+    n = copy_named_tensors(
+        weight_targets(m), [("proj.weight", src), ("scale", torch.full((3,), 2.0))]
+    )
     assert n == 2
     assert m.proj.weight is before and m.proj.weight.dtype == torch.float32
     assert torch.equal(m.proj.weight.data, src.float())
@@ -47,7 +49,10 @@ def test_copy_in_place_keeps_identity_and_converts() -> None:
 def test_tied_alias_checked_not_copied_twice() -> None:
     m = _Tied()
     w = torch.randn(5, 3)
-    assert copy_named_tensors(weight_targets(m), [("embed.weight", w), ("head.weight", w.clone())]) == 1
+    assert (
+        copy_named_tensors(weight_targets(m), [("embed.weight", w), ("head.weight", w.clone())])
+        == 1
+    )
     assert torch.equal(m.head.weight, w)
     with pytest.raises(GenerationError, match=r"'head.weight' is tied to 'embed.weight'"):
         copy_named_tensors(weight_targets(m), [("embed.weight", w), ("head.weight", w + 1)])
@@ -65,9 +70,13 @@ def test_strict_lists_missing_but_counts_aliases() -> None:
 
 def test_unknown_name_suggests_close_match_and_shape_mismatch_names_it() -> None:
     t = weight_targets(_Tied())
-    with pytest.raises(GenerationError, match=r"unknown tensor 'proj.weigth'.*Did you mean: proj.weight"):
+    with pytest.raises(
+        GenerationError, match=r"unknown tensor 'proj.weigth'.*Did you mean: proj.weight"
+    ):
         copy_named_tensors(t, [("proj.weigth", torch.zeros(3, 3))])
-    with pytest.raises(GenerationError, match=r"'proj.weight' has shape \(3, 4\) but the model's is \(3, 3\)"):
+    with pytest.raises(
+        GenerationError, match=r"'proj.weight' has shape \(3, 4\) but the model's is \(3, 3\)"
+    ):
         copy_named_tensors(t, [("proj.weight", torch.zeros(3, 4))])
     assert copy_named_tensors(t, [("model.rotary_emb.inv_freq", torch.zeros(2))]) == 0
 

@@ -58,11 +58,18 @@ def make_judge(server: FakeOpenAIServer, judges_dir: Path) -> Iterator[Callable[
         options: dict[str, Any] | None = None,
         **client_kw: Any,
     ) -> Judge:
-        kw: dict[str, Any] = {"max_concurrency": 4, "timeout": 5.0, "max_attempts": 3, "backoff": 0.01}
+        kw: dict[str, Any] = {
+            "max_concurrency": 4,
+            "timeout": 5.0,
+            "max_attempts": 3,
+            "backoff": 0.01,
+        }
         kw.update(client_kw)
         client = ChatClient(endpoint=server.url, model="judge-m", **kw)
         clients.append(client)
-        return build_judge(type_name, judges_dirs=[judges_dir], client=client, cache=cache, options=options)
+        return build_judge(
+            type_name, judges_dirs=[judges_dir], client=client, cache=cache, options=options
+        )
 
     yield make
     for c in clients:

@@ -17,20 +17,31 @@ from evomerge.judge import judge_file, read_responses
 from evomerge.testing.openai_server import FakeOpenAIServer
 
 runner = CliRunner()
-CALIBRATION = Path(str(resources.files("evomerge") / "data" / "calibration" / "persona_calibration.jsonl"))
+CALIBRATION = Path(
+    str(resources.files("evomerge") / "data" / "calibration" / "persona_calibration.jsonl")
+)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
 def test_table_with_a_local_judge(tmp_path: Path):
-    path = write_jsonl(tmp_path / "r.jsonl", [
-        {"question": "Where do you live?", "answer": "Kyoto.", "facts": ["Kyoto", "tea"]},
-        {"question": "Favourite drink?", "answer": "Tea, from Kyoto.", "facts": ["Kyoto", "tea"]},
-        {"question": "Hi", "answer": "Hello", "facts": []},
-    ])
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"question": "Where do you live?", "answer": "Kyoto.", "facts": ["Kyoto", "tea"]},
+            {
+                "question": "Favourite drink?",
+                "answer": "Tea, from Kyoto.",
+                "facts": ["Kyoto", "tea"],
+            },
+            {"question": "Hi", "answer": "Hello", "facts": []},
+        ],
+    )
     result = runner.invoke(app, ["judge", "--judge", "fact_recall", "--input", str(path)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -52,7 +63,21 @@ def test_json_keeps_input_order_with_an_llm_judge(tmp_path: Path):
         return f"Judgement for {i}.\n{i % 7 + 1}" if i != 5 else "no score here"
 
     with FakeOpenAIServer(reply=reply) as srv:
-        result = runner.invoke(app, ["judge", "--judge", "personality", "--input", str(path), "--endpoint", srv.url, "--model", "j", "--json"])
+        result = runner.invoke(
+            app,
+            [
+                "judge",
+                "--judge",
+                "personality",
+                "--input",
+                str(path),
+                "--endpoint",
+                srv.url,
+                "--model",
+                "j",
+                "--json",
+            ],
+        )
     assert result.exit_code == 0, result.output
     objs = [json.loads(line) for line in result.output.splitlines()]
     assert len(objs) == 12 and all(set(o) == {"value", "raw", "error"} for o in objs)
@@ -63,9 +88,14 @@ def test_json_keeps_input_order_with_an_llm_judge(tmp_path: Path):
 
 def test_calibrate_reports_accuracy_and_misordered_pairs():
     records = read_responses(CALIBRATION, need_labels=True)
-    kinds = {r.answer: json.loads(line)["kind"] for r, line in zip(records, CALIBRATION.read_text("utf-8").splitlines(), strict=True)}
+    kinds = {
+        r.answer: json.loads(line)["kind"]
+        for r, line in zip(records, CALIBRATION.read_text("utf-8").splitlines(), strict=True)
+    }
     assert {"in_character", "off_persona", "padded", "overlong"} <= set(kinds.values())
-    padded_reika = next(r.answer for r in records if r.group == "reika-drink" and kinds[r.answer] == "padded")
+    padded_reika = next(
+        r.answer for r in records if r.group == "reika-drink" and kinds[r.answer] == "padded"
+    )
 
     def reply(req: dict[str, Any]) -> str:
         user = req["messages"][-1]["content"]
@@ -75,37 +105,82 @@ def test_calibrate_reports_accuracy_and_misordered_pairs():
         return "Good.\n6" if kinds[answer] == "in_character" else "Off.\n2"
 
     with FakeOpenAIServer(reply=reply) as srv:
-        result = runner.invoke(app, ["judge", "--judge", "personality", "--input", str(CALIBRATION),
-                                     "--endpoint", srv.url, "--model", "j", "--calibrate"])
+        result = runner.invoke(
+            app,
+            [
+                "judge",
+                "--judge",
+                "personality",
+                "--input",
+                str(CALIBRATION),
+                "--endpoint",
+                srv.url,
+                "--model",
+                "j",
+                "--calibrate",
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert "pairwise ordering accuracy: 8/9 = 0.889" in result.output
         line_no = [r.answer for r in records].index(padded_reika) + 1
-        assert f"misordered in group reika-drink: good line 1 (6.0) <= bad line {line_no} (6.0)" in result.output
+        assert (
+            f"misordered in group reika-drink: good line 1 (6.0) <= bad line {line_no} (6.0)"
+            in result.output
+        )
 
-        result = runner.invoke(app, ["judge", "--judge", "personality", "--input", str(CALIBRATION),
-                                     "--endpoint", srv.url, "--model", "j", "--calibrate", "--json"])
+        result = runner.invoke(
+            app,
+            [
+                "judge",
+                "--judge",
+                "personality",
+                "--input",
+                str(CALIBRATION),
+                "--endpoint",
+                srv.url,
+                "--model",
+                "j",
+                "--calibrate",
+                "--json",
+            ],
+        )
     last = json.loads(result.output.splitlines()[-1])
     assert last["calibration"]["pairs"] == 9 and last["calibration"]["correct"] == 8
-    assert last["calibration"]["misordered"] == [{"group": "reika-drink", "good": 1, "bad": line_no, "good_value": 6.0, "bad_value": 6.0}]
+    assert last["calibration"]["misordered"] == [
+        {"group": "reika-drink", "good": 1, "bad": line_no, "good_value": 6.0, "bad_value": 6.0}
+    ]
 
 
 def test_calibrate_with_a_local_judge_and_judges_dir(tmp_path: Path):
     d = tmp_path / "more"
     d.mkdir()
     (d / "strict.yaml").write_text("user_template: 'A: {answer}'\n", encoding="utf-8")
-    path = write_jsonl(tmp_path / "c.jsonl", [
-        {"question": "q", "answer": "short", "label": "good", "group": 1},
-        {"question": "q", "answer": "x" * 100, "label": "bad", "group": 1},
-        {"question": "q", "answer": "", "label": "bad", "group": 1},
-    ])
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"question": "q", "answer": "short", "label": "good", "group": 1},
+            {"question": "q", "answer": "x" * 100, "label": "bad", "group": 1},
+            {"question": "q", "answer": "", "label": "bad", "group": 1},
+        ],
+    )
     result = judge_file("length", path, calibrate=True, echo=lambda s: None)
     cal = result.calibration
     assert cal is not None and (cal.pairs, cal.correct, cal.accuracy) == (2, 1, 0.5)
     # the empty answer scores 0; the 100-char one ties with the good one (the default 1..400 range is lax)
-    assert cal.misordered == [{"group": "1", "good": 1, "bad": 2, "good_value": 1.0, "bad_value": 1.0}]
+    assert cal.misordered == [
+        {"group": "1", "good": 1, "bad": 2, "good_value": 1.0, "bad_value": 1.0}
+    ]
     with FakeOpenAIServer(reply="7") as srv:
         out: list[str] = []
-        judge_file("strict", path, judges_dirs=[d], endpoint=srv.url, model="m", as_json=True, echo=out.append)
+        judge_file(
+            "strict",
+            path,
+            judges_dirs=[d],
+            endpoint=srv.url,
+            model="m",
+            as_json=True,
+            echo=out.append,
+        )
     assert [json.loads(o)["value"] for o in out] == [7.0, 7.0, 7.0]
 
 
@@ -116,10 +191,19 @@ def test_cli_errors_are_clean(tmp_path: Path):
     result = runner.invoke(app, ["judge", "--judge", "length", "--input", str(path), "--calibrate"])
     assert result.exit_code == 2 and "r.jsonl:1: --calibrate needs 'label'" in result.output
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "q"}\nnot json\n{"question": "q", "answer": "a", "label": "meh"}\n', encoding="utf-8")
+    bad.write_text(
+        '{"question": "q"}\nnot json\n{"question": "q", "answer": "a", "label": "meh"}\n',
+        encoding="utf-8",
+    )
     result = runner.invoke(app, ["judge", "--judge", "length", "--input", str(bad)])
     assert result.exit_code == 2
-    for fragment in ("bad.jsonl:1", "answer", "bad.jsonl:2: not valid JSON", "bad.jsonl:3", "label"):
+    for fragment in (
+        "bad.jsonl:1",
+        "answer",
+        "bad.jsonl:2: not valid JSON",
+        "bad.jsonl:3",
+        "label",
+    ):
         assert fragment in result.output, fragment
 
 

@@ -25,11 +25,15 @@ def samples(n: int, prefix: str = "answer") -> list[Sample]:
 def answer_of(request: dict[str, Any]) -> str:
     """The answer line of the 'simple' judge prompt."""
     user = request["messages"][-1]["content"]
-    return next(line for line in user.splitlines() if line.startswith("Answer: "))[len("Answer: "):]
+    return next(line for line in user.splitlines() if line.startswith("Answer: "))[
+        len("Answer: ") :
+    ]
 
 
 def test_well_formed_replies_are_parsed(server, make_judge):
-    server.reply = lambda req: f"Reasoning about it.\nScore: {int(answer_of(req).split()[-1]) % 7 + 1}"
+    server.reply = lambda req: (
+        f"Reasoning about it.\nScore: {int(answer_of(req).split()[-1]) % 7 + 1}"
+    )
     judge = make_judge()
     scores = judge.score(samples(10))
     assert [s.value for s in scores] == [float(i % 7 + 1) for i in range(10)]
@@ -120,7 +124,9 @@ def test_timeout_is_bounded(server, make_judge):
     elapsed = time.monotonic() - t0
     assert math.isnan(s.value) and "timed out after 0.3s" in (s.error or "")
     assert server.request_count == 2
-    assert 0.55 < elapsed < 3.0  # ~ timeout x attempts (0.6 s) plus a tiny backoff; the hang is 30 s
+    assert (
+        0.55 < elapsed < 3.0
+    )  # ~ timeout x attempts (0.6 s) plus a tiny backoff; the hang is 30 s
 
 
 def test_a_hang_then_success(server, make_judge):
@@ -210,7 +216,9 @@ def test_results_keep_input_order_when_replies_finish_out_of_order(server, make_
     assert [s.value for s in scores] == [float(i % 7 + 1) for i in range(8)]
 
 
-def test_api_key_never_logged_nor_cached(server, judges_dir: Path, tmp_path: Path, monkeypatch, caplog):
+def test_api_key_never_logged_nor_cached(
+    server, judges_dir: Path, tmp_path: Path, monkeypatch, caplog
+):
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("EVOMERGE_TEST_JUDGE_KEY", secret)
     server.api_key = secret
@@ -218,8 +226,13 @@ def test_api_key_never_logged_nor_cached(server, judges_dir: Path, tmp_path: Pat
     cache = JudgeCache(tmp_path / "judge_cache.sqlite")
     with caplog.at_level(logging.DEBUG):
         judge = build_judge(
-            "simple", judges_dirs=[judges_dir], endpoint=server.url, model="judge-m",
-            api_key_env="EVOMERGE_TEST_JUDGE_KEY", cache=cache, client_options={"backoff": 0.01},
+            "simple",
+            judges_dirs=[judges_dir],
+            endpoint=server.url,
+            model="judge-m",
+            api_key_env="EVOMERGE_TEST_JUDGE_KEY",
+            cache=cache,
+            client_options={"backoff": 0.01},
         )
         scores = judge.score(samples(3))
         logging.getLogger("test").info("judge: %r client: %r", judge, judge.client)  # type: ignore[attr-defined]
@@ -235,7 +248,9 @@ def test_api_key_never_logged_nor_cached(server, judges_dir: Path, tmp_path: Pat
 def test_missing_key_variable_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("EVOMERGE_NO_SUCH_KEY", raising=False)
     with pytest.raises(ConfigError, match="EVOMERGE_NO_SUCH_KEY"):
-        ChatClient(endpoint="https://api.example.com/v1", model="m", api_key_env="EVOMERGE_NO_SUCH_KEY")
+        ChatClient(
+            endpoint="https://api.example.com/v1", model="m", api_key_env="EVOMERGE_NO_SUCH_KEY"
+        )
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="api_key_env"):
         ChatClient(endpoint="https://api.example.com/v1", model="m")

@@ -32,28 +32,44 @@ def S(answer: str, **kw: Any) -> Sample:
 
 def test_split_sentences():
     assert split_sentences("ごきげんよう。紅茶ですわ！本当？\nHello there. Bye!") == [
-        "ごきげんよう。", "紅茶ですわ！", "本当？", "Hello there.", "Bye!"
+        "ごきげんよう。",
+        "紅茶ですわ！",
+        "本当？",
+        "Hello there.",
+        "Bye!",
     ]
     assert split_sentences("。。\n  ") == []
 
 
 def test_style_markers_weighted_fraction_scaled():
-    judge = build_judge("style_markers", options={"markers": {"ですわ$": 1.0, "ですの$": 0.5}, "scale_min": 1, "scale_max": 7})
-    scores = judge.score([
-        S("ごきげんよう。紅茶が好きですわ。今日は雨だね。"),  # 1 of 3 sentences, full weight
-        S("紅茶ですの。フェンシングですわ！"),              # (0.5 + 1) / 2
-        S("普通の文です。"),                               # none
-        S(""),                                            # no sentences: the minimum
-    ])
+    judge = build_judge(
+        "style_markers",
+        options={"markers": {"ですわ$": 1.0, "ですの$": 0.5}, "scale_min": 1, "scale_max": 7},
+    )
+    scores = judge.score(
+        [
+            S("ごきげんよう。紅茶が好きですわ。今日は雨だね。"),  # 1 of 3 sentences, full weight
+            S("紅茶ですの。フェンシングですわ！"),  # (0.5 + 1) / 2
+            S("普通の文です。"),  # none
+            S(""),  # no sentences: the minimum
+        ]
+    )
     assert [s.value for s in scores] == pytest.approx([1 + 6 / 3, 1 + 6 * 0.75, 1.0, 1.0])
     assert scores[0].raw == "1/3 sentences carry a style marker"
 
 
 def test_style_markers_options_are_validated():
     with pytest.raises(ConfigError) as info:
-        build_judge("style_markers", options={"markers": [{"pattern": "(", "weight": 1}], "scale_min": 2, "scale_max": 1})
+        build_judge(
+            "style_markers",
+            options={"markers": [{"pattern": "(", "weight": 1}], "scale_min": 2, "scale_max": 1},
+        )
     msg = str(info.value)
-    assert "markers.0.pattern" in msg and "not a valid regular expression" in msg and "scale_max: Value error, must be above scale_min" in msg
+    assert (
+        "markers.0.pattern" in msg
+        and "not a valid regular expression" in msg
+        and "scale_max: Value error, must be above scale_min" in msg
+    )
     with pytest.raises(ConfigError, match="markers"):
         build_judge("style_markers")
 
@@ -64,17 +80,23 @@ def test_length_penalty_outside_the_target_range():
     assert [s.value for s in scores] == pytest.approx([1.0, 0.5, 0.5, 0.0, 1.0, 1.0])
     assert scores[1].raw == "40 chars (target 10..20)"
     with pytest.raises(ConfigError, match="max_chars: Value error, must not be below min_chars"):
-        LengthJudge.from_options(name="l", options={"min_chars": 30, "max_chars": 20}, context=JudgeContext())
+        LengthJudge.from_options(
+            name="l", options={"min_chars": 30, "max_chars": 20}, context=JudgeContext()
+        )
 
 
 def test_fact_recall_counts_mentioned_facts():
     judge = build_judge("fact_recall")
     facts = ("Kyoto|京都", "Earl Grey tea", "born in 1990")
-    [a, b, c] = judge.score([
-        S("I grew up in 京都, and I was born 1990.", facts=facts),  # alt spelling; token overlap {born, 1990}
-        S("Earl grey TEA from kyoto, born in 1990!", facts=facts),  # case-insensitive phrases
-        S("I like coffee.", facts=facts),
-    ])
+    [a, b, c] = judge.score(
+        [
+            S(
+                "I grew up in 京都, and I was born 1990.", facts=facts
+            ),  # alt spelling; token overlap {born, 1990}
+            S("Earl grey TEA from kyoto, born in 1990!", facts=facts),  # case-insensitive phrases
+            S("I like coffee.", facts=facts),
+        ]
+    )
     assert a.value == pytest.approx(2 / 3) and "missing: Earl Grey tea" in a.raw
     assert b.value == 1.0 and c.value == 0.0
 
@@ -96,16 +118,23 @@ def test_bleu_and_chrf_against_reference():
     ref = "the cat sat on the mat"
     for name in ("bleu", "chrf"):
         judge = build_judge(name)
-        exact, close, far, none = judge.score([
-            S(ref, reference=ref), S("the cat sat on a mat", reference=ref), S("dogs bark loudly", reference=ref), S(ref),
-        ])
+        exact, close, far, none = judge.score(
+            [
+                S(ref, reference=ref),
+                S("the cat sat on a mat", reference=ref),
+                S("dogs bark loudly", reference=ref),
+                S(ref),
+            ]
+        )
         assert exact.value == pytest.approx(100.0), name
         assert 0.0 <= far.value < close.value < 100.0, name
         assert math.isnan(none.value) and "no reference" in (none.error or ""), name
 
 
 def test_chrf_works_on_japanese():
-    [s] = build_judge("chrf").score([S("猫がマットの上に座った", reference="猫がマットの上に座っている")])
+    [s] = build_judge("chrf").score(
+        [S("猫がマットの上に座った", reference="猫がマットの上に座っている")]
+    )
     assert 30.0 < s.value < 100.0
 
 
@@ -116,9 +145,14 @@ def _bag_of_chars(texts: list[str]) -> np.ndarray:
 
 def test_embedding_similarity_with_an_injected_embedder():
     judge = EmbeddingSimilarityJudge(embedder=_bag_of_chars)
-    same, ortho, partial, noref = judge.score([
-        S("abc", reference="cab"), S("aaa", reference="bbb"), S("ab", reference="a"), S("abc"),
-    ])
+    same, ortho, partial, noref = judge.score(
+        [
+            S("abc", reference="cab"),
+            S("aaa", reference="bbb"),
+            S("ab", reference="a"),
+            S("abc"),
+        ]
+    )
     assert same.value == pytest.approx(1.0) and ortho.value == pytest.approx(0.0)
     assert partial.value == pytest.approx(1 / math.sqrt(2))
     assert math.isnan(noref.value)
@@ -129,14 +163,19 @@ def test_embedding_similarity_needs_a_model(tmp_path: Path):
         build_judge("embedding_similarity")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None, reason="sentence-transformers is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is not None,
+    reason="sentence-transformers is installed",
+)
 def test_embedding_similarity_without_the_library_says_how_to_install(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"evomerge\[embed\]"):
         build_judge("embedding_similarity", options={"model_path": str(tmp_path)})
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="needs sentence-transformers")
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is None, reason="needs sentence-transformers"
+)
 def test_embedding_similarity_loads_a_local_sentence_transformers_model(tmp_path: Path):
     import torch
     from sentence_transformers import SentenceTransformer
@@ -148,13 +187,23 @@ def test_embedding_similarity_loads_a_local_sentence_transformers_model(tmp_path
     (tmp_path / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
     hf_dir = tmp_path / "hf"
     BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(hf_dir)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     BertModel(cfg).save_pretrained(hf_dir)
     word = Transformer(str(hf_dir))
     st = SentenceTransformer(modules=[word, Pooling(word.get_word_embedding_dimension())])
     st.save(str(tmp_path / "st"))
 
-    judge = build_judge("embedding_similarity", options={"model_path": "st"}, context=JudgeContext(base_dir=tmp_path))
+    judge = build_judge(
+        "embedding_similarity",
+        options={"model_path": "st"},
+        context=JudgeContext(base_dir=tmp_path),
+    )
     same, other = judge.score([S("abc", reference="abc"), S("zzz qq", reference="abc")])
     emb = SentenceTransformer(str(tmp_path / "st")).encode(["zzz qq", "abc"], convert_to_numpy=True)
     expected = float(emb[0] @ emb[1] / (np.linalg.norm(emb[0]) * np.linalg.norm(emb[1])))
@@ -177,7 +226,9 @@ class _Gen:
 def test_perplexity_is_negative_mean_nll(tmp_path: Path):
     (tmp_path / "held.txt").write_text("first paragraph\n\nsecond one\n", encoding="utf-8")
     ctx = JudgeContext(base_dir=tmp_path)
-    judge = build_judge("perplexity", options={"texts": ["extra"], "texts_path": "held.txt"}, context=ctx)
+    judge = build_judge(
+        "perplexity", options={"texts": ["extra"], "texts_path": "held.txt"}, context=ctx
+    )
     assert judge.needs_generator is True  # type: ignore[attr-defined]
     gen = _Gen([2.0, 4.0, float("nan")])
     scores = judge.score([S("a"), S("b")], generator=gen)  # type: ignore[call-arg]
@@ -207,7 +258,13 @@ def test_register_judge_and_entry_points(monkeypatch):
     with pytest.raises(ValueError, match="already registered"):
         register_judge("length", lambda **kw: LengthJudge())
 
-    ep = EntryPoint(name="plugin_len", value="evomerge.judge._local:LengthJudge.from_options", group=ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == ENTRY_POINT_GROUP else [])
+    ep = EntryPoint(
+        name="plugin_len",
+        value="evomerge.judge._local:LengthJudge.from_options",
+        group=ENTRY_POINT_GROUP,
+    )
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [ep] if group == ENTRY_POINT_GROUP else []
+    )
     judge = build_judge("plugin_len", options={"min_chars": 1, "max_chars": 2})
     assert isinstance(judge, LengthJudge) and judge.score([S("abcd")])[0].value == 0.5

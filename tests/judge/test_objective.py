@@ -37,7 +37,11 @@ def test_default_objective_is_the_weighted_sum():
 
 
 def test_multi_objective():
-    judges = {"persona": FakeJudge(values=[6.0]), "style": FakeJudge(values=[0.5]), "ppl": FakeJudge(values=[-2.5])}
+    judges = {
+        "persona": FakeJudge(values=[6.0]),
+        "style": FakeJudge(values=[0.5]),
+        "ppl": FakeJudge(values=[-2.5]),
+    }
     objectives = [
         ObjectiveSpec(name="character", terms={"persona": 1.0, "style": 2.0}),
         ObjectiveSpec(name="forgetting", direction="minimize", terms={"ppl": -1.0}),
@@ -79,7 +83,9 @@ def test_not_applicable_scores_are_left_out_without_counting_as_errors():
 
 def test_all_nan_judge_raises_judge_error():
     obj = Objective(judges={"ok": FakeJudge(values=[1.0]), "broken": FakeJudge(values=[math.nan])})
-    with pytest.raises(JudgeError, match="judge 'broken' could not score any of the 4 answers: scripted NaN"):
+    with pytest.raises(
+        JudgeError, match="judge 'broken' could not score any of the 4 answers: scripted NaN"
+    ):
         obj.evaluate(SAMPLES)
 
 
@@ -96,7 +102,11 @@ def test_generator_is_passed_to_judges_that_need_it():
     needs = FakeJudge(fn=lambda s, g: 1.0 if g is gen else 0.0, needs_generator=True)
     plain = FakeJudge(values=[2.0])
     res = Objective(judges={"n": needs, "p": plain}).evaluate(SAMPLES, generator=gen)
-    assert res.judge_means == {"n": 1.0, "p": 2.0} and needs.generators == [gen] and plain.generators == [None]
+    assert (
+        res.judge_means == {"n": 1.0, "p": 2.0}
+        and needs.generators == [gen]
+        and plain.generators == [None]
+    )
 
 
 def test_objective_rejects_unknown_terms():
@@ -110,25 +120,47 @@ def _cfg(data: dict[str, Any]) -> JudgingConfig:
 
 def test_config_reports_every_problem_at_once():
     with pytest.raises(ConfigError) as info:
-        _cfg({
-            "judges": {"len": {"type": "length", "weight": "heavy", "colour": "red"}},
-            "objectives": [{"name": "o", "terms": {"nope": 1.0}}, {"name": "o", "terms": {"len": 1.0}, "direction": "up"}],
-        })
+        _cfg(
+            {
+                "judges": {"len": {"type": "length", "weight": "heavy", "colour": "red"}},
+                "objectives": [
+                    {"name": "o", "terms": {"nope": 1.0}},
+                    {"name": "o", "terms": {"len": 1.0}, "direction": "up"},
+                ],
+            }
+        )
     msg = str(info.value)
-    for fragment in ("run.yaml: judging", "judges.len.weight", "judges.len.colour", "objectives.1.direction"):
+    for fragment in (
+        "run.yaml: judging",
+        "judges.len.weight",
+        "judges.len.colour",
+        "objectives.1.direction",
+    ):
         assert fragment in msg, fragment
     with pytest.raises(ConfigError) as info:
-        _cfg({"judges": {"len": {"type": "length"}}, "objectives": [{"name": "o", "terms": {"nope": 1.0}}, {"name": "o", "terms": {"len": 1}}]})
+        _cfg(
+            {
+                "judges": {"len": {"type": "length"}},
+                "objectives": [
+                    {"name": "o", "terms": {"nope": 1.0}},
+                    {"name": "o", "terms": {"len": 1}},
+                ],
+            }
+        )
     assert "unknown judge(s) nope" in str(info.value) and "repeated: o" in str(info.value)
 
 
 def test_build_objective_reports_every_bad_judge(tmp_path: Path):
-    cfg = _cfg({"judges": {
-        "a": {"type": "lenght"},
-        "b": {"type": "length", "endpoint": "http://localhost:1/v1"},
-        "c": {"type": "style_markers", "options": {}},
-        "d": {"type": "personality"},
-    }})
+    cfg = _cfg(
+        {
+            "judges": {
+                "a": {"type": "lenght"},
+                "b": {"type": "length", "endpoint": "http://localhost:1/v1"},
+                "c": {"type": "style_markers", "options": {}},
+                "d": {"type": "personality"},
+            }
+        }
+    )
     with pytest.raises(ConfigError) as info:
         build_objective(cfg, run_dir=tmp_path)
     msg = str(info.value)
@@ -143,14 +175,35 @@ def test_build_objective_end_to_end_with_local_and_llm_judges(tmp_path: Path):
     held.parent.mkdir()
     held.write_text("a general text\n", encoding="utf-8")
     with FakeOpenAIServer(reply="fine\n6", latency=0.05) as srv:
-        cfg = _cfg({
-            "judges": {
-                "persona": {"type": "personality", "endpoint": srv.url, "model": "j", "max_concurrency": 2},
-                "natural": {"type": "naturalness", "endpoint": srv.url, "model": "j", "max_concurrency": 2, "weight": 0.5},
-                "len": {"type": "length", "weight": 2.0, "options": {"min_chars": 1, "max_chars": 4}},
-                "ppl": {"type": "perplexity", "weight": 0.0, "options": {"texts_path": "data/held.txt"}},
-            },
-        })
+        cfg = _cfg(
+            {
+                "judges": {
+                    "persona": {
+                        "type": "personality",
+                        "endpoint": srv.url,
+                        "model": "j",
+                        "max_concurrency": 2,
+                    },
+                    "natural": {
+                        "type": "naturalness",
+                        "endpoint": srv.url,
+                        "model": "j",
+                        "max_concurrency": 2,
+                        "weight": 0.5,
+                    },
+                    "len": {
+                        "type": "length",
+                        "weight": 2.0,
+                        "options": {"min_chars": 1, "max_chars": 4},
+                    },
+                    "ppl": {
+                        "type": "perplexity",
+                        "weight": 0.0,
+                        "options": {"texts_path": "data/held.txt"},
+                    },
+                },
+            }
+        )
         run_dir = tmp_path / "run"
 
         class Gen:

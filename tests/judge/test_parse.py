@@ -44,8 +44,11 @@ def test_last_line_integer_rejects(text: str, fragment: str):
 
 def pos(top: dict[str, float], token: str | None = None) -> dict:
     token = token if token is not None else next(iter(top))
-    return {"token": token, "logprob": math.log(top[token]) if token in top else -5.0,
-            "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in top.items()]}
+    return {
+        "token": token,
+        "logprob": math.log(top[token]) if token in top else -5.0,
+        "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in top.items()],
+    }
 
 
 def test_expected_score_renormalizes_over_valid_tokens():

@@ -24,8 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {"personality", "naturalness", "turn_taking", "fact_consistency"}
 
 FULL = Sample(
-    question="好きな飲み物は？", answer="紅茶ですわ。", profile="PROFILE-TEXT", examples="EXAMPLE-TEXT",
-    reference="REFERENCE-TEXT", context="CONTEXT-TEXT", facts=("FACT-ONE", "FACT-TWO"),
+    question="好きな飲み物は？",
+    answer="紅茶ですわ。",
+    profile="PROFILE-TEXT",
+    examples="EXAMPLE-TEXT",
+    reference="REFERENCE-TEXT",
+    context="CONTEXT-TEXT",
+    facts=("FACT-ONE", "FACT-TWO"),
 )
 
 
@@ -39,10 +44,19 @@ def test_shipped_judges_load_and_render():
         text = "\n".join(m["content"] for m in messages)
         assert "紅茶ですわ。" in text and "好きな飲み物は？" in text, name
         assert not re.search(r"\{[a-z_]+\}", text), f"{name}: unfilled placeholder"
-        assert "last line" in " ".join(messages[-1]["content"].split()), name  # asks for the score there
+        assert "last line" in " ".join(messages[-1]["content"].split()), (
+            name
+        )  # asks for the score there
     personality = render_messages(load_llm_judge(found["personality"]), FULL)[-1]["content"]
-    assert "Is the response reflects the personalities and preferences of the character?" in personality
-    assert "PROFILE-TEXT" in personality and "EXAMPLE-TEXT" in personality and "step by step" in personality
+    assert (
+        "Is the response reflects the personalities and preferences of the character?"
+        in personality
+    )
+    assert (
+        "PROFILE-TEXT" in personality
+        and "EXAMPLE-TEXT" in personality
+        and "step by step" in personality
+    )
     facts = render_messages(load_llm_judge(found["fact_consistency"]), FULL)[-1]["content"]
     assert "- FACT-ONE\n- FACT-TWO" in facts and "CONTEXT-TEXT" in facts
 
@@ -68,7 +82,14 @@ def test_malformed_yaml_names_file_and_every_field(tmp_path: Path):
         load_llm_judge(bad)
     msg = str(info.value)
     assert str(bad) in msg
-    for fragment in ("user_template", "{persona}", "Allowed: profile", "scale", "temperature", "temprature"):
+    for fragment in (
+        "user_template",
+        "{persona}",
+        "Allowed: profile",
+        "scale",
+        "temperature",
+        "temprature",
+    ):
         assert fragment in msg, fragment
 
 
@@ -90,10 +111,19 @@ def test_template_placeholders_are_checked_at_load(tmp_path: Path, template: str
 
 def test_literal_braces_render(tmp_path: Path):
     path = tmp_path / "json_judge.yaml"
-    path.write_text("user_template: 'Reply as {{\"score\": N}}. Answer: {answer}'\n", encoding="utf-8")
+    path.write_text(
+        "user_template: 'Reply as {{\"score\": N}}. Answer: {answer}'\n", encoding="utf-8"
+    )
     [msg] = render_messages(load_llm_judge(path), FULL)
     assert msg["content"] == 'Reply as {"score": N}. Answer: 紅茶ですわ。'
-    assert set(TEMPLATE_FIELDS) >= {"profile", "examples", "question", "answer", "reference", "context"}
+    assert set(TEMPLATE_FIELDS) >= {
+        "profile",
+        "examples",
+        "question",
+        "answer",
+        "reference",
+        "context",
+    }
 
 
 def test_later_dirs_override_and_log(tmp_path: Path, caplog):
@@ -120,11 +150,22 @@ def test_unknown_judge_lists_the_choices():
         build_judge("personalty")
     msg = str(info.value)
     assert "Unknown judge 'personalty'" in msg
-    for name in ("personality", "naturalness", "length", "style_markers", "fact_recall", "bleu", "chrf", "perplexity"):
+    for name in (
+        "personality",
+        "naturalness",
+        "length",
+        "style_markers",
+        "fact_recall",
+        "bleu",
+        "chrf",
+        "perplexity",
+    ):
         assert name in msg
     assert set(available_judges()) >= SHIPPED | {"length", "embedding_similarity"}
 
 
 def test_llm_judge_rejects_unknown_options(tmp_path: Path):
     with pytest.raises(ConfigError, match="does not take option"):
-        build_judge("personality", endpoint="http://127.0.0.1:1/v1", model="m", options={"scale": 3})
+        build_judge(
+            "personality", endpoint="http://127.0.0.1:1/v1", model="m", options={"scale": 3}
+        )

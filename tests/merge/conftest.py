@@ -36,9 +36,14 @@ def mergekit_merge(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[s
     cache: dict[str, Tensors] = {}
     root = tmp_path_factory.mktemp("mergekit_out")
     options = MergeOptions(
-        cuda=False, copy_tokenizer=False, lazy_unpickle=False, unsafe_truncate_embeddings=True,
-        write_model_card=False, quiet=True, lora_merge_cache=str(root / "lora_cache"),
-    )  # fmt: skip
+        cuda=False,
+        copy_tokenizer=False,
+        lazy_unpickle=False,
+        unsafe_truncate_embeddings=True,
+        write_model_card=False,
+        quiet=True,
+        lora_merge_cache=str(root / "lora_cache"),
+    )
 
     def run(config: dict[str, Any]) -> Tensors:
         key = yaml.safe_dump(config, sort_keys=True)

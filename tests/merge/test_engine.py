@@ -24,13 +24,23 @@ def engine(pool: ModelPool) -> MergeEngine:
     return MergeEngine(pool, seed=123, methods=["ties", "task_arithmetic", *RANDOM])
 
 
-def _recipe(pool: ModelPool, method: str, sources: tuple[int, ...] = (0, 1, 2), **params: Any) -> MergeRecipe:
+def _recipe(
+    pool: ModelPool, method: str, sources: tuple[int, ...] = (0, 1, 2), **params: Any
+) -> MergeRecipe:
     models = [
-        {"model": str(pool.source_paths[i]), "parameters": {"weight": 0.3 + 0.2 * k, "density": [0.3, 0.8]}}
+        {
+            "model": str(pool.source_paths[i]),
+            "parameters": {"weight": 0.3 + 0.2 * k, "density": [0.3, 0.8]},
+        }
         for k, i in enumerate(sources)
     ]
     return MergeRecipe.from_mergekit_dict(
-        {"merge_method": method, "base_model": str(pool.base_path), "models": models, "parameters": params}
+        {
+            "merge_method": method,
+            "base_model": str(pool.base_path),
+            "models": models,
+            "parameters": params,
+        }
     )
 
 
@@ -39,7 +49,9 @@ def _stream(recipe: MergeRecipe, seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("method", [*RANDOM, "ties"])
-def test_engine_equals_streaming_bit_for_bit(pool: ModelPool, engine: MergeEngine, method: str) -> None:
+def test_engine_equals_streaming_bit_for_bit(
+    pool: ModelPool, engine: MergeEngine, method: str
+) -> None:
     recipe = _recipe(pool, method)
     merged = engine.materialize(recipe)
     streamed = _stream(recipe, seed=123)
@@ -75,7 +87,9 @@ def test_buffers_are_reused_and_results_repeat(pool: ModelPool, engine: MergeEng
         assert torch.equal(third[name], t), name
 
 
-def test_materialize_into_given_tensors_of_another_dtype(pool: ModelPool, engine: MergeEngine) -> None:
+def test_materialize_into_given_tensors_of_another_dtype(
+    pool: ModelPool, engine: MergeEngine
+) -> None:
     recipe = _recipe(pool, "ties")
     expected = {n: t.clone() for n, t in engine.materialize(recipe).items()}
     out = {n: torch.zeros(t.shape, dtype=torch.bfloat16) for n, t in expected.items()}
@@ -86,8 +100,12 @@ def test_materialize_into_given_tensors_of_another_dtype(pool: ModelPool, engine
         engine.materialize(recipe, {n: t for n, t in out.items() if n != "model.norm.weight"})
 
 
-def test_no_disk_reads_after_construction(pool: ModelPool, tiny_models: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = MergeEngine(ModelPool.open(tiny_models.base, [tiny_models.ft_a, tiny_models.ft_b]), methods=["ties"])
+def test_no_disk_reads_after_construction(
+    pool: ModelPool, tiny_models: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = MergeEngine(
+        ModelPool.open(tiny_models.base, [tiny_models.ft_a, tiny_models.ft_b]), methods=["ties"]
+    )
 
     def no_io(*_: Any, **__: Any) -> None:
         raise AssertionError("read from disk during a merge")
@@ -115,15 +133,28 @@ def test_memory_estimate_and_budget(pool: ModelPool) -> None:
     scratch = (3 + 8) * (1 << 16) * 8
     assert MergeEngine.estimate_bytes(pool, torch.float32, [], 3) == numel * 4 * 5 + scratch
     assert MergeEngine.estimate_bytes(pool, torch.bfloat16, [], 3) == numel * 2 * 5 + scratch
-    assert MergeEngine.estimate_bytes(pool, torch.float32, ["ties"], 3) == numel * (4 * 5 + 4 * 3) + scratch
-    assert MergeEngine.estimate_bytes(pool, torch.float32, ["dare_ties"], 3) == numel * (4 * 5 + 4 * 3) + scratch
+    assert (
+        MergeEngine.estimate_bytes(pool, torch.float32, ["ties"], 3)
+        == numel * (4 * 5 + 4 * 3) + scratch
+    )
+    assert (
+        MergeEngine.estimate_bytes(pool, torch.float32, ["dare_ties"], 3)
+        == numel * (4 * 5 + 4 * 3) + scratch
+    )
     engine = MergeEngine(pool, methods=["ties", "dare_ties", "della"])
-    assert engine.nbytes() <= MergeEngine.estimate_bytes(pool, torch.float32, ["ties", "dare_ties", "della"], 3)
+    assert engine.nbytes() <= MergeEngine.estimate_bytes(
+        pool, torch.float32, ["ties", "dare_ties", "della"], 3
+    )
     need = MergeEngine.estimate_bytes(pool, torch.float32, ["ties"], 3)
     with pytest.raises(MemoryBudgetError) as err:
         MergeEngine(pool, methods=["ties"], max_bytes=need - 1)
     msg = str(err.value)
-    assert "budget" in msg and "smaller dtype" in msg and "fewer sources" in msg and "another device" in msg
+    assert (
+        "budget" in msg
+        and "smaller dtype" in msg
+        and "fewer sources" in msg
+        and "another device" in msg
+    )
     MergeEngine(pool, methods=["ties"], max_bytes=need)  # exactly enough
 
 

@@ -10,7 +10,9 @@ from evomerge.merge.methods._spec import MergeArgs
 from evomerge.merge.methods._task_arithmetic import dare_ties, ties
 
 
-def _args(weights: list[float], densities: list[float], *, normalize: bool, lam: float = 1.0) -> MergeArgs:
+def _args(
+    weights: list[float], densities: list[float], *, normalize: bool, lam: float = 1.0
+) -> MergeArgs:
     return MergeArgs(
         globals={"normalize": normalize, "rescale": False, "lambda": lam, "int8_mask": False},
         inputs=[{"weight": w, "density": d} for w, d in zip(weights, densities, strict=True)],
@@ -25,7 +27,9 @@ def _eager(monkeypatch: pytest.MonkeyPatch, fn, *a, **kw) -> torch.Tensor:  # ty
 
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_ties_equals_eager(monkeypatch: pytest.MonkeyPatch, normalize: bool, dtype: torch.dtype) -> None:
+def test_fused_ties_equals_eager(
+    monkeypatch: pytest.MonkeyPatch, normalize: bool, dtype: torch.dtype
+) -> None:
     gen = torch.Generator().manual_seed(0)
     base = torch.randn(37, 29, generator=gen).to(dtype)
     deltas = (torch.randn(3, 37, 29, generator=gen) * 0.01).to(dtype)
@@ -37,7 +41,9 @@ def test_fused_ties_equals_eager(monkeypatch: pytest.MonkeyPatch, normalize: boo
     assert _fused._KERNELS, f"the fused kernel was not used: {_fused._DISABLED}"
     eager = _eager(monkeypatch, ties, base, deltas, args, tensor_name="t")
     assert fused.dtype == dtype
-    torch.testing.assert_close(fused.float(), eager.float(), rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-2)
+    torch.testing.assert_close(
+        fused.float(), eager.float(), rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-2
+    )
     if dtype == torch.float32:
         assert (fused - eager).abs().max() <= 1e-6
 

@@ -35,7 +35,9 @@ def _single(method: str, delta: torch.Tensor, seed: int = 0, **params: Any) -> t
     """The sparsified (and rescaled) task vector alone: weight 1, base 0, no consensus effect."""
     glob = {k: params.pop(k) for k in ("rescale",) if k in params}
     base = torch.zeros_like(delta)
-    return get_method(method).fn(base, delta[None], _args(method, [{"weight": 1.0, **params}], **glob), seed=seed)
+    return get_method(method).fn(
+        base, delta[None], _args(method, [{"weight": 1.0, **params}], **glob), seed=seed
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,12 @@ def test_magnitude_trimming_handles_ties_like_a_stable_sort() -> None:
 
 @pytest.mark.parametrize(
     ("method", "density", "gamma", "levels"),
-    [("ties", 0.37, 0.0, 40), ("breadcrumbs", 0.4, 0.15, 40), ("breadcrumbs", 0.2, 0.1, 1), ("ties", 0.5, 0.0, 1)],
+    [
+        ("ties", 0.37, 0.0, 40),
+        ("breadcrumbs", 0.4, 0.15, 40),
+        ("breadcrumbs", 0.2, 0.1, 1),
+        ("ties", 0.5, 0.0, 1),
+    ],
 )
 def test_many_ties_across_chunks_keep_exactly_the_stable_top_k(
     method: str, density: float, gamma: float, levels: int
@@ -90,7 +97,9 @@ def test_many_ties_across_chunks_keep_exactly_the_stable_top_k(
     assert int((ours != 0).sum()) == int((expected != 0).sum())
 
 
-@pytest.mark.parametrize(("density", "gamma"), [(0.5, 0.01), (0.3, 0.2), (0.95, 0.1), (0.9, 0.0), (0.2, 0.0)])
+@pytest.mark.parametrize(
+    ("density", "gamma"), [(0.5, 0.01), (0.3, 0.2), (0.95, 0.1), (0.9, 0.0), (0.2, 0.0)]
+)
 def test_breadcrumbs_equal_mergekit(delta: torch.Tensor, density: float, gamma: float) -> None:
     ours = _single("breadcrumbs", delta, density=density, gamma=gamma)
     assert torch.equal(ours, mk.magnitude_outliers(delta, density, gamma=gamma))
@@ -120,7 +129,9 @@ def test_dare_keeps_density_and_rescales_like_mergekit(density: float) -> None:
     theirs = mk.bernoulli(d, density, rescale_norm=mk.RescaleNorm.l1)
     for kept in (ours, theirs):
         assert abs(float((kept != 0).float().mean()) - density) < _binomial_bound(density, n)
-        assert float(kept.abs().sum()) == pytest.approx(float(d.abs().sum()), rel=1e-5)  # L1 preserved
+        assert float(kept.abs().sum()) == pytest.approx(
+            float(d.abs().sum()), rel=1e-5
+        )  # L1 preserved
     mask = ours != 0  # kept values are the task vector times one common factor
     factor = float(d.abs().sum() / d[mask].abs().sum())
     assert torch.allclose(ours[mask], d[mask] * factor, rtol=1e-5)
@@ -158,9 +169,20 @@ def test_precomputed_aux_gives_bit_identical_results(delta: torch.Tensor) -> Non
     for name in ("ties", "dare_ties", "breadcrumbs_ties", "della", "task_arithmetic", "slerp"):
         method = get_method(name)
         k = 1 if name == "slerp" else 3
-        inputs = [{"weight": 0.7, "density": 0.4}, {"weight": 0.2, "density": 0.6}, {"weight": 0.5}][:k]
-        args = _args(name, [{} for _ in range(k)] if name == "slerp" else inputs, **({"t": 0.3} if name == "slerp" else {}))
-        aux = [build_aux(method.needs, base, deltas[i], seed=5, tensor_name="w", source_key=str(i)) for i in range(k)]
+        inputs = [
+            {"weight": 0.7, "density": 0.4},
+            {"weight": 0.2, "density": 0.6},
+            {"weight": 0.5},
+        ][:k]
+        args = _args(
+            name,
+            [{} for _ in range(k)] if name == "slerp" else inputs,
+            **({"t": 0.3} if name == "slerp" else {}),
+        )
+        aux = [
+            build_aux(method.needs, base, deltas[i], seed=5, tensor_name="w", source_key=str(i))
+            for i in range(k)
+        ]
         with_aux = method.fn(base, deltas[:k], args, aux=aux, seed=5, tensor_name="w")
         without = method.fn(base, list(deltas[:k]), args, seed=5, tensor_name="w")
         assert torch.equal(with_aux, without), name
@@ -183,12 +205,24 @@ def test_output_is_written_in_place_in_any_float_dtype(delta: torch.Tensor) -> N
 
 def test_registry_is_explicit_and_lookup_lists_choices() -> None:
     assert list(METHODS) == [
-        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
-        "breadcrumbs_ties", "della", "della_linear", "slerp", "passthrough",
-    ]  # fmt: skip
+        "linear",
+        "task_arithmetic",
+        "ties",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+        "della",
+        "della_linear",
+        "slerp",
+        "passthrough",
+    ]
     with pytest.raises(TypeError):
         METHODS["mine"] = METHODS["ties"]  # type: ignore[index]
-    with pytest.raises(UnknownMethodError, match=r"Unknown merge method 'tie'\. Available: linear, task_arithmetic, ties"):
+    with pytest.raises(
+        UnknownMethodError,
+        match=r"Unknown merge method 'tie'\. Available: linear, task_arithmetic, ties",
+    ):
         get_method("tie")
     assert get_method("ties").needs == {Need.MAGNITUDE_ORDER}
     assert get_method("task_arithmetic").needs == set()
@@ -201,10 +235,16 @@ def test_plugins_come_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None
     plugin = MergeMethod(name="double", fn=double, params=(), base=registry.BasePolicy.REQUIRED)
     points = [
         SimpleNamespace(name="double", value="pkg:DOUBLE", load=lambda: plugin),
-        SimpleNamespace(name="ties", value="pkg:TIES", load=lambda: plugin),  # cannot shadow a built-in
+        SimpleNamespace(
+            name="ties", value="pkg:TIES", load=lambda: plugin
+        ),  # cannot shadow a built-in
         SimpleNamespace(name="broken", value="pkg:BROKEN", load=lambda: 1 / 0),
     ]
-    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        lambda group: points if group == registry.ENTRY_POINT_GROUP else [],
+    )
     monkeypatch.setattr(registry, "_plugins", None)
     assert get_method("double") is plugin
     assert get_method("ties") is METHODS["ties"]

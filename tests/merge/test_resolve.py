@@ -20,11 +20,17 @@ def pool(tiny_models: Any) -> ModelPool:
     return ModelPool.open(tiny_models.base, [tiny_models.ft_a, tiny_models.ft_b, tiny_models.ft_c])
 
 
-def _recipe(pool: ModelPool, method: str, models: list[tuple[int | str, dict[str, Any]]], **top: Any) -> MergeRecipe:
+def _recipe(
+    pool: ModelPool, method: str, models: list[tuple[int | str, dict[str, Any]]], **top: Any
+) -> MergeRecipe:
     def ref(m: int | str) -> str:
         return str(pool.base_path) if m == "base" else str(pool.source_paths[int(m)])
 
-    data = {"merge_method": method, "models": [{"model": ref(m), "parameters": p} for m, p in models], **top}
+    data = {
+        "merge_method": method,
+        "models": [{"model": ref(m), "parameters": p} for m, p in models],
+        **top,
+    }
     if top.get("base_model") == "base":
         data["base_model"] = str(pool.base_path)
     return MergeRecipe.from_mergekit_dict(data)
@@ -36,7 +42,12 @@ def _args(pool: ModelPool, recipe: MergeRecipe) -> dict[str, Any]:
 
 def test_gradient_is_interpolated_over_layers_and_zero_outside(pool: ModelPool) -> None:
     assert pool.num_layers == 4
-    r = _recipe(pool, "task_arithmetic", [(0, {"weight": [0.0, 1.0]}), (1, {"weight": [1.0, 0.0, 3.0]})], base_model="base")
+    r = _recipe(
+        pool,
+        "task_arithmetic",
+        [(0, {"weight": [0.0, 1.0]}), (1, {"weight": [1.0, 0.0, 3.0]})],
+        base_model="base",
+    )
     args = _args(pool, r)
     # t = layer / 3; two entries: t itself; three entries [1, 0, 3]: t=1/3 -> 2/3*1 + 1/3*0 ...
     expected_a = [0.0, 1 / 3, 2 / 3, 1.0]
@@ -44,12 +55,18 @@ def test_gradient_is_interpolated_over_layers_and_zero_outside(pool: ModelPool) 
     for layer in range(4):
         w = args[LAYER.format(layer)].per_input("weight")
         assert w == pytest.approx([expected_a[layer], expected_b[layer]])
-    assert args["model.embed_tokens.weight"].per_input("weight") == pytest.approx([0.0, 1.0])  # t = 0
+    assert args["model.embed_tokens.weight"].per_input("weight") == pytest.approx(
+        [0.0, 1.0]
+    )  # t = 0
     assert args["model.norm.weight"].per_input("weight") == pytest.approx([0.0, 1.0])
 
 
 def test_filters_pick_the_first_match_then_the_catch_all(pool: ModelPool) -> None:
-    setting = [{"filter": "self_attn", "value": 0.2}, {"filter": "mlp", "value": [0.0, 0.9]}, {"value": 0.7}]
+    setting = [
+        {"filter": "self_attn", "value": 0.2},
+        {"filter": "mlp", "value": [0.0, 0.9]},
+        {"value": 0.7},
+    ]
     r = _recipe(pool, "task_arithmetic", [(0, {"weight": setting})], base_model="base")
     args = _args(pool, r)
     assert args[LAYER.format(2)].per_input("weight") == pytest.approx([0.2])
@@ -60,17 +77,28 @@ def test_filters_pick_the_first_match_then_the_catch_all(pool: ModelPool) -> Non
 
 def test_a_filter_without_catch_all_falls_back_to_global_then_default(pool: ModelPool) -> None:
     r = _recipe(
-        pool, "ties", [(0, {"weight": 1.0, "density": {"filter": "mlp", "value": 0.3}}), (1, {"weight": 2.0})],
-        base_model="base", parameters={"density": {"filter": "self_attn", "value": 0.6}},
-    )  # fmt: skip
+        pool,
+        "ties",
+        [(0, {"weight": 1.0, "density": {"filter": "mlp", "value": 0.3}}), (1, {"weight": 2.0})],
+        base_model="base",
+        parameters={"density": {"filter": "self_attn", "value": 0.6}},
+    )
     args = _args(pool, r)
     assert args[MLP.format(0)].per_input("density") == pytest.approx([0.3, 1.0])  # own / default
     assert args[LAYER.format(0)].per_input("density") == pytest.approx([0.6, 0.6])  # global
-    assert args["model.norm.weight"].per_input("density") == pytest.approx([1.0, 1.0])  # method default
+    assert args["model.norm.weight"].per_input("density") == pytest.approx(
+        [1.0, 1.0]
+    )  # method default
 
 
 def test_per_model_parameters_take_precedence_over_global(pool: ModelPool) -> None:
-    r = _recipe(pool, "task_arithmetic", [(0, {"weight": 0.25}), (1, {})], base_model="base", parameters={"weight": 0.5})
+    r = _recipe(
+        pool,
+        "task_arithmetic",
+        [(0, {"weight": 0.25}), (1, {})],
+        base_model="base",
+        parameters={"weight": 0.5},
+    )
     assert _args(pool, r)[LAYER.format(1)].per_input("weight") == [0.25, 0.5]
 
 
@@ -86,7 +114,9 @@ def test_per_model_parameters_take_precedence_over_global(pool: ModelPool) -> No
         ("della_linear", {"normalize": False, "rescale": True}),
     ],
 )
-def test_method_defaults_follow_mergekit(pool: ModelPool, method: str, expected: dict[str, Any]) -> None:
+def test_method_defaults_follow_mergekit(
+    pool: ModelPool, method: str, expected: dict[str, Any]
+) -> None:
     r = _recipe(pool, method, [(0, {"weight": 1.0})], base_model="base")
     a = _args(pool, r)[LAYER.format(0)]
     assert {k: a.globals[k] for k in expected} == expected
@@ -99,17 +129,28 @@ def test_method_defaults_follow_mergekit(pool: ModelPool, method: str, expected:
 
 def test_boolean_gradients_pick_entries_like_mergekit(pool: ModelPool) -> None:
     """``normalize: [0, 1]`` validates to booleans first, so layers pick an entry (no interpolation)."""
-    r = _recipe(pool, "ties", [(0, {"weight": 1.0})], base_model="base", parameters={"normalize": [0, 1]})
+    r = _recipe(
+        pool, "ties", [(0, {"weight": 1.0})], base_model="base", parameters={"normalize": [0, 1]}
+    )
     args = _args(pool, r)
-    assert [args[LAYER.format(i)].globals["normalize"] for i in range(4)] == [False, False, False, True]
+    assert [args[LAYER.format(i)].globals["normalize"] for i in range(4)] == [
+        False,
+        False,
+        False,
+        True,
+    ]
     assert evaluate_setting([0.0, 1.0], "x", 0.5) == 0.5  # numbers without a type still interpolate
 
 
 def test_linear_gives_the_base_its_own_or_the_global_weight(pool: ModelPool) -> None:
-    listed = _recipe(pool, "linear", [("base", {"weight": 0.2}), (0, {"weight": 0.8})], base_model="base")
+    listed = _recipe(
+        pool, "linear", [("base", {"weight": 0.2}), (0, {"weight": 0.8})], base_model="base"
+    )
     a = _args(pool, listed)[LAYER.format(0)]
     assert a.base == {"weight": 0.2} and a.per_input("weight") == [0.8]
-    appended = _recipe(pool, "linear", [(0, {"weight": 0.8})], base_model="base", parameters={"weight": 0.3})
+    appended = _recipe(
+        pool, "linear", [(0, {"weight": 0.8})], base_model="base", parameters={"weight": 0.3}
+    )
     a = _args(pool, appended)[LAYER.format(0)]
     assert a.base == {"weight": 0.3}  # mergekit appends the base as an input with global parameters
     no_base = _recipe(pool, "linear", [(0, {"weight": 0.8}), (1, {"weight": 0.2})])
@@ -135,9 +176,12 @@ def test_unknown_method_lists_the_choices(pool: ModelPool) -> None:
 
 def test_unknown_and_misplaced_parameters_are_all_reported(pool: ModelPool) -> None:
     r = _recipe(
-        pool, "ties", [(0, {"weight": 1.0, "densty": 0.5, "normalize": False})],
-        base_model="base", parameters={"epsilon": 0.1},
-    )  # fmt: skip
+        pool,
+        "ties",
+        [(0, {"weight": 1.0, "densty": 0.5, "normalize": False})],
+        base_model="base",
+        parameters={"epsilon": 0.1},
+    )
     with pytest.raises(MergeError) as err:
         plan_merge(r, pool)
     msg = str(err.value)
@@ -150,13 +194,25 @@ def test_unknown_and_misplaced_parameters_are_all_reported(pool: ModelPool) -> N
 
 def test_missing_required_parameters_are_named(pool: ModelPool) -> None:
     r = _recipe(pool, "task_arithmetic", [(0, {"weight": 1.0}), (1, {})], base_model="base")
-    with pytest.raises(MergeError, match=r"models\[1\]\.parameters\.weight: required by merge method"):
+    with pytest.raises(
+        MergeError, match=r"models\[1\]\.parameters\.weight: required by merge method"
+    ):
         plan_merge(r, pool)
-    gap = _recipe(pool, "task_arithmetic", [(0, {"weight": {"filter": "mlp", "value": 1.0}})], base_model="base")
-    with pytest.raises(MergeError, match=r"missing required parameter 'weight' for model '.*ft_a'.* \(tensors .* and 24 more\)"):
+    gap = _recipe(
+        pool,
+        "task_arithmetic",
+        [(0, {"weight": {"filter": "mlp", "value": 1.0}})],
+        base_model="base",
+    )
+    with pytest.raises(
+        MergeError,
+        match=r"missing required parameter 'weight' for model '.*ft_a'.* \(tensors .* and 24 more\)",
+    ):
         plan_merge(gap, pool)
     appended = _recipe(pool, "linear", [(0, {"weight": 1.0})], base_model="base")
-    with pytest.raises(MergeError, match=r"base_model: .* is an input of 'linear' and needs 'weight'"):
+    with pytest.raises(
+        MergeError, match=r"base_model: .* is an input of 'linear' and needs 'weight'"
+    ):
         plan_merge(appended, pool)
     slerp = _recipe(pool, "slerp", [(0, {"t": 0.5})], base_model="base")
     with pytest.raises(MergeError) as err:
@@ -167,20 +223,30 @@ def test_missing_required_parameters_are_named(pool: ModelPool) -> None:
 
 def test_structural_problems(pool: ModelPool, tiny_models: Any) -> None:
     three = _recipe(pool, "slerp", [(0, {}), (1, {})], base_model="base", parameters={"t": 0.5})
-    with pytest.raises(MergeError, match=r"slerp merges exactly 2 model\(s\) \(the base model and 1 other\); got 3"):
+    with pytest.raises(
+        MergeError, match=r"slerp merges exactly 2 model\(s\) \(the base model and 1 other\); got 3"
+    ):
         plan_merge(three, pool)
     passthrough = _recipe(pool, "passthrough", [(0, {})], base_model="base")
-    with pytest.raises(MergeError, match=r"passthrough merges exactly 1 model\(s\); got 2: .*base_model counts as an input"):
+    with pytest.raises(
+        MergeError,
+        match=r"passthrough merges exactly 1 model\(s\); got 2: .*base_model counts as an input",
+    ):
         plan_merge(passthrough, pool)
     no_base = _recipe(pool, "ties", [(0, {"weight": 1.0})])
     with pytest.raises(MergeError, match="needs a base_model"):
         plan_merge(no_base, pool)
-    outsider = MergeRecipe.from_mergekit_dict({
-        "merge_method": "ties", "base_model": str(pool.base_path),
-        "models": [{"model": str(tiny_models.lora_a), "parameters": {"weight": 1.0}},
-                   {"model": str(pool.source_paths[0]), "parameters": {"weight": 1.0}},
-                   {"model": str(pool.source_paths[0]) + "/", "parameters": {"weight": 1.0}}],
-    })  # fmt: skip
+    outsider = MergeRecipe.from_mergekit_dict(
+        {
+            "merge_method": "ties",
+            "base_model": str(pool.base_path),
+            "models": [
+                {"model": str(tiny_models.lora_a), "parameters": {"weight": 1.0}},
+                {"model": str(pool.source_paths[0]), "parameters": {"weight": 1.0}},
+                {"model": str(pool.source_paths[0]) + "/", "parameters": {"weight": 1.0}},
+            ],
+        }
+    )
     with pytest.raises(MergeError) as err:
         plan_merge(outsider, pool)
     assert "models[0].model" in str(err.value) and "not in the model pool" in str(err.value)
@@ -188,7 +254,9 @@ def test_structural_problems(pool: ModelPool, tiny_models: Any) -> None:
 
 
 def test_value_problems_are_checked_for_every_tensor(pool: ModelPool) -> None:
-    della = _recipe(pool, "della", [(0, {"weight": 1.0, "density": 0.1, "epsilon": 0.2})], base_model="base")
+    della = _recipe(
+        pool, "della", [(0, {"weight": 1.0, "density": 0.1, "epsilon": 0.2})], base_model="base"
+    )
     with pytest.raises(MergeError, match=r"density \+/- epsilon must lie in \(0, 1\)"):
         plan_merge(della, pool)
     typed = _recipe(pool, "ties", [(0, {"weight": "heavy"})], base_model="base")

@@ -26,7 +26,9 @@ def _read_all(model_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def sharded(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session base model, saved again in shards of at most 20 kB."""
-    return build_tiny_model(tmp_path_factory.mktemp("sharded") / "base", seed=0, max_shard_size="20KB")
+    return build_tiny_model(
+        tmp_path_factory.mktemp("sharded") / "base", seed=0, max_shard_size="20KB"
+    )
 
 
 def test_single_and_sharded_give_identical_tensors(tiny_models, sharded: Path) -> None:
@@ -83,7 +85,9 @@ def test_missing_directory(tmp_path: Path) -> None:
 
 def test_directory_without_weights(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match=r"no weights found; expected model\.safetensors") as err:
+    with pytest.raises(
+        CheckpointError, match=r"no weights found; expected model\.safetensors"
+    ) as err:
         Checkpoint.open(tmp_path)
     assert str(tmp_path) in str(err.value)
 
@@ -144,7 +148,9 @@ def test_pickle_with_code_is_rejected_even_when_allowed(tmp_path: Path) -> None:
 
 def test_unindexed_multi_file_checkpoint_rejects_duplicates(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    save_file({"a.weight": torch.zeros(2), "b.weight": torch.ones(3)}, str(tmp_path / "part1.safetensors"))
+    save_file(
+        {"a.weight": torch.zeros(2), "b.weight": torch.ones(3)}, str(tmp_path / "part1.safetensors")
+    )
     save_file({"c.weight": torch.ones(1)}, str(tmp_path / "part2.safetensors"))
     ck = Checkpoint.open(tmp_path)
     assert ck.names == ["a.weight", "b.weight", "c.weight"] and ck.shape("b.weight") == (3,)
@@ -154,6 +160,8 @@ def test_unindexed_multi_file_checkpoint_rejects_duplicates(tmp_path: Path) -> N
 
 
 def test_corrupt_header_is_a_checkpoint_error(tmp_path: Path) -> None:
-    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    (tmp_path / "model.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all"
+    )
     with pytest.raises(CheckpointError, match="corrupt safetensors header"):
         Checkpoint.open(tmp_path)

@@ -19,7 +19,10 @@ from evomerge.testing.tiny import build_lora_adapter, build_tiny_model
 ATOL = 1e-6
 
 # peft and transformers warn about the tiny test configs; nothing to act on.
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
 
 
 def peft_merged(base: Path, adapter: Path) -> dict[str, torch.Tensor]:
@@ -32,7 +35,9 @@ def peft_merged(base: Path, adapter: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in merged.state_dict().items()}
 
 
-def make_peft_adapter(base: Path, out: Path, *, seed: int, perturb_saved: bool = False, **lora: Any) -> Path:
+def make_peft_adapter(
+    base: Path, out: Path, *, seed: int, perturb_saved: bool = False, **lora: Any
+) -> Path:
     """A LoRA adapter created and saved by peft itself, with random (non-zero) factors."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -79,7 +84,9 @@ def test_plain_lora_matches_peft_and_untargeted_is_zero(tiny_models) -> None:
 
 
 def test_rslora_scale_matches_peft(tiny_models, tmp_path: Path) -> None:
-    adapter = build_lora_adapter(tiny_models.base, tmp_path / "rs", seed=5, rank=4, alpha=8.0, use_rslora=True)
+    adapter = build_lora_adapter(
+        tiny_models.base, tmp_path / "rs", seed=5, rank=4, alpha=8.0, use_rslora=True
+    )
     lora = LoraAdapter.open(adapter)
     assert lora.scale("model.layers.0.self_attn.q_proj") == pytest.approx(8.0 / math.sqrt(4))
     pool = ModelPool.open(tiny_models.base, [adapter])
@@ -87,9 +94,17 @@ def test_rslora_scale_matches_peft(tiny_models, tmp_path: Path) -> None:
 
 
 def test_fan_in_fan_out_gpt2_conv1d_matches_peft(tmp_path: Path) -> None:
-    base = build_tiny_model(tmp_path / "gpt2", model_type="gpt2", seed=0, num_layers=2, tokenizer=False)
+    base = build_tiny_model(
+        tmp_path / "gpt2", model_type="gpt2", seed=0, num_layers=2, tokenizer=False
+    )
     adapter = make_peft_adapter(
-        base, tmp_path / "lora", seed=1, r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True
+        base,
+        tmp_path / "lora",
+        seed=1,
+        r=4,
+        lora_alpha=8,
+        target_modules=["c_attn", "c_fc"],
+        fan_in_fan_out=True,
     )
     pool = ModelPool.open(base, [adapter])
     changed = assert_matches_peft(pool, 0, peft_merged(base, adapter))
@@ -99,16 +114,27 @@ def test_fan_in_fan_out_gpt2_conv1d_matches_peft(tmp_path: Path) -> None:
     cfg = json.loads(cfg_path.read_text())
     cfg["fan_in_fan_out"] = False
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(ArchitectureMismatchError, match=r"c_attn\.weight.*\(96, 32\).*\(32, 96\).*fan_in_fan_out"):
+    with pytest.raises(
+        ArchitectureMismatchError, match=r"c_attn\.weight.*\(96, 32\).*\(32, 96\).*fan_in_fan_out"
+    ):
         ModelPool.open(base, [adapter])
 
 
-def test_patterns_embedding_lora_and_modules_to_save_match_peft(tiny_models, tmp_path: Path) -> None:
+def test_patterns_embedding_lora_and_modules_to_save_match_peft(
+    tiny_models, tmp_path: Path
+) -> None:
     adapter = make_peft_adapter(
-        tiny_models.base, tmp_path / "lora", seed=2, perturb_saved=True, r=4, lora_alpha=8,
-        target_modules=["q_proj", "v_proj", "embed_tokens"], modules_to_save=["lm_head"],
-        rank_pattern={"layers.1.self_attn.q_proj": 2}, alpha_pattern={"v_proj": 32},
-    )  # fmt: skip
+        tiny_models.base,
+        tmp_path / "lora",
+        seed=2,
+        perturb_saved=True,
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "embed_tokens"],
+        modules_to_save=["lm_head"],
+        rank_pattern={"layers.1.self_attn.q_proj": 2},
+        alpha_pattern={"v_proj": 32},
+    )
     lora = LoraAdapter.open(adapter)
     assert lora.rank("model.layers.1.self_attn.q_proj") == 2
     assert lora.rank("model.layers.2.self_attn.q_proj") == 4
@@ -116,13 +142,20 @@ def test_patterns_embedding_lora_and_modules_to_save_match_peft(tiny_models, tmp
     assert "lm_head.weight" in lora.replaced_tensors
     pool = ModelPool.open(tiny_models.base, [adapter])
     changed = assert_matches_peft(pool, 0, peft_merged(tiny_models.base, adapter))
-    expected = _targets(pool, "q_proj.weight", "v_proj.weight") | {"model.embed_tokens.weight", "lm_head.weight"}
+    expected = _targets(pool, "q_proj.weight", "v_proj.weight") | {
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+    }
     assert changed == expected
 
 
 def test_lora_bias_matches_peft(tmp_path: Path) -> None:
-    base = build_tiny_model(tmp_path / "qwen2", model_type="qwen2", seed=0, num_layers=2, tokenizer=False)
-    adapter = make_peft_adapter(base, tmp_path / "lora", seed=3, r=2, target_modules=["q_proj"], lora_bias=True)
+    base = build_tiny_model(
+        tmp_path / "qwen2", model_type="qwen2", seed=0, num_layers=2, tokenizer=False
+    )
+    adapter = make_peft_adapter(
+        base, tmp_path / "lora", seed=3, r=2, target_modules=["q_proj"], lora_bias=True
+    )
     pool = ModelPool.open(base, [adapter])
     changed = assert_matches_peft(pool, 0, peft_merged(base, adapter))
     assert changed == _targets(pool, "q_proj.weight", "q_proj.bias")
@@ -137,7 +170,9 @@ def _rewrite_keys(src: Path, dst: Path, rename) -> Path:
 
 def test_adapter_name_infix_is_understood(tiny_models, tmp_path: Path) -> None:
     named = _rewrite_keys(
-        tiny_models.lora_a, tmp_path / "named", lambda k: k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
+        tiny_models.lora_a,
+        tmp_path / "named",
+        lambda k: k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."),
     )
     pool = ModelPool.open(tiny_models.base, [tiny_models.lora_a, named])
     assert pool.source_names == ["lora_a", "named"]
@@ -148,9 +183,10 @@ def test_adapter_name_infix_is_understood(tiny_models, tmp_path: Path) -> None:
 def test_two_adapter_names_in_one_file_are_refused(tiny_models, tmp_path: Path) -> None:
     counter = iter(range(10**6))
     mixed = _rewrite_keys(
-        tiny_models.lora_a, tmp_path / "mixed",
+        tiny_models.lora_a,
+        tmp_path / "mixed",
         lambda k: k.replace(".weight", ".one.weight" if next(counter) % 2 else ".two.weight"),
-    )  # fmt: skip
+    )
     with pytest.raises(CheckpointError, match="several adapters"):
         LoraAdapter.open(mixed)
 
@@ -172,7 +208,9 @@ def _edit_config(src: Path, dst: Path, **changes: Any) -> Path:
         ({"lora_alpha": 0}, "lora_alpha must be a positive number"),
     ],
 )
-def test_unsupported_or_inconsistent_configs(tiny_models, tmp_path: Path, changes: dict, message: str) -> None:
+def test_unsupported_or_inconsistent_configs(
+    tiny_models, tmp_path: Path, changes: dict, message: str
+) -> None:
     bad = _edit_config(tiny_models.lora_a, tmp_path / "bad", **changes)
     with pytest.raises(CheckpointError, match=message):
         LoraAdapter.open(bad)
@@ -184,18 +222,27 @@ def test_missing_factor_is_named(tiny_models, tmp_path: Path) -> None:
     dropped = "base_model.model.model.layers.2.self_attn.v_proj.lora_B.weight"
     del tensors[dropped]
     save_file(tensors, str(dst / "adapter_model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"'model\.layers\.2\.self_attn\.v_proj' has no lora_B"):
+    with pytest.raises(
+        CheckpointError, match=r"'model\.layers\.2\.self_attn\.v_proj' has no lora_B"
+    ):
         LoraAdapter.open(dst)
 
 
 def test_adapter_of_another_architecture(tiny_models, tmp_path: Path) -> None:
-    gpt2 = build_tiny_model(tmp_path / "gpt2", model_type="gpt2", seed=0, num_layers=2, tokenizer=False)
-    with pytest.raises(ArchitectureMismatchError, match=r"targets tensor 'model\.layers\.\d\.self_attn\.q_proj\.weight'"):
+    gpt2 = build_tiny_model(
+        tmp_path / "gpt2", model_type="gpt2", seed=0, num_layers=2, tokenizer=False
+    )
+    with pytest.raises(
+        ArchitectureMismatchError,
+        match=r"targets tensor 'model\.layers\.\d\.self_attn\.q_proj\.weight'",
+    ):
         ModelPool.open(gpt2, [tiny_models.lora_a])
 
 
 def test_lora_in_bf16_is_summed_in_float32(tmp_path: Path) -> None:
-    base = build_tiny_model(tmp_path / "bf16", seed=0, dtype=torch.bfloat16, num_layers=2, tokenizer=False)
+    base = build_tiny_model(
+        tmp_path / "bf16", seed=0, dtype=torch.bfloat16, num_layers=2, tokenizer=False
+    )
     adapter = build_lora_adapter(base, tmp_path / "lora", seed=4)
     pool = ModelPool.open(base, [adapter])
     name = "model.layers.1.self_attn.v_proj.weight"

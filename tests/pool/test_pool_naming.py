@@ -15,16 +15,37 @@ NUM_LAYERS = 3
 
 # What each module (the name's last component before .weight/.bias) must be classified as.
 LLAMA_LIKE = {
-    "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
-    "gate_proj": "gate", "up_proj": "up", "down_proj": "down",
-    "input_layernorm": "norm", "post_attention_layernorm": "norm", "norm": "norm",
-    "embed_tokens": "embed", "lm_head": "lm_head",
-}  # fmt: skip
+    "q_proj": "q",
+    "k_proj": "k",
+    "v_proj": "v",
+    "o_proj": "o",
+    "gate_proj": "gate",
+    "up_proj": "up",
+    "down_proj": "down",
+    "input_layernorm": "norm",
+    "post_attention_layernorm": "norm",
+    "norm": "norm",
+    "embed_tokens": "embed",
+    "lm_head": "lm_head",
+}
 GPT2 = {
-    "attn.c_attn": "qkv", "attn.c_proj": "o", "mlp.c_fc": "mlp_in", "mlp.c_proj": "mlp_out",
-    "ln_1": "norm", "ln_2": "norm", "ln_f": "norm", "wte": "embed", "wpe": "embed",
-}  # fmt: skip
-EXPECTED = {"llama": LLAMA_LIKE, "mistral": LLAMA_LIKE, "qwen2": LLAMA_LIKE, "gemma": LLAMA_LIKE, "gpt2": GPT2}
+    "attn.c_attn": "qkv",
+    "attn.c_proj": "o",
+    "mlp.c_fc": "mlp_in",
+    "mlp.c_proj": "mlp_out",
+    "ln_1": "norm",
+    "ln_2": "norm",
+    "ln_f": "norm",
+    "wte": "embed",
+    "wpe": "embed",
+}
+EXPECTED = {
+    "llama": LLAMA_LIKE,
+    "mistral": LLAMA_LIKE,
+    "qwen2": LLAMA_LIKE,
+    "gemma": LLAMA_LIKE,
+    "gpt2": GPT2,
+}
 
 
 def _expected_module(model_type: str, name: str) -> str:
@@ -36,10 +57,14 @@ def _expected_module(model_type: str, name: str) -> str:
 
 
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
-def arch_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def arch_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
     model_type = request.param
     out = tmp_path_factory.mktemp(f"arch_{model_type}") / "model"
-    return model_type, build_tiny_model(out, model_type=model_type, num_layers=NUM_LAYERS, tokenizer=False)
+    return model_type, build_tiny_model(
+        out, model_type=model_type, num_layers=NUM_LAYERS, tokenizer=False
+    )
 
 
 def test_every_real_tensor_name_gets_its_module_and_layer(arch_model: tuple[str, Path]) -> None:
@@ -60,7 +85,9 @@ def test_every_real_tensor_name_gets_its_module_and_layer(arch_model: tuple[str,
     assert layers_seen == set(range(NUM_LAYERS))
 
 
-def test_pool_layer_count_comes_from_config_and_matches_names(arch_model: tuple[str, Path], tmp_path: Path) -> None:
+def test_pool_layer_count_comes_from_config_and_matches_names(
+    arch_model: tuple[str, Path], tmp_path: Path
+) -> None:
     _, path = arch_model
     ft = perturb_model(path, tmp_path / "ft", seed=5)
     pool = ModelPool.open(path, [ft])

@@ -63,14 +63,28 @@ def test_info_reports_shape_dtype_layer_module(tiny_models) -> None:
         pool.task_vector(1, info.name)
 
 
-def test_different_vocab_sizes_are_cropped_to_the_smallest_and_reported(tiny_models, caplog) -> None:
+def test_different_vocab_sizes_are_cropped_to_the_smallest_and_reported(
+    tiny_models, caplog
+) -> None:
     with caplog.at_level(logging.WARNING, logger="evomerge.pool"):
         pool = ModelPool.open(tiny_models.base, [tiny_models.ft_a, tiny_models.base_vocab_big])
     assert pool.vocab_crops == [
-        VocabCrop(tensor=HEAD, models=("base", "ft_a", "base_vocab_big"), sizes=(96, 96, 100), cropped_to=96),
-        VocabCrop(tensor=EMBED, models=("base", "ft_a", "base_vocab_big"), sizes=(96, 96, 100), cropped_to=96),
+        VocabCrop(
+            tensor=HEAD,
+            models=("base", "ft_a", "base_vocab_big"),
+            sizes=(96, 96, 100),
+            cropped_to=96,
+        ),
+        VocabCrop(
+            tensor=EMBED,
+            models=("base", "ft_a", "base_vocab_big"),
+            sizes=(96, 96, 100),
+            cropped_to=96,
+        ),
     ]
-    assert any("cropped to 96" in r.getMessage() and EMBED in r.getMessage() for r in caplog.records)
+    assert any(
+        "cropped to 96" in r.getMessage() and EMBED in r.getMessage() for r in caplog.records
+    )
     big = _read_all(tiny_models.base_vocab_big)
     base = _read_all(tiny_models.base)
     for name in (EMBED, HEAD):
@@ -106,7 +120,11 @@ def test_vocab_crop_matches_mergekit(tiny_models, tmp_path: Path) -> None:
         )
     )
     out = tmp_path / "mk"
-    run_merge(config, str(out), MergeOptions(unsafe_truncate_embeddings=True, quiet=True, copy_tokenizer=False))
+    run_merge(
+        config,
+        str(out),
+        MergeOptions(unsafe_truncate_embeddings=True, quiet=True, copy_tokenizer=False),
+    )
     merged = _read_all(out)
     pool = ModelPool.open(big, [small])
     for name in (EMBED, HEAD):
@@ -133,26 +151,41 @@ def test_vocab_tensor_with_other_dims_differing_is_a_mismatch(tiny_models, tmp_p
         t[EMBED] = torch.zeros(96, 40)
 
     bad = _rewrite(tiny_models.ft_a, tmp_path / "bad", widen)
-    with pytest.raises(ArchitectureMismatchError, match=r"'model\.embed_tokens\.weight' has shape \(96, 32\) in base .* but \(96, 40\)"):
+    with pytest.raises(
+        ArchitectureMismatchError,
+        match=r"'model\.embed_tokens\.weight' has shape \(96, 32\) in base .* but \(96, 40\)",
+    ):
         ModelPool.open(tiny_models.base, [bad])
 
 
 def test_missing_and_extra_tensors_are_named(tiny_models, tmp_path: Path) -> None:
     gone = "model.layers.2.mlp.gate_proj.weight"
     missing = _rewrite(tiny_models.ft_a, tmp_path / "missing", lambda t: t.pop(gone))
-    with pytest.raises(ArchitectureMismatchError, match=rf"'missing' .* lacks tensor '{gone}' that base"):
+    with pytest.raises(
+        ArchitectureMismatchError, match=rf"'missing' .* lacks tensor '{gone}' that base"
+    ):
         ModelPool.open(tiny_models.base, [missing])
-    extra = _rewrite(tiny_models.ft_a, tmp_path / "extra", lambda t: t.update({"model.extra.weight": torch.ones(3)}))
-    with pytest.raises(ArchitectureMismatchError, match=r"'extra' .* has tensor 'model\.extra\.weight' that base"):
+    extra = _rewrite(
+        tiny_models.ft_a,
+        tmp_path / "extra",
+        lambda t: t.update({"model.extra.weight": torch.ones(3)}),
+    )
+    with pytest.raises(
+        ArchitectureMismatchError, match=r"'extra' .* has tensor 'model\.extra\.weight' that base"
+    ):
         ModelPool.open(tiny_models.base, [extra])
 
 
-def test_tied_models_without_lm_head_are_fine_but_mixing_ties_is_not(tiny_models, tmp_path: Path) -> None:
+def test_tied_models_without_lm_head_are_fine_but_mixing_ties_is_not(
+    tiny_models, tmp_path: Path
+) -> None:
     tied = build_tiny_model(tmp_path / "tied", seed=0, tie_word_embeddings=True, tokenizer=False)
     tied_ft = perturb_model(tied, tmp_path / "tied_ft", seed=1)
     pool = ModelPool.open(tied, [tied_ft])
     assert HEAD not in pool.tensor_names and EMBED in pool.tensor_names
-    with pytest.raises(ArchitectureMismatchError, match=r"lacks tensor 'lm_head\.weight'.*ties lm_head"):
+    with pytest.raises(
+        ArchitectureMismatchError, match=r"lacks tensor 'lm_head\.weight'.*ties lm_head"
+    ):
         ModelPool.open(tiny_models.base, [tied_ft])
 
 
@@ -163,20 +196,28 @@ def test_config_layer_count_is_cross_checked(tiny_models, tmp_path: Path) -> Non
     cfg = json.loads((liar / "config.json").read_text())
     cfg["num_hidden_layers"] = 6
     (liar / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"declares 6 layers but the tensors cover layers 0\.\.3"):
+    with pytest.raises(
+        CheckpointError, match=r"declares 6 layers but the tensors cover layers 0\.\.3"
+    ):
         ModelPool.open(liar, [tiny_models.ft_a])
 
 
 def test_mixed_dtypes_are_compared_in_float32(tmp_path: Path) -> None:
-    base = build_tiny_model(tmp_path / "bf16", seed=0, dtype=torch.bfloat16, num_layers=2, tokenizer=False)
-    ft = build_tiny_model(tmp_path / "fp16", seed=1, dtype=torch.float16, num_layers=2, tokenizer=False)
+    base = build_tiny_model(
+        tmp_path / "bf16", seed=0, dtype=torch.bfloat16, num_layers=2, tokenizer=False
+    )
+    ft = build_tiny_model(
+        tmp_path / "fp16", seed=1, dtype=torch.float16, num_layers=2, tokenizer=False
+    )
     pool = ModelPool.open(base, [ft])
     b, f = _read_all(base), _read_all(ft)
     for name in pool.tensor_names:
         assert pool.info(name).dtype == torch.bfloat16
         assert torch.equal(pool.task_vector(0, name), f[name].float() - b[name].float())
         half = pool.task_vector(0, name, dtype=torch.float16)
-        assert half.dtype == torch.float16 and torch.equal(half, (f[name].float() - b[name].float()).half())
+        assert half.dtype == torch.float16 and torch.equal(
+            half, (f[name].float() - b[name].float()).half()
+        )
 
 
 def test_source_names_default_unique_and_validated(tiny_models, tmp_path: Path) -> None:
@@ -200,7 +241,10 @@ def test_pool_pickles_cheaply_and_reopens_handles(tiny_models) -> None:
     pool = ModelPool.open(tiny_models.base, [tiny_models.ft_a, tiny_models.lora_b])
     name = "model.layers.1.self_attn.o_proj.weight"
     expected = [pool.task_vector(i, name) for i in range(2)]  # opens the file handles
-    for dumps, loads in ((pickle.dumps, pickle.loads), (ray.cloudpickle.dumps, ray.cloudpickle.loads)):
+    for dumps, loads in (
+        (pickle.dumps, pickle.loads),
+        (ray.cloudpickle.dumps, ray.cloudpickle.loads),
+    ):
         blob = dumps(pool)
         assert len(blob) < 50_000  # metadata and paths, never tensors
         clone = loads(blob)
@@ -223,7 +267,9 @@ def test_concurrent_reads_agree_with_sequential_reads(tiny_models) -> None:
 def test_tensors_on_cuda_equal_cpu(tiny_models) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    pool = ModelPool.open(tiny_models.base, [tiny_models.ft_a, tiny_models.lora_a, tiny_models.base_vocab_big])
+    pool = ModelPool.open(
+        tiny_models.base, [tiny_models.ft_a, tiny_models.lora_a, tiny_models.base_vocab_big]
+    )
     for name in pool.tensor_names:
         for i in range(pool.num_sources):
             gpu = pool.task_vector(i, name, device="cuda", dtype=torch.bfloat16)

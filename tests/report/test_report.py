@@ -26,15 +26,25 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _run(tmp: Path, models: dict[str, Path], *, name: str, n_trials: int, options: dict[str, Any]) -> Path:
+def _run(
+    tmp: Path, models: dict[str, Path], *, name: str, n_trials: int, options: dict[str, Any]
+) -> Path:
     from evomerge.search import run_search
 
     cfg = {
         "name": name,
-        "models": {"base": str(models["base"]), "sources": [str(models["a"]), str(models["b"])], "names": ["a", "b"]},
+        "models": {
+            "base": str(models["base"]),
+            "sources": [str(models["a"]), str(models["b"])],
+            "names": ["a", "b"],
+        },
         "space": "linear_layerwise",
         "space_overrides": {"layer_granularity": 2},
-        "search": {"sampler": "tpe" if options.get("n_objectives", 1) > 1 else "cmaes", "n_trials": n_trials, "seed": 0},
+        "search": {
+            "sampler": "tpe" if options.get("n_objectives", 1) > 1 else "cmaes",
+            "n_trials": n_trials,
+            "seed": 0,
+        },
         "evaluator": {"factory": "evomerge.testing.search:quadratic_evaluator", "options": options},
         "workers": {"num": 1, "cpus_per_worker": 0.5},
         "analysis": {"top_k": 0, "report": False},
@@ -56,15 +66,23 @@ def ray_once() -> Any:
     import ray
 
     temp = tempfile.mkdtemp(prefix="evr", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level=logging.WARNING, log_to_driver=False, _temp_dir=temp)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        _temp_dir=temp,
+    )
     yield
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def single_run(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path], ray_once: None) -> Path:
+def single_run(
+    tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path], ray_once: None
+) -> Path:
     return _run(tmp_path_factory.mktemp("single"), models, name="one", n_trials=8, options={})
 
 
@@ -75,7 +93,8 @@ def _embedded_images(html: str) -> list[bytes]:
 def test_single_objective_report(single_run: Path) -> None:
     run_dir = single_run
     (run_dir / "baselines.json").write_text(
-        json.dumps({"a": {"values": [-0.5], "scores": {"q": -0.5}, "samples": []}}), encoding="utf-8"
+        json.dumps({"a": {"values": [-0.5], "scores": {"q": -0.5}, "samples": []}}),
+        encoding="utf-8",
     )
     path = write_report(run_dir)
 

@@ -39,14 +39,20 @@ def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def run_mergekit(recipe: MergeRecipe | dict[str, Any], out_dir: Path, *, seed: int | None = None) -> dict[str, torch.Tensor]:
+def run_mergekit(
+    recipe: MergeRecipe | dict[str, Any], out_dir: Path, *, seed: int | None = None
+) -> dict[str, torch.Tensor]:
     """Merge with mergekit (the oracle) on CPU and read the result back."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
     data = recipe.to_mergekit_dict() if isinstance(recipe, MergeRecipe) else recipe
     cfg = MergeConfiguration.model_validate(data)
-    run_merge(cfg, str(out_dir), MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True, random_seed=seed))
+    run_merge(
+        cfg,
+        str(out_dir),
+        MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True, random_seed=seed),
+    )
     return read_weights(out_dir)
 
 
@@ -83,12 +89,29 @@ def make_run(
     """A run.yaml mapping over ``models`` with a custom evaluator (no generation needed)."""
     return {
         "name": name,
-        "models": {"base": str(models["base"]), "sources": [str(models[s]) for s in sources], "names": list(sources)},
+        "models": {
+            "base": str(models["base"]),
+            "sources": [str(models[s]) for s in sources],
+            "names": list(sources),
+        },
         "space": space,
         "space_overrides": space_overrides or {"layer_granularity": 2},
-        "search": {"sampler": "cmaes", "n_trials": 8, "population_size": 4, "seed": 0, "retries": 1, **(search or {})},
+        "search": {
+            "sampler": "cmaes",
+            "n_trials": 8,
+            "population_size": 4,
+            "seed": 0,
+            "retries": 1,
+            **(search or {}),
+        },
         "evaluator": {"factory": factory, "options": options or {}},
-        "workers": {"num": 2, "cpus_per_worker": 0.5, "max_restarts": 2, "start_timeout_s": 120, **(workers or {})},
+        "workers": {
+            "num": 2,
+            "cpus_per_worker": 0.5,
+            "max_restarts": 2,
+            "start_timeout_s": 120,
+            **(workers or {}),
+        },
         "analysis": {"top_k": 0, "report": False},
     }
 
@@ -102,8 +125,12 @@ def ray_local() -> Iterator[None]:
         ray.shutdown()
     temp = tempfile.mkdtemp(prefix="evr", dir="/tmp")  # short: Ray's socket paths must fit
     ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING, log_to_driver=False, _temp_dir=temp,
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        _temp_dir=temp,
     )
     yield
     ray.shutdown()

@@ -57,7 +57,13 @@ class Node:
     def __init__(self, args: list[str], log: Path, env: dict[str, str]) -> None:
         ray_bin = str(Path(sys.executable).with_name("ray"))
         self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([ray_bin, "start", "--block", *args], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [ray_bin, "start", "--block", *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
     def kill(self) -> None:
         """SIGKILL the node: ``ray start``, its raylet and every process below it (the
@@ -90,12 +96,28 @@ def two_nodes(tmp_path: Path, reap: Any) -> Iterator[dict[str, Any]]:
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token"}  # ray start's default
     port = _free_port()
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    head = Node(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
-                 '--resources={"node_a": 1}', *common], tmp_path / "head.log", env)  # fmt: skip
+    head = Node(
+        [
+            "--head",
+            f"--port={port}",
+            f"--temp-dir={temp}",
+            "--include-dashboard=false",
+            '--resources={"node_a": 1}',
+            *common,
+        ],
+        tmp_path / "head.log",
+        env,
+    )
     nodes = [head]
     try:
         _wait_port(port, 180)  # the head's GCS is up: node B can start joining meanwhile
-        nodes.append(Node([f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', *common], tmp_path / "b.log", env))
+        nodes.append(
+            Node(
+                [f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', *common],
+                tmp_path / "b.log",
+                env,
+            )
+        )
         _wait_started(head, 180)
         _wait_started(nodes[1], 180)
         yield {"address": f"127.0.0.1:{port}", "head": head, "b": nodes[1]}
@@ -115,14 +137,23 @@ def two_nodes(tmp_path: Path, reap: Any) -> Iterator[dict[str, Any]]:
 def _node_b_id() -> str | None:
     import ray
 
-    return next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node_b" in n["Resources"]), None)
+    return next(
+        (n["NodeID"] for n in ray.nodes() if n["Alive"] and "node_b" in n["Resources"]), None
+    )
 
 
 def test_two_nodes_share_trials_and_survive_losing_one(
-    two_nodes: dict[str, Any], tiny_models: Any, run_yaml: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    two_nodes: dict[str, Any],
+    tiny_models: Any,
+    run_yaml: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = run_yaml(
-        tmp_path / "run.yaml", tiny_models.as_dict(), name="cluster", options={"sleep_s": 0.4},
+        tmp_path / "run.yaml",
+        tiny_models.as_dict(),
+        name="cluster",
+        options={"sleep_s": 0.4},
         search={"n_trials": TARGET, "population_size": 4, "retries": 1},
         # one CPU per worker, one CPU per node: the two workers land on different nodes;
         # the dead node's worker could not come back (no free CPU), so it is not restarted
@@ -141,7 +172,11 @@ def test_two_nodes_share_trials_and_survive_losing_one(
             except Exception:  # Ray not joined yet, or no study yet
                 continue
             done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-            if node_b and len(done) >= 4 and any(t.user_attrs.get("node_id") == node_b for t in done):
+            if (
+                node_b
+                and len(done) >= 4
+                and any(t.user_attrs.get("node_id") == node_b for t in done)
+            ):
                 two_nodes["b"].kill()
                 killed.update(at=len(done), node=node_b)
 

@@ -35,10 +35,14 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
-def weight_run(ray_local: None, tiny_models: Any, run_yaml: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def weight_run(
+    ray_local: None, tiny_models: Any, run_yaml: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("weight_run")
     path = run_yaml(
-        root / "run.yaml", tiny_models.as_dict(), name="weights",
+        root / "run.yaml",
+        tiny_models.as_dict(),
+        name="weights",
         factory="evomerge.testing.search:weight_distance_evaluator",
         search={"n_trials": 12, "population_size": 4},
     )
@@ -47,17 +51,30 @@ def weight_run(ray_local: None, tiny_models: Any, run_yaml: Any, tmp_path_factor
 
 
 @pytest.fixture(scope="module")
-def fault_run(ray_local: None, tiny_models: Any, run_yaml: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def fault_run(
+    ray_local: None, tiny_models: Any, run_yaml: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("fault_run")
     path = run_yaml(
-        root / "run.yaml", tiny_models.as_dict(), name="faults",
-        options={"fail_trials": [2], "fail_message": "boom from the judge", "crash_once_trials": [14],
-                 "slow_trials": {5: 6.0}, "sleep_s": 0.05},
+        root / "run.yaml",
+        tiny_models.as_dict(),
+        name="faults",
+        options={
+            "fail_trials": [2],
+            "fail_message": "boom from the judge",
+            "crash_once_trials": [14],
+            "slow_trials": {5: 6.0},
+            "sleep_s": 0.05,
+        },
         search={"n_trials": 20, "population_size": 4, "retries": 1},
     )
     summary = run_search(path, run_dir=root / "rd", progress=False)
     _, study = load_run_study(root / "rd")
-    return {"run_dir": root / "rd", "summary": summary, "trials": {t.number: t for t in study.trials}}
+    return {
+        "run_dir": root / "rd",
+        "summary": summary,
+        "trials": {t.number: t for t in study.trials},
+    }
 
 
 # -- a search on real merges ------------------------------------------------------------
@@ -82,7 +99,9 @@ def test_trials_keep_their_recipe_timings_and_worker(weight_run: dict[str, Any])
         assert t.state == TrialState.COMPLETE
         recipe = MergeRecipe.from_mergekit_dict(t.user_attrs["recipe"])
         np.testing.assert_allclose(space.encode(recipe), space.from_params(t.params), atol=1e-12)
-        assert recipe.models[0].model == str(config.models.sources[0])  # mergekit-loadable references
+        assert recipe.models[0].model == str(
+            config.models.sources[0]
+        )  # mergekit-loadable references
         assert t.user_attrs["timings"]["merge_s"] >= 0 and t.user_attrs["node_id"]
         assert t.user_attrs["worker"] in ("0", "1")
 
@@ -107,7 +126,13 @@ def test_export_then_mergekit_reproduces_the_weights(
 ) -> None:
     out = export_trial(weight_run["run_dir"], tmp_path / "export", trial="best")
     files = {p.name for p in out.iterdir()}
-    assert {"config.json", "mergekit.yaml", "README.md", "model.safetensors", "tokenizer.json"} <= files
+    assert {
+        "config.json",
+        "mergekit.yaml",
+        "README.md",
+        "model.safetensors",
+        "tokenizer.json",
+    } <= files
     card = (out / "README.md").read_text()
     best = weight_run["summary"].best_trial
     assert f"trial {best}" in card and "closeness" in card and "mergekit-yaml mergekit.yaml" in card
@@ -127,7 +152,9 @@ def test_export_then_mergekit_reproduces_the_weights(
         torch.testing.assert_close(exported[name], t, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_export_refuses_missing_or_failed_trials(weight_run: dict[str, Any], fault_run: dict[str, Any], tmp_path: Path) -> None:
+def test_export_refuses_missing_or_failed_trials(
+    weight_run: dict[str, Any], fault_run: dict[str, Any], tmp_path: Path
+) -> None:
     with pytest.raises(ExportError, match="no trial 999"):
         export_trial(weight_run["run_dir"], tmp_path / "a", trial=999)
     with pytest.raises(ExportError, match=r"trial 2 is FAIL: .*boom from the judge"):
@@ -139,13 +166,18 @@ def test_export_refuses_missing_or_failed_trials(weight_run: dict[str, Any], fau
 # -- faults -----------------------------------------------------------------------------
 
 
-def test_a_raising_trial_fails_with_its_message_and_the_rest_complete(fault_run: dict[str, Any]) -> None:
+def test_a_raising_trial_fails_with_its_message_and_the_rest_complete(
+    fault_run: dict[str, Any],
+) -> None:
     trials, summary = fault_run["trials"], fault_run["summary"]
     failed = trials[2]
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs["error"] == "RuntimeError: boom from the judge (trial 2)"
     assert failed.user_attrs["attempts"] == 2  # retried once, then told FAIL
-    assert "Traceback" in failed.user_attrs["traceback"] and "RuntimeError" in failed.user_attrs["traceback"]
+    assert (
+        "Traceback" in failed.user_attrs["traceback"]
+        and "RuntimeError" in failed.user_attrs["traceback"]
+    )
     assert all(t.state == TrialState.COMPLETE for n, t in trials.items() if n != 2)
     assert (summary.n_complete, summary.n_failed, summary.stopped) == (19, 1, "done")
     assert len(trials) == 20  # every trial accounted for, none re-run
@@ -153,7 +185,9 @@ def test_a_raising_trial_fails_with_its_message_and_the_rest_complete(fault_run:
 
 def test_a_dead_worker_is_restarted_and_its_trial_retried(fault_run: dict[str, Any]) -> None:
     crashed = fault_run["trials"][14]
-    assert (fault_run["run_dir"] / "fault_marks" / "crashed_14").exists()  # the worker process did exit
+    assert (
+        fault_run["run_dir"] / "fault_marks" / "crashed_14"
+    ).exists()  # the worker process did exit
     assert crashed.state == TrialState.COMPLETE
     assert crashed.user_attrs["attempts"] == 2
 
@@ -163,11 +197,16 @@ def test_dispatch_does_not_wait_for_a_slow_trial(fault_run: dict[str, Any]) -> N
     trials = fault_run["trials"]
     slow = trials[5]
     during = [
-        t for t in trials.values()
-        if t.number != 5 and t.datetime_start > slow.datetime_start and t.datetime_complete < slow.datetime_complete
+        t
+        for t in trials.values()
+        if t.number != 5
+        and t.datetime_start > slow.datetime_start
+        and t.datetime_complete < slow.datetime_complete
     ]
     assert len(during) >= 5, [t.number for t in during]
-    assert {t.user_attrs["worker"] for t in during} == {"1" if slow.user_attrs["worker"] == "0" else "0"}
+    assert {t.user_attrs["worker"] for t in during} == {
+        "1" if slow.user_attrs["worker"] == "0" else "0"
+    }
 
 
 @pytest.mark.gpu
@@ -176,9 +215,12 @@ def test_gpu_workers_merge_on_cuda(tiny_models: Any, run_yaml: Any, tmp_path: Pa
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     path = run_yaml(
-        tmp_path / "run.yaml", tiny_models.as_dict(), name="gpu",
+        tmp_path / "run.yaml",
+        tiny_models.as_dict(),
+        name="gpu",
         factory="evomerge.testing.search:weight_distance_evaluator",
-        search={"n_trials": 6}, workers={"num": "auto", "device": "cuda", "cpus_per_worker": 1},
+        search={"n_trials": 6},
+        workers={"num": "auto", "device": "cuda", "cpus_per_worker": 1},
     )
     summary = run_search(path, run_dir=tmp_path / "rd", progress=False)
     assert summary.n_complete == 6 and summary.best_values[0] > -1.0
@@ -187,7 +229,9 @@ def test_gpu_workers_merge_on_cuda(tiny_models: Any, run_yaml: Any, tmp_path: Pa
 def test_a_worker_that_cannot_build_its_evaluator_stops_the_search_with_the_cause(
     tiny_models: Any, run_yaml: Any, tmp_path: Path
 ) -> None:
-    path = run_yaml(tmp_path / "run.yaml", tiny_models.as_dict(), name="broken", options={"bogus_option": 1})
+    path = run_yaml(
+        tmp_path / "run.yaml", tiny_models.as_dict(), name="broken", options={"bogus_option": 1}
+    )
     with pytest.raises(SearchError, match=r"no worker could start: .*bogus_option"):
         run_search(path, run_dir=tmp_path / "rd", progress=False)
 
@@ -198,9 +242,12 @@ def test_when_every_worker_is_lost_the_driver_stops_and_the_run_resumes(
     """Both workers die (no restarts allowed): a clean SearchError, nothing left RUNNING,
     and the same command then finishes the run, re-asking the trial that was in flight."""
     path = run_yaml(
-        tmp_path / "run.yaml", tiny_models.as_dict(), name="lost",
+        tmp_path / "run.yaml",
+        tiny_models.as_dict(),
+        name="lost",
         options={"crash_once_trials": [1, 2], "sleep_s": 0.3},
-        search={"n_trials": 6}, workers={"max_restarts": 0},
+        search={"n_trials": 6},
+        workers={"max_restarts": 0},
     )
     with pytest.raises(SearchError, match=r"every worker died.*run the same command again"):
         run_search(path, run_dir=tmp_path / "rd", progress=False)
@@ -209,9 +256,15 @@ def test_when_every_worker_is_lost_the_driver_stops_and_the_run_resumes(
     lost = [t for t in study.trials if t.user_attrs.get("interrupted")]
     assert lost and all(t.state == TrialState.FAIL for t in lost)
 
-    summary = run_search(path, run_dir=tmp_path / "rd", progress=False)  # crash markers exist: no crash now
+    summary = run_search(
+        path, run_dir=tmp_path / "rd", progress=False
+    )  # crash markers exist: no crash now
     assert (summary.stopped, summary.n_complete, summary.n_failed) == ("done", 6, 0)
     _, study = load_run_study(tmp_path / "rd")
     for t in lost:
         again = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
-        assert len(again) == 1 and again[0].state == TrialState.COMPLETE and again[0].params == t.params
+        assert (
+            len(again) == 1
+            and again[0].state == TrialState.COMPLETE
+            and again[0].params == t.params
+        )

@@ -32,16 +32,34 @@ def _counts(run_dir: Path) -> tuple[int, int, int]:
     return complete, failed, sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def _search(run_yaml: Path, run_dir: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "evomerge.cli", "search", str(run_yaml), "--run-dir", str(run_dir), "--workers", "1", "--quiet"]
+def _search(
+    run_yaml: Path, run_dir: Path, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "evomerge.cli",
+        "search",
+        str(run_yaml),
+        "--run-dir",
+        str(run_dir),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     with open(log, "wb") as out:  # a file, not a pipe: a full pipe would block the driver
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap: Any, tmp_path: Path) -> None:
+def test_sigkill_then_same_command_resumes(
+    tiny_models: Any, run_yaml: Any, reap: Any, tmp_path: Path
+) -> None:
     path = run_yaml(
-        tmp_path / "run.yaml", tiny_models.as_dict(), name="resume",
-        options={"sleep_s": 0.4}, search={"n_trials": TARGET, "population_size": 4},
+        tmp_path / "run.yaml",
+        tiny_models.as_dict(),
+        name="resume",
+        options={"sleep_s": 0.4},
+        search={"n_trials": TARGET, "population_size": 4},
         workers={"cpus_per_worker": 1},
     )
     run_dir = tmp_path / "rd"
@@ -59,7 +77,11 @@ def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap
         reap(ray_tmp)  # the killed driver's local Ray cluster
         done_before, _, running_before = _counts(run_dir)
         _, study = load_run_study(run_dir)
-        kept = {t.number: (t.values, t.datetime_complete) for t in study.trials if t.state == TrialState.COMPLETE}
+        kept = {
+            t.number: (t.values, t.datetime_complete)
+            for t in study.trials
+            if t.state == TrialState.COMPLETE
+        }
         assert 3 <= done_before < TARGET
 
         second = _search(path, run_dir, env, tmp_path / "second.log")
@@ -79,13 +101,19 @@ def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap
     _, study = load_run_study(run_dir)
     for number, (values, finished_at) in kept.items():  # completed trials are never re-run
         t = study.trials[number]
-        assert t.state == TrialState.COMPLETE and t.values == values and t.datetime_complete == finished_at
+        assert (
+            t.state == TrialState.COMPLETE
+            and t.values == values
+            and t.datetime_complete == finished_at
+        )
     lost = [t for t in study.trials if t.user_attrs.get("interrupted")]
     assert len(lost) == running_before  # what the dead driver left running was marked failed...
     for t in lost:
         assert t.state == TrialState.FAIL and t.user_attrs["error"] == INTERRUPTED_ERROR
         again = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
-        assert len(again) == 1 and again[0].params == t.params  # ...and re-asked with its parameters
+        assert (
+            len(again) == 1 and again[0].params == t.params
+        )  # ...and re-asked with its parameters
         assert again[0].state == TrialState.COMPLETE
     gens = [t.system_attrs.get("cma:generation") for t in study.trials if t.number > max(kept)]
     assert max(g for g in gens if g is not None) >= 1  # CMA-ES went on from its stored state
@@ -94,11 +122,15 @@ def test_sigkill_then_same_command_resumes(tiny_models: Any, run_yaml: Any, reap
 def test_resume_refuses_a_changed_config(tiny_models: Any, run_yaml: Any, tmp_path: Path) -> None:
     run_dir = tmp_path / "rd"
     run_dir.mkdir()
-    first = run_yaml(tmp_path / "a.yaml", tiny_models.as_dict(), name="same", search={"sampler": "cmaes"})
+    first = run_yaml(
+        tmp_path / "a.yaml", tiny_models.as_dict(), name="same", search={"sampler": "cmaes"}
+    )
     from evomerge.config import load_run_config
     from evomerge.search._rundir import write_run_yaml
 
     write_run_yaml(run_dir, load_run_config(first))  # as a first search would have
-    changed = run_yaml(tmp_path / "b.yaml", tiny_models.as_dict(), name="same", search={"sampler": "tpe"})
+    changed = run_yaml(
+        tmp_path / "b.yaml", tiny_models.as_dict(), name="same", search={"sampler": "tpe"}
+    )
     with pytest.raises(ConfigError, match=r"search.sampler: 'cmaes' \(run dir\) != 'tpe' \(now\)"):
         run_search(changed, run_dir=run_dir, progress=False)

@@ -28,7 +28,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.fixture
 def space() -> SearchSpace:
-    return SearchSpace(spec=load_space_spec("ties_layerwise"), num_layers=8, base="/b", sources=["/a", "/c"])
+    return SearchSpace(
+        spec=load_space_spec("ties_layerwise"), num_layers=8, base="/b", sources=["/a", "/c"]
+    )
 
 
 def _objective(space: SearchSpace, params: dict[str, float]) -> float:
@@ -44,8 +46,15 @@ def _run(study: optuna.Study, space: SearchSpace, n: int) -> None:
 
 
 def _open(run_dir: Path, space: SearchSpace, seed: int) -> optuna.Study:
-    sampler = make_sampler(SearchConfig(sampler="cmaes", population_size=4), n_objectives=1, seed=seed)
-    study, _ = open_study(storage=make_storage(run_dir, "journal"), study_name="s", sampler=sampler, directions=["maximize"])
+    sampler = make_sampler(
+        SearchConfig(sampler="cmaes", population_size=4), n_objectives=1, seed=seed
+    )
+    study, _ = open_study(
+        storage=make_storage(run_dir, "journal"),
+        study_name="s",
+        sampler=sampler,
+        directions=["maximize"],
+    )
     return study
 
 
@@ -72,21 +81,42 @@ def test_cmaes_state_carries_over_a_resume(tmp_path: Path, space: SearchSpace) -
 
 
 def test_samplers_and_multi_objective_rules() -> None:
-    assert isinstance(make_sampler(SearchConfig(sampler="tpe"), n_objectives=2, seed=0), optuna.samplers.TPESampler)
-    assert isinstance(make_sampler(SearchConfig(sampler="nsga2", population_size=6), n_objectives=2, seed=0), optuna.samplers.NSGAIISampler)
-    assert isinstance(make_sampler(SearchConfig(sampler="random"), n_objectives=1, seed=0), optuna.samplers.RandomSampler)
+    assert isinstance(
+        make_sampler(SearchConfig(sampler="tpe"), n_objectives=2, seed=0),
+        optuna.samplers.TPESampler,
+    )
+    assert isinstance(
+        make_sampler(SearchConfig(sampler="nsga2", population_size=6), n_objectives=2, seed=0),
+        optuna.samplers.NSGAIISampler,
+    )
+    assert isinstance(
+        make_sampler(SearchConfig(sampler="random"), n_objectives=1, seed=0),
+        optuna.samplers.RandomSampler,
+    )
     with pytest.raises(SearchError, match=r"cmaes optimizes one objective.*nsga2 or tpe"):
         make_sampler(SearchConfig(sampler="cmaes"), n_objectives=2, seed=0)
 
 
 def test_directions_must_match_on_resume(tmp_path: Path) -> None:
     storage = make_storage(tmp_path, "journal")
-    open_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(), directions=["maximize"])
+    open_study(
+        storage=storage,
+        study_name="s",
+        sampler=optuna.samplers.RandomSampler(),
+        directions=["maximize"],
+    )
     with pytest.raises(SearchError, match=r"optimizes \['maximize'\].*new run directory"):
-        open_study(storage=storage, study_name="s", sampler=optuna.samplers.RandomSampler(), directions=["maximize", "minimize"])
+        open_study(
+            storage=storage,
+            study_name="s",
+            sampler=optuna.samplers.RandomSampler(),
+            directions=["maximize", "minimize"],
+        )
 
 
-def test_recover_interrupted_requeues_once_and_is_not_counted(tmp_path: Path, space: SearchSpace) -> None:
+def test_recover_interrupted_requeues_once_and_is_not_counted(
+    tmp_path: Path, space: SearchSpace
+) -> None:
     study = _open(tmp_path, space, seed=0)
     dists = distributions(space)
     done = study.ask(dists)
@@ -105,13 +135,19 @@ def test_recover_interrupted_requeues_once_and_is_not_counted(tmp_path: Path, sp
 
     # re-asked with the same parameters
     again = [study.ask(dists) for _ in range(2)]
-    assert sorted(tuple(sorted(t.params.items())) for t in again) == sorted(tuple(sorted(t.params.items())) for t in lost)
+    assert sorted(tuple(sorted(t.params.items())) for t in again) == sorted(
+        tuple(sorted(t.params.items())) for t in lost
+    )
 
 
-def test_recover_does_not_enqueue_twice_after_a_crash_in_between(tmp_path: Path, space: SearchSpace) -> None:
+def test_recover_does_not_enqueue_twice_after_a_crash_in_between(
+    tmp_path: Path, space: SearchSpace
+) -> None:
     study = _open(tmp_path, space, seed=0)
     t = study.ask(distributions(space))
-    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})  # enqueued, then the driver died
+    study.enqueue_trial(
+        t.params, user_attrs={"retry_of": t.number}
+    )  # enqueued, then the driver died
     recover_interrupted(study)
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert len(waiting) == 1
@@ -144,10 +180,25 @@ def test_driver_lock_is_exclusive(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
-    stored = {"name": "a", "search": {"sampler": "cmaes", "n_trials": 10}, "space": {"layer_granularity": 4}, "root": "/x"}
-    check_same_run(stored, {**stored, "search": {"sampler": "cmaes", "n_trials": 50}, "root": "/y"}, run_dir=tmp_path)
-    check_same_run({**stored, "workers": {"num": 2}}, {**stored, "workers": {"num": 8}}, run_dir=tmp_path)
-    changed = {**stored, "search": {"sampler": "tpe", "n_trials": 10}, "space": {"layer_granularity": 2}}
+    stored = {
+        "name": "a",
+        "search": {"sampler": "cmaes", "n_trials": 10},
+        "space": {"layer_granularity": 4},
+        "root": "/x",
+    }
+    check_same_run(
+        stored,
+        {**stored, "search": {"sampler": "cmaes", "n_trials": 50}, "root": "/y"},
+        run_dir=tmp_path,
+    )
+    check_same_run(
+        {**stored, "workers": {"num": 2}}, {**stored, "workers": {"num": 8}}, run_dir=tmp_path
+    )
+    changed = {
+        **stored,
+        "search": {"sampler": "tpe", "n_trials": 10},
+        "space": {"layer_granularity": 2},
+    }
     with pytest.raises(ConfigError) as err:
         check_same_run(stored, changed, run_dir=tmp_path)
     text = str(err.value)

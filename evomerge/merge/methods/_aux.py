@@ -75,7 +75,11 @@ class SourceAux:
     slerp: SlerpStats | None = None
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.order, self.row_rank, self.noise, self.noise_l1) if t is not None)
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.order, self.row_rank, self.noise, self.noise_l1)
+            if t is not None
+        )
 
 
 def chunk_size(device: torch.device) -> int:
@@ -153,7 +157,9 @@ def make_noise(
     int32 comparisons but not int16 ones (8x slower there), so DARE keeps the same values
     at 4 bytes per element."""
     gen = torch.Generator(device="cpu").manual_seed(noise_seed(seed, tensor_name, source_key))
-    noise = torch.randint(-(NOISE_LEVELS // 2), NOISE_LEVELS // 2, (numel,), generator=gen, dtype=torch.int16)
+    noise = torch.randint(
+        -(NOISE_LEVELS // 2), NOISE_LEVELS // 2, (numel,), generator=gen, dtype=torch.int16
+    )
     return noise.to(device=device, dtype=torch.int32)
 
 
@@ -166,7 +172,9 @@ def noise_l1_table(delta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     hist = torch.zeros(NOISE_LEVELS, dtype=torch.float64, device=flat.device)
     for s in range(0, flat.numel(), _BIG_CHUNK):
         bins = noise[s : s + _BIG_CHUNK].to(torch.int64) + NOISE_LEVELS // 2
-        hist += torch.bincount(bins, weights=flat[s : s + _BIG_CHUNK].abs().double(), minlength=NOISE_LEVELS)
+        hist += torch.bincount(
+            bins, weights=flat[s : s + _BIG_CHUNK].abs().double(), minlength=NOISE_LEVELS
+        )
     table = torch.zeros(NOISE_LEVELS + 1, dtype=torch.float64, device=flat.device)
     torch.cumsum(hist, 0, out=table[1:])
     return table.float()
@@ -224,7 +232,13 @@ def build_aux(
     if Need.ROW_RANK in needs and aux.row_rank is None:
         aux = replace(aux, row_rank=row_rank(delta))
     if (Need.NOISE in needs or Need.NOISE_L1 in needs) and aux.noise is None:
-        noise = make_noise(delta.numel(), seed=seed, tensor_name=tensor_name, source_key=source_key, device=delta.device)
+        noise = make_noise(
+            delta.numel(),
+            seed=seed,
+            tensor_name=tensor_name,
+            source_key=source_key,
+            device=delta.device,
+        )
         aux = replace(aux, noise=noise)
     if Need.NOISE_L1 in needs and aux.noise_l1 is None and delta.numel() >= NOISE_TABLE_MIN:
         assert aux.noise is not None

@@ -15,7 +15,9 @@ def check_sparsify(args: MergeArgs) -> list[str]:
     problems = []
     for i, p in enumerate(args.inputs):
         if p["density"] < 0:
-            problems.append(f"{args.label(i)}: density must be >= 0 (got {p['density']}); 0 drops the whole task vector")
+            problems.append(
+                f"{args.label(i)}: density must be >= 0 (got {p['density']}); 0 drops the whole task vector"
+            )
         gamma = p.get("gamma")
         if gamma is not None and not 0 <= gamma <= 1:
             problems.append(f"{args.label(i)}: gamma must be in [0, 1] (got {gamma})")
@@ -37,7 +39,11 @@ def check_della(args: MergeArgs) -> list[str]:
 def check_linear(args: MergeArgs) -> list[str]:
     if not args.globals["normalize"]:
         return []
-    total = sum(p["weight"] for p in args.inputs) + (args.base["weight"] if args.base is not None else 0.0)
+    total = sum(p["weight"] for p in args.inputs) + (
+        args.base["weight"] if args.base is not None else 0.0
+    )
     if total == 0:
-        return ["weights sum to 0, so normalize: true divides by zero; change the weights or set normalize: false"]
+        return [
+            "weights sum to 0, so normalize: true divides by zero; change the weights or set normalize: false"
+        ]
     return []

@@ -43,9 +43,13 @@ def fused_enabled() -> bool:
 
 
 def _consensus(
-    out: torch.Tensor, base: torch.Tensor, xs: list[torch.Tensor], weight: torch.Tensor, lam: torch.Tensor,
+    out: torch.Tensor,
+    base: torch.Tensor,
+    xs: list[torch.Tensor],
+    weight: torch.Tensor,
+    lam: torch.Tensor,
     normalize: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Sign election and disjoint (weighted) mean of the kept, weighted task vectors ``xs``."""
     total = xs[0]
     for x in xs[1:]:
@@ -65,9 +69,16 @@ def _consensus(
 # Per-source scalars come in as tensors ([N] each), so new weights never recompile; the
 # result is written into ``out`` inside the compiled graph (no temporary, no extra copy).
 def _merge_magnitude(
-    out: torch.Tensor, base: torch.Tensor, rows: list[torch.Tensor], coef: torch.Tensor, weight: torch.Tensor,
-    below: torch.Tensor, cut: torch.Tensor, lam: torch.Tensor, normalize: bool,
-) -> None:  # fmt: skip
+    out: torch.Tensor,
+    base: torch.Tensor,
+    rows: list[torch.Tensor],
+    coef: torch.Tensor,
+    weight: torch.Tensor,
+    below: torch.Tensor,
+    cut: torch.Tensor,
+    lam: torch.Tensor,
+    normalize: bool,
+) -> None:
     """Top-k trimming: keep |d| > below, or |d| == below at flat position <= cut (stable order)."""
     pos = torch.arange(base.numel(), device=base.device)
     xs = []
@@ -80,9 +91,16 @@ def _merge_magnitude(
 
 
 def _merge_noise(
-    out: torch.Tensor, base: torch.Tensor, rows: list[torch.Tensor], noises: list[torch.Tensor],
-    coef: torch.Tensor, weight: torch.Tensor, threshold: torch.Tensor, lam: torch.Tensor, normalize: bool,
-) -> None:  # fmt: skip
+    out: torch.Tensor,
+    base: torch.Tensor,
+    rows: list[torch.Tensor],
+    noises: list[torch.Tensor],
+    coef: torch.Tensor,
+    weight: torch.Tensor,
+    threshold: torch.Tensor,
+    lam: torch.Tensor,
+    normalize: bool,
+) -> None:
     """DARE: keep where the (int32) noise is below the source's threshold."""
     xs = [
         torch.where(noise < threshold[i], row.to(torch.float32) * coef[i], 0.0)
@@ -110,10 +128,17 @@ def _compiled(kind: str) -> Callable[..., None]:
 
 
 def fused_consensus(
-    out: torch.Tensor, base: torch.Tensor, rows: Sequence[torch.Tensor], keeps: Sequence[Keep],
-    auxes: Sequence[SourceAux], coefs: Sequence[float], weights: Sequence[float],
-    *, normalize: bool, lam: float,
-) -> bool:  # fmt: skip
+    out: torch.Tensor,
+    base: torch.Tensor,
+    rows: Sequence[torch.Tensor],
+    keeps: Sequence[Keep],
+    auxes: Sequence[SourceAux],
+    coefs: Sequence[float],
+    weights: Sequence[float],
+    *,
+    normalize: bool,
+    lam: float,
+) -> bool:
     """Write the consensus merge of flat ``rows`` onto flat ``base`` into ``out``; False if
     these keeps are not supported (or the kernel is unavailable): nothing written then."""
     if not fused_enabled():
@@ -150,13 +175,31 @@ def fused_consensus(
         with _LOCK:
             fn = _compiled(kind)
         if kind == "magnitude":
-            fn(out, base, list(rows), *args, f32(below), torch.tensor(cut, dtype=torch.int64, device=dev),
-               f32(lam), normalize)
+            fn(
+                out,
+                base,
+                list(rows),
+                *args,
+                f32(below),
+                torch.tensor(cut, dtype=torch.int64, device=dev),
+                f32(lam),
+                normalize,
+            )
         else:
-            fn(out, base, list(rows), noises, *args, torch.tensor(thr, dtype=torch.int32, device=dev),
-               f32(lam), normalize)
+            fn(
+                out,
+                base,
+                list(rows),
+                noises,
+                *args,
+                torch.tensor(thr, dtype=torch.int32, device=dev),
+                f32(lam),
+                normalize,
+            )
     except Exception as err:  # a missing compiler, an unsupported backend: use the eager path
         _DISABLED.append(f"{type(err).__name__}: {err}")
-        logger.warning("fused merge kernel unavailable, using the eager path: %s", _DISABLED[0][:300])
+        logger.warning(
+            "fused merge kernel unavailable, using the eager path: %s", _DISABLED[0][:300]
+        )
         return False
     return True

@@ -36,73 +36,180 @@ __all__ = ["ENTRY_POINT_GROUP", "METHODS", "get_method", "list_methods"]
 ENTRY_POINT_GROUP = "evomerge.merge_methods"
 
 
-def _gta_params(*, normalize: bool, rescale: bool, extra: tuple[ParamSpec, ...] = ()) -> tuple[ParamSpec, ...]:
+def _gta_params(
+    *, normalize: bool, rescale: bool, extra: tuple[ParamSpec, ...] = ()
+) -> tuple[ParamSpec, ...]:
     return (
         ParamSpec("weight", float, Scope.NON_BASE, REQUIRED, "scale of the model's task vector"),
         ParamSpec("density", float, Scope.NON_BASE, 1.0, "fraction of the task vector kept"),
         *extra,
-        ParamSpec("normalize", bool, Scope.GLOBAL, normalize, "divide by the sum of (kept) weights"),
+        ParamSpec(
+            "normalize", bool, Scope.GLOBAL, normalize, "divide by the sum of (kept) weights"
+        ),
         ParamSpec("rescale", bool, Scope.GLOBAL, rescale, "L1-rescale sparsified task vectors"),
         ParamSpec("lambda", float, Scope.GLOBAL, 1.0, "scale of the merged task vector"),
-        ParamSpec("int8_mask", bool, Scope.GLOBAL, False, "accepted for mergekit compatibility; no effect"),
+        ParamSpec(
+            "int8_mask", bool, Scope.GLOBAL, False, "accepted for mergekit compatibility; no effect"
+        ),
     )
 
 
-_GAMMA = ParamSpec("gamma", float, Scope.NON_BASE, 0.01, "fraction of largest-magnitude outliers dropped")
-_EPSILON = ParamSpec("epsilon", float, Scope.NON_BASE, 0.15, "spread of keep probabilities by magnitude rank")
+_GAMMA = ParamSpec(
+    "gamma", float, Scope.NON_BASE, 0.01, "fraction of largest-magnitude outliers dropped"
+)
+_EPSILON = ParamSpec(
+    "epsilon", float, Scope.NON_BASE, 0.15, "spread of keep probabilities by magnitude rank"
+)
 
 
-def _gta(name: str, fn: object, sparsification: str | None, *, normalize: bool, rescale: bool, doc: str, ref: str,
-         extra: tuple[ParamSpec, ...] = ()) -> MergeMethod:  # fmt: skip
-    check = check_della if sparsification == "della_magprune" else check_sparsify if sparsification else None
+def _gta(
+    name: str,
+    fn: object,
+    sparsification: str | None,
+    *,
+    normalize: bool,
+    rescale: bool,
+    doc: str,
+    ref: str,
+    extra: tuple[ParamSpec, ...] = (),
+) -> MergeMethod:
+    check = (
+        check_della
+        if sparsification == "della_magprune"
+        else check_sparsify
+        if sparsification
+        else None
+    )
     return MergeMethod(
-        name=name, fn=fn, params=_gta_params(normalize=normalize, rescale=rescale, extra=extra),  # type: ignore[arg-type]
-        base=BasePolicy.REQUIRED, needs=SPARSIFICATION_NEEDS[sparsification], check=check,
+        name=name,
+        fn=fn,  # type: ignore[arg-type]
+        params=_gta_params(normalize=normalize, rescale=rescale, extra=extra),
+        base=BasePolicy.REQUIRED,
+        needs=SPARSIFICATION_NEEDS[sparsification],
+        check=check,
         one_off_skips=ONE_OFF_SKIPS.get(sparsification, frozenset()),
-        description=doc, reference=ref,
-    )  # fmt: skip
+        description=doc,
+        reference=ref,
+    )
 
 
-METHODS: Mapping[str, MergeMethod] = MappingProxyType({
-    "linear": MergeMethod(
-        name="linear", fn=linear, base=BasePolicy.INPUT, check=check_linear,
-        params=(
-            ParamSpec("weight", float, Scope.INPUT, REQUIRED, "the model's weight"),
-            ParamSpec("normalize", bool, Scope.GLOBAL, True, "divide by the sum of weights"),
+METHODS: Mapping[str, MergeMethod] = MappingProxyType(
+    {
+        "linear": MergeMethod(
+            name="linear",
+            fn=linear,
+            base=BasePolicy.INPUT,
+            check=check_linear,
+            params=(
+                ParamSpec("weight", float, Scope.INPUT, REQUIRED, "the model's weight"),
+                ParamSpec("normalize", bool, Scope.GLOBAL, True, "divide by the sum of weights"),
+            ),
+            description="Weighted average of the models.",
+            reference="https://arxiv.org/abs/2203.05482",
         ),
-        description="Weighted average of the models.", reference="https://arxiv.org/abs/2203.05482",
-    ),
-    "task_arithmetic": _gta("task_arithmetic", task_arithmetic, None, normalize=False, rescale=False,
-                            doc="Base plus weighted task vectors.", ref="https://arxiv.org/abs/2212.04089"),
-    "ties": _gta("ties", ties, "magnitude", normalize=True, rescale=False,
-                 doc="Trim, elect sign, disjoint merge.", ref="https://arxiv.org/abs/2306.01708"),
-    "dare_linear": _gta("dare_linear", dare_linear, "random", normalize=False, rescale=True,
-                        doc="Random drop and rescale, weighted sum.", ref="https://arxiv.org/abs/2311.03099"),
-    "dare_ties": _gta("dare_ties", dare_ties, "random", normalize=False, rescale=True,
-                      doc="Random drop and rescale, TIES sign consensus.", ref="https://arxiv.org/abs/2311.03099"),
-    "breadcrumbs": _gta("breadcrumbs", breadcrumbs, "magnitude_outliers", normalize=False, rescale=False,
-                        doc="Drop outliers and small values.", ref="https://arxiv.org/abs/2312.06795", extra=(_GAMMA,)),
-    "breadcrumbs_ties": _gta("breadcrumbs_ties", breadcrumbs_ties, "magnitude_outliers", normalize=False,
-                             rescale=False, doc="Breadcrumbs with sign consensus.",
-                             ref="https://arxiv.org/abs/2312.06795", extra=(_GAMMA,)),
-    "della": _gta("della", della, "della_magprune", normalize=True, rescale=True,
-                  doc="Magnitude-ranked random drop, sign consensus.", ref="https://arxiv.org/abs/2406.11617",
-                  extra=(_EPSILON,)),
-    "della_linear": _gta("della_linear", della_linear, "della_magprune", normalize=False, rescale=True,
-                         doc="Magnitude-ranked random drop, weighted sum.", ref="https://arxiv.org/abs/2406.11617",
-                         extra=(_EPSILON,)),
-    "slerp": MergeMethod(
-        name="slerp", fn=slerp, base=BasePolicy.REQUIRED, min_inputs=2, max_inputs=2,
-        needs=frozenset({Need.SLERP_STATS}),
-        params=(ParamSpec("t", float, Scope.GLOBAL, REQUIRED, "0 = base model, 1 = the other model"),),
-        description="Spherical interpolation of two models.", reference="https://en.wikipedia.org/wiki/Slerp",
-    ),
-    "passthrough": MergeMethod(
-        name="passthrough", fn=passthrough, base=BasePolicy.INPUT, max_inputs=1,
-        params=(ParamSpec("scale", float | None, Scope.INPUT, None, "multiply the tensor by this"),),
-        description="Copy one model (optionally scaled).",
-    ),
-})  # fmt: skip
+        "task_arithmetic": _gta(
+            "task_arithmetic",
+            task_arithmetic,
+            None,
+            normalize=False,
+            rescale=False,
+            doc="Base plus weighted task vectors.",
+            ref="https://arxiv.org/abs/2212.04089",
+        ),
+        "ties": _gta(
+            "ties",
+            ties,
+            "magnitude",
+            normalize=True,
+            rescale=False,
+            doc="Trim, elect sign, disjoint merge.",
+            ref="https://arxiv.org/abs/2306.01708",
+        ),
+        "dare_linear": _gta(
+            "dare_linear",
+            dare_linear,
+            "random",
+            normalize=False,
+            rescale=True,
+            doc="Random drop and rescale, weighted sum.",
+            ref="https://arxiv.org/abs/2311.03099",
+        ),
+        "dare_ties": _gta(
+            "dare_ties",
+            dare_ties,
+            "random",
+            normalize=False,
+            rescale=True,
+            doc="Random drop and rescale, TIES sign consensus.",
+            ref="https://arxiv.org/abs/2311.03099",
+        ),
+        "breadcrumbs": _gta(
+            "breadcrumbs",
+            breadcrumbs,
+            "magnitude_outliers",
+            normalize=False,
+            rescale=False,
+            doc="Drop outliers and small values.",
+            ref="https://arxiv.org/abs/2312.06795",
+            extra=(_GAMMA,),
+        ),
+        "breadcrumbs_ties": _gta(
+            "breadcrumbs_ties",
+            breadcrumbs_ties,
+            "magnitude_outliers",
+            normalize=False,
+            rescale=False,
+            doc="Breadcrumbs with sign consensus.",
+            ref="https://arxiv.org/abs/2312.06795",
+            extra=(_GAMMA,),
+        ),
+        "della": _gta(
+            "della",
+            della,
+            "della_magprune",
+            normalize=True,
+            rescale=True,
+            doc="Magnitude-ranked random drop, sign consensus.",
+            ref="https://arxiv.org/abs/2406.11617",
+            extra=(_EPSILON,),
+        ),
+        "della_linear": _gta(
+            "della_linear",
+            della_linear,
+            "della_magprune",
+            normalize=False,
+            rescale=True,
+            doc="Magnitude-ranked random drop, weighted sum.",
+            ref="https://arxiv.org/abs/2406.11617",
+            extra=(_EPSILON,),
+        ),
+        "slerp": MergeMethod(
+            name="slerp",
+            fn=slerp,
+            base=BasePolicy.REQUIRED,
+            min_inputs=2,
+            max_inputs=2,
+            needs=frozenset({Need.SLERP_STATS}),
+            params=(
+                ParamSpec(
+                    "t", float, Scope.GLOBAL, REQUIRED, "0 = base model, 1 = the other model"
+                ),
+            ),
+            description="Spherical interpolation of two models.",
+            reference="https://en.wikipedia.org/wiki/Slerp",
+        ),
+        "passthrough": MergeMethod(
+            name="passthrough",
+            fn=passthrough,
+            base=BasePolicy.INPUT,
+            max_inputs=1,
+            params=(
+                ParamSpec("scale", float | None, Scope.INPUT, None, "multiply the tensor by this"),
+            ),
+            description="Copy one model (optionally scaled).",
+        ),
+    }
+)
 
 _plugins: dict[str, MergeMethod] | None = None
 
@@ -113,19 +220,31 @@ def _load_plugins() -> dict[str, MergeMethod]:
         found: dict[str, MergeMethod] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in METHODS:
-                logger.warning("ignoring plugin merge method %r (%s): a built-in method has that name", ep.name, ep.value)
+                logger.warning(
+                    "ignoring plugin merge method %r (%s): a built-in method has that name",
+                    ep.name,
+                    ep.value,
+                )
                 continue
             try:
                 method = ep.load()
             except Exception as err:  # a broken plugin must not break the built-ins
-                logger.warning("cannot load plugin merge method %r (%s): %s", ep.name, ep.value, err)
+                logger.warning(
+                    "cannot load plugin merge method %r (%s): %s", ep.name, ep.value, err
+                )
                 continue
             if not isinstance(method, MergeMethod):
-                logger.warning("plugin merge method %r (%s) is a %s, not a MergeMethod", ep.name, ep.value,
-                               type(method).__name__)  # fmt: skip
+                logger.warning(
+                    "plugin merge method %r (%s) is a %s, not a MergeMethod",
+                    ep.name,
+                    ep.value,
+                    type(method).__name__,
+                )
                 continue
             if method.name != ep.name:
-                raise MergeError(f"plugin merge method registered as {ep.name!r} is named {method.name!r}; make them equal")
+                raise MergeError(
+                    f"plugin merge method registered as {ep.name!r} is named {method.name!r}; make them equal"
+                )
             found[ep.name] = method
         _plugins = found
     return _plugins
@@ -143,4 +262,6 @@ def get_method(name: str) -> MergeMethod:
     plugins = _load_plugins()
     if name in plugins:
         return plugins[name]
-    raise UnknownMethodError(f"Unknown merge method {name!r}. Available: {', '.join(list_methods())}")
+    raise UnknownMethodError(
+        f"Unknown merge method {name!r}. Available: {', '.join(list_methods())}"
+    )

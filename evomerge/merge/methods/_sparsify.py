@@ -139,7 +139,9 @@ def top_k_keep(flat: torch.Tensor, k: int) -> Keep:
     return Keep("mag", below=below, below_cut=int(tied[k - above - 1]))
 
 
-def outlier_keep(flat: torch.Tensor, order: torch.Tensor | None, density: float, gamma: float) -> Keep:
+def outlier_keep(
+    flat: torch.Tensor, order: torch.Tensor | None, density: float, gamma: float
+) -> Keep:
     n = flat.numel()
     if density >= 1:
         return ALL
@@ -177,7 +179,9 @@ def della_keep(density: float, epsilon: float, row_len: int) -> Keep:
         return NONE
     if row_len <= 1:  # mergekit divides 0 by 0 here; every element gets the mean probability
         return Keep("della", a=_noise_threshold(density), b=0.0)
-    return Keep("della", a=_noise_threshold(density - epsilon), b=2 * epsilon * NOISE_LEVELS / (row_len - 1))
+    return Keep(
+        "della", a=_noise_threshold(density - epsilon), b=2 * epsilon * NOISE_LEVELS / (row_len - 1)
+    )
 
 
 def _shrink(dst: torch.Tensor, src: torch.Tensor, lam: float) -> None:
@@ -209,7 +213,9 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def emit_kept(dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s: int, e: int, ws: Workspace) -> None:
+def emit_kept(
+    dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s: int, e: int, ws: Workspace
+) -> None:
     """``dst = d`` where kept, 0 elsewhere, for the chunk ``[s, e)`` (``d`` is that chunk)."""
     if keep.kind == "all":
         dst.copy_(d)

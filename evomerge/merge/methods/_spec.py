@@ -167,7 +167,9 @@ class MergeMethod:
         for p in self.params:
             if p.name == name:
                 return p
-        raise KeyError(f"merge method {self.name!r} has no parameter {name!r}. Valid: {', '.join(self.param_names)}")
+        raise KeyError(
+            f"merge method {self.name!r} has no parameter {name!r}. Valid: {', '.join(self.param_names)}"
+        )
 
     @property
     def param_names(self) -> list[str]:

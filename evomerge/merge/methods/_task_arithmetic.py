@@ -79,7 +79,9 @@ def _keep(method: str | None, flat: torch.Tensor, a: SourceAux, p: Any, shape: t
         return bernoulli_keep(p["density"])
     if method == "della_magprune":
         return della_keep(p["density"], p["epsilon"], row_length(shape))
-    raise ValueError(f"Unknown sparsification {method!r}. Available: {', '.join(str(k) for k in SPARSIFICATION_NEEDS)}")
+    raise ValueError(
+        f"Unknown sparsification {method!r}. Available: {', '.join(str(k) for k in SPARSIFICATION_NEEDS)}"
+    )
 
 
 def _round(x: float, dtype: torch.dtype) -> float:
@@ -136,9 +138,18 @@ def generalized_task_arithmetic(
     weights: list[float] = []
     for i, (flat, p) in enumerate(zip(rows, args.inputs, strict=True)):
         a = aux[i] if aux is not None else None
-        if (sparsification is not None and p["density"] < 1) or g["rescale"]:  # fill in what is missing
-            a = build_aux(needs - ONE_OFF_SKIPS.get(sparsification, frozenset()), base, flat.view(base.shape),
-                          seed=seed, tensor_name=tensor_name, source_key=str(i), previous=a)  # fmt: skip
+        if (sparsification is not None and p["density"] < 1) or g[
+            "rescale"
+        ]:  # fill in what is missing
+            a = build_aux(
+                needs - ONE_OFF_SKIPS.get(sparsification, frozenset()),
+                base,
+                flat.view(base.shape),
+                seed=seed,
+                tensor_name=tensor_name,
+                source_key=str(i),
+                previous=a,
+            )
         a = a or SourceAux()
         keep = _keep(sparsification, flat, a, p, base.shape)
         w = _round(p["weight"], dtype)
@@ -175,16 +186,32 @@ def generalized_task_arithmetic(
                     tgt.addmv_(em.t(), alpha)
             writer.store(s, e, tgt)
         return writer.finish()
-    if work == torch.float32 and writer.out.is_contiguous() and fused_consensus(
-        writer.out.view(-1), flat_base, rows, keeps, auxes, coefs, weights, normalize=normalize, lam=lam,
+    if (
+        work == torch.float32
+        and writer.out.is_contiguous()
+        and fused_consensus(
+            writer.out.view(-1),
+            flat_base,
+            rows,
+            keeps,
+            auxes,
+            coefs,
+            weights,
+            normalize=normalize,
+            lam=lam,
+        )
     ):  # one compiled pass instead of the chunked eager passes below
         return writer.out
     coef_vec = torch.tensor(coefs, dtype=work, device=dev)
     consts = _Consensus(
-        coef=coef_vec, abs_coef=coef_vec.abs(), weight=torch.tensor(weights, dtype=work, device=dev),
+        coef=coef_vec,
+        abs_coef=coef_vec.abs(),
+        weight=torch.tensor(weights, dtype=work, device=dev),
         sign=coef_vec.sign().view(-1, 1) if any(c < 0 for c in coefs) else None,
-        positive_weights=all(w > 0 for w in weights), normalize=normalize, lam=lam,
-    )  # fmt: skip
+        positive_weights=all(w > 0 for w in weights),
+        normalize=normalize,
+        lam=lam,
+    )
     for s, e in chunks(numel, dev):
         em = ws.get("E", (len(rows), e - s), work, dev)  # [N, c]: sparsified task vectors
         for i, r in enumerate(rows):
@@ -206,7 +233,9 @@ class _Consensus:
     lam: float
 
 
-def _consensus_chunk(tgt: torch.Tensor, base: torch.Tensor, em: torch.Tensor, k: _Consensus, ws: Workspace) -> None:
+def _consensus_chunk(
+    tgt: torch.Tensor, base: torch.Tensor, em: torch.Tensor, k: _Consensus, ws: Workspace
+) -> None:
     """TIES sign election and disjoint merge of one chunk; ``em`` [N, c] is overwritten.
 
     With ``x_i = coef_i * em_i``: the majority sign ``M`` is the sign of ``sum_i x_i``
@@ -254,20 +283,40 @@ def _variant(sparsification: str | None, consensus: bool, name: str, doc: str) -
         tensor_name: str = "",
     ) -> torch.Tensor:
         return generalized_task_arithmetic(
-            base, deltas, args, sparsification=sparsification, consensus=consensus, aux=aux, out=out,
-            workspace=workspace, seed=seed, tensor_name=tensor_name,
-        )  # fmt: skip
+            base,
+            deltas,
+            args,
+            sparsification=sparsification,
+            consensus=consensus,
+            aux=aux,
+            out=out,
+            workspace=workspace,
+            seed=seed,
+            tensor_name=tensor_name,
+        )
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"{doc} See :func:`generalized_task_arithmetic` for the arguments."
     return fn
 
 
-task_arithmetic = _variant(None, False, "task_arithmetic", "base + lambda * sum_i w_i delta_i (/ sum w if normalize).")
-ties = _variant("magnitude", True, "ties", "TIES: top-k magnitude trimming, sign consensus, disjoint mean.")
-dare_linear = _variant("random", False, "dare_linear", "DARE: random drop with rescale, then a weighted sum.")
+task_arithmetic = _variant(
+    None, False, "task_arithmetic", "base + lambda * sum_i w_i delta_i (/ sum w if normalize)."
+)
+ties = _variant(
+    "magnitude", True, "ties", "TIES: top-k magnitude trimming, sign consensus, disjoint mean."
+)
+dare_linear = _variant(
+    "random", False, "dare_linear", "DARE: random drop with rescale, then a weighted sum."
+)
 dare_ties = _variant("random", True, "dare_ties", "DARE random drop with TIES sign consensus.")
-breadcrumbs = _variant("magnitude_outliers", False, "breadcrumbs", "Model breadcrumbs: drop outliers and small values.")
-breadcrumbs_ties = _variant("magnitude_outliers", True, "breadcrumbs_ties", "Breadcrumbs with TIES sign consensus.")
-della = _variant("della_magprune", True, "della", "DELLA: magnitude-ranked random drop, sign consensus.")
+breadcrumbs = _variant(
+    "magnitude_outliers", False, "breadcrumbs", "Model breadcrumbs: drop outliers and small values."
+)
+breadcrumbs_ties = _variant(
+    "magnitude_outliers", True, "breadcrumbs_ties", "Breadcrumbs with TIES sign consensus."
+)
+della = _variant(
+    "della_magprune", True, "della", "DELLA: magnitude-ranked random drop, sign consensus."
+)
 della_linear = _variant("della_magprune", False, "della_linear", "DELLA without sign consensus.")

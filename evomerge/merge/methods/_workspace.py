@@ -21,7 +21,9 @@ class Workspace:
         self._bufs: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
         self._views: dict[tuple[str, tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
 
-    def get(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def get(
+        self, key: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
         """A tensor of ``shape`` (uninitialized), a view of the buffer ``key``."""
         vk = (key, shape, dtype, device)
         view = self._views.get(vk)
@@ -64,11 +66,15 @@ class OutWriter:
     directly (:meth:`target`); otherwise they compute into scratch and :meth:`store` casts.
     """
 
-    def __init__(self, out: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype, ws: Workspace) -> None:
+    def __init__(
+        self, out: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype, ws: Workspace
+    ) -> None:
         if out is None:
             out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
         elif tuple(out.shape) != tuple(like.shape):
-            raise MergeError(f"out has shape {tuple(out.shape)} but the merged tensor has shape {tuple(like.shape)}")
+            raise MergeError(
+                f"out has shape {tuple(out.shape)} but the merged tensor has shape {tuple(like.shape)}"
+            )
         elif not out.is_floating_point():
             raise MergeError(f"out must be a floating-point tensor, got {out.dtype}")
         self.out = out
