@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from evomerge.atomic import atomic_directory, check_out_dir
 from evomerge.exceptions import ExportError
-from evomerge.export._atomic import atomic_directory, check_out_dir
 from evomerge.export._files import (
     check_extra_files,
     copy_tokenizer_files,
