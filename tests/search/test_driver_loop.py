@@ -257,7 +257,7 @@ def test_a_trial_that_dies_every_time_fails_after_its_retries(make: Callable[...
         ref.dies = ref.dies or n == 0
         return ref
 
-    ray.call = always_die  # type: ignore[method-assign]
+    ray.call = always_die  # type: ignore[method-assign,assignment]
     assert driver.run() == "done"
     t0 = _trials(driver)[0]
     assert t0.state == TrialState.FAIL and t0.user_attrs[attrs.ATTEMPTS] == 2
