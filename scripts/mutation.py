@@ -12,11 +12,18 @@ module::
 
 ``--sample N`` runs a random N of a module's mutants (seeded; the rest are marked
 skipped), for modules whose full run takes hours; ``kill_rate`` is then the sample's.
+
+Survivors inside function annotations (``int | None`` mutated to ``int + None``) are
+listed apart as ``equivalent_annotations``: every module here starts with ``from
+__future__ import annotations``, so those annotations are never evaluated (pydantic
+models, which do evaluate theirs, are not counted there). ``kill_rate_effective`` leaves
+them out. ``--classify FILE`` re-reads such JSON lines and adds that split.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -118,6 +125,53 @@ def _tally(db: Path, root: Path) -> dict[str, object]:
     }
 
 
+def _annotation_lines(path: Path) -> set[int]:
+    """Lines of function-signature annotations in ``path`` (never evaluated at runtime)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    if not any(
+        isinstance(n, ast.ImportFrom)
+        and n.module == "__future__"
+        and any(a.name == "annotations" for a in n.names)
+        for n in tree.body
+    ):
+        return set()
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = node.args
+            annotations = [a.annotation for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+            annotations += [
+                args.vararg and args.vararg.annotation,
+                args.kwarg and args.kwarg.annotation,
+            ]
+            annotations.append(node.returns)
+            for ann in annotations:
+                if ann is not None:
+                    lines.update(range(ann.lineno, (ann.end_lineno or ann.lineno) + 1))
+    return lines
+
+
+def classify(result: dict[str, object], root: Path = ROOT) -> dict[str, object]:
+    """Split ``result["survivors"]`` into real survivors and annotation-only mutants."""
+    real, equivalent = [], []
+    cache: dict[str, set[int]] = {}
+    for entry in result.get("survivors", []):  # type: ignore[union-attr]
+        where, op = str(entry).split(" ", 1)
+        file, line = where.rsplit(":", 1)
+        if file not in cache:
+            cache[file] = _annotation_lines(root / file)
+        is_annotation = int(line) in cache[file] and op.startswith("ReplaceBinaryOperator_BitOr")
+        (equivalent if is_annotation else real).append(entry)
+    killed = int(result["killed"])  # type: ignore[call-overload]
+    judged = killed + len(real)
+    return {
+        **result,
+        "survivors": real,
+        "equivalent_annotations": equivalent,
+        "kill_rate_effective": round(killed / judged, 4) if judged else None,
+    }
+
+
 def run_module(name: str, *, sample: int | None, seed: int, keep: bool) -> dict[str, object]:
     path, tests, timeout = MODULES[name]
     work = Path(tempfile.mkdtemp(prefix=f"evomut-{name}-"))
@@ -143,7 +197,7 @@ def run_module(name: str, *, sample: int | None, seed: int, keep: bool) -> dict[
             _sample(db, sample, seed)
         _cosmic("baseline", str(config), cwd=work)
         _cosmic("exec", str(config), str(db), cwd=work)
-        out = {"module": name, "path": path, "tests": tests, **_tally(db, work)}
+        out = classify({"module": name, "path": path, "tests": tests, **_tally(db, work)}, work)
         if sample is not None:
             out["sample_seed"] = seed
         out["seconds"] = round(time.monotonic() - started, 1)
@@ -159,7 +213,13 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=None, help="run a random N mutants per module")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the working copies (for cr-report)")
+    p.add_argument("--classify", type=Path, help="re-read JSON lines and split the survivors")
     args = p.parse_args()
+    if args.classify is not None:
+        for line in args.classify.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                print(json.dumps(classify(json.loads(line))))
+        return
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         p.error(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}")

@@ -75,3 +75,25 @@ def test_key_is_canonical_and_puts_replace(tmp_path: Path) -> None:
     cache.close()  # idempotent
     with sqlite3.connect(tmp_path / "c.sqlite") as conn:  # readers never block the writer
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_keys_are_stable_across_versions() -> None:
+    """A resumed run (maybe after an upgrade) finds its cached replies: the key of a request
+    is fixed, non-ASCII text included. Change it only on purpose (old caches then miss)."""
+    key = request_key(
+        endpoint="http://127.0.0.1:8000/v1/",
+        model="judge-m",
+        messages=[{"role": "user", "content": "ですわ?"}],
+        params={"temperature": 0.0, "n": 1},
+    )
+    assert key == "eee68be00dd3024b468f53fd3c697139e5fe5366143e37702080589ba6e2d4be"
+
+
+def test_the_cache_creates_missing_folders(tmp_path: Path) -> None:
+    cache = JudgeCache(tmp_path / "runs" / "a" / "judge_cache.sqlite")
+    cache.put("k", {"v": 1})
+    assert cache.get("k") == {"v": 1}
+    cache.close()
+    again = JudgeCache(tmp_path / "runs" / "a" / "judge_cache.sqlite")  # the folder exists now
+    assert len(again) == 1
+    again.close()
