@@ -154,7 +154,9 @@ def test_two_nodes_share_trials_and_survive_losing_one(
         tmp_path / "run.yaml",
         tiny_models.as_dict(),
         name="cluster",
-        options={"sleep_s": 0.4},
+        # later trials take 2 s, so the node is killed mid-search even when the killer's
+        # polling is slow (a loaded machine)
+        options={"sleep_s": 0.4, "slow_trials": dict.fromkeys(range(5, 40), 2.0)},
         search={"n_trials": TARGET, "population_size": 4, "retries": 1},
         # one CPU per worker, one CPU per node: the two workers land on different nodes;
         # the dead node's worker could not come back (no free CPU), so it is not restarted
