@@ -10,6 +10,8 @@ decode errors, the incumbent) in seconds, so that they also serve mutation testi
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,6 +59,7 @@ class InProcessRay:
         self.die_once: set[int] = set()  # trial numbers whose actor dies (first dispatch)
         self.hang_once: set[int] = set()  # trial numbers that never return (first dispatch)
         self.interrupt_after: int | None = None  # raise KeyboardInterrupt after N waits
+        self.edit: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # change results
         self.waits = 0
 
     def call(self, trial_number: int, fn: Callable[[], Any]) -> _Ref:
@@ -85,8 +88,12 @@ class InProcessRay:
 
 class _Actor:
     def __init__(self, ray: InProcessRay, worker: Worker) -> None:
+        def run(n: int, recipe: Any) -> Any:
+            data = worker.evaluate(n, recipe)
+            return ray.edit(data) if ray.edit is not None else data
+
         self.evaluate = SimpleNamespace(
-            remote=lambda n, recipe: ray.call(n, lambda: worker.evaluate(n, recipe))
+            remote=lambda n, recipe: ray.call(n, lambda: run(n, recipe))
         )
 
 
@@ -146,7 +153,8 @@ def config(run_yaml: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def make(config: Any, tmp_path: Path) -> Iterator[Callable[..., tuple[Driver, InProcessGroup]]]:
-    """``make(target=6, retries=1, workers=2, directions=("maximize",), timeout=None)``."""
+    """``make(target=6, retries=1, workers=2, timeout=None, ray=None, resume=None, ...)``:
+    a Driver over an in-process group of real Workers (resume: a new session of a driver)."""
     level = logging.getLogger("evomerge").level  # a Worker quiets evomerge's loggers
 
     def build(
@@ -156,6 +164,9 @@ def make(config: Any, tmp_path: Path) -> Iterator[Callable[..., tuple[Driver, In
         workers: int = 2,
         timeout: float | None = None,
         ray: InProcessRay | None = None,
+        resume: Driver | None = None,
+        finished: int = 0,
+        progress: bool = False,
     ) -> tuple[Driver, InProcessGroup]:
         data = config.model_dump(mode="json")
         group = InProcessGroup(
@@ -163,20 +174,25 @@ def make(config: Any, tmp_path: Path) -> Iterator[Callable[..., tuple[Driver, In
             lambda i: Worker(data, str(tmp_path), worker_index=i, device="cpu"),
             workers,
         )
-        storage = optuna.storages.InMemoryStorage()
-        study = optuna.create_study(
-            storage=storage, sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize"
-        )
+        if resume is not None:  # a new session on the same study and storage
+            study, storage = resume.study, resume.storage
+        else:
+            storage = optuna.storages.InMemoryStorage()
+            study = optuna.create_study(
+                storage=storage,
+                sampler=optuna.samplers.RandomSampler(seed=0),
+                direction="maximize",
+            )
         driver = Driver(
             study=study,
             storage=storage,
             space=build_space(config),
             group=group,  # type: ignore[arg-type]
             target=target,
-            finished=0,
+            finished=finished,
             retries=retries,
             trial_timeout_s=timeout,
-            progress=False,
+            progress=progress,
         )
         return driver, group
 
@@ -348,3 +364,60 @@ def test_the_incumbent_follows_the_run_layer_ranking(make: Callable[..., Any]) -
     assert (driver.stats.best_trial, driver.stats.best_values) == (9, [-0.4])
     driver._note_best(1, [0.0, 1.0])  # several objectives: no single incumbent
     assert driver.stats.best_trial == 9
+
+
+def test_a_resumed_session_asks_only_what_is_left_and_starts_from_the_incumbent(
+    make: Callable[..., Any],
+) -> None:
+    first, _ = make(target=2, workers=1)
+    assert first.run() == "done"
+    best = StudyView(first.study).best()
+    second, _ = make(target=5, workers=1, resume=first, finished=2)
+    assert (second.stats.best_trial, second.stats.best_values) == (best.number, list(best.values))
+    assert second.run() == "done"
+    assert len(_trials(second)) == 5 and second.finished == 5  # 3 more, not 5
+    assert second.stats.n_complete + second.stats.n_failed == 3
+
+
+def test_the_progress_bar_counts_trials_and_shows_best_and_failures(
+    make: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    driver, _ = make(target=6, progress=True)
+    assert driver.run() == "done"
+    err = capsys.readouterr().err
+    best = driver.stats.best_values
+    assert best is not None and "6/6" in err and f"best={best[0]:.4g}" in err
+    assert "failed=1" in err and "per_h=" in err
+
+
+def test_results_keep_three_samples_and_every_extra(make: Callable[..., Any]) -> None:
+    ray = InProcessRay()
+    samples = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(5)]
+    ray.edit = lambda data: {**data, "samples": samples, "extra": {"judge_errors": ["x"]}}
+    driver, _ = make(target=2, ray=ray)
+    assert driver.run() == "done"
+    for t in _trials(driver):
+        assert t.user_attrs[attrs.SAMPLES] == samples[:3] and t.user_attrs["judge_errors"] == ["x"]
+
+
+def test_different_errors_of_one_trial_are_all_kept(make: Callable[..., Any]) -> None:
+    ray = InProcessRay()
+    ray.die_once = {3}  # trial 3 dies first, then raises its injected error
+    driver, _ = make(target=4, retries=1, ray=ray, workers=1)
+    assert driver.run() == "done"
+    t3 = _trials(driver)[3]
+    assert t3.state == TrialState.FAIL and t3.user_attrs[attrs.ATTEMPTS] == 2
+    errors = t3.user_attrs[attrs.ERRORS]
+    assert "died" in errors[0] and "injected failure (trial 3)" in errors[1]
+    assert t3.user_attrs[attrs.ERROR] == errors[1]
+
+
+def test_throughput_and_overhead_figures(make: Callable[..., Any]) -> None:
+    idle, _ = make(target=1)
+    assert idle.trials_per_hour == 0 and math.isnan(idle.mean_overhead_s)
+    t0 = time.monotonic()
+    driver, _ = make(target=6)
+    assert driver.run() == "done"
+    wall = time.monotonic() - t0
+    assert 3600 * 6 / wall <= driver.trials_per_hour < 3600 * 6 / 1e-3
+    assert 0 < driver.mean_overhead_s < wall / 6
