@@ -12,7 +12,7 @@
 """
 
 from evomerge.judge._cache import JudgeCache, request_key
-from evomerge.judge._client import ChatClient, RequestFailed, resolve_api_key
+from evomerge.judge._client import ChatClient, resolve_api_key
 from evomerge.judge._context import JudgeContext, parse_options
 from evomerge.judge._embedding import EmbeddingSimilarityJudge, EmbeddingSimilarityOptions
 from evomerge.judge._file import (
@@ -51,6 +51,7 @@ from evomerge.judge._reference import (
 )
 from evomerge.judge._registry import (
     ENTRY_POINT_GROUP,
+    JUDGES,
     LLM_OVERRIDABLE,
     LOCAL_JUDGES,
     available_judges,
@@ -80,6 +81,7 @@ from evomerge.judge._types import (
 __all__ = [
     "CACHE_FILENAME",
     "ENTRY_POINT_GROUP",
+    "JUDGES",
     "LLM_OVERRIDABLE",
     "LOCAL_JUDGES",
     "TEMPLATE_FIELDS",
@@ -106,7 +108,6 @@ __all__ = [
     "ObjectiveSpec",
     "PerplexityJudge",
     "PerplexityOptions",
-    "RequestFailed",
     "ResponseRecord",
     "Sample",
     "Scale",

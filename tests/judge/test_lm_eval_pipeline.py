@@ -11,7 +11,7 @@ import pytest
 from evomerge.config import RunConfig
 from evomerge.exceptions import ConfigError
 from evomerge.judge import Sample
-from evomerge.search._build import build_space
+from evomerge.run import build_space
 from evomerge.search._pipeline import build_pipeline_evaluator
 
 pytest.importorskip("lm_eval")
