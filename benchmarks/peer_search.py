@@ -74,44 +74,42 @@ def _run(
     cmd: list[str], *, log: Path, timeout: float | None = None, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Run ``cmd`` (its own process group), timestamping each output line; on timeout send
-    SIGINT, then SIGKILL to that group only."""
+    SIGINT, then SIGKILL, to that group only."""
+    import threading
+
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     lines: list[tuple[float, str]] = []
-    with subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        errors="replace",
         start_new_session=True,
         env={**os.environ, **(env or {})},
         cwd=str(log.parent),
-    ) as proc:
-        timed_out = False
+    )
+
+    def pump() -> None:
         assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        buf = ""
-        while True:
-            chunk = proc.stdout.read()
-            if chunk:
-                buf += chunk
-                *done, buf = buf.split("\n")
-                now = time.perf_counter() - start
-                lines += [(now, ln) for ln in done]
-            if proc.poll() is not None:
-                rest = proc.stdout.read() or ""
-                lines += [
-                    (time.perf_counter() - start, ln) for ln in (buf + rest).split("\n") if ln
-                ]
-                break
-            if timeout is not None and time.perf_counter() - start > timeout and not timed_out:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-            time.sleep(0.2)
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - start, line.rstrip("\n")))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(10)
     log.write_text("\n".join(f"{t:9.2f} {ln}" for t, ln in lines))
     return {
         "rc": proc.returncode,
@@ -119,6 +117,10 @@ def _run(
         "wall_s": time.perf_counter() - start,
         "lines": lines,
     }
+
+
+def _num_layers(model_dir: Path) -> int:
+    return int(json.loads((model_dir / "config.json").read_text())["num_hidden_layers"])
 
 
 def _rates(budget: int, wall: float, setup: float) -> dict[str, float]:
@@ -148,7 +150,7 @@ def run_evomerge(
         "space": {
             "name": "task_arithmetic_global",
             "method": "task_arithmetic",
-            "layer_granularity": 8,
+            "layer_granularity": _num_layers(models.base),
             "params": {"weight": {"low": 0.0, "high": 1.0}},
         },
         "search": {
@@ -210,7 +212,7 @@ def _genome(models: Any, tasks: Path, work: Path, args: argparse.Namespace) -> P
             "models": [str(models.descendants["facts"]), str(models.descendants["register"])],
             "merge_method": "task_arithmetic",
             "base_model": str(models.base),
-            "layer_granularity": 8,
+            "layer_granularity": _num_layers(models.base),
             "normalize": False,
             "allow_negative_weights": False,
         },
@@ -235,55 +237,60 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
     genome = _genome(models, tasks, work, args)
     common = [
         str(genome),
-        "--storage-path",
-        str(work / "mergekit" / "storage"),
-        "--max-fevals",
-        str(args.trials),
-        "--in-memory",
-        "--no-merge-cuda",
-        "--task-search-path",
-        str(tasks),
-        "--random-seed",
-        str(args.seed),
-        "--batch-size",
-        "8",
-        "--force-population-size",
-        str(args.pop_size),
+        *("--storage-path", str(work / "mergekit" / "storage")),
+        *("--max-fevals", str(args.trials)),
+        *("--in-memory", "--no-merge-cuda"),
+        *("--task-search-path", str(tasks)),
+        *("--random-seed", str(args.seed)),
+        *("--batch-size", "8"),
+        *("--force-population-size", str(args.pop_size)),
         "--no-save-final-model",
     ]
     out: dict[str, Any] = {}
+    # 1. the stock command, as documented (in-memory, CPU merge)
     stock_cmd = [str(MERGEKIT_VENV / "bin" / "mergekit-evolve"), *common]
     stock = _run(stock_cmd, log=work / "logs" / "mergekit_stock.log", timeout=args.stock_timeout)
-    received = _tail(stock["lines"], r"Received \d+ genotypes")
-    evaluated = _tail(stock["lines"], r"New best score")
     out["stock"] = {
         "command": " ".join(stock_cmd),
-        "outcome": (
-            f"no trial evaluated in {args.stock_timeout:.0f} s, stopped"
-            if stock["timed_out"] and not evaluated
-            else f"exit {stock['rc']}"
-        ),
-        "genotypes_received": received,
-        "ray_messages": _tail(
-            stock["lines"], r"(?i)(cannot be scheduled|resources|infeasible|pending|GPU)", 4
-        ),
-        "last_lines": [ln for _, ln in stock["lines"][-4:]],
+        "outcome": f"timed out after {args.stock_timeout:.0f} s"
+        if stock["timed_out"]
+        else f"exit {stock['rc']}",
+        "genotypes_received": _tail(stock["lines"], r"Received \d+ genotypes"),
+        "error": _tail(stock["lines"], r"\w+Error: ", 1),
     }
-    cmd = [
-        str(MERGEKIT_VENV / "bin" / "python"),
-        str(PEERS / "run_mergekit_evolve.py"),
-        "--logical-gpu",
-        "--",
-        *common,
-    ]
-    res = _run(cmd, log=work / "logs" / "mergekit_adapted.log")
+    wrapper = [str(MERGEKIT_VENV / "bin" / "python"), str(PEERS / "run_mergekit_evolve.py")]
+    env = {"PYTHONPATH": str(PEERS)}
+    # 2. the in-memory path with the two shims: does it evaluate a trial?
+    cmd = [*wrapper, "--logical-gpu", "--", *common]
+    res = _run(
+        cmd, log=work / "logs" / "mergekit_in_memory.log", env=env, timeout=args.stock_timeout * 3
+    )
+    out["in_memory_with_shims"] = {
+        "command": " ".join(cmd),
+        "outcome": f"timed out after {args.stock_timeout * 3:.0f} s"
+        if res["timed_out"]
+        else f"exit {res['rc']}",
+        "genotypes_received": _tail(res["lines"], r"Received \d+ genotypes", 1),
+        "error": _tail(res["lines"], r"\w+Error: ", 1),
+        "best": _tail(res["lines"], r"Best cost: ", 1),
+    }
+    # 3. the on-disk path (merge to a folder, evaluate from it): mergekit-evolve's other mode
+    cmd = [*wrapper, "--logical-gpu", "--", *(c for c in common if c != "--in-memory")]
+    res = _run(cmd, log=work / "logs" / "mergekit_on_disk.log", env=env)
     starts = [t for t, ln in res["lines"] if re.search(r"Received \d+ genotypes", ln)]
     best_cost = _tail(res["lines"], r"Best cost: ", 1)
-    best = -float(best_cost[0].split(":")[1]) if best_cost else None
+    best = -float(best_cost[0].split(":")[-1]) if best_cost else None
     out["adapted"] = {
-        "change": "Ray's local cluster started by the wrapper with one logical GPU so the in-memory actor is scheduled; CPU merge and eval",
+        "change": (
+            "on-disk mode (no --in-memory, which fails as in in_memory_with_shims); "
+            "benchmarks/peers/run_mergekit_evolve.py adds a placeholder "
+            "lm_eval.models.vllm_causallms (vLLM absent), a no-op torch.cpu.empty_cache, and "
+            "starts Ray's local cluster with one logical GPU so the GPU actor is scheduled; merge "
+            "and eval on CPU, the rest is mergekit-evolve's own"
+        ),
         "command": " ".join(cmd),
         "rc": res["rc"],
+        "error": _tail(res["lines"], r"\w+Error: ", 1),
         "trials": args.trials if best is not None else 0,
         "best": None if best is None else round(best, 4),
         **_rates(args.trials, res["wall_s"], starts[0] if starts else res["wall_s"]),
@@ -325,12 +332,18 @@ def run_mergenetic(
     out: dict[str, Any] = {}
     plain = MERGENETIC_VENV / "plain_install.log"
     if plain.exists():
-        text = [
-            ln for ln in plain.read_text().splitlines() if not ln.startswith("WARNING: Location")
-        ]
+        text = plain.read_text(errors="replace")
+        tried = re.findall(r"Downloading vllm-([\w.]+?)-cp", text)
         out["plain_install"] = {
-            "command": "pip install mergenetic==0.1.1 torch==2.13.0 (dry run, resolution only)",
-            "outcome": text[-6:],
+            "command": "pip install --dry-run mergenetic==0.1.1 torch==2.13.0 (benchmarks/peers/setup.sh)",
+            "exit": (re.findall(r"^exit (\d+)$", text, re.MULTILINE) or [None])[-1],
+            "vllm_releases_downloaded_while_backtracking": len(tried),
+            "vllm_range": [tried[0], tried[-1]] if tried else [],
+            "last_lines": [
+                ln
+                for ln in text.splitlines()
+                if ln.strip() and not ln.startswith("WARNING: Location")
+            ][-3:],
         }
     stock = _run(
         [*base, "--stock"], log=work / "logs" / "mergenetic_stock.log", timeout=args.stock_timeout
@@ -386,7 +399,7 @@ def main() -> None:
     if {"mergekit", "mergenetic"} & set(args.only):
         _setup_peers()
     models = build_forgetting_models(
-        args.work / "models", size=args.size, skills=("facts", "register")
+        args.work / "models", size=args.size, skills=("register", "facts")
     )
     tasks = _task_folder(args.work)
     tools: dict[str, Any] = {}

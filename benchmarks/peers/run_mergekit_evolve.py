@@ -4,7 +4,18 @@ Usage (with .venv-peer-mergekit/bin/python)::
 
     run_mergekit_evolve.py --logical-gpu -- GENOME.yml --storage-path DIR --max-fevals N ...
 
-mergekit-evolve's in-memory evaluator is a Ray actor that asks for one GPU. On a CPU-only
+Two changes make it run here, nothing else:
+
+1. mergekit 0.1.5's ``mergekit/evo/actors.py`` names ``lm_eval.models.vllm_causallms.VLLM``
+   in a class annotation; lm-eval 0.4.13 imports ``vllm`` at the top of that module, so
+   without vLLM (a CPU machine) the module cannot be imported and the stock command stops
+   with ``AttributeError: module 'lm_eval.models' has no attribute 'vllm_causallms'``.
+   :func:`install_vllm_stub` registers a placeholder module (a class named ``VLLM`` that
+   nothing instantiates) in the driver and, through Ray's worker setup hook, in every worker.
+2. Its evaluators free accelerator memory with ``torch.<device>.empty_cache()``; on CPU
+   that is ``torch.cpu.empty_cache``, which torch does not have (``AttributeError``): the
+   same hook adds it as a no-op (there is no cache to empty).
+3. Its evaluators are Ray actors that ask for one GPU. On a CPU-only
 machine Ray's automatic local cluster has none, so the actor is never scheduled (the stock
 command waits forever). With ``--logical-gpu`` this wrapper starts the local Ray cluster
 itself, declaring one *logical* GPU (a scheduling token: torch still sees no CUDA device),
@@ -16,7 +27,30 @@ lm-eval). Each line it prints is forwarded as is.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+import types
+
+
+def install_vllm_stub() -> None:
+    """Shims 1 and 2 of the module docstring (in the driver and, via Ray's hook, every worker)."""
+    import lm_eval.models
+
+    name = "lm_eval.models.vllm_causallms"
+    if name in sys.modules or importlib.util.find_spec("vllm") is not None:
+        return
+    stub = types.ModuleType(name)
+
+    class VLLM:  # a placeholder: only named in an annotation, never built on this path
+        pass
+
+    stub.VLLM = VLLM  # type: ignore[attr-defined]
+    sys.modules[name] = stub
+    lm_eval.models.vllm_causallms = stub  # type: ignore[attr-defined]
+    import torch
+
+    if not hasattr(torch.cpu, "empty_cache"):
+        torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -26,10 +60,17 @@ def main() -> None:
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     rest = [a for a in args.rest if a != "--"]
+    install_vllm_stub()
     if args.logical_gpu:
         import ray
 
-        ray.init(num_cpus=args.num_cpus, num_gpus=1, include_dashboard=False, log_to_driver=True)
+        ray.init(
+            num_cpus=args.num_cpus,
+            num_gpus=1,
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env={"worker_process_setup_hook": "run_mergekit_evolve.install_vllm_stub"},
+        )
     from mergekit.scripts.evolve import main as evolve
 
     try:

@@ -34,7 +34,7 @@ MG=.venv-peer-mergenetic
 if [ ! -f "$MG/.done" ]; then
   make_venv "$MG"
   # The plain install, recorded (dry run: resolve only).
-  "$MG/bin/python" -m pip install --dry-run "mergenetic==0.1.1" "$TORCH" >"$MG/plain_install.log" 2>&1
+  timeout 900 "$MG/bin/python" -m pip install --dry-run "mergenetic==0.1.1" "$TORCH" >"$MG/plain_install.log" 2>&1
   echo "exit $?" >>"$MG/plain_install.log"
   "$MG/bin/python" -m pip install --quiet --no-deps "mergenetic==0.1.1" \
     && "$MG/bin/python" -m pip install --quiet "$TORCH" \
