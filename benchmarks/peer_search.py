@@ -50,8 +50,8 @@ MERGENETIC_VENV = REPO / ".venv-peer-mergenetic"
 TASK = "bench_facts_mc"
 
 
-def _setup_peers() -> None:
-    if not ((MERGEKIT_VENV / ".done").exists() and (MERGENETIC_VENV / ".done").exists()):
+def _setup_peers(needed: list[Path]) -> None:
+    if not all((v / ".done").exists() for v in needed):
         subprocess.run(["bash", str(PEERS / "setup.sh")], check=True)
 
 
@@ -396,8 +396,10 @@ def main() -> None:
 
     started = time.perf_counter()
     load_start = os.getloadavg()
-    if {"mergekit", "mergenetic"} & set(args.only):
-        _setup_peers()
+    venvs = {"mergekit": MERGEKIT_VENV, "mergenetic": MERGENETIC_VENV}
+    needed = [v for k, v in venvs.items() if k in args.only]
+    if needed:
+        _setup_peers(needed)
     models = build_forgetting_models(
         args.work / "models", size=args.size, skills=("register", "facts")
     )

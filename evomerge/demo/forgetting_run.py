@@ -25,8 +25,9 @@ from typing import Any
 
 from evomerge.atomic import atomic_write
 from evomerge.config import RunConfig, load_run_config
+from evomerge.dtypes import to_torch
 from evomerge.exceptions import SearchError
-from evomerge.merge import MergeRecipe, ModelEntry
+from evomerge.merge import MergeEngine, MergeRecipe, ModelEntry
 from evomerge.orchestrate import post_search
 from evomerge.run import BASELINES_JSON, open_pool, open_run
 from evomerge.search import PipelineEvaluator, run_search
@@ -63,8 +64,16 @@ def seed_baselines(config: RunConfig) -> dict[str, MergeRecipe]:
 
 
 def score_recipes(config: RunConfig, recipes: dict[str, MergeRecipe]) -> dict[str, dict[str, Any]]:
-    """Each recipe evaluated in this process with the search's own evaluator (CPU)."""
+    """Each recipe evaluated in this process with the search's own evaluator (CPU); its merge
+    engine is rebuilt for every method the recipes use (the search's knows only its own)."""
     evaluator = PipelineEvaluator(config, device="cpu")
+    evaluator.engine = MergeEngine(
+        evaluator.pool,
+        device="cpu",
+        dtype=to_torch(config.merge.dtype),
+        seed=config.merge.seed,
+        methods=sorted({r.merge_method for r in recipes.values()}),
+    )
     out: dict[str, dict[str, Any]] = {}
     for name, recipe in recipes.items():
         r = evaluator.evaluate(-1, recipe)
