@@ -119,6 +119,18 @@ def _run(
     }
 
 
+def _portable_tokenizers(models: Any) -> None:
+    """Name the generic fast tokenizer class in every model's tokenizer_config.json, so that
+    Mergenetic's pinned transformers 4.45 reads tokenizers saved by transformers 5."""
+    for d in [models.base, *models.descendants.values()]:
+        path = Path(d) / "tokenizer_config.json"
+        if path.exists():
+            cfg = json.loads(path.read_text())
+            if cfg.get("tokenizer_class") != "PreTrainedTokenizerFast":
+                cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+                path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+
+
 def _num_layers(model_dir: Path) -> int:
     return int(json.loads((model_dir / "config.json").read_text())["num_hidden_layers"])
 
@@ -249,7 +261,12 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
     out: dict[str, Any] = {}
     # 1. the stock command, as documented (in-memory, CPU merge)
     stock_cmd = [str(MERGEKIT_VENV / "bin" / "mergekit-evolve"), *common]
-    stock = _run(stock_cmd, log=work / "logs" / "mergekit_stock.log", timeout=args.stock_timeout)
+    modes = set(args.mergekit_modes)
+    stock = _run(
+        stock_cmd if "stock" in modes else ["true"],
+        log=work / "logs" / "mergekit_stock.log",
+        timeout=args.stock_timeout,
+    )
     out["stock"] = {
         "command": " ".join(stock_cmd),
         "outcome": f"timed out after {args.stock_timeout:.0f} s"
@@ -262,6 +279,8 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
     env = {"PYTHONPATH": str(PEERS)}
     # 2. the in-memory path with the two shims: does it evaluate a trial?
     cmd = [*wrapper, "--logical-gpu", "--", *common]
+    if "in_memory" not in modes:
+        cmd = ["true"]
     res = _run(
         cmd, log=work / "logs" / "mergekit_in_memory.log", env=env, timeout=args.stock_timeout * 3
     )
@@ -277,23 +296,30 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
     # 3. the on-disk path (merge to a folder, evaluate from it): mergekit-evolve's other mode
     cmd = [*wrapper, "--logical-gpu", "--", *(c for c in common if c != "--in-memory")]
     res = _run(cmd, log=work / "logs" / "mergekit_on_disk.log", env=env)
-    starts = [t for t, ln in res["lines"] if re.search(r"Received \d+ genotypes", ln)]
+    received = [
+        (t, int(m.group(1)))
+        for t, ln in res["lines"]
+        if (m := re.search(r"Received (\d+) genotypes", ln))
+    ]
+    starts = [t for t, _ in received]
+    evaluated = sum(n for _, n in received)  # CMA-ES may overshoot --max-fevals
     best_cost = _tail(res["lines"], r"Best cost: ", 1)
     best = -float(best_cost[0].split(":")[-1]) if best_cost else None
     out["adapted"] = {
         "change": (
             "on-disk mode (no --in-memory, which fails as in in_memory_with_shims); "
             "benchmarks/peers/run_mergekit_evolve.py adds a placeholder "
-            "lm_eval.models.vllm_causallms (vLLM absent), a no-op torch.cpu.empty_cache, and "
+            "lm_eval.models.vllm_causallms (vLLM absent), a no-op torch.cpu.empty_cache, cpu as "
+            "the default device of lm-eval's HF wrapper, and "
             "starts Ray's local cluster with one logical GPU so the GPU actor is scheduled; merge "
             "and eval on CPU, the rest is mergekit-evolve's own"
         ),
         "command": " ".join(cmd),
         "rc": res["rc"],
         "error": _tail(res["lines"], r"\w+Error: ", 1),
-        "trials": args.trials if best is not None else 0,
+        "trials": evaluated if best is not None else 0,
         "best": None if best is None else round(best, 4),
-        **_rates(args.trials, res["wall_s"], starts[0] if starts else res["wall_s"]),
+        **_rates(evaluated or args.trials, res["wall_s"], starts[0] if starts else res["wall_s"]),
     }
     return out
 
@@ -361,7 +387,10 @@ def run_mergenetic(
     trials = [r for r in records if "trial" in r]
     setup = next((r["setup_s"] for r in records if "setup_s" in r), 0.0)
     out["adapted"] = {
-        "change": "load_model returns lm-eval's HF wrapper on CPU instead of its vLLM wrapper",
+        "change": (
+            "mergekit's low_cpu_memory off without CUDA (it stores tensors on cuda), and "
+            "load_model returns lm-eval's HF wrapper on CPU instead of its vLLM wrapper"
+        ),
         "command": " ".join(base),
         "rc": res["rc"],
         "trials": len(trials),
@@ -390,6 +419,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stock-timeout", type=float, default=240.0)
     ap.add_argument("--only", nargs="+", default=["evomerge", "mergekit", "mergenetic"])
+    ap.add_argument(
+        "--mergekit-modes",
+        nargs="+",
+        default=["stock", "in_memory", "on_disk"],
+        help="which to run",
+    )
     args = ap.parse_args()
 
     from evomerge.demo.forgetting import build_forgetting_models
@@ -403,6 +438,7 @@ def main() -> None:
     models = build_forgetting_models(
         args.work / "models", size=args.size, skills=("register", "facts")
     )
+    _portable_tokenizers(models)
     tasks = _task_folder(args.work)
     tools: dict[str, Any] = {}
     if "evomerge" in args.only:

@@ -15,7 +15,10 @@ Two changes make it run here, nothing else:
 2. Its evaluators free accelerator memory with ``torch.<device>.empty_cache()``; on CPU
    that is ``torch.cpu.empty_cache``, which torch does not have (``AttributeError``): the
    same hook adds it as a no-op (there is no cache to empty).
-3. Its evaluators are Ray actors that ask for one GPU. On a CPU-only
+3. Its on-disk evaluator builds lm-eval's HF wrapper without a device, whose default is
+   ``cuda`` (``AssertionError: Torch not compiled with CUDA enabled``): the hook makes that
+   default ``cpu``.
+4. Its evaluators are Ray actors that ask for one GPU. On a CPU-only
 machine Ray's automatic local cluster has none, so the actor is never scheduled (the stock
 command waits forever). With ``--logical-gpu`` this wrapper starts the local Ray cluster
 itself, declaring one *logical* GPU (a scheduling token: torch still sees no CUDA device),
@@ -51,6 +54,21 @@ def install_vllm_stub() -> None:
 
     if not hasattr(torch.cpu, "empty_cache"):
         torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
+    if not torch.cuda.is_available():
+        import functools
+
+        from lm_eval.models.huggingface import HFLM
+
+        init = HFLM.__init__
+        if not getattr(init, "_cpu_default", False):
+
+            @functools.wraps(init)
+            def cpu_init(self: object, *a: object, **kw: object) -> None:
+                kw.setdefault("device", "cpu")
+                init(self, *a, **kw)
+
+            cpu_init._cpu_default = True  # type: ignore[attr-defined]
+            HFLM.__init__ = cpu_init  # type: ignore[method-assign]
 
 
 def main() -> None:

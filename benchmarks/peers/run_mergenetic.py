@@ -11,9 +11,13 @@ as Mergenetic's ``LmEvalMultiObjectiveProblem.metrics_4_genotype`` builds it), p
 searches, ``Searcher`` drives. The problem below is the single-objective form of that
 lm-eval problem (Mergenetic ships only the multi-objective one).
 
-``--stock`` runs one trial exactly as Mergenetic loads a model for lm-eval (its
-``load_model`` builds lm-eval's vLLM wrapper) and reports the error. Without it, the one
-substitution is ``load_model``: lm-eval's HF wrapper on the merged folder, on CPU.
+``--stock`` runs one trial as shipped and reports the error: its merger asks mergekit for
+``low_cpu_memory=True``, which in mergekit 0.0.6 keeps every tensor on ``cuda``
+(``AssertionError: Torch not compiled with CUDA enabled``), and its ``load_model`` builds
+lm-eval's vLLM wrapper. Without ``--stock`` two substitutions make it run on CPU:
+``low_cpu_memory`` is turned off when there is no CUDA (the merge itself is Mergenetic's
+call of mergekit's ``run_merge``), and ``load_model`` returns lm-eval's HF wrapper on the
+merged folder.
 
 Prints one JSON line per trial (``{"trial", "t", "score"}``, ``t`` in seconds since start)
 and a final ``{"done": ...}`` line.
@@ -93,6 +97,18 @@ def main() -> None:
         path_to_store_merged_model=f"{args.work}/merged",
         dtype="float32",
     )
+    if not args.stock:
+        import mergenetic.merging.merger as merger_module
+        import torch
+
+        options_cls = merger_module.MergeOptions
+
+        def cpu_options(**kw: Any) -> Any:
+            if not torch.cuda.is_available():
+                kw["low_cpu_memory"] = False
+            return options_cls(**kw)
+
+        merger_module.MergeOptions = cpu_options  # type: ignore[assignment]
     cls = LmEvalProblem if args.stock else CpuProblem
     problem = cls(
         merger,
