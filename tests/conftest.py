@@ -67,6 +67,8 @@ def tiny_models(tmp_path_factory: _pytest.TempPathFactory) -> TinyModels:
 
 # --- real vLLM, CPU build (owner: vllm) ---------------------------------------------------
 
+from collections.abc import Iterator as _Iterator  # noqa: E402
+
 
 @_pytest.fixture(scope="session")
 def vllm_cpu() -> object:
@@ -160,3 +162,33 @@ def vllm_models(tmp_path_factory: _pytest.TempPathFactory) -> VLLMModels:
             llama, root / "lora_b", seed=31, rank=4, scale=0.5, target_modules=("o_proj", "up_proj")
         ),
     )
+
+
+@_dataclasses.dataclass(frozen=True)
+class VLLMJudgeServer:
+    """vLLM's OpenAI-compatible server on 127.0.0.1 serving a tiny random llama as
+    ``model_name``, requiring ``api_key`` (a fresh secret per session); ``log`` is the
+    server's own log, kept apart from anything a test's run writes."""
+
+    url: str
+    model_name: str
+    api_key: str
+    log: _Path
+
+
+@_pytest.fixture(scope="session")
+def vllm_judge_server(
+    vllm_cpu: object, tmp_path_factory: _pytest.TempPathFactory
+) -> _Iterator[VLLMJudgeServer]:
+    """One server for the session (about 20-90 s to start on a 2-core machine)."""
+    import secrets
+
+    from evomerge.testing.tiny import VLLM_CPU_KWARGS, build_tiny_model
+    from evomerge.testing.vllm_server import VLLMServer
+
+    root = tmp_path_factory.mktemp("vllm_server")
+    model = build_tiny_model(root / "judge_model", seed=7, max_positions=1024, **VLLM_CPU_KWARGS)
+    key = "sk-evomerge-test-" + secrets.token_hex(12)
+    log = root / "server.log"
+    with VLLMServer(model, api_key=key, max_model_len=1024, log_path=log) as srv:
+        yield VLLMJudgeServer(url=srv.url, model_name=srv.model_name, api_key=key, log=log)
