@@ -114,7 +114,7 @@ def refresh_tied_heads(model: Any) -> int:
     owners: set[int] = set()
     refreshed = 0
     for module in model.modules():
-        weight = module._parameters.get("weight")
+        weight = dict(module.named_parameters(recurse=False)).get("weight")
         if weight is None:
             continue
         if id(weight) not in owners:

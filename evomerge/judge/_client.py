@@ -32,7 +32,7 @@ import random
 from typing import Any
 from urllib.parse import urlparse
 
-from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError
+from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError, RequestFailed
 from evomerge.judge._loop import LoopThread
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ __all__ = [
     "DEFAULT_KEY_ENV",
     "STRUCTURED_FIELD",
     "ChatClient",
-    "RequestFailed",
     "api_key_source",
     "resolve_api_key",
 ]
@@ -50,10 +49,6 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 _NO_KEY = "EMPTY"  # what vLLM and friends accept when they run without --api-key
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 STRUCTURED_FIELD = "structured_outputs"
-
-
-class RequestFailed(JudgeError):
-    """One request failed for good (retries exhausted, or a 4xx that retrying cannot fix)."""
 
 
 def _is_local(endpoint: str) -> bool:

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from evomerge.pool import is_vocab_tensor
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -50,10 +52,12 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
         head_dim=8,
     ),
     "gpt2": dict(n_embd=32, n_head=4, n_inner=64),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4),
 }
 
 #: Config overrides that give a tiny model vLLM's CPU build can run: its CPU attention
-#: rejects head_dim 8 (the families above) and accepts 64 (hidden 256 over 4 heads).
+#: takes head_dim 32, 64, 80, 96, ... (vLLM 0.32), not the 8 of the families above; here
+#: 64 (hidden 256 over 4 heads).
 VLLM_CPU_KWARGS: dict[str, Any] = dict(
     hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2
 )
@@ -70,7 +74,8 @@ def tiny_config(
     tie_word_embeddings: bool = False,
     **overrides: Any,
 ) -> Any:
-    """A transformers config for a tiny model of ``model_type`` (llama, mistral, qwen2, gemma, gpt2)."""
+    """A transformers config for a tiny model of ``model_type`` (llama, mistral, qwen2, gemma,
+    gpt2, gpt_neox)."""
     from transformers import AutoConfig
 
     if model_type not in TINY_ARCH_KWARGS:
@@ -203,9 +208,7 @@ def perturb_model(
                 if fraction < 1.0:
                     noise = noise * (torch.rand(x.shape, generator=gen) < fraction)
                 x = x + noise
-            if vocab_size is not None and (
-                "embed" in name or "lm_head" in name or name.endswith("wte.weight")
-            ):
+            if vocab_size is not None and is_vocab_tensor(name):
                 x = _resize_rows(x, vocab_size, gen)
             new[name] = x.to(t.dtype).contiguous()
         save_file(new, str(f), metadata={"format": "pt"})

@@ -28,7 +28,6 @@ from evomerge.generate import (
     VLLMGenerator,
     VLLMOptions,
     build_generator,
-    render_chat,
 )
 
 pytestmark = pytest.mark.vllm
@@ -104,7 +103,14 @@ def test_greedy_equals_hf_token_for_token(
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(base))
-        prompts = [render_chat(tok, "You are terse.", p) for p in PROMPTS]
+        prompts = [
+            tok.apply_chat_template(
+                [{"role": "system", "content": "You are terse."}, {"role": "user", "content": p}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for p in PROMPTS
+        ]
         assert all(p.startswith("<s>") for p in prompts)  # the template writes BOS itself
     got = gen.generate(prompts, GREEDY)
     want = _hf_answers(ft, prompts)

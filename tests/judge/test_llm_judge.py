@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError
-from evomerge.judge import ChatClient, JudgeCache, Sample, build_judge, resolve_api_key
-from evomerge.judge._client import api_key_source
+from evomerge.judge import ChatClient, JudgeCache, Sample, build_judge
+from evomerge.judge._client import api_key_source, resolve_api_key
 from evomerge.testing.openai_server import FakeOpenAIServer
 
 
@@ -182,6 +182,22 @@ def test_cache_prevents_a_second_request(server, make_judge, tmp_path: Path):
     make_judge(cache=cache2, options={"temperature": 0.5}).score(samples(1))
     assert server.request_count == 7
     cache2.close()
+
+
+def test_cache_is_keyed_by_endpoint_and_model(server, make_judge, tmp_path: Path):
+    """A resumed run with another judge model (or endpoint) must not reuse the old scores."""
+    server.reply = lambda request: "ok\n2" if request["model"] == "judge-big" else "ok\n5"
+    cache = JudgeCache(tmp_path / "judge_cache.sqlite")
+    small = make_judge(cache=cache).score(samples(3))
+    big = make_judge(cache=cache, model="judge-big").score(samples(3))
+    assert [s.value for s in small] == [5.0] * 3 and [s.value for s in big] == [2.0] * 3
+    assert server.request_count == 6 and cache.hits == 0
+    with FakeOpenAIServer(reply="ok\n3") as other:  # the same model name elsewhere
+        elsewhere = make_judge(cache=cache, endpoint=other.url).score(samples(3))
+        assert [s.value for s in elsewhere] == [3.0] * 3 and other.request_count == 3
+    again = make_judge(cache=cache, model="judge-big").score(samples(3))
+    assert again == big and cache.hits == 3 and server.request_count == 6  # and it is cached
+    cache.close()
 
 
 def test_failures_are_not_cached(server, make_judge, tmp_path: Path):

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from evomerge.search import load_run_study
+from evomerge.run import attrs, open_run
 
 pytestmark = pytest.mark.vllm
 
@@ -114,8 +114,7 @@ def searches(
 
 
 def _trials(run_dir: Path) -> dict[int, Any]:
-    _, study = load_run_study(run_dir)
-    return {t.number: t for t in study.trials}
+    return {t.number: t for t in open_run(run_dir).study.trials()}
 
 
 def test_vllm_search_completes_and_gives_the_hf_answers(searches: dict[str, Any]) -> None:
@@ -126,9 +125,11 @@ def test_vllm_search_completes_and_gives_the_hf_answers(searches: dict[str, Any]
         if t.state != TrialState.COMPLETE:
             continue
         assert t.params == hf[n].params  # the same recipe ...
-        assert t.user_attrs["samples"] == hf[n].user_attrs["samples"]  # ... the same answers
+        assert (
+            t.user_attrs[attrs.SAMPLES] == hf[n].user_attrs[attrs.SAMPLES]
+        )  # ... the same answers
         assert 1.0 <= t.values[0] <= 7.0  # a real score from the judge on vLLM's server
-    answers = {s["answer"] for t in done for s in t.user_attrs["samples"]}
+    answers = {s["answer"] for t in done for s in t.user_attrs[attrs.SAMPLES]}
     assert len(answers) > 3  # different recipes, different answers
 
 
