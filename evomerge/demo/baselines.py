@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evomerge.exceptions import ConfigError
+from evomerge.exceptions import ConfigError, SearchError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class SplitScorer:
     def __init__(
         self, config: Any, split: Literal["search", "heldout"], *, threads: int = 1
     ) -> None:
-        from evomerge.search._pipeline import PipelineEvaluator
+        from evomerge.search import PipelineEvaluator
 
         gen = config.generation
         if split == "heldout":
@@ -84,7 +84,7 @@ class SplitScorer:
         finally:
             torch.set_num_threads(old)
         if not r.ok or r.values is None:
-            raise RuntimeError(f"demo: evaluating {name} on {self.split} prompts failed: {r.error}")
+            raise SearchError(f"demo: evaluating {name} on {self.split} prompts failed: {r.error}")
         return Scored(values=list(r.values), scores=dict(r.scores), samples=list(r.samples))
 
 
@@ -111,7 +111,7 @@ def source_recipe(pool: Any, base: str, which: str) -> Any:
 
 def start_recipe(config: Any, pool: Any) -> Any:
     """The recipe of the search's start point, decoded by the run's search space."""
-    from evomerge.search._build import build_space
+    from evomerge.run import build_space
 
     space = build_space(config, pool)
     return space.decode(space.x0())

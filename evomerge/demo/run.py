@@ -12,7 +12,8 @@
    best merge with the same generator, prompts and judges, on the search prompts and on
    held-out prompts; print the table and write ``demo_summary.json`` and
    ``baselines.json``;
-4. export the best merge and write the report.
+4. export the best merge (:meth:`evomerge.run.StudyView.best`, as every command) and run
+   the post-search steps (conflict analysis and report) with the baselines in place.
 
 Re-running on the same run directory resumes the search (finished trials are kept).
 """
@@ -20,6 +21,7 @@ Re-running on the same run directory resumes the search (finished trials are kep
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -31,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from evomerge.atomic import atomic_write
+from evomerge.config import RunConfig, load_run_config
 from evomerge.demo.baselines import (
     Scored,
     SplitScorer,
@@ -44,7 +48,12 @@ from evomerge.demo.baselines import (
 from evomerge.demo.data import demo_data_dir, prompts_path
 from evomerge.demo.models import SIZES, DemoModels, build_demo_models, default_cache_dir
 from evomerge.demo.objective import judging_config, objective_max
-from evomerge.exceptions import ConfigError
+from evomerge.exceptions import ConfigError, SearchError
+from evomerge.export import export_trial
+from evomerge.merge import MergeRecipe
+from evomerge.orchestrate import post_search
+from evomerge.run import BASELINES_JSON, open_pool, open_run
+from evomerge.search import run_search
 
 logger = logging.getLogger(__name__)
 
@@ -168,15 +177,18 @@ class _Phases:
 
 
 def _compare(
-    config: Any, models: DemoModels, best_recipe: Any, *, grid_step: float, progress: bool
+    config: RunConfig,
+    models: DemoModels,
+    best_recipe: MergeRecipe,
+    *,
+    grid_step: float,
+    progress: bool,
 ) -> tuple[dict[str, tuple[Scored, Scored]], UniformResult]:
     """Sources, start point and best merge on both splits; the uniform grid on the search prompts.
 
     Returns ``({"style": (search, heldout), ..., "start": ..., "best merge": ...,
     "uniform best": ...}, uniform grid)``.
     """
-    from evomerge.search import open_pool
-
     pool = open_pool(config)
     base = str(models.base)
     search, heldout = SplitScorer(config, "search"), SplitScorer(config, "heldout")
@@ -213,15 +225,8 @@ def run_demo(
     ``seed`` seeds the models' training and the search. ``cache_dir`` defaults to
     ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``; models built with another
     size or seed replace the cached ones. ``grid_step`` spaces the uniform grid.
+    Raises SearchError (an EvomergeError) when the search or an evaluation fails.
     """
-    from dataclasses import replace
-
-    from evomerge.config import load_run_config
-    from evomerge.export import export_trial
-    from evomerge.merge.recipe import MergeRecipe
-    from evomerge.report import write_report
-    from evomerge.search import run_search, study_status
-
     start = time.perf_counter()
     phases = _Phases()
     run_dir = Path(run_dir)
@@ -231,26 +236,23 @@ def run_demo(
     with phases("build"):
         models = build_demo_models(
             Path(cache_dir) if cache_dir else default_cache_dir(),
-            size=replace(SIZES[size], seed=seed),
+            size=dataclasses.replace(SIZES[size], seed=seed),
             progress=progress,
         )
     cfg_path = run_dir / "demo_run.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(
-            demo_run_config(models, trials=trials or DEFAULT_TRIALS, workers=workers, seed=seed),
-            sort_keys=False,
-            allow_unicode=True,
-        ),
-        encoding="utf-8",
+    run_config = demo_run_config(
+        models, trials=trials or DEFAULT_TRIALS, workers=workers, seed=seed
     )
+    atomic_write(cfg_path, yaml.safe_dump(run_config, sort_keys=False, allow_unicode=True))
     with phases("search"):
         summary = run_search(cfg_path, run_dir=run_dir, progress=progress)
-    if summary.best_trial is None:
-        raise RuntimeError(f"demo: the search finished no trial ({summary.stopped}); see {run_dir}")
+    run = open_run(run_dir)
+    best_trial = run.study.best()
+    if best_trial is None:
+        raise SearchError(f"demo: the search finished no trial ({summary.stopped}); see {run_dir}")
 
     config = load_run_config(cfg_path)
-    status = study_status(run_dir)
-    best_recipe = MergeRecipe.from_mergekit_dict(status["best"]["recipe"], source="best trial")
+    best_recipe = run.study.recipe(best_trial)
     with phases("baselines"):
         scored, uniform = _compare(
             config, models, best_recipe, grid_step=grid_step, progress=progress
@@ -259,7 +261,7 @@ def run_demo(
     rows = {n: scored[n] for n in sources}
     rows["start point"] = scored["start"]
     rows[f"uniform best {_weights_label(uniform.weights)}"] = scored["uniform best"]
-    rows[f"best merge (trial {status['best']['trial']})"] = scored["best merge"]
+    rows[f"best merge (trial {best_trial.number})"] = scored["best merge"]
     judges = list(config.judging.judges) if config.judging else []
     table = _table(rows, judges)
 
@@ -268,15 +270,18 @@ def run_demo(
         for n, (s, _) in scored.items()
         if n in sources
     }
-    (run_dir / "baselines.json").write_text(
-        json.dumps(baselines, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    atomic_write(run_dir / BASELINES_JSON, json.dumps(baselines, ensure_ascii=False, indent=2))
     with phases("export_report"):
         if export:
             export_trial(
-                run_dir, run_dir / "best_model", trial="best", overwrite=True, progress=progress
+                run_dir,
+                run_dir / "best_model",
+                trial=best_trial.number,
+                overwrite=True,
+                progress=progress,
             )
-        report = write_report(run_dir)
+        report = post_search(run_dir)  # the conflict analysis and the report, with the baselines
+    counts = run.study.counts()
     best, start_value = scored["best merge"][0].value, scored["start"][0].value
     result = {
         "objective_max": objective_max(),
@@ -285,7 +290,7 @@ def run_demo(
         "uniform_best": scored["uniform best"][0].value,
         "uniform_best_weights": uniform.weights,
         "best": best,
-        "best_trial": status["best"]["trial"],
+        "best_trial": best_trial.number,
         "search_gain": best / start_value - 1.0,
         "heldout": {
             "sources": {n: scored[n][1].value for n in sources},
@@ -296,8 +301,8 @@ def run_demo(
         "scores": {n: s.scores for n, (s, _) in scored.items()},
         "heldout_scores": {n: h.scores for n, (_, h) in scored.items()},
         "uniform_grid": uniform.grid,
-        "n_complete": status["n_complete"],
-        "n_failed": status["n_failed"],
+        "n_complete": counts.complete,
+        "n_failed": counts.failed,
         "beats_sources": all(best > scored[n][0].value for n in sources),
         "report": str(report),
         "exported": str(run_dir / "best_model") if export else None,
@@ -307,7 +312,5 @@ def run_demo(
         "seed": seed,
         "data": str(demo_data_dir()),
     }
-    (run_dir / "demo_summary.json").write_text(
-        json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    atomic_write(run_dir / "demo_summary.json", json.dumps(result, ensure_ascii=False, indent=2))
     return DemoResult(summary=result, table=table, run_dir=run_dir)

@@ -6,7 +6,6 @@ from a mergekit-format YAML (the ``evomerge merge`` command); ``emit_mergekit_ya
 writes a recipe as the YAML mergekit reproduces it from.
 """
 
-from evomerge.export._atomic import atomic_directory, check_out_dir
 from evomerge.export._checkpoint import MERGE_CONFIG_NAME, write_checkpoint
 from evomerge.export._files import TOKENIZER_FILES
 from evomerge.export._sizes import parse_size
@@ -16,8 +15,6 @@ from evomerge.export.trial import export_trial
 __all__ = [
     "MERGE_CONFIG_NAME",
     "TOKENIZER_FILES",
-    "atomic_directory",
-    "check_out_dir",
     "emit_mergekit_yaml",
     "export_trial",
     "merge_from_yaml",

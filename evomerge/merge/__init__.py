@@ -12,7 +12,6 @@
 from evomerge.merge._engine import MergeEngine
 from evomerge.merge._models import pool_for_recipe
 from evomerge.merge._resolve import (
-    DTYPES,
     MergePlan,
     Slot,
     TensorPlan,
@@ -22,6 +21,7 @@ from evomerge.merge._resolve import (
 )
 from evomerge.merge._stream import iter_merged_tensors
 from evomerge.merge.methods import (
+    MERGE_METHODS,
     METHODS,
     MergeArgs,
     MergeMethod,
@@ -29,6 +29,7 @@ from evomerge.merge.methods import (
     Scope,
     get_method,
     list_methods,
+    register_method,
 )
 from evomerge.merge.recipe import (
     Conditional,
@@ -39,7 +40,7 @@ from evomerge.merge.recipe import (
 )
 
 __all__ = [
-    "DTYPES",
+    "MERGE_METHODS",
     "METHODS",
     "Conditional",
     "MergeArgs",
@@ -60,5 +61,6 @@ __all__ = [
     "parse_dtype",
     "plan_merge",
     "pool_for_recipe",
+    "register_method",
     "resolve_tensor",
 ]

@@ -288,7 +288,7 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
     ):
         build_demo_models(tmp_path, size="huge")
     one_layer = models_mod.DemoSize(hidden_size=64, num_layers=1, base_steps=1, finetune_steps=1)
-    with pytest.raises(ConfigError, match="size.num_layers must be >= 2 .*, got 1"):
+    with pytest.raises(ConfigError, match=r"size\.num_layers must be >= 2 .*, got 1"):
         build_demo_models(tmp_path, size=one_layer)
     with pytest.raises(ConfigError, match="threads must be >= 1, got 0"):
         build_demo_models(tmp_path, size="tiny", threads=0)

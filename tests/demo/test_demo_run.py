@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings(
 def _check_outputs(run_dir: Path, summary: dict, *, trials: int) -> None:
     from transformers import AutoModelForCausalLM
 
-    from evomerge.search import study_status
+    from evomerge.run import study_status
 
     status = study_status(run_dir)
     assert status["n_complete"] + status["n_failed"] == trials
@@ -60,11 +60,10 @@ def _check_outputs(run_dir: Path, summary: dict, *, trials: int) -> None:
 
 
 def _trial_value(run_dir: Path, number: int) -> float:
-    from evomerge.search import load_run_study
+    from evomerge.run import attrs, open_run
 
-    _, study = load_run_study(run_dir)
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    assert trial.user_attrs.get("start_point"), "trial 0 is not the start point"
+    trial = next(t for t in open_run(run_dir).study.complete() if t.number == number)
+    assert trial.user_attrs.get(attrs.START_POINT), "trial 0 is not the start point"
     return float(trial.values[0])
 
 
