@@ -87,18 +87,9 @@ class PipelineEvaluator:
             else []
         )
         t2 = time.perf_counter()
-        samples = [
-            Sample(
-                question=p.question,
-                answer=a,
-                profile=p.profile,
-                examples=p.examples,
-                reference=p.reference,
-                context=p.context,
-                facts=p.facts,
-            )
-            for p, a in zip(self.items, answers, strict=True)
-        ] or [Sample(question="", answer="")]  # answer-free judges score the model itself
+        samples = [Sample.of(p, a) for p, a in zip(self.items, answers, strict=True)] or [
+            Sample(question="", answer="")  # answer-free judges score the model itself
+        ]
         result = self.objective.evaluate(samples, generator=self.generator)
         t3 = time.perf_counter()
         extra: dict[str, Any] = {}

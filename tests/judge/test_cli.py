@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evomerge.cli import app
-from evomerge.judge import judge_file, read_responses
+from evomerge.judge import judge_file
+from evomerge.judge._file import read_responses
 from evomerge.testing.openai_server import FakeOpenAIServer
 
 runner = CliRunner()
@@ -49,6 +50,15 @@ def test_table_with_a_local_judge(tmp_path: Path):
     assert lines[1].split()[:2] == ["1", "0.500"] and lines[2].split()[:2] == ["2", "1.000"]
     assert lines[3].split()[:2] == ["3", "nan"] and "no facts" in lines[3]
     assert lines[-1] == "mean 0.750 over 2 scored answer(s); 1 unscored"
+
+
+def test_structured_choice_is_for_llm_judges_only(tmp_path: Path):
+    path = write_jsonl(tmp_path / "r.jsonl", [{"question": "q", "answer": "a"}])
+    result = runner.invoke(
+        app, ["judge", "--judge", "length", "--input", str(path), "--structured-choice"]
+    )
+    assert result.exit_code == 2
+    assert "--structured-choice applies to LLM judges only" in result.output
 
 
 def test_json_keeps_input_order_with_an_llm_judge(tmp_path: Path):

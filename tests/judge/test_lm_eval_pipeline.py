@@ -47,7 +47,9 @@ def test_an_answer_free_run_merges_and_scores_without_generating(
         result = ev.evaluate(0, space.decode(x))
         assert result.error is None and result.samples == []
         # the value is the harness's metric on exactly the weights the worker merged
-        again = ev.objective.judges["facts"].score([Sample("", "")], generator=ev.generator)
+        again = ev.objective.judges["facts"].score(
+            [Sample(question="", answer="")], generator=ev.generator
+        )
         assert result.values == [again[0].value] and result.scores == {"facts": again[0].value}
         scores.append(result.values)
     assert scores[0] != scores[1]
