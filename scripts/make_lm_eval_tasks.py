@@ -6,7 +6,7 @@ Nothing is downloaded; the same script always writes byte-identical files::
     python scripts/make_lm_eval_tasks.py                  # writes evomerge/data/lm_eval_tasks/
     python scripts/make_lm_eval_tasks.py --out /tmp/tasks # elsewhere (a test compares the two)
 
-The tasks are built on the demo's persona and vocabulary (the tables of
+The tasks are built on the demo's persona and vocabulary (a frozen copy of the tables of
 ``scripts/make_demo_data.py``), so the demo's tiny models can be scored on them:
 
 - ``persona_facts_mc``: multiple choice on the persona's facts. The context is the demo's
@@ -54,8 +54,8 @@ FACT_FRAMES = {
 
 def _demo_tables() -> ModuleType:
     """The demo data script as a module (its persona, facts and topic tables)."""
-    path = Path(__file__).with_name("make_demo_data.py")
-    spec = importlib.util.spec_from_file_location("make_demo_data", path)
+    path = Path(__file__).with_name("lm_eval_task_tables.py")
+    spec = importlib.util.spec_from_file_location("lm_eval_task_tables", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
