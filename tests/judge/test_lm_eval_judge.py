@@ -96,7 +96,10 @@ def test_every_trial_sees_its_own_weights_and_the_same_prompts(
 ) -> None:
     """Tasks are built once; each trial re-seeds the few-shot sampler (so a later trial
     scores exactly as a fresh harness run would) and reads the weights loaded last."""
-    judge = _judge("persona_facts_mc", limit=10, num_fewshot=3)
+    # chrF is continuous: different weights give different scores (accuracy on a few
+    # documents of random tiny models often ties)
+    opts: dict[str, Any] = {"limit": 4, "num_fewshot": 2, "gen_kwargs": {"max_gen_toks": 16}}
+    judge = _judge("persona_register", **opts)
     built = dict(judge.tasks.tasks)
     scores = {}
     for name in ("base", "ft", "merged", "base"):
@@ -106,7 +109,7 @@ def test_every_trial_sees_its_own_weights_and_the_same_prompts(
     assert scores["base"][0] == scores["base"][1]
     assert scores["ft"][0] != scores["base"][0]  # different weights, different scores
     assert scores["ft"][0] == pytest.approx(
-        _oracle(lm_eval_models["ft"], "persona_facts_mc", limit=10, num_fewshot=3)
+        _oracle(lm_eval_models["ft"], "persona_register", **opts)
     )
 
 
