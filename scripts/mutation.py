@@ -48,7 +48,7 @@ MODULES: dict[str, tuple[str, str, float]] = {
     "search_driver": ("evomerge/search/_driver.py", "tests/search/test_driver_loop.py", 300.0),
     "run": (
         "evomerge/run",
-        "tests/run tests/search/test_study.py tests/search/test_config.py",
+        "tests/run tests/search/test_study.py",
         400.0,
     ),
     "merge_methods": (

@@ -92,3 +92,27 @@ def test_pick_refuses_what_cannot_be_exported(
         empty.pick("best")
     with pytest.raises(ExportError, match="no complete trial"):
         export_trial(tmp_path / "empty", tmp_path / "out")
+
+
+def test_counts_names_and_recipes_of_odd_trials(make_run_dir: Callable[..., Path]) -> None:
+    P, R, W = TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING
+    trials = [(C, [1.0]), (F, None), (F, None), (P, None), (R, None), (W, None), (C, [2.0])]
+    run_dir = make_run_dir(
+        ["minimize"],
+        trials,
+        named=False,
+        trial_attrs={2: {"interrupted": True}, 6: {"recipe": None}},
+    )
+    view = open_run(run_dir).study
+    counts = view.counts()
+    assert (counts.complete, counts.failed, counts.interrupted) == (2, 1, 1)
+    assert (counts.running, counts.waiting, counts.pruned, counts.finished) == (1, 1, 1, 3)
+    assert view.objective_names == ["objective0"] and view.directions == ["minimize"]
+    assert view.attr("missing", "d") == "d" and view.attr("space") == "linear_layerwise"
+    assert _numbers(view.trials(F, P)) == [1, 2, 3] and len(view.trials()) == 7
+    assert view.name == "views" and view.best().number == 0
+    with pytest.raises(SearchError, match="trial 6 has no recorded recipe"):
+        view.recipe(view.pick(6))
+    assert view.recipe(view.pick("0")).merge_method == "linear"
+    with pytest.raises(ExportError, match="trial 6 has no recorded recipe"):
+        export_trial(run_dir, run_dir / "out", trial=6)
