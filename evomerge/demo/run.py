@@ -66,7 +66,7 @@ WEIGHT_BOUNDS = (0.0, 1.5)
 
 
 def demo_run_config(
-    models: DemoModels, *, trials: int, workers: int = 2, seed: int = 0
+    models: DemoModels, *, trials: int, workers: int = 1, seed: int = 0
 ) -> dict[str, Any]:
     """The demo's run.yaml as a mapping: every field a real search uses, nothing hidden."""
     low, high = WEIGHT_BOUNDS
@@ -212,7 +212,7 @@ def run_demo(
     trials: int | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
-    workers: int = 2,
+    workers: int = 1,
     export: bool = True,
     size: str = "full",
     seed: int = 0,
@@ -222,7 +222,9 @@ def run_demo(
 
     ``size``: ``"full"`` (the demo), ``"small"`` (less trained models that still tell the
     demo's story, for tests) or ``"tiny"`` (barely trained, for tests of the plumbing).
-    ``seed`` seeds the models' training and the search. ``cache_dir`` defaults to
+    ``seed`` seeds the models' training and the search. With one Ray worker (the
+    default) the whole demo is reproducible; with more, trials are told to CMA-ES in the
+    order they finish, so the best trial can differ from run to run. ``cache_dir`` defaults to
     ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``; models built with another
     size or seed replace the cached ones. ``grid_step`` spaces the uniform grid.
     Raises SearchError (an EvomergeError) when the search or an evaluation fails.

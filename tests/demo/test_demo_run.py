@@ -134,3 +134,27 @@ def test_full_demo_claims_hold_over_three_seeds(tmp_path: Path) -> None:
     for name, vs in margins.items():
         print(f"  {name:<34} {min(vs):+.3f} / {statistics.median(vs):+.3f} / {max(vs):+.3f}")
     assert all(v > 0 for vs in margins.values() for v in vs), margins
+
+
+def test_cli_demo_passes_its_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evomerge import cli
+    from evomerge.demo import run as run_mod
+
+    seen: dict[str, Any] = {}
+
+    class Done:
+        def format(self) -> str:
+            return "the table"
+
+    def fake_run_demo(run_dir: Path, **kwargs: Any) -> Done:
+        seen.update(kwargs, run_dir=run_dir)
+        return Done()
+
+    monkeypatch.setattr(run_mod, "run_demo", fake_run_demo)
+    args = ["demo", "--run-dir", str(tmp_path), "--trials", "7", "--seed", "2", "--quiet"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert "the table" in result.output
+    assert seen == {"run_dir": tmp_path, "trials": 7, "seed": 2, "progress": False}
