@@ -33,6 +33,7 @@ from evomerge.judge._perplexity import PerplexityJudge
 from evomerge.judge._reference import BleuJudge, ChrfJudge, FactRecallJudge
 from evomerge.judge._spec import definition_with_overrides, discover_llm_judges, load_llm_judge
 from evomerge.judge._types import Judge
+from evomerge.judge.harness import LMEvalJudge
 from evomerge.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,12 @@ LOCAL_JUDGES: dict[str, JudgeFactory] = {
     "embedding_similarity": EmbeddingSimilarityJudge.from_options,
     "fact_recall": FactRecallJudge.from_options,
     "length": LengthJudge.from_options,
+    "lm_eval": LMEvalJudge.from_options,
     "perplexity": PerplexityJudge.from_options,
     "style_markers": StyleMarkersJudge.from_options,
 }
 # The fields of a judge YAML that a run.yaml may override per judge instance (``options:``).
-LLM_OVERRIDABLE = ("samples", "temperature", "max_tokens", "top_logprobs")
+LLM_OVERRIDABLE = ("samples", "temperature", "max_tokens", "top_logprobs", "structured_choice")
 
 
 def _check_factory(name: str, obj: object) -> JudgeFactory:

@@ -2,7 +2,9 @@
 
 Per trial: ``engine.materialize(recipe)`` -> ``generator.load_weights(...)`` ->
 ``generator.generate(prompts)`` -> judges -> objective value(s). The pool, merge engine,
-generator, prompt items and judges are built once per worker and stay resident.
+generator, prompt items and judges are built once per worker and stay resident. When no
+judge scores answers (only ``lm_eval``/``perplexity``-like judges, which score the model
+itself), nothing is generated and no prompt set is needed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from evomerge.config import RunConfig
 from evomerge.dtypes import to_torch
 from evomerge.exceptions import ConfigError
 from evomerge.generate import build_generator, build_prompt_items
-from evomerge.judge import Sample, build_objective
+from evomerge.judge import Sample, build_objective, needs_answers
 from evomerge.merge import MergeEngine, MergeRecipe
 from evomerge.run import build_space, open_pool
 from evomerge.search._types import TrialResult
@@ -48,8 +50,22 @@ class PipelineEvaluator:
             methods=[self.space.spec.method],
         )
         self.params = config.generation.params
-        self.items = build_prompt_items(
-            config.generation, tokenizer_path=self.pool.base_path, split="search"
+        # the judge reply cache lives in the run dir when this node can see it
+        cache_dir = run_dir if run_dir is not None and Path(run_dir).is_dir() else None
+        self.objective = build_objective(config.judging, run_dir=cache_dir, base_dir=config.root)
+        answering = [n for n, j in self.objective.judges.items() if needs_answers(j)]
+        if answering and config.generation.prompts is None:
+            self.objective.close()
+            raise ConfigError(
+                f"generation.prompts: judge(s) {', '.join(answering)} score generated answers; "
+                "give a prompt set (JSONL with question per line)"
+            )
+        self.items = (
+            build_prompt_items(
+                config.generation, tokenizer_path=self.pool.base_path, split="search"
+            )
+            if answering
+            else []
         )
         self.generator = build_generator(
             config.generation,
@@ -57,9 +73,6 @@ class PipelineEvaluator:
             device=device,
             trust_remote_code=config.models.trust_remote_code,
         )
-        # the judge reply cache lives in the run dir when this node can see it
-        cache_dir = run_dir if run_dir is not None and Path(run_dir).is_dir() else None
-        self.objective = build_objective(config.judging, run_dir=cache_dir, base_dir=config.root)
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
@@ -68,9 +81,15 @@ class PipelineEvaluator:
         tensors = self.engine.materialize(recipe)
         t1 = time.perf_counter()
         self.generator.load_weights(tensors.items())
-        answers = self.generator.generate([p.prompt for p in self.items], self.params)
+        answers = (
+            self.generator.generate([p.prompt for p in self.items], self.params)
+            if self.items
+            else []
+        )
         t2 = time.perf_counter()
-        samples = [Sample.of(p, a) for p, a in zip(self.items, answers, strict=True)]
+        samples = [Sample.of(p, a) for p, a in zip(self.items, answers, strict=True)] or [
+            Sample(question="", answer="")  # answer-free judges score the model itself
+        ]
         result = self.objective.evaluate(samples, generator=self.generator)
         t3 = time.perf_counter()
         extra: dict[str, Any] = {}
@@ -80,7 +99,11 @@ class PipelineEvaluator:
             trial_number=trial_number,
             values=[float(v) for v in result.values],
             scores={k: float(v) for k, v in result.judge_means.items()},
-            samples=[{"question": s.question, "answer": s.answer} for s in samples[:_SAMPLES_KEPT]],
+            samples=[
+                {"question": s.question, "answer": s.answer}
+                for s in samples[:_SAMPLES_KEPT]
+                if self.items
+            ],
             timings={"merge_s": t1 - t0, "generate_s": t2 - t1, "judge_s": t3 - t2},
             extra=extra,
         )
