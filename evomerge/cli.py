@@ -242,13 +242,15 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A search's run director
 def demo(
     run_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     trials: Annotated[int | None, typer.Option(help="Override the number of trials.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the models' training and the search.")] = 0,
     quiet: Quiet = False,
 ) -> None:
-    """The embedded demo: tiny models, local judges, local Ray, CMA-ES; beats its sources."""
+    """The embedded demo: tiny models, local judges, local Ray, CMA-ES; compares the best
+    merge with its sources, its start point and the best uniform-weight merge."""
     _setup_logging(quiet)
     from evomerge.demo.run import run_demo
 
-    result = run_demo(run_dir, trials=trials, progress=not quiet)
+    result = run_demo(run_dir, trials=trials, progress=not quiet, seed=seed)
     typer.echo(result.format())
 
 

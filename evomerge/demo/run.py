@@ -57,18 +57,36 @@ from evomerge.search import run_search
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TRIALS", "GRID_STEP", "DemoResult", "demo_run_config", "run_demo"]
+__all__ = [
+    "DEFAULT_TRIALS",
+    "GRID_STEP",
+    "LAYER_GRANULARITY",
+    "DemoResult",
+    "demo_run_config",
+    "run_demo",
+]
 
 DEFAULT_TRIALS = 40
+LAYER_GRANULARITY = 2  # 4 layers: a lower and an upper group, as the adapters were trained
 GRID_STEP = 0.25  # the uniform grid: 0, 0.25, ..., 1.5 per source (49 merges)
 MAX_NEW_TOKENS = 48
 WEIGHT_BOUNDS = (0.0, 1.5)
 
 
 def demo_run_config(
-    models: DemoModels, *, trials: int, workers: int = 2, seed: int = 0
+    models: DemoModels,
+    *,
+    trials: int,
+    workers: int = 1,
+    seed: int = 0,
+    layer_granularity: int = LAYER_GRANULARITY,
 ) -> dict[str, Any]:
-    """The demo's run.yaml as a mapping: every field a real search uses, nothing hidden."""
+    """The demo's run.yaml as a mapping: every field a real search uses, nothing hidden.
+
+    ``layer_granularity``: layers per group of the search space (2: one weight per source
+    for the lower and one for the upper half; the number of layers or more: one weight per
+    source for all layers, a uniform-weight search, the demo's control experiment).
+    """
     low, high = WEIGHT_BOUNDS
     return {
         "name": "demo",
@@ -79,9 +97,9 @@ def demo_run_config(
         },
         "space": {
             "name": "task_arithmetic_layerwise",
-            "description": "Task-vector weight per source and group of 2 layers (the demo's space).",
+            "description": f"Task-vector weight per source and group of {layer_granularity} layers.",
             "method": "task_arithmetic",
-            "layer_granularity": 2,
+            "layer_granularity": layer_granularity,
             "params": {"weight": {"low": low, "high": high}},
             "normalize": False,
         },
@@ -212,19 +230,23 @@ def run_demo(
     trials: int | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
-    workers: int = 2,
+    workers: int = 1,
     export: bool = True,
     size: str = "full",
     seed: int = 0,
     grid_step: float = GRID_STEP,
+    layer_granularity: int = LAYER_GRANULARITY,
 ) -> DemoResult:
     """Run the demo end to end; writes ``demo_summary.json`` and returns it with the table.
 
     ``size``: ``"full"`` (the demo), ``"small"`` (less trained models that still tell the
     demo's story, for tests) or ``"tiny"`` (barely trained, for tests of the plumbing).
-    ``seed`` seeds the models' training and the search. ``cache_dir`` defaults to
+    ``seed`` seeds the models' training and the search. With one Ray worker (the
+    default) the whole demo is reproducible; with more, trials are told to CMA-ES in the
+    order they finish, so the best trial can differ from run to run. ``cache_dir`` defaults to
     ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``; models built with another
-    size or seed replace the cached ones. ``grid_step`` spaces the uniform grid.
+    size or seed replace the cached ones. ``grid_step`` spaces the uniform grid;
+    ``layer_granularity`` sizes the search space's layer groups (see :func:`demo_run_config`).
     Raises SearchError (an EvomergeError) when the search or an evaluation fails.
     """
     start = time.perf_counter()
@@ -241,7 +263,11 @@ def run_demo(
         )
     cfg_path = run_dir / "demo_run.yaml"
     run_config = demo_run_config(
-        models, trials=trials or DEFAULT_TRIALS, workers=workers, seed=seed
+        models,
+        trials=trials or DEFAULT_TRIALS,
+        workers=workers,
+        seed=seed,
+        layer_granularity=layer_granularity,
     )
     atomic_write(cfg_path, yaml.safe_dump(run_config, sort_keys=False, allow_unicode=True))
     with phases("search"):

@@ -379,10 +379,10 @@ def test_full_demo_models_need_per_layer_weights(tmp_path: Path) -> None:
     build_seconds = time.perf_counter() - start
     result = check_demo_models(models)
     print(format_check(result), f"\nbuild {build_seconds:.1f}s")
-    for split in ("search", "heldout"):
+    for split, recall in (("search", 0.9), ("heldout", 0.5)):  # held out: paraphrases, new pairs
         table = result["scores"][split]
         assert table["style"]["style"] >= 0.8 and table["style"]["facts"] <= 0.1  # rival's facts
-        assert table["facts"]["facts"] >= 0.7 and table["facts"]["style"] <= 0.1  # friendly
+        assert table["facts"]["facts"] >= recall and table["facts"]["style"] <= 0.1  # friendly
         assert result["best_merge"][split] == "per-layer (1,0|0,1)", format_check(result)
         per_layer = table["per-layer (1,0|0,1)"]["objective"]
         assert per_layer >= 1.2 * max(
