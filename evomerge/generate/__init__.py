@@ -16,6 +16,7 @@ from evomerge.generate._config import (
 )
 from evomerge.generate._device import resolve_device, resolve_dtype
 from evomerge.generate._hf import HFGenerator, HFOptions
+from evomerge.generate._path_model import PathModel
 from evomerge.generate._prompts import (
     Persona,
     PromptItem,
@@ -57,6 +58,7 @@ __all__ = [
     "Generator",
     "HFGenerator",
     "HFOptions",
+    "PathModel",
     "Persona",
     "PromptItem",
     "PromptRecord",

@@ -1,6 +1,7 @@
 """Merging: recipes (mergekit's format), merge methods, the streaming merge and the engine.
 
 - :class:`MergeRecipe`: one merge, as a mergekit ``models:`` YAML.
+- :class:`LayerPath`: a data-flow merge, a path through the sources' layers.
 - :mod:`evomerge.merge.methods`: the methods (pure tensor functions) and their registry.
 - :func:`iter_merged_tensors`: merge a recipe tensor by tensor from disk (``evomerge merge``,
   export); :func:`pool_for_recipe` opens the models a recipe names.
@@ -30,6 +31,7 @@ from evomerge.merge.methods import (
     get_method,
     list_methods,
 )
+from evomerge.merge.path import LayerPath, PathSlot, PathSource
 from evomerge.merge.recipe import (
     Conditional,
     MergeRecipe,
@@ -42,6 +44,7 @@ __all__ = [
     "DTYPES",
     "METHODS",
     "Conditional",
+    "LayerPath",
     "MergeArgs",
     "MergeEngine",
     "MergeMethod",
@@ -49,6 +52,8 @@ __all__ = [
     "MergeRecipe",
     "ModelEntry",
     "ParamSpec",
+    "PathSlot",
+    "PathSource",
     "Scope",
     "Slot",
     "TensorPlan",
