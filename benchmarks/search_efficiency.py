@@ -33,8 +33,8 @@ import numpy as np
 import optuna
 
 from evomerge.config import SearchConfig
-from evomerge.search import SearchSpace, load_space_spec, make_sampler
-from evomerge.search._study import distributions
+from evomerge.search import distributions, make_sampler
+from evomerge.space import SearchSpace, load_space_spec
 
 
 def build_space(groups: int, granularity: int, sources: int) -> SearchSpace:

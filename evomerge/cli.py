@@ -99,11 +99,11 @@ def search(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run (or resume) a merge search. Re-running the same command resumes it."""
+    """Run (or resume) a merge search, then its analysis and report. Re-running resumes it."""
     _setup_logging(quiet)
-    from evomerge.search import run_search
+    from evomerge.orchestrate import search_and_report
 
-    run_search(
+    search_and_report(
         run_yaml,
         run_dir=run_dir,
         address=address,
@@ -121,7 +121,7 @@ def status(
 ) -> None:
     """Trials complete/failed/running, the best trial (or Pareto front) and its recipe."""
     _setup_logging(True)
-    from evomerge.search import format_status, study_status
+    from evomerge.run import format_status, study_status
 
     info = study_status(run_dir)
     typer.echo(json.dumps(info, indent=2) if as_json else format_status(info))

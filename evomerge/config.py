@@ -19,7 +19,8 @@
 
 Relative paths are resolved against ``root`` (default: the YAML file's folder). Instead of
 ``generation`` + ``judging``, ``evaluator: {factory: "pkg.module:callable", options: {}}``
-plugs in any :class:`evomerge.search.TrialEvaluator` (used by tests and benchmarks).
+plugs in any :class:`evomerge.search.TrialEvaluator` (by a registered name or
+``module:callable``; used by tests and benchmarks).
 Every invalid field is reported at once, naming the file.
 """
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -40,9 +41,13 @@ from pydantic import (
 )
 
 from evomerge._yaml import load_yaml, validate_model
+from evomerge.dtypes import WORKING_DTYPES, check_dtype_name
 from evomerge.exceptions import ConfigError
 from evomerge.generate import GenerationConfig
 from evomerge.judge import JudgingConfig
+
+if TYPE_CHECKING:
+    from evomerge.space import SpaceSpec
 
 __all__ = [
     "AnalysisConfig",
@@ -100,9 +105,14 @@ class SearchConfig(_Frozen):
 class MergeConfig(_Frozen):
     """How workers materialize recipes. ``seed`` fixes DARE's random drops for the run."""
 
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: str = "float32"  # one of evomerge.dtypes.WORKING_DTYPES
     seed: int = Field(default=0, ge=0)
     device: str = "auto"
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        return check_dtype_name(v, allowed=WORKING_DTYPES, field="dtype")
 
 
 class WorkersConfig(_Frozen):
@@ -143,9 +153,11 @@ class AnalysisConfig(_Frozen):
 
 
 class EvaluatorConfig(_Frozen):
-    """A custom trial evaluator: ``factory(config, *, device, worker_index, run_dir, **options)``."""
+    """A trial evaluator: ``factory`` is a registered name (``pipeline``, plug-ins) or
+    ``"package.module:callable"``; called as ``factory(config, *, device, worker_index,
+    run_dir, **options)``."""
 
-    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    factory: str = Field(pattern=r"^([A-Za-z_][\w.]*:[A-Za-z_]\w*|[A-Za-z_][\w\-]*)$")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -206,9 +218,12 @@ class RunConfig(_Frozen):
         self.space_spec()  # a bad space is reported here, with the file of the run config
         return self
 
-    def space_spec(self) -> Any:
-        """The validated :class:`evomerge.search.SpaceSpec` (overrides applied)."""
-        from evomerge.search._space_spec import load_space_spec
+    def space_spec(self) -> SpaceSpec:
+        """The validated :class:`evomerge.space.SpaceSpec` (overrides applied).
+
+        evomerge.space (which needs the merge registry, hence torch) is imported on first
+        use, so importing this module stays light."""
+        from evomerge.space import load_space_spec
 
         try:
             return load_space_spec(self.space, base_dir=self.root, overrides=self.space_overrides)

@@ -4,16 +4,19 @@
 
     EvomergeError                      base of everything below
     ├── ConfigError                    a YAML/JSON config is wrong (names file and field)
+    │   └── UnknownPluginError         a name no registry knows (lists the choices)
     ├── CheckpointError                a model directory cannot be opened as asked
     │   └── UnsafeCheckpointError      pickle weights (.bin/.pt) without allow_pickle=True
     ├── ArchitectureMismatchError      models differ: names the first differing tensor
     ├── MergeError                     a merge cannot be computed as configured
-    │   ├── UnknownMethodError         a merge method name not in the registry
+    │   ├── UnknownMethodError         a merge method name not in the registry (also an
+    │   │                              UnknownPluginError)
     │   └── MemoryBudgetError          the merge engine would not fit on its device
     ├── SearchError                    the study or driver cannot proceed
     ├── GenerationError                a generator backend failed
     ├── JudgeError                     a judge failed to score (one trial, never the study)
-    │   └── JudgeAuthError             the endpoint refused the credentials (401/403)
+    │   ├── JudgeAuthError             the endpoint refused the credentials (401/403)
+    │   └── RequestFailed              one judge request failed for good (retries spent)
     └── ExportError                    a checkpoint could not be written
 
 Errors are ``ValueError`` subclasses where the cause is bad input, so that pydantic
@@ -33,8 +36,10 @@ __all__ = [
     "JudgeError",
     "MemoryBudgetError",
     "MergeError",
+    "RequestFailed",
     "SearchError",
     "UnknownMethodError",
+    "UnknownPluginError",
     "UnsafeCheckpointError",
 ]
 
@@ -45,6 +50,14 @@ class EvomergeError(Exception):
 
 class ConfigError(EvomergeError, ValueError):
     """A configuration file is invalid. The message names the file and every bad field."""
+
+
+class UnknownPluginError(ConfigError, KeyError):
+    """A name that no registry entry, registered plug-in or entry point has. The message
+    lists the choices."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class CheckpointError(EvomergeError, ValueError):
@@ -63,11 +76,8 @@ class MergeError(EvomergeError, ValueError):
     """A merge cannot be computed with the given method and parameters."""
 
 
-class UnknownMethodError(MergeError, KeyError):
+class UnknownMethodError(MergeError, UnknownPluginError):
     """A merge method name that is not registered. The message lists the choices."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class MemoryBudgetError(MergeError):
@@ -88,6 +98,10 @@ class JudgeError(EvomergeError):
 
 class JudgeAuthError(JudgeError):
     """The judge endpoint refused the credentials; retrying cannot help."""
+
+
+class RequestFailed(JudgeError):
+    """One judge request failed for good (retries exhausted, or a 4xx that retrying cannot fix)."""
 
 
 class ExportError(EvomergeError):

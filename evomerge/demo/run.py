@@ -8,7 +8,8 @@
 3. score both sources and the best merge with the same generator, prompts and judges, on
    the search prompts and on held-out prompts, print the table and write
    ``demo_summary.json`` and ``baselines.json``;
-4. export the best merge and write the report.
+4. export the best merge (:meth:`evomerge.run.StudyView.best`, as every command) and run
+   the post-search steps (conflict analysis and report) with the baselines in place.
 
 Re-running on the same run directory resumes the search (finished trials are kept).
 """
@@ -25,9 +26,18 @@ from typing import Any
 
 import yaml
 
+from evomerge.atomic import atomic_write
+from evomerge.config import RunConfig, load_run_config
 from evomerge.demo.check import LENGTH_RANGE, STYLE_MARKERS
 from evomerge.demo.data import demo_data_dir, prompts_path
 from evomerge.demo.models import DemoModels, build_demo_models, default_cache_dir
+from evomerge.exceptions import SearchError
+from evomerge.export import export_trial
+from evomerge.merge import MergeRecipe, ModelEntry
+from evomerge.orchestrate import post_search
+from evomerge.pool import ModelPool
+from evomerge.run import BASELINES_JSON, open_pool, open_run
+from evomerge.search import PipelineEvaluator, run_search
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +135,8 @@ class _Scored:
     samples: list[dict[str, str]]
 
 
-def _source_recipe(models: DemoModels, pool: Any, which: str) -> Any:
+def _source_recipe(models: DemoModels, pool: ModelPool, which: str) -> MergeRecipe:
     """A one-hot task-arithmetic recipe: exactly source ``which`` (base + its task vector)."""
-    from evomerge.merge.recipe import MergeRecipe, ModelEntry
-
     entries = tuple(
         ModelEntry(model=pool.model_ref(i), parameters={"weight": 1.0 if name == which else 0.0})
         for i, name in enumerate(pool.source_names)
@@ -136,11 +144,13 @@ def _source_recipe(models: DemoModels, pool: Any, which: str) -> Any:
     return MergeRecipe(merge_method="task_arithmetic", base_model=str(models.base), models=entries)
 
 
-def _score_split(config: Any, recipes: dict[str, Any], split: str) -> dict[str, _Scored]:
+def _score_split(
+    config: RunConfig, recipes: dict[str, MergeRecipe], split: str
+) -> dict[str, _Scored]:
     """Evaluate each recipe in-process with the search's own evaluator, on one prompt split."""
-    from evomerge.search._pipeline import PipelineEvaluator
-
     gen = config.generation
+    if gen is None:
+        raise SearchError("demo: the run config has no generation section")
     if split == "heldout":
         gen = gen.model_copy(update={"prompts": gen.heldout_prompts})
     evaluator = PipelineEvaluator(config.model_copy(update={"generation": gen}), device="cpu")
@@ -148,7 +158,7 @@ def _score_split(config: Any, recipes: dict[str, Any], split: str) -> dict[str, 
     for name, recipe in recipes.items():
         r = evaluator.evaluate(-1, recipe)
         if not r.ok or r.values is None:
-            raise RuntimeError(f"demo: evaluating {name} on {split} prompts failed: {r.error}")
+            raise SearchError(f"demo: evaluating {name} on {split} prompts failed: {r.error}")
         out[name] = _Scored(values=r.values, scores=r.scores, samples=r.samples)
     return out
 
@@ -178,13 +188,8 @@ def run_demo(
 
     ``size="tiny"`` builds barely trained models (for tests of the pipeline's plumbing);
     ``cache_dir`` defaults to ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``.
+    Raises SearchError (an EvomergeError) when the search or an evaluation fails.
     """
-    from evomerge.config import load_run_config
-    from evomerge.export import export_trial
-    from evomerge.merge.recipe import MergeRecipe
-    from evomerge.report import write_report
-    from evomerge.search import open_pool, run_search, study_status
-
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,22 +197,17 @@ def run_demo(
         Path(cache_dir) if cache_dir else default_cache_dir(), size=size, progress=progress
     )
     cfg_path = run_dir / "demo_run.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(
-            demo_run_config(models, trials=trials or DEFAULT_TRIALS, workers=workers),
-            sort_keys=False,
-            allow_unicode=True,
-        ),
-        encoding="utf-8",
-    )
+    run_config = demo_run_config(models, trials=trials or DEFAULT_TRIALS, workers=workers)
+    atomic_write(cfg_path, yaml.safe_dump(run_config, sort_keys=False, allow_unicode=True))
     summary = run_search(cfg_path, run_dir=run_dir, progress=progress)
-    if summary.best_trial is None:
-        raise RuntimeError(f"demo: the search finished no trial ({summary.stopped}); see {run_dir}")
+    run = open_run(run_dir)
+    best = run.study.best()
+    if best is None:
+        raise SearchError(f"demo: the search finished no trial ({summary.stopped}); see {run_dir}")
 
     config = load_run_config(cfg_path)
     pool = open_pool(config)
-    status = study_status(run_dir)
-    best_recipe = MergeRecipe.from_mergekit_dict(status["best"]["recipe"], source="best trial")
+    best_recipe = run.study.recipe(best)
     recipes = {name: _source_recipe(models, pool, name) for name in pool.source_names}
     recipes["best merge"] = best_recipe
     search_scores = _score_split(config, recipes, "search")
@@ -220,26 +220,25 @@ def run_demo(
         for n, s in search_scores.items()
         if n != "best merge"
     }
-    (run_dir / "baselines.json").write_text(
-        json.dumps(baselines, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    atomic_write(run_dir / BASELINES_JSON, json.dumps(baselines, ensure_ascii=False, indent=2))
     if export:
         export_trial(
-            run_dir, run_dir / "best_model", trial="best", overwrite=True, progress=progress
+            run_dir, run_dir / "best_model", trial=best.number, overwrite=True, progress=progress
         )
-    report = write_report(run_dir)
+    report = post_search(run_dir)  # the conflict analysis and the report, with the baselines
+    counts = run.study.counts()
     result = {
         "sources": {n: search_scores[n].values[0] for n in pool.source_names},
         "best": search_scores["best merge"].values[0],
-        "best_trial": status["best"]["trial"],
+        "best_trial": best.number,
         "heldout": {
             "sources": {n: heldout_scores[n].values[0] for n in pool.source_names},
             "best": heldout_scores["best merge"].values[0],
         },
         "scores": {n: s.scores for n, s in search_scores.items()},
         "heldout_scores": {n: s.scores for n, s in heldout_scores.items()},
-        "n_complete": status["n_complete"],
-        "n_failed": status["n_failed"],
+        "n_complete": counts.complete,
+        "n_failed": counts.failed,
         "beats_sources": all(
             search_scores["best merge"].values[0] > search_scores[n].values[0]
             for n in pool.source_names
@@ -249,7 +248,5 @@ def run_demo(
         "seconds": round(time.perf_counter() - start, 1),
         "data": str(demo_data_dir()),
     }
-    (run_dir / "demo_summary.json").write_text(
-        json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    atomic_write(run_dir / "demo_summary.json", json.dumps(result, ensure_ascii=False, indent=2))
     return DemoResult(summary=result, table=table, run_dir=run_dir)

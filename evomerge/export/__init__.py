@@ -7,7 +7,6 @@ writes a recipe as the YAML mergekit reproduces it from. ``write_path_checkpoint
 data-flow path (scales folded into the weights) with its mergekit passthrough YAML.
 """
 
-from evomerge.export._atomic import atomic_directory, check_out_dir
 from evomerge.export._checkpoint import MERGE_CONFIG_NAME, write_checkpoint
 from evomerge.export._files import TOKENIZER_FILES
 from evomerge.export._path import (
@@ -23,8 +22,6 @@ from evomerge.export.trial import export_trial
 __all__ = [
     "MERGE_CONFIG_NAME",
     "TOKENIZER_FILES",
-    "atomic_directory",
-    "check_out_dir",
     "emit_mergekit_yaml",
     "export_trial",
     "fold_factors",

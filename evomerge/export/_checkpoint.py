@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from evomerge.atomic import atomic_directory, check_out_dir
 from evomerge.exceptions import ExportError
-from evomerge.export._atomic import atomic_directory, check_out_dir
 from evomerge.export._files import (
     check_extra_files,
     copy_tokenizer_files,
@@ -23,16 +23,13 @@ from evomerge.export._files import (
 )
 from evomerge.export._shards import ShardWriter, tensor_nbytes
 from evomerge.export._sizes import parse_size
+from evomerge.pool import vocab_role
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MERGE_CONFIG_NAME", "write_checkpoint"]
 
 MERGE_CONFIG_NAME = "mergekit_config.yml"  # mergekit's name for the config it ran
-
-# Suffixes of the input embedding and of the output projection, across model families.
-_EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight")
-_HEAD_SUFFIXES = ("lm_head.weight", "embed_out.weight")
 
 
 def write_checkpoint(
@@ -120,9 +117,10 @@ class _StreamStats:
         self.count += 1
         if t.is_floating_point():
             self.dtype_bytes[t.dtype] += tensor_nbytes(t)
-        if t.dim() == 2 and name.endswith(_EMBED_SUFFIXES):
+        role = vocab_role(name) if t.dim() == 2 else None
+        if role == "embed":
             self.embed_rows = t.shape[0]
-        elif t.dim() == 2 and name.endswith(_HEAD_SUFFIXES):
+        elif role == "head":
             self.head_rows = t.shape[0]
 
     def main_dtype(self) -> torch.dtype | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from evomerge.dtypes import dtype_name
 from evomerge.exceptions import ExportError
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,6 @@ __all__ = [
     "TOKENIZER_FILES",
     "check_extra_files",
     "copy_tokenizer_files",
-    "dtype_name",
     "output_config",
     "write_extra_files",
     "write_generation_config",
@@ -44,11 +44,6 @@ TOKENIZER_FILES: tuple[str, ...] = (
 )
 _TOKENIZER_GLOBS = ("*.tiktoken",)
 _TOKENIZER_DIRS = ("additional_chat_templates",)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """``torch.bfloat16`` -> ``"bfloat16"`` (the spelling config.json uses)."""
-    return str(dtype).removeprefix("torch.")
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
+from evomerge.atomic import check_out_dir
+from evomerge.dtypes import FLOAT_DTYPES, to_torch
 from evomerge.exceptions import ConfigError, ExportError
-from evomerge.export._atomic import check_out_dir
 from evomerge.export._checkpoint import write_checkpoint
 from evomerge.export._sizes import parse_size
-from evomerge.merge import DTYPES, MergeRecipe, iter_merged_tensors, pool_for_recipe
+from evomerge.merge import MergeRecipe, iter_merged_tensors, pool_for_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +26,7 @@ def _dtype_field(recipe: MergeRecipe, field: str, *, source: str) -> torch.dtype
     name = getattr(recipe, field)
     if name is None:
         return None
-    dtype = DTYPES.get(name.removeprefix("torch."))
-    if dtype is None:
-        raise ConfigError(
-            f"{source}: {field}: unknown dtype {name!r}; use one of {', '.join(DTYPES)}"
-        )
-    return dtype
+    return to_torch(name, allowed=FLOAT_DTYPES, field=f"{source}: {field}", error=ConfigError)
 
 
 def recipe_out_dtype(recipe: MergeRecipe, *, source: str = "<recipe>") -> torch.dtype | None:

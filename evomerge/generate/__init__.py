@@ -29,6 +29,7 @@ from evomerge.generate._prompts import (
 from evomerge.generate._protocol import Generator
 from evomerge.generate._registry import (
     ENTRY_POINT_GROUP,
+    GENERATORS,
     available_generators,
     build_generator,
     get_generator_factory,
@@ -50,6 +51,7 @@ from evomerge.generate._weights import copy_named_tensors, weight_targets
 __all__ = [
     "DTYPES",
     "ENTRY_POINT_GROUP",
+    "GENERATORS",
     "TEMPLATE_FIELDS",
     "Embedder",
     "FactRetriever",

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from evomerge.dtypes import WORKING_DTYPES
+
 __all__ = [
     "DTYPES",
     "TEMPLATE_FIELDS",
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 #: Accepted ``dtype`` values. ``auto``: float32 on CPU, bfloat16 on CUDA.
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", *WORKING_DTYPES)
 
 #: The fields a prompt template (or ``system_prompt``) may use, as ``{name}``.
 TEMPLATE_FIELDS = ("system", "profile", "examples", "question", "context", "name")

@@ -6,11 +6,10 @@ import re
 
 import torch
 
+from evomerge.dtypes import WORKING_DTYPES, to_torch
 from evomerge.exceptions import GenerationError
 
 __all__ = ["resolve_device", "resolve_dtype"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -42,8 +41,4 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto`` is float32 on CPU and bfloat16 on CUDA; else float32, bfloat16 or float16."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise GenerationError(
-            f"dtype {name!r} is not supported. Available: auto, {', '.join(_DTYPES)}"
-        )
-    return _DTYPES[name]
+    return to_torch(name, allowed=WORKING_DTYPES, field="dtype", error=GenerationError)

@@ -1,5 +1,5 @@
-"""Generator backends by name: built-ins (``hf``, ``vllm``) plus the ``evomerge.generators``
-entry-point group.
+"""Generator backends by name (a :class:`~evomerge.registry.Registry`): built-ins (``hf``,
+``vllm``), :func:`register_generator`, and the ``evomerge.generators`` entry-point group.
 
 A backend is a factory ``(cfg, *, model_path, device, trust_remote_code) -> Generator``.
 An entry point names such a factory (``my_pkg.gen:build``). The registry is explicit:
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from evomerge.exceptions import ConfigError
+from evomerge.registry import Registry
 
 if TYPE_CHECKING:
     from evomerge.generate._config import GenerationConfig
@@ -24,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "GENERATORS",
     "GeneratorFactory",
     "available_generators",
     "build_generator",
@@ -57,47 +57,35 @@ def _build_vllm(
 
 
 _BUILTIN: dict[str, GeneratorFactory] = {"hf": _build_hf, "vllm": _build_vllm}
-_REGISTERED: dict[str, GeneratorFactory] = {}
 
 
-def register_generator(name: str, factory: GeneratorFactory, *, overwrite: bool = False) -> None:
-    """Register a backend factory under ``name`` (raises ValueError if taken, unless ``overwrite``)."""
-    if not overwrite and name in available_generators():
-        raise ValueError(
-            f"generator backend {name!r} is already registered; pass overwrite=True to replace it"
+def _check_factory(name: str, obj: object) -> GeneratorFactory:
+    if not callable(obj):
+        raise TypeError(
+            f"generator backend {name!r} must be a factory callable, got {type(obj).__name__}"
         )
-    _REGISTERED[name] = factory
+    return obj
 
 
-def _entry_points() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+#: Generator backends: built-ins, registered ones and ``evomerge.generators`` plugins.
+GENERATORS: Registry[GeneratorFactory] = Registry(
+    "generation backend", builtins=_BUILTIN, group=ENTRY_POINT_GROUP, check=_check_factory
+)
+
+
+def register_generator(name: str, factory: GeneratorFactory, *, replace: bool = False) -> None:
+    """Register a backend factory under ``name`` (raises ValueError if taken, unless ``replace``)."""
+    GENERATORS.register(name, factory, replace=replace)
 
 
 def available_generators() -> list[str]:
     """Every backend name: built-ins, then registered ones, then entry points."""
-    names = list(_BUILTIN)
-    names += [n for n in _REGISTERED if n not in names]
-    names += [n for n in sorted(_entry_points()) if n not in names]
-    return names
+    return GENERATORS.names()
 
 
 def get_generator_factory(name: str) -> GeneratorFactory:
-    """The factory for ``name``; ConfigError listing the choices if unknown."""
-    if name in _REGISTERED:
-        return _REGISTERED[name]
-    if name in _BUILTIN:
-        return _BUILTIN[name]
-    eps = _entry_points()
-    if name in eps:
-        factory = eps[name].load()
-        if not callable(factory):
-            raise ConfigError(
-                f"entry point {ENTRY_POINT_GROUP}:{name} = {eps[name].value} is not callable"
-            )
-        return factory
-    raise ConfigError(
-        f"Unknown generation backend {name!r}. Available: {', '.join(available_generators())}"
-    )
+    """The factory for ``name``; an UnknownPluginError (a ConfigError) listing the choices."""
+    return GENERATORS.get(name)
 
 
 def build_generator(

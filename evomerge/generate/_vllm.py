@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evomerge._yaml import validate_model
 from evomerge.exceptions import ConfigError, GenerationError
-from evomerge.generate._config import GenerationParams
+from evomerge.generate._config import DTYPES, GenerationParams
 from evomerge.generate._vllm_map import (
     mean_nll_from_prompt_logprobs,
     sampling_kwargs,
@@ -185,7 +185,7 @@ class VLLMGenerator:
         opts = validate_model(
             VLLMOptions, cfg.backend_options, source="generation.backend_options (vllm)"
         )
-        if cfg.dtype not in ("auto", "bfloat16", "float16", "float32"):
+        if cfg.dtype not in DTYPES:
             raise ConfigError(f"generation.dtype {cfg.dtype!r} is not supported by vllm")
         return cls.from_pretrained(
             model_path,

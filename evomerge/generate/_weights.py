@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from evomerge.exceptions import GenerationError
+from evomerge.pool import vocab_role
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def check_shapes(
     for name, t in named_tensors:
         want = shapes.get(name)
         if want is None:
-            if name.endswith(IGNORED_SUFFIXES) or name == "lm_head.weight":
+            if name.endswith(IGNORED_SUFFIXES) or vocab_role(name) == "head":
                 yield name, t  # tied heads are absent from tied checkpoints
                 continue
             raise _unknown(name, shapes)

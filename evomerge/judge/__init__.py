@@ -11,7 +11,7 @@
 """
 
 from evomerge.judge._cache import JudgeCache, request_key
-from evomerge.judge._client import ChatClient, RequestFailed, resolve_api_key
+from evomerge.judge._client import ChatClient, resolve_api_key
 from evomerge.judge._context import JudgeContext, parse_options
 from evomerge.judge._embedding import EmbeddingSimilarityJudge, EmbeddingSimilarityOptions
 from evomerge.judge._file import (
@@ -50,6 +50,7 @@ from evomerge.judge._reference import (
 )
 from evomerge.judge._registry import (
     ENTRY_POINT_GROUP,
+    JUDGES,
     LLM_OVERRIDABLE,
     LOCAL_JUDGES,
     available_judges,
@@ -71,6 +72,7 @@ from evomerge.judge._types import Judge, Sample, Score, nan_score, needs_generat
 __all__ = [
     "CACHE_FILENAME",
     "ENTRY_POINT_GROUP",
+    "JUDGES",
     "LLM_OVERRIDABLE",
     "LOCAL_JUDGES",
     "TEMPLATE_FIELDS",
@@ -97,7 +99,6 @@ __all__ = [
     "ObjectiveSpec",
     "PerplexityJudge",
     "PerplexityOptions",
-    "RequestFailed",
     "ResponseRecord",
     "Sample",
     "Scale",

@@ -26,19 +26,15 @@ import random
 from typing import Any
 from urllib.parse import urlparse
 
-from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError
+from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError, RequestFailed
 from evomerge.judge._loop import LoopThread
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChatClient", "RequestFailed", "resolve_api_key"]
+__all__ = ["ChatClient", "resolve_api_key"]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 _NO_KEY = "EMPTY"  # what vLLM and friends accept when they run without --api-key
-
-
-class RequestFailed(JudgeError):
-    """One request failed for good (retries exhausted, or a 4xx that retrying cannot fix)."""
 
 
 def _is_local(endpoint: str) -> bool:

@@ -8,8 +8,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from evomerge.exceptions import RequestFailed
 from evomerge.judge._cache import JudgeCache, request_key
-from evomerge.judge._client import ChatClient, RequestFailed
+from evomerge.judge._client import ChatClient
 from evomerge.judge._parse import expected_score, parse_last_line_integer
 from evomerge.judge._spec import LLMJudgeDefinition, render_messages
 from evomerge.judge._types import Sample, Score, nan_score

@@ -1,22 +1,24 @@
-"""Finding a judge by name: local judges, plugins, then LLM judge YAMLs.
+"""Finding a judge by name: code judges (a :class:`~evomerge.registry.Registry`), then
+LLM judge YAMLs.
 
 Lookup order for a judge type name:
 
-1. the local judges shipped here (:data:`LOCAL_JUDGES`);
-2. judges registered in this process with :func:`register_judge`;
+1. judges registered in this process with :func:`register_judge` (they may replace a
+   built-in with ``replace=True``);
+2. the local judges shipped here (:data:`LOCAL_JUDGES`);
 3. plugins: entry points in the group ``evomerge.judges`` whose value is a factory
    ``factory(*, name: str, options: Mapping, context: JudgeContext) -> Judge``;
-4. LLM judge YAMLs: the shipped ones, then ``./judges``, then ``judges_dirs`` (later
-   folders override earlier ones).
+4. LLM judge YAMLs: the shipped ones, then ``judges_dirs`` in order (later folders
+   override earlier ones). A ``judges/`` folder is used only when it is named there
+   (``--judges-dir`` / ``judging.judges_dirs``).
 
-An unknown name is a ConfigError listing every available name.
+An unknown name is an UnknownPluginError (a ConfigError) listing every available name.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,13 @@ from evomerge.judge._perplexity import PerplexityJudge
 from evomerge.judge._reference import BleuJudge, ChrfJudge, FactRecallJudge
 from evomerge.judge._spec import definition_with_overrides, discover_llm_judges, load_llm_judge
 from evomerge.judge._types import Judge
+from evomerge.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "JUDGES",
     "LLM_OVERRIDABLE",
     "LOCAL_JUDGES",
     "JudgeFactory",
@@ -60,42 +64,36 @@ LOCAL_JUDGES: dict[str, JudgeFactory] = {
 # The fields of a judge YAML that a run.yaml may override per judge instance (``options:``).
 LLM_OVERRIDABLE = ("samples", "temperature", "max_tokens", "top_logprobs")
 
-_REGISTERED: dict[str, JudgeFactory] = {}
+
+def _check_factory(name: str, obj: object) -> JudgeFactory:
+    if not callable(obj):
+        raise TypeError(f"judge {name!r} must be a factory callable, got {type(obj).__name__}")
+    return obj
+
+
+#: Code judges: the local ones, registered ones and ``evomerge.judges`` plugins.
+JUDGES: Registry[JudgeFactory] = Registry(
+    "judge",
+    builtins=LOCAL_JUDGES,
+    group=ENTRY_POINT_GROUP,
+    check=_check_factory,
+    hint="An LLM judge is a YAML file in a folder named by judges_dirs / --judges-dir.",
+)
 
 
 def register_judge(name: str, factory: JudgeFactory, *, replace: bool = False) -> None:
     """Make ``name`` build judges with ``factory`` in this process (plugins use entry points)."""
-    if not replace and (name in LOCAL_JUDGES or name in _REGISTERED):
-        raise ValueError(f"judge {name!r} is already registered; pass replace=True to override it")
-    _REGISTERED[name] = factory
-
-
-def _plugins() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    JUDGES.register(name, factory, replace=replace)
 
 
 def available_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, str]:
     """Every judge name -> where it comes from (``local``, ``registered``, ``plugin ...``, a YAML path)."""
-    out: dict[str, str] = {}
-    for name, path in discover_llm_judges(judges_dirs).items():
-        out[name] = str(path)
-    for name, ep in _plugins().items():
-        out[name] = f"plugin {ep.value}"
-    out.update(dict.fromkeys(_REGISTERED, "registered"))
-    out.update(dict.fromkeys(LOCAL_JUDGES, "local"))
+    out: dict[str, str] = {
+        name: str(path) for name, path in discover_llm_judges(judges_dirs).items()
+    }
+    for name, origin in JUDGES.origins().items():
+        out[name] = "local" if origin == "built-in" else origin
     return dict(sorted(out.items()))
-
-
-def _code_factory(type_name: str) -> JudgeFactory | None:
-    if type_name in LOCAL_JUDGES:
-        return LOCAL_JUDGES[type_name]
-    if type_name in _REGISTERED:
-        return _REGISTERED[type_name]
-    ep = _plugins().get(type_name)
-    if ep is not None:
-        factory: JudgeFactory = ep.load()
-        return factory
-    return None
 
 
 def build_judge(
@@ -126,15 +124,12 @@ def build_judge(
     options = dict(options or {})
     context = context or JudgeContext(source=f"judge {name!r} options")
     dirs = list(judges_dirs)
-    factory = _code_factory(type_name)
+    factory = JUDGES.find(type_name)
     if factory is not None:
         return factory(name=name, options=options, context=context)
     yamls = discover_llm_judges(dirs)
     if type_name not in yamls:
-        choices = ", ".join(available_judges(dirs))
-        raise ConfigError(
-            f"Unknown judge {type_name!r}. Available: {choices} (or add judges/{type_name}.yaml)"
-        )
+        raise JUDGES.unknown(type_name, more=yamls)
     path = yamls[type_name]
     defn = load_llm_judge(path)
     bad = sorted(set(options) - set(LLM_OVERRIDABLE))
@@ -180,4 +175,4 @@ def build_judge(
 
 def is_code_judge(type_name: str) -> bool:
     """True for local, registered and plugin judges; False for LLM judge YAMLs (or unknown names)."""
-    return _code_factory(type_name) is not None
+    return type_name in JUDGES

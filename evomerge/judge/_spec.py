@@ -165,16 +165,13 @@ def builtin_judges_dir() -> Path:
 
 
 def _search_dirs(extra: Iterable[str | Path]) -> list[Path]:
-    dirs = [builtin_judges_dir()]
-    local = Path("judges")  # a judges/ folder in the working directory, if any
-    if local.is_dir():
-        dirs.append(local)
-    dirs.extend(Path(d) for d in extra)
-    return dirs
+    """The shipped judges, then the given folders; nothing is looked up implicitly (a
+    ``judges/`` folder in the working directory is used only when named)."""
+    return [builtin_judges_dir(), *(Path(d) for d in extra)]
 
 
 def discover_llm_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, Path]:
-    """Judge name -> YAML path, searching the shipped judges, then ``./judges``, then ``judges_dirs``.
+    """Judge name -> YAML path, searching the shipped judges, then ``judges_dirs`` in order.
 
     Later folders override earlier ones; each override is logged. A folder in
     ``judges_dirs`` that does not exist is a ConfigError.

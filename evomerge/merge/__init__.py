@@ -13,7 +13,6 @@
 from evomerge.merge._engine import MergeEngine
 from evomerge.merge._models import pool_for_recipe
 from evomerge.merge._resolve import (
-    DTYPES,
     MergePlan,
     Slot,
     TensorPlan,
@@ -23,6 +22,7 @@ from evomerge.merge._resolve import (
 )
 from evomerge.merge._stream import iter_merged_tensors
 from evomerge.merge.methods import (
+    MERGE_METHODS,
     METHODS,
     MergeArgs,
     MergeMethod,
@@ -30,6 +30,7 @@ from evomerge.merge.methods import (
     Scope,
     get_method,
     list_methods,
+    register_method,
 )
 from evomerge.merge.path import LayerPath, PathSlot, PathSource
 from evomerge.merge.recipe import (
@@ -41,7 +42,7 @@ from evomerge.merge.recipe import (
 )
 
 __all__ = [
-    "DTYPES",
+    "MERGE_METHODS",
     "METHODS",
     "Conditional",
     "LayerPath",
@@ -65,5 +66,6 @@ __all__ = [
     "parse_dtype",
     "plan_merge",
     "pool_for_recipe",
+    "register_method",
     "resolve_tensor",
 ]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from evomerge.dtypes import FLOAT_DTYPES, to_torch
 from evomerge.exceptions import MergeError
 from evomerge.merge._models import BASE, lora_base_mismatch, match_model
 from evomerge.merge.methods import BasePolicy, MergeArgs, MergeMethod, Scope, get_method
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from evomerge.pool import ModelPool
 
 __all__ = [
-    "DTYPES",
     "MergePlan",
     "Slot",
     "TensorPlan",
@@ -40,12 +40,6 @@ __all__ = [
     "resolve_tensor",
 ]
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
 _MAX_LISTED = 3  # tensor names shown per problem
 
 
@@ -53,10 +47,7 @@ def parse_dtype(name: str | None, *, field: str = "dtype") -> torch.dtype | None
     """mergekit's dtype names (``bfloat16``, ``torch.float16``, ...); None stays None."""
     if name is None:
         return None
-    dtype = DTYPES.get(name.removeprefix("torch."))
-    if dtype is None:
-        raise MergeError(f"{field}: unknown dtype {name!r}. Available: {', '.join(DTYPES)}")
-    return dtype
+    return to_torch(name, allowed=FLOAT_DTYPES, field=field, error=MergeError)
 
 
 @dataclass(frozen=True)

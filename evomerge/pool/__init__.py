@@ -14,11 +14,20 @@ are refused unless ``allow_pickle=True``. See :class:`ModelPool` for the contrac
 from evomerge.pool._arch import TensorInfo, VocabCrop
 from evomerge.pool._checkpoint import Checkpoint
 from evomerge.pool._lora import LoraAdapter
-from evomerge.pool._naming import MODULE_TYPES, classify_tensor, is_vocab_tensor
+from evomerge.pool._naming import (
+    INPUT_EMBEDDINGS,
+    MODULE_TYPES,
+    OUTPUT_HEADS,
+    classify_tensor,
+    is_vocab_tensor,
+    vocab_role,
+)
 from evomerge.pool._pool import ModelPool
 
 __all__ = [
+    "INPUT_EMBEDDINGS",
     "MODULE_TYPES",
+    "OUTPUT_HEADS",
     "Checkpoint",
     "LoraAdapter",
     "ModelPool",
@@ -26,4 +35,5 @@ __all__ = [
     "VocabCrop",
     "classify_tensor",
     "is_vocab_tensor",
+    "vocab_role",
 ]

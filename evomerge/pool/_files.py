@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from evomerge.dtypes import SAFETENSORS_DTYPES
 from evomerge.exceptions import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -26,20 +27,6 @@ __all__ = ["PICKLE_SUFFIXES", "TensorMeta", "WeightFile", "read_safetensors_head
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 
-_ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-}
 
 # (shape, dtype) of one tensor, known without reading its data.
 TensorMeta = tuple[tuple[int, ...], torch.dtype]
@@ -64,11 +51,12 @@ def read_safetensors_header(path: Path) -> dict[str, TensorMeta]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        dtype = _ST_DTYPES.get(entry.get("dtype", ""))
+        code = SAFETENSORS_DTYPES.get(entry.get("dtype", ""))
+        dtype = getattr(torch, code) if code is not None else None
         if dtype is None:
             raise CheckpointError(
                 f"{path}: tensor {name!r} has unsupported dtype {entry.get('dtype')!r}; "
-                f"supported: {', '.join(_ST_DTYPES)}"
+                f"supported: {', '.join(SAFETENSORS_DTYPES)}"
             )
         out[name] = (tuple(int(d) for d in entry["shape"]), dtype)
     return out

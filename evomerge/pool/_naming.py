@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
+    "INPUT_EMBEDDINGS",
     "MODULE_TYPES",
+    "OUTPUT_HEADS",
     "classify_tensor",
     "config_num_layers",
     "config_ties_embeddings",
     "is_vocab_tensor",
     "natural_key",
+    "vocab_role",
 ]
 
 MODULE_TYPES: tuple[str, ...] = (
@@ -90,25 +93,27 @@ _BY_MODULE: dict[str, str] = {
     "fc2": "mlp_out",
     "fc_out": "mlp_out",
     "dense_4h_to_h": "mlp_out",
-    # embeddings and head
-    "embed_tokens": "embed",
-    "wte": "embed",
-    "wpe": "embed",
-    "word_embeddings": "embed",
-    "tok_embeddings": "embed",
-    "embed_positions": "embed",
-    "position_embeddings": "embed",
-    "lm_head": "lm_head",
-    "embed_out": "lm_head",
 }
+
+#: Modules whose weight is the input token embedding [vocab, hidden]: Llama/Mistral/Qwen
+#: (embed_tokens), GPT-2 (wte), BLOOM/Falcon (word_embeddings), Meta's original
+#: (tok_embeddings), GPT-NeoX/Pythia (embed_in). The one list: pool and export use it.
+INPUT_EMBEDDINGS: tuple[str, ...] = (
+    "embed_tokens",
+    "wte",
+    "word_embeddings",
+    "tok_embeddings",
+    "embed_in",
+)
+#: Modules whose weight is the output head [vocab, hidden] (plus Meta's top-level ``output``).
+OUTPUT_HEADS: tuple[str, ...] = ("lm_head", "embed_out")
+_POSITION_EMBEDDINGS = ("wpe", "embed_positions", "position_embeddings")
+
+_BY_MODULE.update(dict.fromkeys((*INPUT_EMBEDDINGS, *_POSITION_EMBEDDINGS), "embed"))
+_BY_MODULE.update(dict.fromkeys(OUTPUT_HEADS, "lm_head"))
 
 _ATTN_PARENTS = frozenset({"attn", "self_attn", "attention", "self_attention", "mixer"})
 _MLP_PARENTS = frozenset({"mlp", "feed_forward", "ffn"})
-
-# Tensors whose dim 0 is the vocabulary (mergekit's ``vocabulary_axis: 0`` weights).
-_VOCAB_MODULES = frozenset(
-    {"embed_tokens", "wte", "word_embeddings", "tok_embeddings", "lm_head", "embed_out"}
-)
 
 _NUM_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 
@@ -154,17 +159,28 @@ def _module_type(module: str, parent: str, layer: int | None) -> str:
     return _BY_MODULE.get(module, "other")
 
 
+def vocab_role(name: str) -> Literal["embed", "head"] | None:
+    """``"embed"`` for an input token embedding, ``"head"`` for the output head (see
+    :data:`INPUT_EMBEDDINGS`, :data:`OUTPUT_HEADS`), None for anything else.
+
+    >>> vocab_role("gpt_neox.embed_in.weight"), vocab_role("output.weight")
+    ('embed', 'head')
+    """
+    parts, _ = _split(name)
+    if not parts or _LAYER_RE.search(name) is not None:
+        return None
+    if parts == ["output"] or parts[-1] in OUTPUT_HEADS:
+        return "head"
+    return "embed" if parts[-1] in INPUT_EMBEDDINGS else None
+
+
 def is_vocab_tensor(name: str) -> bool:
-    """Whether dim 0 of ``name`` is the vocabulary (token embeddings, lm_head).
+    """Whether dim 0 of ``name`` is the vocabulary (token embeddings, lm_head; mergekit's
+    ``vocabulary_axis: 0`` weights).
 
     Position embeddings (``wpe``) are not vocabulary tensors: their size must match.
     """
-    parts, _ = _split(name)
-    if not parts:
-        return False
-    if parts == ["output"]:
-        return True
-    return parts[-1] in _VOCAB_MODULES and _LAYER_RE.search(name) is None
+    return vocab_role(name) is not None
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
+
+from evomerge.run import ANALYSIS_DIR, BASELINES_JSON, StudyView, attrs, open_run
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ReportData", "TrialRow", "load_report_data"]
-
-#: Genome parameter names are ``g{group}.{filter}.{source}.{param}`` (see evomerge.search).
-_GENOME_PARTS = 4
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,11 @@ class TrialRow:
 
 @dataclass
 class ReportData:
-    """Everything the report draws: trials in order, objectives, best/Pareto, extras."""
+    """Everything the report draws: trials in order, objectives, best/Pareto, extras.
+
+    ``best`` and ``front`` are the run layer's (:meth:`StudyView.best`,
+    :meth:`StudyView.pareto`): ``front[0]`` is ``best``.
+    """
 
     name: str
     run_dir: Path
@@ -49,7 +52,8 @@ class ReportData:
     objective_names: list[str]
     directions: list[str]
     trials: list[TrialRow]
-    best: list[TrialRow]  # the best trial, or the Pareto front with several objectives
+    best: TrialRow | None
+    front: list[TrialRow]  # the Pareto front, best first ([best] with one objective)
     importances: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     conflict_images: list[Path] = field(default_factory=list)
@@ -73,32 +77,24 @@ def _row(t: FrozenTrial) -> TrialRow:
         state=t.state.name,
         values=values,
         params={k: float(v) for k, v in t.params.items()},
-        scores={k: float(v) for k, v in (t.user_attrs.get("scores") or {}).items()},
-        timings={k: float(v) for k, v in (t.user_attrs.get("timings") or {}).items()},
-        samples=list(t.user_attrs.get("samples") or []),
-        error=t.user_attrs.get("error"),
+        scores={k: float(v) for k, v in (t.user_attrs.get(attrs.SCORES) or {}).items()},
+        timings={k: float(v) for k, v in (t.user_attrs.get(attrs.TIMINGS) or {}).items()},
+        samples=list(t.user_attrs.get(attrs.SAMPLES) or []),
+        error=t.user_attrs.get(attrs.ERROR),
     )
 
 
-def _best(study: optuna.Study) -> list[FrozenTrial]:
-    try:
-        if len(study.directions) == 1:
-            return [study.best_trial]
-        return sorted(study.best_trials, key=lambda t: t.number)
-    except ValueError:  # no complete trial yet
-        return []
-
-
-def _importances(study: optuna.Study, n_complete: int) -> dict[str, float]:
+def _importances(view: StudyView, n_complete: int) -> dict[str, float]:
     """Parameter importance of the first objective (PED-ANOVA, no extra dependency)."""
     if n_complete < 4:
         return {}
+    study = view.study
     try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         if len(study.directions) == 1:
             imp = optuna.importance.get_param_importances(study, evaluator=evaluator)
         else:  # PED-ANOVA looks for low target values: flip a maximized first objective
-            sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            sign = -1.0 if view.directions[0] == "maximize" else 1.0
             with warnings.catch_warnings():  # optuna warns about exactly this flip
                 warnings.simplefilter("ignore", UserWarning)
                 imp = optuna.importance.get_param_importances(
@@ -112,7 +108,7 @@ def _importances(study: optuna.Study, n_complete: int) -> dict[str, float]:
 
 def _baselines(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Source models evaluated like trials (``baselines.json``, written by the demo)."""
-    path = run_dir / "baselines.json"
+    path = run_dir / BASELINES_JSON
     if not path.exists():
         return {}
     try:
@@ -125,36 +121,21 @@ def _baselines(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def load_report_data(run_dir: str | Path) -> ReportData:
     """Read the study of ``run_dir`` without writing to it (the driver may be running)."""
-    from evomerge.search import load_run_study
-
-    run_dir = Path(run_dir)
-    config, study = load_run_study(run_dir)
-    trials = study.get_trials(deepcopy=False)
-    rows = [_row(t) for t in trials]
-    n_complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-    names = study.user_attrs.get("objective_names") or [
-        f"objective{i}" for i in range(len(study.directions))
-    ]
+    run = open_run(run_dir)
+    view = run.study
+    rows = {t.number: _row(t) for t in view.trials()}
+    best = view.best()
+    analysis = run.dir / ANALYSIS_DIR
     return ReportData(
-        name=config.name,
-        run_dir=run_dir,
-        sampler=str(study.user_attrs.get("sampler", config.search.sampler)),
-        objective_names=list(names),
-        directions=[d.name.lower() for d in study.directions],
-        trials=rows,
-        best=[_row(t) for t in _best(study)],
-        importances=_importances(study, n_complete),
-        baselines=_baselines(run_dir),
-        conflict_images=sorted((run_dir / "analysis").glob("*.png"))
-        if (run_dir / "analysis").is_dir()
-        else [],
+        name=run.config.name,
+        run_dir=run.dir,
+        sampler=str(view.attr(attrs.SAMPLER, run.config.search.sampler)),
+        objective_names=view.objective_names,
+        directions=view.directions,
+        trials=list(rows.values()),
+        best=rows[best.number] if best is not None else None,
+        front=[rows[t.number] for t in view.pareto()],
+        importances=_importances(view, view.counts().complete),
+        baselines=_baselines(run.dir),
+        conflict_images=sorted(analysis.glob("*.png")) if analysis.is_dir() else [],
     )
-
-
-def split_genome_name(name: str) -> tuple[int, str, str, str] | None:
-    """``g3.self_attn.a.weight`` -> (3, "self_attn", "a", "weight"); None if not a genome name."""
-    parts = name.split(".")
-    if len(parts) < _GENOME_PARTS or not parts[0].startswith("g") or not parts[0][1:].isdigit():
-        return None
-    # source names may contain dots; the filter is the 2nd part, the param the last
-    return int(parts[0][1:]), parts[1], ".".join(parts[2:-1]), parts[-1]

@@ -5,16 +5,16 @@ from __future__ import annotations
 import base64
 import html
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
+from evomerge.atomic import atomic_write
 from evomerge.report._data import ReportData, TrialRow, load_report_data
 from evomerge.report._plots import FIGURES
+from evomerge.run import REPORT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _summary(data: ReportData) -> str:
         ", ".join(f"{k.lower()}: {v}" for k, v in sorted(data.counts.items())) or "no trials yet"
     )
     rows = []
-    for t in data.best:
+    for t in data.front:
         vals = ", ".join(
             f"{n}={_fmt(v)}" for n, v in zip(data.objective_names, t.values or [], strict=False)
         )
@@ -85,9 +85,9 @@ def _summary(data: ReportData) -> str:
 
 
 def _samples(data: ReportData) -> str:
-    if not data.best or not data.best[0].samples:
+    best = data.best
+    if best is None or not best.samples:
         return ""
-    best = data.best[0]
     sources = sorted(data.baselines)
     answers = {
         name: {
@@ -120,8 +120,8 @@ def render_html(data: ReportData, figures: dict[str, bytes]) -> str:
     parts = [f"<h1>evomerge run: {_esc(data.name)}</h1>", _summary(data)]
     for stem, png in figures.items():
         parts.append(f'<div class="fig" id="{_esc(stem)}">{_img(png, stem)}</div>')
-    if data.best:
-        recipe = data.best[0]
+    if data.best is not None:
+        recipe = data.best
         parts.append(
             f"<h2>Best genome (trial {recipe.number})</h2><pre>{_esc(yaml.safe_dump(recipe.params, sort_keys=True))}</pre>"
         )
@@ -137,17 +137,6 @@ def render_html(data: ReportData, figures: dict[str, bytes]) -> str:
     return f"<!doctype html><html><head><meta charset=utf-8><title>evomerge: {_esc(data.name)}</title><style>{_CSS}</style></head><body>{body}</body></html>"
 
 
-def _atomic_write(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(run_dir: str | Path) -> Path:
     """Write ``RUN_DIR/report/report.html`` and its PNGs; works while the run is going.
 
@@ -157,7 +146,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     matplotlib.use("Agg")
     data = load_report_data(run_dir)
-    out = Path(run_dir) / "report"
+    out = Path(run_dir) / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, bytes] = {}
     for stem, build in FIGURES.items():
@@ -168,6 +157,6 @@ def write_report(run_dir: str | Path) -> Path:
         fig.savefig(png)
         figures[stem] = png.read_bytes()
     path = out / "report.html"
-    _atomic_write(path, render_html(data, figures).encode("utf-8"))
+    atomic_write(path, render_html(data, figures))
     logger.info("wrote %s (%d figures)", path, len(figures))
     return path

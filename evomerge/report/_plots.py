@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evomerge.report._data import ReportData, split_genome_name
+from evomerge.report._data import ReportData
+from evomerge.space import parse_genome_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,17 +49,16 @@ def history(data: ReportData) -> Figure | None:
 
 def recipe_heatmap(data: ReportData) -> Figure | None:
     """The best trial's genome: layer group x (filter, source), one panel per parameter."""
-    if not data.best:
+    best = data.best
+    if best is None:
         return None
-    best = data.best[0]
     cells: dict[str, dict[tuple[int, str], float]] = {}
     for name, value in best.params.items():
-        parts = split_genome_name(name)
-        if parts is None:
+        part = parse_genome_name(name)
+        if part is None:
             continue
-        group, filt, source, param = parts
-        column = source if filt in ("all", "*") else f"{filt}:{source}"
-        cells.setdefault(param, {})[(group, column)] = value
+        column = part.who if part.filter == "all" else f"{part.filter}:{part.who}"
+        cells.setdefault(part.param, {})[(part.group, column)] = value
     if not cells:
         return None
     fig = _figure(3.2 * len(cells) + 1, 4.0)
@@ -86,7 +86,7 @@ def pareto(data: ReportData) -> Figure | None:
     ax = fig.subplots()
     pts = np.array([t.values[:2] for t in data.complete if t.values is not None])  # [trials, 2]
     ax.scatter(pts[:, 0], pts[:, 1], s=14, alpha=0.4, label="trials")
-    front = sorted((t.values[:2] for t in data.best if t.values is not None), key=lambda v: v[0])
+    front = sorted((t.values[:2] for t in data.front if t.values is not None), key=lambda v: v[0])
     if front:
         f = np.array(front)  # [front, 2]
         ax.plot(f[:, 0], f[:, 1], "o-", color="C3", label="Pareto front")

@@ -1,64 +1,45 @@
-"""The search: search spaces (genome <-> MergeRecipe), the Optuna study, the Ray driver.
+"""The search: the Optuna sampler, the Ray driver and workers, and trial evaluators.
 
 ::
 
     summary = run_search("run.yaml", run_dir="runs/demo")    # or resume the same run
-    info = study_status("runs/demo"); print(format_status(info))
 
-Pieces, in pipeline order: :class:`SpaceSpec` / :func:`load_space_spec` (a space as
-written in YAML), :class:`SearchSpace` (bound to the models: ``decode(x) -> MergeRecipe``,
-``encode(recipe) -> x``), the study helpers (storage, samplers, recovery), and the driver
-that dispatches trials to :class:`TrialEvaluator` instances resident in Ray workers.
+One search session (:func:`run_search`) opens the run's study through
+:mod:`evomerge.run`, starts :class:`TrialEvaluator` instances resident in Ray workers (one
+per GPU or CPU slot), and dispatches trials to them. Evaluators are named in run.yaml's
+``evaluator.factory`` (:data:`EVALUATORS`: ``pipeline``, the generate-and-judge one,
+plug-ins, or ``module:callable``). Search spaces live in :mod:`evomerge.space`; reading a
+finished or running search in :mod:`evomerge.run`; the post-search steps in
+:mod:`evomerge.orchestrate`.
 """
 
-from evomerge.search._build import build_evaluator, build_space, open_pool
+from evomerge.search._build import (
+    EVALUATORS,
+    EvaluatorFactory,
+    build_evaluator,
+    get_evaluator_factory,
+    register_evaluator,
+)
 from evomerge.search._cluster import WorkerPlan, plan_workers
-from evomerge.search._methods import METHODS, MethodInfo
+from evomerge.search._pipeline import PipelineEvaluator
 from evomerge.search._run import default_run_dir, run_search
-from evomerge.search._space import Dimension, SearchSpace
-from evomerge.search._space_spec import (
-    Bounds,
-    SpaceSpec,
-    load_space_spec,
-    shipped_space_names,
-    shipped_spaces_dir,
-)
-from evomerge.search._status import format_status, load_run_study, study_status
-from evomerge.search._study import (
-    INTERRUPTED_ERROR,
-    count_finished,
-    make_sampler,
-    make_storage,
-    recover_interrupted,
-)
+from evomerge.search._sampler import distributions, make_sampler
 from evomerge.search._types import SearchSummary, TrialEvaluator, TrialResult
 
 __all__ = [
-    "INTERRUPTED_ERROR",
-    "METHODS",
-    "Bounds",
-    "Dimension",
-    "MethodInfo",
-    "SearchSpace",
+    "EVALUATORS",
+    "EvaluatorFactory",
+    "PipelineEvaluator",
     "SearchSummary",
-    "SpaceSpec",
     "TrialEvaluator",
     "TrialResult",
     "WorkerPlan",
     "build_evaluator",
-    "build_space",
-    "count_finished",
     "default_run_dir",
-    "format_status",
-    "load_run_study",
-    "load_space_spec",
+    "distributions",
+    "get_evaluator_factory",
     "make_sampler",
-    "make_storage",
-    "open_pool",
     "plan_workers",
-    "recover_interrupted",
+    "register_evaluator",
     "run_search",
-    "shipped_space_names",
-    "shipped_spaces_dir",
-    "study_status",
 ]

@@ -1,4 +1,12 @@
-"""Builders that turn a RunConfig into components: pool, bound search space, evaluator."""
+"""Trial evaluators by name: the registry, and building a worker's evaluator from the config.
+
+``evaluator.factory`` in run.yaml is a registered name (built-in: ``pipeline``, the
+generate-and-judge evaluator used when there is no ``evaluator:`` section; plug-ins: the
+``evomerge.evaluators`` entry-point group, or :func:`register_evaluator`) or a
+``"package.module:callable"`` path. A factory is called as
+``factory(config, *, device, worker_index, run_dir, **options)`` and returns a
+:class:`TrialEvaluator`.
+"""
 
 from __future__ import annotations
 
@@ -6,54 +14,60 @@ import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from evomerge.config import RunConfig
 from evomerge.exceptions import ConfigError
-from evomerge.search._space import SearchSpace
+from evomerge.registry import Registry
+from evomerge.search._pipeline import build_pipeline_evaluator
 from evomerge.search._types import TrialEvaluator
-
-if TYPE_CHECKING:
-    from evomerge.pool import ModelPool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PIPELINE_FACTORY", "build_evaluator", "build_space", "open_pool", "resolve_factory"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "EVALUATORS",
+    "EvaluatorFactory",
+    "build_evaluator",
+    "get_evaluator_factory",
+    "register_evaluator",
+]
+
+ENTRY_POINT_GROUP = "evomerge.evaluators"
+EvaluatorFactory = Callable[..., TrialEvaluator]
 
 #: The evaluator used when a run config has no ``evaluator:`` section.
-PIPELINE_FACTORY = "evomerge.search._pipeline:build_pipeline_evaluator"
+DEFAULT_EVALUATOR = "pipeline"
 
 
-def open_pool(config: RunConfig) -> ModelPool:
-    """The run's model pool (reads configs and file headers only)."""
-    from evomerge.pool import ModelPool
-
-    m = config.models
-    return ModelPool.open(
-        m.base,
-        m.sources,
-        names=m.names,
-        allow_pickle=m.allow_pickle,
-        trust_remote_code=m.trust_remote_code,
-    )
+def _check(name: str, obj: object) -> EvaluatorFactory:
+    if not callable(obj):
+        raise TypeError(f"evaluator {name!r} must be a callable factory, got {type(obj).__name__}")
+    return obj
 
 
-def build_space(config: RunConfig, pool: ModelPool | None = None) -> SearchSpace:
-    """The run's search space bound to its models: recipes reference ``pool.model_ref(i)``
-    for sources and the base model's path, as mergekit needs to reproduce them."""
-    pool = pool if pool is not None else open_pool(config)
-    return SearchSpace(
-        spec=config.space_spec(),
-        num_layers=pool.num_layers,
-        base=str(pool.base_path),
-        sources=[pool.model_ref(i) for i in range(pool.num_sources)],
-        names=pool.source_names,
-        dtype=config.merge.dtype,
-    )
+EVALUATORS: Registry[EvaluatorFactory] = Registry(
+    "evaluator",
+    builtins={DEFAULT_EVALUATOR: build_pipeline_evaluator},
+    group=ENTRY_POINT_GROUP,
+    check=_check,
+    hint="Or give a 'package.module:callable' path.",
+)
 
 
-def resolve_factory(spec: str) -> Callable[..., TrialEvaluator]:
-    """Import ``"package.module:callable"``; a ConfigError says what is missing."""
+def register_evaluator(name: str, factory: EvaluatorFactory, *, replace: bool = False) -> None:
+    """Make ``evaluator: {factory: name}`` use ``factory`` in this process."""
+    EVALUATORS.register(name, factory, replace=replace)
+
+
+def get_evaluator_factory(spec: str) -> EvaluatorFactory:
+    """A registered name, or ``"package.module:callable"`` imported; a ConfigError says what
+    is missing (an unknown name lists the registered ones)."""
+    if ":" not in spec:
+        try:
+            return EVALUATORS.get(spec)
+        except ConfigError as err:
+            raise ConfigError(f"evaluator.factory: {err}") from None
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -70,13 +84,10 @@ def resolve_factory(spec: str) -> Callable[..., TrialEvaluator]:
 def build_evaluator(
     config: RunConfig, *, device: str, worker_index: int, run_dir: Path
 ) -> TrialEvaluator:
-    """The worker's evaluator: ``config.evaluator``'s factory, or the generate-and-judge pipeline.
-
-    A factory is called as ``factory(config, device=..., worker_index=..., run_dir=..., **options)``.
-    """
-    spec = config.evaluator.factory if config.evaluator is not None else PIPELINE_FACTORY
+    """The worker's evaluator: ``config.evaluator``'s factory, or the ``pipeline`` one."""
+    spec = config.evaluator.factory if config.evaluator is not None else DEFAULT_EVALUATOR
     options: dict[str, Any] = dict(config.evaluator.options) if config.evaluator is not None else {}
-    factory = resolve_factory(spec)
+    factory = get_evaluator_factory(spec)
     evaluator = factory(
         config, device=device, worker_index=worker_index, run_dir=run_dir, **options
     )

@@ -19,13 +19,16 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from evomerge.search._space import SearchSpace
-from evomerge.search._study import distributions, recover_interrupted
+from evomerge.run import StudyView, rank_key, recover_interrupted
+from evomerge.run import attrs as A
+from evomerge.search._sampler import distributions
 from evomerge.search._types import TrialResult
 from evomerge.search._workers import Slot, WorkerGroup, short_cause
+from evomerge.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class Driver:
         self,
         *,
         study: optuna.Study,
+        storage: BaseStorage,
         space: SearchSpace,
         group: WorkerGroup,
         target: int,
@@ -84,6 +88,7 @@ class Driver:
         commit: Callable[[], None] | None = None,
     ) -> None:
         self.study = study
+        self.storage = storage
         self.space = space
         self.group = group
         self.target = target
@@ -96,6 +101,7 @@ class Driver:
         self._running: dict[Any, _Running] = {}  # ObjectRef -> running trial
         self._busy: set[int] = set()  # slot indices with a trial
         self._directions = [d.name.lower() for d in study.directions]
+        self._rank = rank_key(self._directions)
         self._init_best()
         self._bar = tqdm(
             total=target,
@@ -115,21 +121,21 @@ class Driver:
 
     def _init_best(self) -> None:
         if len(self._directions) != 1:
-            return
-        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if done:
-            best = self.study.best_trial
+            return  # several objectives: the bar shows no single best
+        best = StudyView(self.study).best()
+        if best is not None:
             self.stats.best_values, self.stats.best_trial = list(best.values), best.number
 
     def _note_best(self, number: int, values: list[float]) -> None:
+        """Keep the incumbent up to date by the run layer's ranking (no study scan per tell)."""
         if len(values) != 1:
             return
-        better = self.stats.best_values is None or (
-            values[0] > self.stats.best_values[0]
-            if self._directions[0] == "maximize"
-            else values[0] < self.stats.best_values[0]
-        )
-        if better:
+        best, best_number = self.stats.best_values, self.stats.best_trial
+        if (
+            best is None
+            or best_number is None
+            or self._rank(values, number) < self._rank(best, best_number)
+        ):
             self.stats.best_values, self.stats.best_trial = list(values), number
 
     def _update_bar(self) -> None:
@@ -198,12 +204,12 @@ class Driver:
         try:
             recipe = self.space.decode(self.space.from_params(trial.params)).to_mergekit_dict()
         except Exception as err:  # a bad genome fails its trial, not the study
-            trial.set_user_attr("error", f"cannot decode: {err}")
+            trial.set_user_attr(A.ERROR, f"cannot decode: {err}")
             self.study.tell(trial, state=TrialState.FAIL)
             self.stats.n_failed += 1
             self._bar.update(1)
             return None
-        trial.set_user_attr("recipe", recipe)
+        trial.set_user_attr(A.RECIPE, recipe)
         self.stats.overhead_s += time.perf_counter() - t0
         return _Job(trial=trial, recipe=recipe)
 
@@ -252,11 +258,11 @@ class Driver:
         if result is not None:
             self._set_result_attrs(trial, result)
             if result.traceback:
-                trial.set_user_attr("traceback", result.traceback)
-        trial.set_user_attr("attempts", job.attempts)
-        trial.set_user_attr("error", reason)
+                trial.set_user_attr(A.TRACEBACK, result.traceback)
+        trial.set_user_attr(A.ATTEMPTS, job.attempts)
+        trial.set_user_attr(A.ERROR, reason)
         if len(set(job.errors)) > 1:
-            trial.set_user_attr("errors", job.errors)
+            trial.set_user_attr(A.ERRORS, job.errors)
         self.study.tell(trial, state=TrialState.FAIL)
         self.stats.overhead_s += time.perf_counter() - t0
         self.stats.n_failed += 1
@@ -268,12 +274,12 @@ class Driver:
 
     def _set_result_attrs(self, trial: optuna.Trial, result: TrialResult) -> None:
         if result.scores:
-            trial.set_user_attr("scores", result.scores)
+            trial.set_user_attr(A.SCORES, result.scores)
         if result.samples:
-            trial.set_user_attr("samples", result.samples[:_SAMPLE_LIMIT])
-        trial.set_user_attr("timings", {k: round(v, 4) for k, v in result.timings.items()})
-        trial.set_user_attr("worker", result.worker)
-        trial.set_user_attr("node_id", result.node_id)
+            trial.set_user_attr(A.SAMPLES, result.samples[:_SAMPLE_LIMIT])
+        trial.set_user_attr(A.TIMINGS, {k: round(v, 4) for k, v in result.timings.items()})
+        trial.set_user_attr(A.WORKER, result.worker)
+        trial.set_user_attr(A.NODE_ID, result.node_id)
         for key, value in result.extra.items():
             trial.set_user_attr(key, value)
 
@@ -281,7 +287,7 @@ class Driver:
         t0 = time.perf_counter()
         trial = job.trial
         self._set_result_attrs(trial, result)
-        trial.set_user_attr("attempts", job.attempts + 1)
+        trial.set_user_attr(A.ATTEMPTS, job.attempts + 1)
         values = [float(v) for v in result.values or []]
         self.study.tell(trial, values)
         self.stats.overhead_s += time.perf_counter() - t0
@@ -298,7 +304,7 @@ class Driver:
         self._running.clear()
         self._queue.clear()
         if numbers:
-            recover_interrupted(self.study, trial_numbers=numbers)
+            recover_interrupted(self.study, self.storage, trial_numbers=numbers)
         self._commit()
         if why == "interrupted":
             logger.warning(

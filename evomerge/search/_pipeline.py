@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.config import RunConfig
+from evomerge.dtypes import to_torch
 from evomerge.exceptions import ConfigError
-from evomerge.merge.recipe import MergeRecipe
-from evomerge.search._build import build_space, open_pool
+from evomerge.generate import build_generator, build_prompt_items
+from evomerge.judge import Sample, build_objective
+from evomerge.merge import MergeEngine, MergeRecipe
+from evomerge.run import build_space, open_pool
 from evomerge.search._types import TrialResult
 
 logger = logging.getLogger(__name__)
@@ -29,12 +32,6 @@ class PipelineEvaluator:
     """Generate-and-judge evaluation of merge recipes. One per worker, one call at a time."""
 
     def __init__(self, config: RunConfig, *, device: str, run_dir: Path | None = None) -> None:
-        import torch
-
-        from evomerge.generate import build_generator, build_prompt_items
-        from evomerge.judge import build_objective
-        from evomerge.merge import MergeEngine
-
         if config.generation is None or config.judging is None:
             raise ConfigError(
                 "the generate-and-judge evaluator needs both 'generation' and 'judging' sections"
@@ -46,7 +43,7 @@ class PipelineEvaluator:
         self.engine = MergeEngine(
             self.pool,
             device=merge_device,
-            dtype=getattr(torch, config.merge.dtype),
+            dtype=to_torch(config.merge.dtype),
             seed=config.merge.seed,
             methods=[self.space.spec.method],
         )
@@ -67,8 +64,6 @@ class PipelineEvaluator:
         self.directions = list(self.objective.directions)
 
     def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult:
-        from evomerge.judge import Sample
-
         t0 = time.perf_counter()
         tensors = self.engine.materialize(recipe)
         t1 = time.perf_counter()

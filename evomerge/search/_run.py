@@ -1,4 +1,8 @@
-"""``run_search``: the ``evomerge search`` command as a library function."""
+"""``run_search``: one search session on a run directory (start or resume), as a library call.
+
+The post-search steps (conflict analysis, report) are not part of it: the ``evomerge
+search`` command runs them after it (:func:`evomerge.orchestrate.search_and_report`).
+"""
 
 from __future__ import annotations
 
@@ -14,32 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.storages import BaseStorage
 
 from evomerge.config import RunConfig, load_run_config
 from evomerge.exceptions import SearchError
-from evomerge.search._build import build_space, open_pool
-from evomerge.search._cluster import plan_workers, ray_session
-from evomerge.search._driver import Driver
-from evomerge.search._post import post_search
-from evomerge.search._rundir import (
+from evomerge.run import (
+    StudyView,
+    build_space,
     check_same_run,
+    count_finished,
     driver_lock,
+    make_driver_storage,
+    open_pool,
+    open_study,
+    recover_interrupted,
     repair_journal,
+    storage_path,
     stored_canonical,
     write_run_yaml,
 )
-from evomerge.search._space import SearchSpace
-from evomerge.search._study import (
-    count_finished,
-    make_driver_storage,
-    make_sampler,
-    open_study,
-    recover_interrupted,
-    storage_path,
-)
+from evomerge.run import attrs as A
+from evomerge.search._cluster import plan_workers, ray_session
+from evomerge.search._driver import Driver
+from evomerge.search._sampler import make_sampler
 from evomerge.search._types import SearchSummary
 from evomerge.search._workers import WorkerGroup
+from evomerge.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ __all__ = ["default_run_dir", "run_search"]
 
 
 def default_run_dir(config: RunConfig) -> Path:
+    """``runs/<name>``: where a run goes when no ``--run-dir`` is given."""
     return Path("runs") / config.name
 
 
@@ -77,10 +82,10 @@ def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
 
 def _prepare_study(
     config: RunConfig, run_dir: Path, space: SearchSpace, info: dict[str, Any]
-) -> tuple[optuna.Study, Callable[[], None]]:
+) -> tuple[optuna.Study, BaseStorage, Callable[[], None]]:
     """Open (or create) the study, recover a dead driver's trials, enqueue the start point.
 
-    Returns the study and the storage's ``commit``."""
+    Returns the study, its storage and the storage's ``commit``."""
     names, directions = list(info["objective_names"]), list(info["directions"])
     storage, commit = make_driver_storage(run_dir, config.search.storage)
     seed = config.search.seed + _existing_trials(storage, config.name)
@@ -92,21 +97,21 @@ def _prepare_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)  # shown by optuna-dashboard
-        study.set_user_attr("objective_names", names)
-        study.set_user_attr("space", space.spec.name)
-        study.set_user_attr("sampler", config.search.sampler)
-        study.set_user_attr("genome", space.names_in_order)
-    stored_names = study.user_attrs.get("objective_names")
+        study.set_user_attr(A.OBJECTIVE_NAMES, names)
+        study.set_user_attr(A.SPACE, space.spec.name)
+        study.set_user_attr(A.SAMPLER, config.search.sampler)
+        study.set_user_attr(A.GENOME, space.names_in_order)
+    stored_names = study.user_attrs.get(A.OBJECTIVE_NAMES)
     if stored_names is not None and list(stored_names) != names:
         raise SearchError(
             f"the study's objectives are {stored_names}, the evaluator now gives {names}; use a new run directory"
         )
-    recover_interrupted(study)
+    recover_interrupted(study, storage)
     trials = study.get_trials(deepcopy=False)
-    if config.search.x0 == "equal" and not any(t.user_attrs.get("start_point") for t in trials):
-        study.enqueue_trial(space.to_params(space.x0()), user_attrs={"start_point": True})
+    if config.search.x0 == "equal" and not any(t.user_attrs.get(A.START_POINT) for t in trials):
+        study.enqueue_trial(space.to_params(space.x0()), user_attrs={A.START_POINT: True})
     commit()
-    return study, commit
+    return study, storage, commit
 
 
 def _summary(
@@ -118,25 +123,22 @@ def _summary(
     elapsed: float,
 ) -> SearchSummary:
     n_complete, n_failed = count_finished(study)
-    directions = [d.name.lower() for d in study.directions]
-    best_trial: int | None = None
-    best_values: list[float] | None = None
-    if len(directions) == 1 and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        best = study.best_trial
-        best_trial, best_values = best.number, list(best.values)
+    view = StudyView(study)
+    directions = view.directions
+    best = view.best()
     return SearchSummary(
         run_dir=run_dir,
         n_complete=n_complete,
         n_failed=n_failed,
         n_target=target,
         directions=directions,
-        best_trial=best_trial,
-        best_values=best_values,
+        best_trial=best.number if best is not None else None,
+        best_values=list(best.values) if best is not None else None,
         stopped=stopped,
         elapsed_s=elapsed,
         trials_per_hour=driver.trials_per_hour if driver is not None else 0.0,
         driver_overhead_s=driver.mean_overhead_s if driver is not None else math.nan,
-        extra={"pareto_size": len(study.best_trials)} if len(directions) > 1 else {},
+        extra={"pareto_size": len(view.pareto())} if len(directions) > 1 else {},
     )
 
 
@@ -150,6 +152,7 @@ def run_search(
     progress: bool = True,
 ) -> SearchSummary:
     """Run, or resume, the search of ``run_yaml`` in ``run_dir`` (default ``runs/<name>``).
+    The post-search steps are not run (see :func:`evomerge.orchestrate.search_and_report`).
 
     Re-running with the same config on the same run directory resumes: completed trials
     are kept, trials a dead driver left running are marked failed and re-asked, the
@@ -203,11 +206,12 @@ def run_search(
             try:
                 logger.info("starting %d %s worker(s)", plan.num, plan.device)
                 info = group.start()
-                study, commit = _prepare_study(config, run_dir, space, info)
-                study.set_user_attr("n_target", target)
+                study, storage, commit = _prepare_study(config, run_dir, space, info)
+                study.set_user_attr(A.N_TARGET, target)
                 n_complete, n_failed = count_finished(study)
                 driver = Driver(
                     study=study,
+                    storage=storage,
                     space=space,
                     group=group,
                     target=target,
@@ -238,6 +242,4 @@ def run_search(
             f"every worker died and none could be restarted ({summary.n_complete + summary.n_failed}/{target} trials "
             f"finished); the run is resumable: fix the cluster and run the same command again"
         )
-    if stopped == "done":
-        post_search(run_dir, config, study)
     return summary

@@ -73,7 +73,7 @@ class SearchSummary:
     n_failed: int
     n_target: int
     directions: list[str]
-    best_trial: int | None
+    best_trial: int | None  # the run layer's best (StudyView.best), None before any completes
     best_values: list[float] | None
     stopped: str  # "done", "interrupted", "workers_lost"
     elapsed_s: float

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from evomerge.config import RunConfig
-from evomerge.merge.recipe import MergeRecipe
-from evomerge.search._build import build_space, open_pool
-from evomerge.search._space import SearchSpace
-from evomerge.search._types import TrialResult
+from evomerge.dtypes import to_torch
+from evomerge.merge import MergeEngine, MergeRecipe
+from evomerge.run import build_space, open_pool
+from evomerge.search import TrialResult
+from evomerge.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -168,13 +169,9 @@ class WeightDistanceEvaluator:
         seed: int = 1234,
         faults: FaultInjector | None = None,
     ) -> None:
-        import torch
-
-        from evomerge.merge import MergeEngine
-
         pool = open_pool(config)
         self.space = build_space(config, pool)
-        dtype = getattr(torch, config.merge.dtype)
+        dtype = to_torch(config.merge.dtype)
         self.engine = MergeEngine(
             pool,
             device=device,

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from evomerge.pool import is_vocab_tensor
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -49,6 +51,7 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
         head_dim=8,
     ),
     "gpt2": dict(n_embd=32, n_head=4, n_inner=64),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4),
 }
 
 _DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()\n"
@@ -63,7 +66,8 @@ def tiny_config(
     tie_word_embeddings: bool = False,
     **overrides: Any,
 ) -> Any:
-    """A transformers config for a tiny model of ``model_type`` (llama, mistral, qwen2, gemma, gpt2)."""
+    """A transformers config for a tiny model of ``model_type`` (llama, mistral, qwen2, gemma,
+    gpt2, gpt_neox)."""
     from transformers import AutoConfig
 
     if model_type not in TINY_ARCH_KWARGS:
@@ -196,9 +200,7 @@ def perturb_model(
                 if fraction < 1.0:
                     noise = noise * (torch.rand(x.shape, generator=gen) < fraction)
                 x = x + noise
-            if vocab_size is not None and (
-                "embed" in name or "lm_head" in name or name.endswith("wte.weight")
-            ):
+            if vocab_size is not None and is_vocab_tensor(name):
                 x = _resize_rows(x, vocab_size, gen)
             new[name] = x.to(t.dtype).contiguous()
         save_file(new, str(f), metadata={"format": "pt"})

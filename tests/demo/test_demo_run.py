@@ -13,7 +13,7 @@ from evomerge.demo.run import run_demo
 def _check_outputs(run_dir: Path, summary: dict, *, trials: int) -> None:
     from transformers import AutoModelForCausalLM
 
-    from evomerge.search import study_status
+    from evomerge.run import study_status
 
     status = study_status(run_dir)
     assert status["n_complete"] + status["n_failed"] == trials

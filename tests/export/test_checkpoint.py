@@ -177,6 +177,36 @@ def test_vocab_size_follows_cropped_embeddings(tiny_models, read_weights, tmp_pa
     assert model.get_input_embeddings().weight.shape[0] == vocab - 16
 
 
+@pytest.mark.parametrize(
+    ("embed", "head"),
+    [
+        ("model.embed_tokens.weight", "lm_head.weight"),  # Llama, Mistral, Qwen2, Gemma
+        ("transformer.wte.weight", None),  # GPT-2 (tied)
+        ("transformer.word_embeddings.weight", "lm_head.weight"),  # BLOOM, Falcon
+        ("gpt_neox.embed_in.weight", "embed_out.weight"),  # GPT-NeoX, Pythia
+        ("tok_embeddings.weight", "output.weight"),  # Meta's original checkpoints
+    ],
+)
+def test_vocab_size_is_read_from_every_family_s_embedding(embed, head, tmp_path):
+    """The written config's vocab_size is the embedding's (else the head's) row count, for
+    each model family's names (the export once missed tok_embeddings)."""
+    rows, hidden = 80, 8
+    weights = {embed: torch.zeros(rows, hidden), "layers.0.attention.wq.weight": torch.zeros(8, 8)}
+    if head is not None:
+        weights[head] = torch.zeros(rows, hidden)
+    out = write_checkpoint(
+        _stream(weights), tmp_path / "out", config={"vocab_size": 96}, base_dir=None
+    )
+    assert _config(out)["vocab_size"] == rows
+    # the head alone also sets it (an embedding-less stream is unusual but legal)
+    if head is not None:
+        alone = {head: torch.zeros(rows - 1, hidden)}
+        out2 = write_checkpoint(
+            _stream(alone), tmp_path / "o2", config={"vocab_size": 96}, base_dir=None
+        )
+        assert _config(out2)["vocab_size"] == rows - 1
+
+
 def test_tied_embeddings_get_no_invented_lm_head_and_load(tied_model, read_weights, tmp_path):
     from transformers import AutoModelForCausalLM
 

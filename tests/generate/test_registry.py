@@ -12,9 +12,9 @@ import pytest
 from evomerge.exceptions import ConfigError
 from evomerge.generate import (
     ENTRY_POINT_GROUP,
+    GENERATORS,
     GenerationConfig,
     HFGenerator,
-    _registry,
     available_generators,
     build_generator,
     get_generator_factory,
@@ -25,10 +25,10 @@ from evomerge.testing.generation import FakeGenerator
 
 @pytest.fixture
 def clean_registry() -> Iterator[None]:
-    saved = dict(_registry._REGISTERED)
+    before = set(GENERATORS.names())
     yield
-    _registry._REGISTERED.clear()
-    _registry._REGISTERED.update(saved)
+    for name in set(GENERATORS.names()) - before:
+        GENERATORS.unregister(name)
 
 
 def test_builtins_and_unknown_lists_choices() -> None:

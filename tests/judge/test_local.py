@@ -250,11 +250,14 @@ def test_perplexity_errors():
 def test_register_judge_and_entry_points(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    import evomerge.judge._registry as registry
+    import evomerge.registry as registry
+    from evomerge.judge import JUDGES
 
-    monkeypatch.setattr(registry, "_REGISTERED", {})
     register_judge("shouty", lambda *, name, options, context: LengthJudge(name=name))
-    assert build_judge("shouty", name="inst").name == "inst"
+    try:
+        assert build_judge("shouty", name="inst").name == "inst"
+    finally:
+        JUDGES.unregister("shouty")
     with pytest.raises(ValueError, match="already registered"):
         register_judge("length", lambda **kw: LengthJudge())
 

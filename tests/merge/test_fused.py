@@ -38,7 +38,7 @@ def test_fused_ties_equals_eager(
     args = _args([0.7, -0.4, 1.0], [0.3, 0.5, 1.0], normalize=normalize, lam=0.9)
     _fused._KERNELS.clear()
     fused = ties(base, deltas, args, tensor_name="t")
-    assert _fused._KERNELS, f"the fused kernel was not used: {_fused._DISABLED}"
+    assert _fused._KERNELS, f"the fused kernel was not used: {_fused.fused_status()}"
     eager = _eager(monkeypatch, ties, base, deltas, args, tensor_name="t")
     assert fused.dtype == dtype
     torch.testing.assert_close(
@@ -63,17 +63,71 @@ def test_fused_dare_ties_equals_eager_and_is_seeded(monkeypatch: pytest.MonkeyPa
     assert not torch.equal(a, dare_ties(base, deltas, args, seed=4, tensor_name="x"))
 
 
-def test_a_failing_compile_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*_a, **_k):  # type: ignore[no-untyped-def]
-        raise RuntimeError("no compiler")
+@pytest.mark.parametrize(
+    ("densities", "rescale"),
+    [((1.0, 0.5), False), ((1.0, 0.5, 1.0), False), ((0.3, 1.0), True)],
+)
+def test_dare_ties_with_a_keep_all_source_stays_on_the_fused_path(
+    monkeypatch: pytest.MonkeyPatch, densities: tuple[float, ...], rescale: bool
+) -> None:
+    """A source with density 1 keeps everything and has no noise: the noise kernel takes it
+    (issue 11: its missing noise crashed the compile and turned the fast path off for good)."""
+    gen = torch.Generator().manual_seed(2)
+    n = len(densities)
+    base = torch.randn(40, 33, generator=gen)
+    deltas = torch.randn(n, 40, 33, generator=gen) * 0.01
+    weights = [1.0, 0.7, 0.4][:n]
+    args = MergeArgs(
+        globals={"normalize": False, "rescale": rescale, "lambda": 1.0, "int8_mask": False},
+        inputs=[{"weight": w, "density": d} for w, d in zip(weights, densities, strict=True)],
+    )
+    monkeypatch.setattr(_fused, "_DISABLED", {})
+    _fused._KERNELS.clear()
+    fused = dare_ties(base, deltas, args, seed=1, tensor_name="x")
+    assert _fused.fused_status() == {} and "noise" in _fused._KERNELS
+    eager = _eager(monkeypatch, dare_ties, base, deltas, args, seed=1, tensor_name="x")
+    assert (fused - eager).abs().max() <= 1e-6
+    dense = base + sum(w * d for w, d in zip(weights, deltas, strict=True))
+    assert not torch.allclose(fused, dense)  # something was dropped
+
+
+def test_a_failing_compile_disables_that_kernel_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def no_compiler(kind: str):  # type: ignore[no-untyped-def]
+        def run(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise InvalidCxxCompiler()
+
+        return run
 
     base, deltas = torch.randn(8, 8), torch.randn(2, 8, 8) * 0.01
     args = _args([1.0, 1.0], [0.5, 0.5], normalize=True)
-    monkeypatch.setattr(_fused, "_compiled", boom)
-    monkeypatch.setattr(_fused, "_DISABLED", [])
-    _fused._KERNELS.clear()
-    out = ties(base, deltas, args)
-    assert _fused._DISABLED and "no compiler" in _fused._DISABLED[0]
-    assert not _fused.fused_enabled()
+    monkeypatch.setattr(_fused, "_compiled", no_compiler)
+    monkeypatch.setattr(_fused, "_DISABLED", {})
+    with caplog.at_level("WARNING", logger=_fused.__name__):
+        out = ties(base, deltas, args)
+    assert list(_fused.fused_status()) == ["magnitude"]
+    assert "No working C++ compiler" in _fused.fused_status()["magnitude"]
+    assert "cannot be compiled" in caplog.text and "C++ compiler" in caplog.text
+    assert not _fused.fused_enabled("magnitude") and _fused.fused_enabled("noise")
     eager = _eager(monkeypatch, ties, base, deltas, args)
     assert torch.equal(out, eager)
+
+
+def test_a_bug_in_the_kernel_is_raised_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only compile/backend errors fall back; anything else propagates and disables nothing."""
+
+    def buggy(kind: str):  # type: ignore[no-untyped-def]
+        def run(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise TypeError("a bug")
+
+        return run
+
+    base, deltas = torch.randn(8, 8), torch.randn(2, 8, 8) * 0.01
+    monkeypatch.setattr(_fused, "_compiled", buggy)
+    monkeypatch.setattr(_fused, "_DISABLED", {})
+    with pytest.raises(TypeError, match="a bug"):
+        ties(base, deltas, _args([1.0, 1.0], [0.5, 0.5], normalize=True))
+    assert _fused.fused_status() == {} and _fused.fused_enabled()

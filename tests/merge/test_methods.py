@@ -10,7 +10,8 @@ import pytest
 import torch
 from mergekit import sparsify as mk
 
-from evomerge.exceptions import MergeError, UnknownMethodError
+import evomerge.registry
+from evomerge.exceptions import ConfigError, MergeError, UnknownMethodError
 from evomerge.merge.methods import (
     METHODS,
     MergeArgs,
@@ -241,13 +242,15 @@ def test_plugins_come_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None
         SimpleNamespace(name="broken", value="pkg:BROKEN", load=lambda: 1 / 0),
     ]
     monkeypatch.setattr(
-        registry,
+        evomerge.registry,
         "entry_points",
         lambda group: points if group == registry.ENTRY_POINT_GROUP else [],
     )
-    monkeypatch.setattr(registry, "_plugins", None)
+    monkeypatch.setattr(registry.MERGE_METHODS, "_loaded", {})
     assert get_method("double") is plugin
-    assert get_method("ties") is METHODS["ties"]
-    assert list_methods()[-1] == "double" and "broken" not in list_methods()
+    assert get_method("ties") is METHODS["ties"]  # a plugin cannot shadow a built-in
+    assert list_methods()[-2:] == ["broken", "double"]  # listed without being loaded
+    with pytest.raises(ConfigError, match=r"merge method 'broken' is a plug-in .*ZeroDivision"):
+        get_method("broken")  # a broken plugin fails its own name only
     with pytest.raises(UnknownMethodError, match="double"):
         get_method("triple")

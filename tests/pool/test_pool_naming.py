@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from evomerge.pool import MODULE_TYPES, ModelPool, classify_tensor, is_vocab_tensor
+from evomerge.pool import MODULE_TYPES, ModelPool, classify_tensor, is_vocab_tensor, vocab_role
 from evomerge.testing.tiny import build_tiny_model, perturb_model
 
 NUM_LAYERS = 3
@@ -39,7 +39,19 @@ GPT2 = {
     "wte": "embed",
     "wpe": "embed",
 }
+GPT_NEOX = {
+    "attention.query_key_value": "qkv",
+    "attention.dense": "o",
+    "mlp.dense_h_to_4h": "mlp_in",
+    "mlp.dense_4h_to_h": "mlp_out",
+    "input_layernorm": "norm",
+    "post_attention_layernorm": "norm",
+    "final_layer_norm": "norm",
+    "embed_in": "embed",
+    "embed_out": "lm_head",
+}
 EXPECTED = {
+    "gpt_neox": GPT_NEOX,
     "llama": LLAMA_LIKE,
     "mistral": LLAMA_LIKE,
     "qwen2": LLAMA_LIKE,
@@ -96,7 +108,8 @@ def test_pool_layer_count_comes_from_config_and_matches_names(
     cfg = json.loads((path / "config.json").read_text())
     tied = cfg.get("tie_word_embeddings", True)
     # Tied models store no lm_head (GPT-2); untied ones do.
-    assert ("lm_head.weight" in pool.tensor_names) == (not tied)
+    heads = [n for n in pool.tensor_names if vocab_role(n) == "head"]
+    assert bool(heads) == (not tied)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +123,7 @@ def test_pool_layer_count_comes_from_config_and_matches_names(
         ("gpt_neox.layers.2.attention.dense.weight", (2, "o")),
         ("gpt_neox.layers.2.mlp.dense_h_to_4h.weight", (2, "mlp_in")),
         ("gpt_neox.layers.2.mlp.dense_4h_to_h.bias", (2, "mlp_out")),
-        ("gpt_neox.embed_in.weight", (None, "other")),
+        ("gpt_neox.embed_in.weight", (None, "embed")),
         ("embed_out.weight", (None, "lm_head")),
         ("model.layers.12.self_attn.q_norm.weight", (12, "norm")),
         ("model.layers.1.self_attn.qkv_proj.weight", (1, "qkv")),
@@ -132,6 +145,11 @@ def test_classify_generic_names(name: str, expected: tuple[int | None, str]) -> 
         ("model.embed_tokens.weight", True),
         ("lm_head.weight", True),
         ("transformer.wte.weight", True),
+        ("gpt_neox.embed_in.weight", True),  # GPT-NeoX / Pythia
+        ("embed_out.weight", True),
+        ("tok_embeddings.weight", True),  # Meta's original naming
+        ("output.weight", True),
+        ("model.layers.0.mlp.embed_in.weight", False),  # inside a layer: not the vocabulary
         ("transformer.wpe.weight", False),
         ("model.norm.weight", False),
         ("model.layers.0.self_attn.q_proj.weight", False),
@@ -139,3 +157,24 @@ def test_classify_generic_names(name: str, expected: tuple[int | None, str]) -> 
 )
 def test_vocab_tensors_are_token_embeddings_and_heads(name: str, vocab: bool) -> None:
     assert is_vocab_tensor(name) is vocab
+
+
+def test_vocab_tensors_of_every_real_architecture_are_found(arch_model: tuple[str, Path]) -> None:
+    """The tensors named as vocabulary tensors (the one list in evomerge.pool) are exactly
+    the 2-D tensors with vocab_size rows, in each real tiny model (GPT-NeoX's embed_in and
+    Meta's tok_embeddings were each missing from one of two lists once)."""
+    model_type, path = arch_model
+    vocab = json.loads((path / "config.json").read_text())["vocab_size"]
+    shapes = {}
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+            shapes[name] = tuple(f.get_slice(name).get_shape())
+    # [vocab, hidden] outside the layer stack (a packed qkv may have vocab_size rows too)
+    by_shape = {
+        n
+        for n, shape in shapes.items()
+        if len(shape) == 2 and shape[0] == vocab and ".layers." not in n
+    }
+    by_name = {n for n in shapes if is_vocab_tensor(n)}
+    assert by_name == by_shape, model_type
+    assert {vocab_role(n) for n in by_name} >= {"embed"}

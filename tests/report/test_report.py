@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from evomerge.report import load_report_data, write_report
+from evomerge.run import open_run
 from evomerge.testing.tiny import build_tiny_model, perturb_model
 
 
@@ -110,11 +111,12 @@ def test_single_objective_report(single_run: Path) -> None:
     assert len(images) >= 3 and all(i.startswith(b"\x89PNG") for i in images)
     # the best trial really is the best complete value, and the source baseline is listed
     best = max(t.values[0] for t in data.complete if t.values)
-    assert data.best[0].values == [best]
-    assert f"<td>{data.best[0].number}</td>" in html
+    assert data.best is not None and data.best.values == [best]
+    assert data.front == [data.best]
+    assert f"<td>{data.best.number}</td>" in html
     assert "source <b>a</b>" in html
     # the best genome's heatmap reads the genome names of the space (groups x sources)
-    assert any(k.startswith("g0.") for k in data.best[0].params)
+    assert any(k.startswith("g0.") for k in data.best.params)
 
 
 def test_pareto_report(tmp_path: Path, models: dict[str, Path], ray_once: None) -> None:
@@ -126,7 +128,7 @@ def test_pareto_report(tmp_path: Path, models: dict[str, Path], ray_once: None) 
     assert (path.parent / "pareto.png").read_bytes().startswith(b"\x89PNG")
     assert "Pareto front" in path.read_text(encoding="utf-8")
     # the front is non-dominated among the complete trials
-    front = [t.values for t in data.best if t.values]
+    front = [t.values for t in data.front if t.values]
     assert front
     for v in front:
         dominated = any(
@@ -140,11 +142,9 @@ def test_report_on_interrupted_run(tmp_path: Path, single_run: Path) -> None:
     """A trial left RUNNING (driver killed) does not stop the report."""
     import shutil
 
-    from evomerge.search import load_run_study
-
     run_dir = tmp_path / "cut"
     shutil.copytree(single_run, run_dir)
-    _, study = load_run_study(run_dir)
+    study = open_run(run_dir).study.study
     study.ask()  # a trial that stays RUNNING, as after a SIGKILLed driver
     path = write_report(run_dir)
     html = path.read_text(encoding="utf-8")

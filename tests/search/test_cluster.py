@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from evomerge.search import load_run_study, run_search
+from evomerge.run import open_run
+from evomerge.search import run_search
 
 TARGET = 14
 
@@ -168,7 +169,7 @@ def test_two_nodes_share_trials_and_survive_losing_one(
             time.sleep(0.3)
             try:
                 node_b = _node_b_id()
-                _, study = load_run_study(run_dir)
+                study = open_run(run_dir).study.study
             except Exception:  # Ray not joined yet, or no study yet
                 continue
             done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -188,7 +189,7 @@ def test_two_nodes_share_trials_and_survive_losing_one(
     assert killed, "node B was never seen running a trial"
     assert killed["at"] < TARGET  # it died mid-search
     assert any("is gone for good" in r.getMessage() for r in caplog.records)  # the driver saw it
-    _, study = load_run_study(run_dir)
+    study = open_run(run_dir).study.study
     trials = study.get_trials(deepcopy=False)
     nodes = {t.user_attrs.get("node_id") for t in trials if t.state == TrialState.COMPLETE}
     assert killed["node"] in nodes and len(nodes) == 2  # both nodes ran trials

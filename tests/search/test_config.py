@@ -12,9 +12,15 @@ import yaml
 
 from evomerge.config import RunConfig, WorkersConfig, load_run_config
 from evomerge.exceptions import ConfigError, SearchError
-from evomerge.search import build_space, format_status, plan_workers, study_status
-from evomerge.search._rundir import write_run_yaml
-from evomerge.search._study import distributions, make_driver_storage, make_sampler, open_study
+from evomerge.run import (
+    build_space,
+    format_status,
+    make_driver_storage,
+    open_study,
+    study_status,
+    write_run_yaml,
+)
+from evomerge.search import distributions, make_sampler, plan_workers
 
 
 def _write(path: Path, data: dict[str, Any]) -> Path:
@@ -161,9 +167,9 @@ def test_the_generate_and_judge_evaluator_scores_a_recipe(tiny_models: Any, tmp_
         },
     }
     cfg = RunConfig.model_validate(data)
-    from evomerge.search._pipeline import build_pipeline_evaluator
+    from evomerge.search import get_evaluator_factory
 
-    ev = build_pipeline_evaluator(cfg, device="cpu", worker_index=0, run_dir=tmp_path)
+    ev = get_evaluator_factory("pipeline")(cfg, device="cpu", worker_index=0, run_dir=tmp_path)
     assert ev.objective_names == ["score"] and ev.directions == ["maximize"]
     space = build_space(cfg)
     result = ev.evaluate(0, space.decode(space.x0()))

@@ -22,14 +22,8 @@ from evomerge.exceptions import ExportError, SearchError
 from evomerge.export import export_trial
 from evomerge.merge import MergeEngine
 from evomerge.merge.recipe import MergeRecipe
-from evomerge.search import (
-    build_space,
-    format_status,
-    load_run_study,
-    open_pool,
-    run_search,
-    study_status,
-)
+from evomerge.run import build_space, format_status, open_pool, open_run, study_status
+from evomerge.search import run_search
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -69,7 +63,7 @@ def fault_run(
         search={"n_trials": 20, "population_size": 4, "retries": 1},
     )
     summary = run_search(path, run_dir=root / "rd", progress=False)
-    _, study = load_run_study(root / "rd")
+    study = open_run(root / "rd").study.study
     return {
         "run_dir": root / "rd",
         "summary": summary,
@@ -83,7 +77,7 @@ def fault_run(
 def test_search_finds_a_better_recipe_than_the_start_point(weight_run: dict[str, Any]) -> None:
     summary = weight_run["summary"]
     assert summary.stopped == "done" and summary.n_complete == 12 and summary.n_failed == 0
-    _, study = load_run_study(weight_run["run_dir"])
+    study = open_run(weight_run["run_dir"]).study.study
     start = [t for t in study.trials if t.user_attrs.get("start_point")]
     assert len(start) == 1 and start[0].number == 0  # x0 enqueued first
     assert start[0].values[0] == pytest.approx(-1.0, abs=1e-6)  # the objective's definition
@@ -94,7 +88,7 @@ def test_search_finds_a_better_recipe_than_the_start_point(weight_run: dict[str,
 def test_trials_keep_their_recipe_timings_and_worker(weight_run: dict[str, Any]) -> None:
     config = load_run_config(weight_run["yaml"])
     space = build_space(config)
-    _, study = load_run_study(weight_run["run_dir"])
+    study = open_run(weight_run["run_dir"]).study.study
     for t in study.trials:
         assert t.state == TrialState.COMPLETE
         recipe = MergeRecipe.from_mergekit_dict(t.user_attrs["recipe"])
@@ -251,7 +245,7 @@ def test_when_every_worker_is_lost_the_driver_stops_and_the_run_resumes(
     )
     with pytest.raises(SearchError, match=r"every worker died.*run the same command again"):
         run_search(path, run_dir=tmp_path / "rd", progress=False)
-    _, study = load_run_study(tmp_path / "rd")
+    study = open_run(tmp_path / "rd").study.study
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     lost = [t for t in study.trials if t.user_attrs.get("interrupted")]
     assert lost and all(t.state == TrialState.FAIL for t in lost)
@@ -260,7 +254,7 @@ def test_when_every_worker_is_lost_the_driver_stops_and_the_run_resumes(
         path, run_dir=tmp_path / "rd", progress=False
     )  # crash markers exist: no crash now
     assert (summary.stopped, summary.n_complete, summary.n_failed) == ("done", 6, 0)
-    _, study = load_run_study(tmp_path / "rd")
+    study = open_run(tmp_path / "rd").study.study
     for t in lost:
         again = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
         assert (

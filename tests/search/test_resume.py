@@ -15,7 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from evomerge.exceptions import ConfigError
-from evomerge.search import INTERRUPTED_ERROR, load_run_study, run_search
+from evomerge.run import INTERRUPTED_ERROR, open_run, write_run_yaml
+from evomerge.search import run_search
 
 TARGET = 12
 
@@ -23,7 +24,7 @@ TARGET = 12
 def _counts(run_dir: Path) -> tuple[int, int, int]:
     """(complete, failed-after-retries, running) as read from the journal, 0s before it exists."""
     try:
-        _, study = load_run_study(run_dir)
+        study = open_run(run_dir).study.study
     except Exception:
         return 0, 0, 0
     trials = study.get_trials(deepcopy=False)
@@ -76,7 +77,7 @@ def test_sigkill_then_same_command_resumes(
         first.wait(timeout=30)
         reap(ray_tmp)  # the killed driver's local Ray cluster
         done_before, _, running_before = _counts(run_dir)
-        _, study = load_run_study(run_dir)
+        study = open_run(run_dir).study.study
         kept = {
             t.number: (t.values, t.datetime_complete)
             for t in study.trials
@@ -98,7 +99,7 @@ def test_sigkill_then_same_command_resumes(
     assert seen == sorted(seen) and seen[0] >= done_before  # the completed count never goes down
     complete, failed, running = _counts(run_dir)
     assert complete + failed == TARGET and running == 0
-    _, study = load_run_study(run_dir)
+    study = open_run(run_dir).study.study
     for number, (values, finished_at) in kept.items():  # completed trials are never re-run
         t = study.trials[number]
         assert (
@@ -126,7 +127,6 @@ def test_resume_refuses_a_changed_config(tiny_models: Any, run_yaml: Any, tmp_pa
         tmp_path / "a.yaml", tiny_models.as_dict(), name="same", search={"sampler": "cmaes"}
     )
     from evomerge.config import load_run_config
-    from evomerge.search._rundir import write_run_yaml
 
     write_run_yaml(run_dir, load_run_config(first))  # as a first search would have
     changed = run_yaml(

@@ -13,7 +13,7 @@ from mergekit.config import evaluate_setting as mk_evaluate_setting
 
 from evomerge.exceptions import ConfigError, SearchError
 from evomerge.merge.recipe import MergeRecipe, evaluate_setting
-from evomerge.search import SearchSpace, load_space_spec, shipped_space_names, shipped_spaces_dir
+from evomerge.space import SearchSpace, load_space_spec, shipped_space_names, shipped_spaces_dir
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {

@@ -12,16 +12,17 @@ from optuna.trial import TrialState
 
 from evomerge.config import SearchConfig
 from evomerge.exceptions import ConfigError, SearchError
-from evomerge.search import (
-    SearchSpace,
+from evomerge.run import (
+    check_same_run,
     count_finished,
-    load_space_spec,
-    make_sampler,
+    driver_lock,
     make_storage,
+    open_study,
     recover_interrupted,
+    repair_journal,
 )
-from evomerge.search._rundir import check_same_run, driver_lock, repair_journal
-from evomerge.search._study import distributions, open_study
+from evomerge.search import distributions, make_sampler
+from evomerge.space import SearchSpace, load_space_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -58,6 +59,11 @@ def _open(run_dir: Path, space: SearchSpace, seed: int) -> optuna.Study:
     return study
 
 
+def _system_attrs(study: optuna.Study, number: int) -> dict[str, object]:
+    """A trial's system attributes as stored (read back through a new study object)."""
+    return study.get_trials(deepcopy=False)[number].system_attrs
+
+
 def test_cmaes_state_carries_over_a_resume(tmp_path: Path, space: SearchSpace) -> None:
     study = _open(tmp_path, space, seed=0)
     _run(study, space, 14)
@@ -70,14 +76,13 @@ def test_cmaes_state_carries_over_a_resume(tmp_path: Path, space: SearchSpace) -
     resumed = _open(tmp_path, space, seed=14)
     trial = resumed.ask(distributions(space))
     assert trial.number == 14
-    frozen = resumed._storage.get_trial(trial._trial_id)
-    assert frozen.system_attrs["cma:generation"] >= before  # continues, does not restart at 0
+    assert _system_attrs(resumed, trial.number)["cma:generation"] >= before  # no restart at 0
 
     (tmp_path / "fresh").mkdir()
     fresh = _open(tmp_path / "fresh", space, seed=0)  # control: a new study starts at generation 0
     _run(fresh, space, 1)
     t2 = fresh.ask(distributions(space))
-    assert fresh._storage.get_trial(t2._trial_id).system_attrs["cma:generation"] == 0
+    assert _system_attrs(fresh, t2.number)["cma:generation"] == 0
 
 
 def test_samplers_and_multi_objective_rules() -> None:
@@ -125,8 +130,9 @@ def test_recover_interrupted_requeues_once_and_is_not_counted(
     failed = study.ask(dists)
     study.tell(failed, state=TrialState.FAIL)
 
-    assert recover_interrupted(study) == 2
-    assert recover_interrupted(study) == 0  # idempotent: nothing RUNNING any more
+    storage = make_storage(tmp_path, "journal")
+    assert recover_interrupted(study, storage) == 2
+    assert recover_interrupted(study, storage) == 0  # idempotent: nothing RUNNING any more
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     assert all(states[t.number] == TrialState.FAIL for t in lost)
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -148,7 +154,7 @@ def test_recover_does_not_enqueue_twice_after_a_crash_in_between(
     study.enqueue_trial(
         t.params, user_attrs={"retry_of": t.number}
     )  # enqueued, then the driver died
-    recover_interrupted(study)
+    recover_interrupted(study, make_storage(tmp_path, "journal"))
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert len(waiting) == 1
 

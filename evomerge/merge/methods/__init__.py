@@ -32,7 +32,14 @@ from evomerge.merge.methods._aux import (
     slerp_stats,
 )
 from evomerge.merge.methods._interp import linear, passthrough, slerp
-from evomerge.merge.methods._registry import ENTRY_POINT_GROUP, METHODS, get_method, list_methods
+from evomerge.merge.methods._registry import (
+    ENTRY_POINT_GROUP,
+    MERGE_METHODS,
+    METHODS,
+    get_method,
+    list_methods,
+    register_method,
+)
 from evomerge.merge.methods._spec import (
     REQUIRED,
     BasePolicy,
@@ -59,6 +66,7 @@ from evomerge.merge.methods._workspace import Workspace
 __all__ = [
     "CHUNK",
     "ENTRY_POINT_GROUP",
+    "MERGE_METHODS",
     "METHODS",
     "REQUIRED",
     "BasePolicy",
@@ -86,6 +94,7 @@ __all__ = [
     "make_noise",
     "noise_seed",
     "passthrough",
+    "register_method",
     "row_rank",
     "slerp",
     "slerp_stats",

@@ -11,9 +11,14 @@ task arithmetic costs. Per element, with ``keep_i`` from the source's :class:`Ke
 
 exactly the eager path's arithmetic (mergekit's semantics). Keeps handled: ``all``,
 ``none``, ``mag`` without an upper cut (ties' top-k, ties at the cut resolved by flat
-position like a stable sort) and ``noise`` (DARE). Anything else returns False and the
-caller uses the eager path. torch.compile needs a C++ compiler on CPU; if compiling fails
-once, the kernel is disabled for the process (logged) and the eager path is used.
+position like a stable sort) and ``noise`` (DARE). The call is classified before anything
+is built: keeps of another kind (or magnitude and noise keeps mixed) return False and the
+caller uses the eager path for that tensor only.
+
+torch.compile needs a C++ compiler on CPU. Only compile/backend failures
+(:data:`COMPILE_ERRORS`) are caught: they disable that kernel (magnitude or noise) for the
+process with a warning naming the cause (a missing compiler does not appear later); any
+other exception is a bug and propagates. :func:`fused_status` says which kernels are off.
 """
 
 from __future__ import annotations
@@ -24,22 +29,38 @@ import threading
 from collections.abc import Callable, Sequence
 
 import torch
+from torch._dynamo.exc import BackendCompilerFailed
+from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
 
 from evomerge.merge.methods._aux import SourceAux
 from evomerge.merge.methods._sparsify import Keep
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fused_consensus", "fused_enabled"]
+__all__ = ["COMPILE_ERRORS", "fused_consensus", "fused_enabled", "fused_status"]
+
+#: The failures of compiling a kernel (no C++ compiler, a backend that cannot build it).
+COMPILE_ERRORS: tuple[type[BaseException], ...] = (
+    BackendCompilerFailed,
+    CppCompileError,
+    InvalidCxxCompiler,
+)
 
 _LOCK = threading.Lock()
 _KERNELS: dict[str, Callable[..., None]] = {}
-_DISABLED: list[str] = []  # the reason, once compiling failed
+_DISABLED: dict[str, str] = {}  # kernel kind -> why compiling it failed
 
 
-def fused_enabled() -> bool:
-    """False when ``EVOMERGE_FUSED=0`` or compiling failed earlier in this process."""
-    return os.environ.get("EVOMERGE_FUSED", "1") != "0" and not _DISABLED
+def fused_enabled(kind: str | None = None) -> bool:
+    """False when ``EVOMERGE_FUSED=0``, or when compiling ``kind`` (any kernel if None) failed."""
+    if os.environ.get("EVOMERGE_FUSED", "1") == "0":
+        return False
+    return not _DISABLED if kind is None else kind not in _DISABLED
+
+
+def fused_status() -> dict[str, str]:
+    """``{kernel kind: reason}`` for each kernel that failed to compile in this process."""
+    return dict(_DISABLED)
 
 
 def _consensus(
@@ -95,17 +116,27 @@ def _merge_noise(
     base: torch.Tensor,
     rows: list[torch.Tensor],
     noises: list[torch.Tensor],
+    has_noise: tuple[bool, ...],
     coef: torch.Tensor,
     weight: torch.Tensor,
     threshold: torch.Tensor,
     lam: torch.Tensor,
     normalize: bool,
 ) -> None:
-    """DARE: keep where the (int32) noise is below the source's threshold."""
-    xs = [
-        torch.where(noise < threshold[i], row.to(torch.float32) * coef[i], 0.0)
-        for i, (row, noise) in enumerate(zip(rows, noises, strict=True))
-    ]
+    """DARE: keep where the (int32) noise is below the source's threshold.
+
+    ``has_noise[i]`` is False for a source that keeps everything (density 1): it has no
+    noise tensor, and ``noises`` holds only the others', in order. A graph is compiled per
+    pattern of ``has_noise``.
+    """
+    xs = []
+    k = 0
+    for i, row in enumerate(rows):
+        x = row.to(torch.float32) * coef[i]
+        if has_noise[i]:
+            x = torch.where(noises[k] < threshold[i], x, 0.0)
+            k += 1
+        xs.append(x)
     _consensus(out, base, xs, weight, lam, normalize)
 
 
@@ -127,6 +158,22 @@ def _compiled(kind: str) -> Callable[..., None]:
     return fn
 
 
+def _classify(keeps: Sequence[Keep], auxes: Sequence[SourceAux], n: int) -> str | None:
+    """The kernel for these keeps ("magnitude" or "noise"), or None when neither applies."""
+    kinds = {k.kind for k in keeps} - {"all", "none"}
+    if kinds <= {"mag"}:
+        return "magnitude" if all(k.top is None for k in keeps) else None
+    if kinds == {"noise"}:
+        for k, a in zip(keeps, auxes, strict=True):
+            noise = a.noise
+            if k.kind == "noise" and (
+                noise is None or noise.dtype != torch.int32 or noise.numel() != n
+            ):
+                return None  # no noise for this source, or int16 (which would not vectorize)
+        return "noise"
+    return None  # DELLA, outlier cuts, or magnitude and noise keeps mixed
+
+
 def fused_consensus(
     out: torch.Tensor,
     base: torch.Tensor,
@@ -140,66 +187,60 @@ def fused_consensus(
     lam: float,
 ) -> bool:
     """Write the consensus merge of flat ``rows`` onto flat ``base`` into ``out``; False if
-    these keeps are not supported (or the kernel is unavailable): nothing written then."""
-    if not fused_enabled():
-        return False
+    these keeps are not supported (or the kernel is unavailable): nothing written then.
+
+    Raises whatever the kernel raises other than :data:`COMPILE_ERRORS` (those disable the
+    kernel with a warning and return False).
+    """
     n = base.numel()
-    coef, below, cut, thr, noises = list(coefs), [], [], [], []
-    kind = None  # "magnitude" or "noise" for the whole call; mixed keeps use the eager path
-    for i, k in enumerate(keeps):
-        if k.kind == "none":  # contributes nothing: x_i = 0 never agrees
-            coef[i] = 0.0
-        elif k.kind == "mag" and k.top is None:
-            kind = kind or "magnitude"
-        elif k.kind == "noise":
-            kind = kind or "noise"
-        elif k.kind != "all":
-            return False
-        if (k.kind == "mag" and kind != "magnitude") or (k.kind == "noise" and kind != "noise"):
-            return False
-        below.append(float(k.below) if k.kind == "mag" else -1.0)  # "all": every |d| > -1
-        cut.append(int(k.below_cut))
-        thr.append(int(k.threshold) if k.kind == "noise" else 1 << 16)  # "all": above any noise
-        noise = auxes[i].noise
-        if kind == "noise" and (noise is None or noise.dtype != torch.int32 or noise.numel() != n):
-            return False  # no noise for this source, or int16 (which would not vectorize)
-        noises.append(noise.reshape(-1) if noise is not None else None)
-    kind = kind or "magnitude"
+    kind = _classify(keeps, auxes, n)
+    if kind is None or not fused_enabled(kind):
+        return False
     dev = base.device
+    # a source that keeps nothing contributes x_i = 0, which never agrees with the majority
+    coef = [0.0 if k.kind == "none" else c for k, c in zip(keeps, coefs, strict=True)]
 
     def f32(values: object) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=dev)
 
-    args = (f32(coef), f32(list(weights)))
+    if kind == "magnitude":
+        args: tuple[object, ...] = (
+            out,
+            base,
+            list(rows),
+            f32(coef),
+            f32(list(weights)),
+            f32([k.below if k.kind == "mag" else -1.0 for k in keeps]),  # "all": every |d| > -1
+            torch.tensor([k.below_cut for k in keeps], dtype=torch.int64, device=dev),
+            f32(lam),
+            normalize,
+        )
+    else:
+        has_noise = tuple(k.kind == "noise" for k in keeps)
+        noises = [a.noise.reshape(-1) for a, h in zip(auxes, has_noise, strict=True) if h]  # type: ignore[union-attr]
+        args = (
+            out,
+            base,
+            list(rows),
+            noises,
+            has_noise,
+            f32(coef),
+            f32(list(weights)),
+            torch.tensor([k.threshold for k in keeps], dtype=torch.int32, device=dev),
+            f32(lam),
+            normalize,
+        )
     try:
         with _LOCK:
             fn = _compiled(kind)
-        if kind == "magnitude":
-            fn(
-                out,
-                base,
-                list(rows),
-                *args,
-                f32(below),
-                torch.tensor(cut, dtype=torch.int64, device=dev),
-                f32(lam),
-                normalize,
-            )
-        else:
-            fn(
-                out,
-                base,
-                list(rows),
-                noises,
-                *args,
-                torch.tensor(thr, dtype=torch.int32, device=dev),
-                f32(lam),
-                normalize,
-            )
-    except Exception as err:  # a missing compiler, an unsupported backend: use the eager path
-        _DISABLED.append(f"{type(err).__name__}: {err}")
+        fn(*args)
+    except COMPILE_ERRORS as err:  # no compiler, an unsupported backend: eager from now on
+        _DISABLED[kind] = f"{type(err).__name__}: {err}"
         logger.warning(
-            "fused merge kernel unavailable, using the eager path: %s", _DISABLED[0][:300]
+            "fused %s merge kernel cannot be compiled; ties/dare_ties use the slower eager path "
+            "in this process (install a C++ compiler, or set EVOMERGE_FUSED=0 to skip this): %s",
+            kind,
+            _DISABLED[kind][:300],
         )
         return False
     return True

@@ -1,18 +1,19 @@
 """The merge-method registry: one explicit dict of the built-in methods, plus plugins.
 
-Plugins are :class:`MergeMethod` objects exposed through the ``evomerge.merge_methods``
-entry-point group (``name = "package.module:METHOD"``); they are loaded on the first
-lookup of a name that is not built in. A plugin cannot replace a built-in method.
+:data:`METHODS` (a dict literal) is the list of built-ins; :data:`MERGE_METHODS` is the
+:class:`~evomerge.registry.Registry` over it. Plugins are :class:`MergeMethod` objects
+exposed through the ``evomerge.merge_methods`` entry-point group (``name =
+"package.module:METHOD"``), loaded on the first lookup of their name, or added with
+:func:`register_method`. A plugin cannot replace a built-in method.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from types import MappingProxyType
 
-from evomerge.exceptions import MergeError, UnknownMethodError
+from evomerge.exceptions import UnknownMethodError
 from evomerge.merge.methods._checks import check_della, check_linear, check_sparsify
 from evomerge.merge.methods._interp import linear, passthrough, slerp
 from evomerge.merge.methods._spec import REQUIRED, BasePolicy, MergeMethod, Need, ParamSpec, Scope
@@ -28,10 +29,18 @@ from evomerge.merge.methods._task_arithmetic import (
     task_arithmetic,
     ties,
 )
+from evomerge.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENTRY_POINT_GROUP", "METHODS", "get_method", "list_methods"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MERGE_METHODS",
+    "METHODS",
+    "get_method",
+    "list_methods",
+    "register_method",
+]
 
 ENTRY_POINT_GROUP = "evomerge.merge_methods"
 
@@ -211,57 +220,37 @@ METHODS: Mapping[str, MergeMethod] = MappingProxyType(
     }
 )
 
-_plugins: dict[str, MergeMethod] | None = None
+
+def _check_method(name: str, obj: object) -> MergeMethod:
+    if not isinstance(obj, MergeMethod):
+        raise TypeError(f"merge method {name!r} is a {type(obj).__name__}, not a MergeMethod")
+    if obj.name != name:
+        raise ValueError(
+            f"merge method registered as {name!r} is named {obj.name!r}; make them equal"
+        )
+    return obj
 
 
-def _load_plugins() -> dict[str, MergeMethod]:
-    global _plugins
-    if _plugins is None:
-        found: dict[str, MergeMethod] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in METHODS:
-                logger.warning(
-                    "ignoring plugin merge method %r (%s): a built-in method has that name",
-                    ep.name,
-                    ep.value,
-                )
-                continue
-            try:
-                method = ep.load()
-            except Exception as err:  # a broken plugin must not break the built-ins
-                logger.warning(
-                    "cannot load plugin merge method %r (%s): %s", ep.name, ep.value, err
-                )
-                continue
-            if not isinstance(method, MergeMethod):
-                logger.warning(
-                    "plugin merge method %r (%s) is a %s, not a MergeMethod",
-                    ep.name,
-                    ep.value,
-                    type(method).__name__,
-                )
-                continue
-            if method.name != ep.name:
-                raise MergeError(
-                    f"plugin merge method registered as {ep.name!r} is named {method.name!r}; make them equal"
-                )
-            found[ep.name] = method
-        _plugins = found
-    return _plugins
+#: Every merge method: the built-ins (:data:`METHODS`), registered ones, plugins.
+MERGE_METHODS: Registry[MergeMethod] = Registry(
+    "merge method",
+    builtins=METHODS,
+    group=ENTRY_POINT_GROUP,
+    check=_check_method,
+    error=UnknownMethodError,
+)
+
+
+def register_method(method: MergeMethod, *, replace: bool = False) -> None:
+    """Make ``method`` available under ``method.name`` in this process."""
+    MERGE_METHODS.register(method.name, method, replace=replace)
 
 
 def list_methods() -> list[str]:
-    """Names of every available method: built-ins in registry order, then plugins."""
-    return [*METHODS, *sorted(_load_plugins())]
+    """Names of every available method: built-ins in registry order, then the others."""
+    return MERGE_METHODS.names()
 
 
 def get_method(name: str) -> MergeMethod:
     """The method called ``name``; raises UnknownMethodError listing the choices."""
-    if name in METHODS:
-        return METHODS[name]
-    plugins = _load_plugins()
-    if name in plugins:
-        return plugins[name]
-    raise UnknownMethodError(
-        f"Unknown merge method {name!r}. Available: {', '.join(list_methods())}"
-    )
+    return MERGE_METHODS.get(name)

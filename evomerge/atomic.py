@@ -1,9 +1,18 @@
-"""Writing a directory atomically: build it in a hidden sibling, rename it into place."""
+"""Atomic writes: a file or a directory appears complete or not at all.
+
+- :func:`atomic_write`: a file's new content is written to a hidden sibling, flushed to
+  disk, and renamed over the file; readers see the old or the new content, never a part.
+- :func:`atomic_directory`: a directory is built in a hidden sibling and renamed into place.
+
+Files get the mode the umask gives a new file (as ``open(path, "w")`` would), not the
+private mode of a temporary file.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +23,34 @@ from evomerge.exceptions import ExportError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_directory", "check_out_dir"]
+__all__ = ["atomic_directory", "atomic_write", "check_out_dir"]
+
+
+def atomic_write(path: str | Path, data: bytes | str, *, encoding: str = "utf-8") -> Path:
+    """Replace ``path``'s content with ``data`` atomically; returns ``path``.
+
+    The content goes to ``.<name>.tmp-<random>`` in the same folder, is fsynced, then
+    renamed over ``path``. On any exception, KeyboardInterrupt included, the temporary
+    file is removed and ``path`` is untouched. OSError propagates (the caller names what
+    it was writing).
+    """
+    path = Path(path)
+    blob = data.encode(encoding) if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    try:
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:

@@ -1,4 +1,4 @@
-"""The run directory: ``run.yaml`` (the config), the study, and the driver's lock.
+"""The run directory: what lives where, the stored config, and the driver's lock.
 
 ::
 
@@ -6,6 +6,10 @@
       run.yaml           the resolved run config (a resume must match it)
       study.journal      the optuna study (or study.db with storage: sqlite)
       driver.lock        held (flock) by the running driver
+      judge_cache.sqlite replies of LLM judges (evomerge.judge.CACHE_FILENAME)
+      baselines.json     the sources evaluated like trials (written by the demo)
+      analysis/          the top-K task-vector conflict analysis
+      report/            report.html and its figures
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from typing import Any
 import yaml
 
 from evomerge._yaml import load_yaml
+from evomerge.atomic import atomic_write
 from evomerge.config import RunConfig, load_run_config
 from evomerge.exceptions import ConfigError, SearchError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ANALYSIS_DIR",
+    "BASELINES_JSON",
+    "REPORT_DIR",
     "RUN_YAML",
     "check_same_run",
     "driver_lock",
@@ -37,6 +45,9 @@ __all__ = [
 ]
 
 RUN_YAML = "run.yaml"
+BASELINES_JSON = "baselines.json"
+ANALYSIS_DIR = "analysis"
+REPORT_DIR = "report"
 # Fields that may differ on resume: the trial budget, how failures are retried, where and
 # on how many workers it runs, what is done at the end, and the folder paths were resolved
 # from. Everything that defines the search (models, space, sampler, seed, merge, objective)
@@ -125,10 +136,7 @@ def check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], *, run
 
 def write_run_yaml(run_dir: Path, config: RunConfig) -> None:
     """Write ``run.yaml`` atomically (the resolved config, absolute paths)."""
-    path = Path(run_dir) / RUN_YAML
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(config.canonical(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(Path(run_dir) / RUN_YAML, yaml.safe_dump(config.canonical(), sort_keys=False))
 
 
 def load_run_dir_config(run_dir: Path) -> RunConfig:
@@ -140,6 +148,7 @@ def load_run_dir_config(run_dir: Path) -> RunConfig:
 
 
 def stored_canonical(run_dir: Path) -> dict[str, Any] | None:
+    """The raw mapping of ``run.yaml`` (compared on resume), or None when there is none."""
     path = Path(run_dir) / RUN_YAML
     if not path.exists():
         return None

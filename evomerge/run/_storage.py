@@ -1,17 +1,8 @@
-"""The Optuna study of a run: storage, sampler, start point, recovery after a crash.
+"""A run's Optuna study on disk: storage, opening it, and recovery after a crash.
 
-The driver is the only process that writes the study. Trial user attributes (readable in
-optuna-dashboard) written by the driver::
-
-    recipe       the trial's MergeRecipe as a mergekit dict (set when the trial is asked)
-    scores       per-judge mean scores            samples    a few {question, answer}
-    timings      {merge_s, generate_s, judge_s, total_s}
-    worker       worker index                     node_id    the Ray node that ran it
-    attempts     evaluations tried                error / traceback   why it failed
-    interrupted  True on a trial the driver lost (killed, Ctrl-C): its parameters are
-                 re-enqueued and it does not count as finished
-    retry_of     on a re-enqueued trial: the number of the interrupted trial
-    start_point  True on the enqueued start point x0
+The driver is the only process that writes the study (:func:`make_driver_storage`);
+everyone else reads it with :func:`make_storage`. What the study keeps is listed in
+:mod:`evomerge.run.attrs`.
 
 ``n_trials`` counts finished trials: COMPLETE plus FAIL (after retries), not interrupted.
 """
@@ -26,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from evomerge.config import SearchConfig
 from evomerge.exceptions import SearchError
-from evomerge.search._space import SearchSpace
+from evomerge.run import attrs as A
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +30,8 @@ __all__ = [
     "INTERRUPTED_ERROR",
     "DriverJournalBackend",
     "count_finished",
-    "distributions",
     "is_finished",
     "make_driver_storage",
-    "make_sampler",
     "make_storage",
     "open_study",
     "recover_interrupted",
@@ -114,36 +101,6 @@ def make_driver_storage(run_dir: Path, kind: str) -> tuple[BaseStorage, Callable
     return make_storage(run_dir, kind), lambda: None
 
 
-def make_sampler(cfg: SearchConfig, *, n_objectives: int, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured sampler. ``seed`` is the run's seed plus the number of trials already in
-    the study, so a resumed run does not replay the samples of its first part."""
-    name = cfg.sampler
-    if name == "cmaes":
-        if n_objectives > 1:
-            raise SearchError(
-                f"sampler cmaes optimizes one objective, the judges define {n_objectives}; "
-                "set search.sampler to nsga2 or tpe for a Pareto front"
-            )
-        return optuna.samplers.CmaEsSampler(
-            seed=seed, popsize=cfg.population_size, warn_independent_sampling=False
-        )
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        kwargs: dict[str, Any] = {"seed": seed}
-        if cfg.population_size is not None:
-            kwargs["population_size"] = cfg.population_size
-        return optuna.samplers.NSGAIISampler(**kwargs)
-    raise SearchError(f"Unknown sampler {name!r}. Available: cmaes, tpe, random, nsga2")
-
-
-def distributions(space: SearchSpace) -> dict[str, FloatDistribution]:
-    """One float distribution per genome dimension, named as the space names them."""
-    return {d.name: FloatDistribution(d.bounds.low, d.bounds.high) for d in space.dimensions}
-
-
 def open_study(
     *,
     storage: BaseStorage,
@@ -180,7 +137,7 @@ def is_finished(t: FrozenTrial) -> bool:
     """A trial that counts toward ``n_trials``: COMPLETE, or FAIL and not interrupted."""
     if t.state == TrialState.COMPLETE:
         return True
-    return t.state == TrialState.FAIL and not t.user_attrs.get("interrupted", False)
+    return t.state == TrialState.FAIL and not t.user_attrs.get(A.INTERRUPTED, False)
 
 
 def count_finished(study: optuna.Study) -> tuple[int, int]:
@@ -193,20 +150,21 @@ def count_finished(study: optuna.Study) -> tuple[int, int]:
 
 def recover_interrupted(
     study: optuna.Study,
+    storage: BaseStorage,
     *,
     error: str = INTERRUPTED_ERROR,
     trial_numbers: Sequence[int] | None = None,
 ) -> int:
     """Mark RUNNING trials FAIL ``interrupted`` and re-enqueue their parameters.
 
-    Only the given ``trial_numbers`` when set (the driver's own in-flight trials at Ctrl-C),
-    else every RUNNING trial (left by a dead driver). The parameters are enqueued before
-    the trial is marked failed, and never twice, so a crash in between loses nothing.
-    Returns the number of trials recovered.
+    ``storage`` is the study's (the driver's) storage. Only the given ``trial_numbers``
+    when set (the driver's own in-flight trials at Ctrl-C), else every RUNNING trial (left
+    by a dead driver). The parameters are enqueued before the trial is marked failed, and
+    never twice, so a crash in between loses nothing. Returns the number recovered.
     """
-    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
     trials = study.get_trials(deepcopy=False)
-    waiting_for = {t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING}
+    waiting_for = {t.user_attrs.get(A.RETRY_OF) for t in trials if t.state == TrialState.WAITING}
     recovered = 0
     for t in trials:
         if t.state != TrialState.RUNNING or (
@@ -214,13 +172,14 @@ def recover_interrupted(
         ):
             continue
         if t.params and t.number not in waiting_for:
-            attrs = {"retry_of": t.number}
-            if "start_point" in t.user_attrs:
-                attrs["start_point"] = True
+            attrs: dict[str, Any] = {A.RETRY_OF: t.number}
+            if A.START_POINT in t.user_attrs:
+                attrs[A.START_POINT] = True
             study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
-        storage.set_trial_user_attr(t._trial_id, "error", error)
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, A.ERROR, error)
+        storage.set_trial_user_attr(trial_id, A.INTERRUPTED, True)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
         recovered += 1
     if recovered:
         logger.warning(

@@ -1,6 +1,6 @@
 """SearchSpace: the genome ``x in R^d`` <-> MergeRecipe, for one set of models.
 
-Dimensions, in order (the optuna parameter names)::
+Dimensions, in order (the optuna parameter names, see :mod:`evomerge.space._names`)::
 
     for group g, for filter f (the space's filters + "rest", or "all"):
         g{g}.{f}.{source}.{param}   per-source parameters, each source in pool order
@@ -31,8 +31,9 @@ import numpy as np
 
 from evomerge.exceptions import SearchError
 from evomerge.merge.recipe import MergeRecipe, ModelEntry, gradient_position
-from evomerge.search._methods import METHODS
-from evomerge.search._space_spec import Bounds, SpaceSpec
+from evomerge.space._methods import METHODS
+from evomerge.space._names import BASE, SHARED, format_genome_name
+from evomerge.space._spec import Bounds, SpaceSpec
 
 __all__ = ["Dimension", "SearchSpace", "safe_source_name"]
 
@@ -42,7 +43,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 def safe_source_name(name: str) -> str:
     """A source name usable inside a parameter name (no dots or spaces)."""
     clean = _UNSAFE.sub("_", name).strip("_") or "model"
-    return f"m_{clean}" if clean in ("all", "base") else clean
+    return f"m_{clean}" if clean in (SHARED, BASE) else clean
 
 
 @dataclass(frozen=True)
@@ -114,22 +115,16 @@ class SearchSpace:
                 for s, sname in enumerate(self.names):
                     for p in info.per_source:
                         if p in spec.params:
-                            dims.append(
-                                Dimension(f"g{g}.{f}.{sname}.{p}", g, f, s, p, spec.params[p])
-                            )
+                            name = format_genome_name(g, f, sname, p)
+                            dims.append(Dimension(name, g, f, s, p, spec.params[p]))
                 for p in info.shared:
                     if p in spec.params:
-                        dims.append(Dimension(f"g{g}.{f}.all.{p}", g, f, None, p, spec.params[p]))
+                        name = format_genome_name(g, f, SHARED, p)
+                        dims.append(Dimension(name, g, f, None, p, spec.params[p]))
                 if "base_weight" in spec.params:
+                    name = format_genome_name(g, f, BASE, "weight")
                     dims.append(
-                        Dimension(
-                            f"g{g}.{f}.base.weight",
-                            g,
-                            f,
-                            None,
-                            "base_weight",
-                            spec.params["base_weight"],
-                        )
+                        Dimension(name, g, f, None, "base_weight", spec.params["base_weight"])
                     )
         return dims
 

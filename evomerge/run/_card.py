@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from optuna.trial import FrozenTrial
 
 from evomerge.config import RunConfig
-from evomerge.merge.recipe import MergeRecipe
-from evomerge.search._status import compact_setting
-from evomerge.search._study import count_finished
+from evomerge.run import attrs as A
+from evomerge.run._status import compact_setting
+from evomerge.run._view import StudyView
+
+if TYPE_CHECKING:
+    from evomerge.merge import MergeRecipe
 
 __all__ = ["model_card"]
 
@@ -46,15 +48,10 @@ def _plain(v: Any) -> Any:
     return v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v
 
 
-def model_card(
-    config: RunConfig, study: optuna.Study, trial: FrozenTrial, recipe: MergeRecipe
-) -> str:
+def model_card(config: RunConfig, study: StudyView, trial: FrozenTrial, recipe: MergeRecipe) -> str:
     """Markdown with a YAML header: the search summary, the trial's values, scores and recipe."""
-    names = study.user_attrs.get(
-        "objective_names", [f"objective{i}" for i in range(len(study.directions))]
-    )
-    directions = [d.name.lower() for d in study.directions]
-    n_complete, n_failed = count_finished(study)
+    names, directions = study.objective_names, study.directions
+    counts = study.counts()
     lines = [
         "---",
         "library_name: transformers",
@@ -65,8 +62,8 @@ def model_card(
         f"# {config.name}: trial {trial.number}",
         "",
         f"A `{recipe.merge_method}` merge found by evomerge's evolutionary search "
-        f"(search space `{study.user_attrs.get('space', '?')}`, sampler `{config.search.sampler}`, "
-        f"{n_complete} complete and {n_failed} failed trials).",
+        f"(search space `{study.attr(A.SPACE, '?')}`, sampler `{config.search.sampler}`, "
+        f"{counts.complete} complete and {counts.failed} failed trials).",
         "",
         "## Scores",
         "",
@@ -77,7 +74,7 @@ def model_card(
     lines += [
         f"| {n} | {d} | {_num(v)} |" for n, d, v in zip(names, directions, values, strict=False)
     ]
-    scores = trial.user_attrs.get("scores") or {}
+    scores = trial.user_attrs.get(A.SCORES) or {}
     if scores:
         lines += ["", "| judge | mean score |", "|---|---|"]
         lines += [f"| {k} | {_num(v)} |" for k, v in scores.items()]
@@ -100,7 +97,7 @@ def model_card(
             f"(`evomerge merge --seed {config.merge.seed}` gives the same weights); mergekit draws "
             "other random numbers, so its result is similar, not identical."
         )
-    samples = trial.user_attrs.get("samples") or []
+    samples = trial.user_attrs.get(A.SAMPLES) or []
     if samples:
         lines += ["", "## Sample answers", ""]
         for s in samples:

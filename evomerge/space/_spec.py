@@ -3,7 +3,7 @@
 ::
 
     name: ties_layerwise
-    method: ties                 # a merge method (see evomerge.search._methods)
+    method: ties                 # a merge method (see evomerge.merge.methods)
     layer_granularity: 4         # layers per group: 32 layers -> 8 groups
     filters: [self_attn, mlp]    # optional: these and "rest" get separate values
     params:                      # searched parameters and their bounds
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -30,11 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from evomerge._yaml import load_yaml, validate_model
 from evomerge.exceptions import ConfigError
-from evomerge.search._methods import METHODS, method_info
+from evomerge.space._methods import METHODS, method_info
+from evomerge.space._names import FILTER_RE
 
 __all__ = ["Bounds", "SpaceSpec", "load_space_spec", "shipped_space_names", "shipped_spaces_dir"]
-
-_FILTER_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 class Bounds(BaseModel):
@@ -85,7 +83,7 @@ class SpaceSpec(BaseModel):
         problems = [
             f"{f!r} is not a plain name (letters, digits, _ . -)"
             for f in v
-            if not _FILTER_RE.match(f)
+            if not FILTER_RE.match(f)
         ]
         problems += [
             f"{f!r} is reserved (the catch-all group is added for you)"

@@ -6,39 +6,21 @@ import math
 from pathlib import Path
 from typing import Any
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from evomerge.exceptions import SearchError
-from evomerge.search._rundir import load_run_dir_config
-from evomerge.search._study import is_finished, make_storage, storage_path
+from evomerge.run import attrs as A
+from evomerge.run._open import open_run
+from evomerge.run._storage import is_finished
 
-__all__ = ["compact_setting", "format_status", "load_run_study", "study_status"]
-
-
-def load_run_study(run_dir: str | Path) -> tuple[Any, optuna.Study]:
-    """``(RunConfig, study)`` of a run directory, read-only use (the driver may be running)."""
-    run_dir = Path(run_dir)
-    config = load_run_dir_config(run_dir)
-    path = storage_path(run_dir, config.search.storage)
-    if not path.exists():
-        raise SearchError(
-            f"{run_dir} has no study yet ({path.name} is missing); start the search first"
-        )
-    storage = make_storage(run_dir, config.search.storage)
-    try:
-        study = optuna.load_study(study_name=config.name, storage=storage)
-    except KeyError:
-        raise SearchError(f"{path} holds no study named {config.name!r}") from None
-    return config, study
+__all__ = ["compact_setting", "format_status", "study_status"]
 
 
 def _entry(t: FrozenTrial) -> dict[str, Any]:
     return {
         "trial": t.number,
         "values": [float(v) for v in t.values] if t.values is not None else None,
-        "scores": t.user_attrs.get("scores", {}),
-        "recipe": t.user_attrs.get("recipe"),
+        "scores": t.user_attrs.get(A.SCORES, {}),
+        "recipe": t.user_attrs.get(A.RECIPE),
     }
 
 
@@ -46,44 +28,36 @@ def study_status(run_dir: str | Path) -> dict[str, Any]:
     """A JSON-able summary of a run: counts, directions, best trial, Pareto front.
 
     Keys: ``name``, ``run_dir``, ``sampler``, ``n_target``, ``n_complete``, ``n_failed``
-    (after retries), ``n_interrupted``, ``n_running``, ``n_waiting``, ``objective_names``,
-    ``directions``, ``best`` (``{trial, values, scores, recipe}`` or None) and, with several
-    objectives, ``pareto`` (a list of the same shape, ordered by the first objective);
-    ``errors``: the last few failed trials' ``{trial, error}``.
+    (after retries), ``n_interrupted``, ``n_running``, ``n_waiting``, ``n_pruned``,
+    ``objective_names``, ``directions``, ``best`` (``{trial, values, scores, recipe}`` or
+    None: :meth:`StudyView.best`) and, with several objectives, ``pareto`` (a list of the
+    same shape, best first); ``errors``: the last few failed trials' ``{trial, error}``.
     """
-    config, study = load_run_study(run_dir)
-    trials = study.get_trials(deepcopy=False)
-    directions = [d.name.lower() for d in study.directions]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    failed = [t for t in trials if t.state == TrialState.FAIL and is_finished(t)]
+    run = open_run(run_dir)
+    view = run.study
+    counts = view.counts()
+    failed = [t for t in view.trials(TrialState.FAIL) if is_finished(t)]
+    best = view.best()
     info: dict[str, Any] = {
-        "name": config.name,
+        "name": run.config.name,
         "run_dir": str(Path(run_dir)),
-        "sampler": config.search.sampler,
-        "n_target": int(study.user_attrs.get("n_target", config.search.n_trials)),
-        "n_complete": len(complete),
-        "n_failed": len(failed),
-        "n_interrupted": sum(t.state == TrialState.FAIL and not is_finished(t) for t in trials),
-        "n_running": sum(t.state == TrialState.RUNNING for t in trials),
-        "n_waiting": sum(t.state == TrialState.WAITING for t in trials),
-        "objective_names": study.user_attrs.get(
-            "objective_names", [f"objective{i}" for i in range(len(directions))]
-        ),
-        "directions": directions,
-        "best": None,
+        "sampler": run.config.search.sampler,
+        "n_target": int(view.attr(A.N_TARGET, run.config.search.n_trials)),
+        "n_complete": counts.complete,
+        "n_failed": counts.failed,
+        "n_interrupted": counts.interrupted,
+        "n_running": counts.running,
+        "n_waiting": counts.waiting,
+        "n_pruned": counts.pruned,
+        "objective_names": view.objective_names,
+        "directions": view.directions,
+        "best": _entry(best) if best is not None else None,
         "errors": [
-            {"trial": t.number, "error": t.user_attrs.get("error", "")} for t in failed[-5:]
+            {"trial": t.number, "error": t.user_attrs.get(A.ERROR, "")} for t in failed[-5:]
         ],
     }
-    if complete:
-        front = study.best_trials
-        maximize = directions[0] == "maximize"
-        ordered = sorted(front, key=lambda t: -t.values[0] if maximize else t.values[0])
-        info["best"] = _entry(study.best_trial if len(directions) == 1 else ordered[0])
-        if len(directions) > 1:
-            info["pareto"] = [_entry(t) for t in ordered]
-    elif len(directions) > 1:
-        info["pareto"] = []
+    if len(view.directions) > 1:
+        info["pareto"] = [_entry(t) for t in view.pareto()]
     return info
 
 
@@ -132,7 +106,8 @@ def format_status(info: dict[str, Any]) -> str:
     lines = [
         f"run {info['name']} ({info['run_dir']}), sampler {info['sampler']}",
         f"  trials: {info['n_complete']} complete, {info['n_failed']} failed, {info['n_running']} running, "
-        f"{info['n_waiting']} waiting, {info['n_interrupted']} interrupted; target {info['n_target']}",
+        f"{info['n_waiting']} waiting, {info['n_pruned']} pruned, {info['n_interrupted']} interrupted; "
+        f"target {info['n_target']}",
         "  objectives: "
         + ", ".join(f"{n} ({d})" for n, d in zip(names, info["directions"], strict=False)),
     ]
