@@ -166,7 +166,6 @@ def write_path_checkpoint(
     weights: Mapping[str, SourceWeights] | None = None,
     dtype: torch.dtype | None = None,
     allow_pickle: bool = False,
-    seed: int = 0,
     shard_size: int | str = "5GB",
     extra_files: Mapping[str, str | bytes] | None = None,
     overwrite: bool = False,
@@ -176,14 +175,14 @@ def write_path_checkpoint(
     tokenizer and generation config of the embedding source and ``mergekit.yaml``.
 
     ``weights`` are the opened sources (default: opened here; a recipe source is merged
-    with ``seed``). ``dtype`` None keeps the stored dtypes. Raises ConfigError when the
+    with its ``seed``). ``dtype`` None keeps the stored dtypes. Raises ConfigError when the
     sources' layers do not fit together, ExportError when the output cannot be written.
     """
     from evomerge.export._checkpoint import MERGE_CONFIG_NAME, write_checkpoint
 
     used = {n: path.sources[n] for n in path.used_sources()}
     if weights is None:
-        weights = open_path_sources(used, allow_pickle=allow_pickle, seed=seed)
+        weights = open_path_sources(used, allow_pickle=allow_pickle)
     check_layers({n: weights[n] for n in used}, path.embedding, field="path.sources")
     counts = {n: weights[n].num_layers for n in used}
     for k, s in enumerate(path.slots):

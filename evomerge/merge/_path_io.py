@@ -146,10 +146,9 @@ class SourceWeights:
         }
 
 
-def open_path_source(
-    name: str, source: PathSource, *, allow_pickle: bool = False, seed: int = 0
-) -> SourceWeights:
-    """Open one source. A recipe is merged now (``seed`` fixes DARE's drops), on CPU.
+def open_path_source(name: str, source: PathSource, *, allow_pickle: bool = False) -> SourceWeights:
+    """Open one source (file headers only). A recipe source is merged on the first
+    :meth:`SourceWeights.get`, whole, on CPU, with the source's ``seed``.
 
     Raises CheckpointError/UnsafeCheckpointError/MergeError from opening or merging.
     """
@@ -158,16 +157,23 @@ def open_path_source(
     from evomerge.pool import Checkpoint, ModelPool
 
     if source.recipe is not None:
-        pool = pool_for_recipe(source.recipe, allow_pickle=allow_pickle)
-        merged = dict(iter_merged_tensors(source.recipe, pool, device="cpu", seed=seed))
-        logger.info("path source %s: merged %s in memory", name, source.describe())
+        recipe = source.recipe
+        pool = pool_for_recipe(recipe, allow_pickle=allow_pickle)
+        merged: dict[str, torch.Tensor] = {}
+
+        def get_merged(n: str) -> torch.Tensor:
+            if not merged:
+                merged.update(iter_merged_tensors(recipe, pool, device="cpu", seed=source.seed))
+                logger.info("path source %s: merged %s in memory", name, source.describe())
+            return merged[n]
+
         return SourceWeights(
             name=name,
             config=dict(pool.config),
             base_dir=pool.base_path,
-            tensor_names=list(merged),
-            _get=merged.__getitem__,
-            _shape=lambda n: merged[n].shape,
+            tensor_names=list(pool.tensor_names),
+            _get=get_merged,
+            _shape=lambda n: pool.info(n).shape,
         )
     assert source.model is not None
     ref = parse_ref(source.model)
@@ -193,12 +199,10 @@ def open_path_source(
 
 
 def open_path_sources(
-    sources: Mapping[str, PathSource], *, allow_pickle: bool = False, seed: int = 0
+    sources: Mapping[str, PathSource], *, allow_pickle: bool = False
 ) -> dict[str, SourceWeights]:
     """:func:`open_path_source` for each ``name: source``."""
-    return {
-        n: open_path_source(n, s, allow_pickle=allow_pickle, seed=seed) for n, s in sources.items()
-    }
+    return {n: open_path_source(n, s, allow_pickle=allow_pickle) for n, s in sources.items()}
 
 
 def _layout(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,12 +33,13 @@ __all__ = ["LayerPath", "PathSlot", "PathSource"]
 
 class PathSource(BaseModel):
     """A model the path takes layers from: ``model`` (a reference) or ``recipe`` (merged
-    first), exactly one."""
+    first, its random methods seeded with ``seed``), exactly one."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str | None = None
     recipe: MergeRecipe | None = None
+    seed: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _one(self) -> PathSource:
@@ -59,7 +60,7 @@ class PathSource(BaseModel):
         if self.model is not None:
             return {"model": self.model}
         assert self.recipe is not None
-        return {"recipe": self.recipe.to_mergekit_dict()}
+        return {"recipe": self.recipe.to_mergekit_dict(), "seed": self.seed}
 
 
 class PathSlot(BaseModel):

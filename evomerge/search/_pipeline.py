@@ -2,7 +2,10 @@
 
 Per trial: ``engine.materialize(recipe)`` -> ``generator.load_weights(...)`` ->
 ``generator.generate(prompts)`` -> judges -> objective value(s). The pool, merge engine,
-generator, prompt items and judges are built once per worker and stay resident.
+generator, prompt items and judges are built once per worker and stay resident. A
+``type: dataflow`` space gets :class:`~evomerge.search._dataflow_eval.DataflowEvaluator`,
+which re-wires a path model instead of merging weights and shares
+:func:`generate_and_judge`.
 """
 
 from __future__ import annotations
@@ -14,16 +17,16 @@ from typing import Any
 
 from evomerge.config import RunConfig
 from evomerge.dtypes import to_torch
-from evomerge.exceptions import ConfigError
-from evomerge.generate import build_generator, build_prompt_items
-from evomerge.judge import Sample, build_objective
+from evomerge.exceptions import ConfigError, SearchError
+from evomerge.generate import GenerationParams, PromptItem, build_generator, build_prompt_items
+from evomerge.judge import Objective, Sample, build_objective
 from evomerge.merge import MergeEngine, MergeRecipe
 from evomerge.run import build_space, open_pool
-from evomerge.search._types import TrialResult
+from evomerge.search._types import Genome, TrialEvaluator, TrialResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PipelineEvaluator", "build_pipeline_evaluator"]
+__all__ = ["PipelineEvaluator", "build_pipeline_evaluator", "generate_and_judge"]
 
 _SAMPLES_KEPT = 3
 
@@ -63,46 +66,73 @@ class PipelineEvaluator:
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
-    def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult:
+    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
+        if not isinstance(recipe, MergeRecipe):
+            raise SearchError("the weight-merge evaluator got a data-flow path; check the space")
         t0 = time.perf_counter()
         tensors = self.engine.materialize(recipe)
         t1 = time.perf_counter()
         self.generator.load_weights(tensors.items())
-        answers = self.generator.generate([p.prompt for p in self.items], self.params)
-        t2 = time.perf_counter()
-        samples = [
-            Sample(
-                question=p.question,
-                answer=a,
-                profile=p.profile,
-                examples=p.examples,
-                reference=p.reference,
-                context=p.context,
-                facts=p.facts,
-            )
-            for p, a in zip(self.items, answers, strict=True)
-        ]
-        result = self.objective.evaluate(samples, generator=self.generator)
-        t3 = time.perf_counter()
-        extra: dict[str, Any] = {}
-        if result.errors:
-            extra["judge_errors"] = list(result.errors)[:5]
-        return TrialResult(
-            trial_number=trial_number,
-            values=[float(v) for v in result.values],
-            scores={k: float(v) for k, v in result.judge_means.items()},
-            samples=[{"question": s.question, "answer": s.answer} for s in samples[:_SAMPLES_KEPT]],
-            timings={"merge_s": t1 - t0, "generate_s": t2 - t1, "judge_s": t3 - t2},
-            extra=extra,
+        return generate_and_judge(
+            trial_number, self.generator, self.items, self.params, self.objective, merge_s=t1 - t0
         )
+
+
+def generate_and_judge(
+    trial_number: int,
+    generator: Any,
+    items: list[PromptItem],
+    params: GenerationParams,
+    objective: Objective,
+    *,
+    merge_s: float,
+) -> TrialResult:
+    """Generate an answer per prompt item with ``generator`` (its weights already set),
+    judge them, and return the trial's result (``merge_s``: the time taken to set the
+    weights)."""
+    t1 = time.perf_counter()
+    answers = generator.generate([p.prompt for p in items], params)
+    t2 = time.perf_counter()
+    samples = [
+        Sample(
+            question=p.question,
+            answer=a,
+            profile=p.profile,
+            examples=p.examples,
+            reference=p.reference,
+            context=p.context,
+            facts=p.facts,
+        )
+        for p, a in zip(items, answers, strict=True)
+    ]
+    result = objective.evaluate(samples, generator=generator)
+    t3 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if result.errors:
+        extra["judge_errors"] = list(result.errors)[:5]
+    return TrialResult(
+        trial_number=trial_number,
+        values=[float(v) for v in result.values],
+        scores={k: float(v) for k, v in result.judge_means.items()},
+        samples=[{"question": s.question, "answer": s.answer} for s in samples[:_SAMPLES_KEPT]],
+        timings={"merge_s": merge_s, "generate_s": t2 - t1, "judge_s": t3 - t2},
+        extra=extra,
+    )
 
 
 def build_pipeline_evaluator(
     config: RunConfig, *, device: str, worker_index: int, run_dir: Path, **options: Any
-) -> PipelineEvaluator:
-    """The factory used when run.yaml has no ``evaluator:`` section (no options)."""
+) -> TrialEvaluator:
+    """The factory used when run.yaml has no ``evaluator:`` section (no options): the
+    weight-merge pipeline, or the data-flow one for a ``type: dataflow`` space."""
     if options:
         raise ConfigError(
             f"evaluator.options: the pipeline evaluator takes none, got {sorted(options)}"
         )
+    from evomerge.space import DataflowSpec
+
+    if isinstance(config.space_spec(), DataflowSpec):
+        from evomerge.search._dataflow_eval import DataflowEvaluator
+
+        return DataflowEvaluator(config, device=device, run_dir=run_dir)
     return PipelineEvaluator(config, device=device, run_dir=run_dir)

@@ -33,12 +33,13 @@ import numpy as np
 
 from evomerge.exceptions import SearchError
 from evomerge.merge.path import LayerPath, PathSlot, PathSource
-from evomerge.search._dataflow_spec import DataflowSpec
-from evomerge.search._space_spec import Bounds
+from evomerge.space._dataflow_spec import SOURCE_NAME_PATTERN, DataflowSpec
+from evomerge.space._names import format_scale_name, format_slot_name
+from evomerge.space._spec import Bounds
 
 __all__ = ["DataflowSpace", "Gene", "Layer"]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
+_NAME_RE = re.compile(SOURCE_NAME_PATTERN)
 _ON, _OFF = 0.5, -0.5
 _INDICATOR = Bounds(low=-1.0, high=1.0, init=0.0)
 
@@ -71,6 +72,11 @@ class DataflowSpace:
     ) -> None:
         if not sources:
             raise SearchError("a data-flow space needs at least one source, got none")
+        bad = [n for n in sources if not _NAME_RE.fullmatch(n)]
+        if bad:
+            raise SearchError(
+                f"source names {bad}: use letters, digits, _ and - (they name genome parameters)"
+            )
         missing = [n for n in sources if num_layers.get(n, 0) < 1]
         if missing:
             raise SearchError(f"no layer count (>= 1) for source(s) {missing}")
@@ -87,18 +93,15 @@ class DataflowSpace:
         self.last: Layer | None = (self.embedding, last) if spec.fix_ends else None
         self.slots: list[tuple[int, Layer]] = self._slot_order()
         genes = [
-            Gene(f"slot.r{rep}.{_safe(s)}.l{i}", "slot", _INDICATOR, (s, i), rep=rep)
+            Gene(format_slot_name(rep, s, i), "slot", _INDICATOR, (s, i), rep=rep)
             for rep, (s, i) in self.slots
         ]
         if spec.scales.search:
             b = Bounds(low=spec.scales.low, high=spec.scales.high, init=spec.scales.init)
             for a, c in self._transitions():
-                name = f"scale.{_safe(a[0])}.l{a[1]}.{_safe(c[0])}.l{c[1]}"
-                genes.append(Gene(name, "scale", b, c, src=a))
+                genes.append(Gene(format_scale_name(a, c), "scale", b, c, src=a))
         self.dimensions = tuple(genes)
         self._scale_index = {(g.src, g.layer): k for k, g in enumerate(genes) if g.kind == "scale"}
-        if len({g.name for g in genes}) != len(genes):
-            raise SearchError(f"source names {list(sources)} collide once cleaned for gene names")
 
     # -- geometry -------------------------------------------------------------------
 
@@ -272,7 +275,3 @@ class DataflowSpace:
 
 def _natural(a: Layer, b: Layer) -> bool:
     return a[0] == b[0] and b[1] == a[1] + 1
-
-
-def _safe(name: str) -> str:
-    return _UNSAFE.sub("_", name).strip("_") or "model"

@@ -17,18 +17,29 @@ written in a run config::
       min_path_length: 1            # a path is never empty
       scales: {search: true, low: 0.5, high: 2.0, init: 1.0}
 
-The genome and how it decodes are described in :mod:`evomerge.search._dataflow_space`.
+The genome and how it decodes are described in :mod:`evomerge.space._dataflow`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SOURCE_NAME_PATTERN", "DataflowSourceSpec", "DataflowSpec", "ScaleSpec", "is_dataflow"]
+from evomerge._yaml import validate_model
+
+__all__ = [
+    "SOURCE_NAME_PATTERN",
+    "DataflowSourceSpec",
+    "DataflowSpec",
+    "ScaleSpec",
+    "default_source_names",
+    "load_dataflow_spec",
+    "run_problems",
+]
 
 SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
 
@@ -156,6 +167,56 @@ class DataflowSpec(_Frozen):
         return [s.name for s in self.sources]
 
 
-def is_dataflow(space: Any) -> bool:
-    """Whether a run config's ``space`` value asks for the data-flow space."""
-    return isinstance(space, dict) and space.get("type") == "dataflow"
+def load_dataflow_spec(
+    data: Mapping[str, Any], *, source: str, base_dir: Path | None = None
+) -> DataflowSpec:
+    """Validate ``data`` (ConfigError naming ``source`` and every bad field); relative
+    ``recipe``/``run`` paths are made absolute against ``base_dir``."""
+    spec = validate_model(DataflowSpec, data, source=source)
+    if base_dir is None:
+        return spec
+
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else Path(base_dir) / p
+
+    sources = tuple(
+        s.model_copy(update={"recipe": fix(s.recipe), "run": fix(s.run)}) for s in spec.sources
+    )
+    return spec.model_copy(update={"sources": sources})
+
+
+def default_source_names(model_names: Sequence[str]) -> list[str]:
+    """The names of a space without ``sources``: the run's source models, cleaned."""
+    from evomerge.space._space import safe_source_name
+
+    return [safe_source_name(n) for n in model_names]
+
+
+def run_problems(
+    spec: DataflowSpec, *, model_names: Sequence[str], backend: str | None
+) -> list[str]:
+    """What a run config gets wrong for this space, each naming its field: a generation
+    backend other than ``hf``, a source naming no model of the run, an embedding source
+    that is not a source. ``model_names`` are the run's source names (``models.names``
+    or the folders' names)."""
+    problems: list[str] = []
+    if backend is not None and backend != "hf":
+        problems.append(
+            f"generation.backend: {backend!r} cannot run a data-flow space: a vLLM engine fixes "
+            "its layer count (weights, CUDA graphs, KV cache) when it starts, and every path "
+            "has its own; use backend: hf, which re-wires one model's layers per trial"
+        )
+    known = [*model_names, "base"]
+    for i, src in enumerate(spec.sources):
+        if src.model is not None and src.model not in known:
+            problems.append(
+                f"space.sources.{i}.model: {src.model!r} is not a model of this run; "
+                f"choose from {', '.join(known)}"
+            )
+    names = spec.source_names or default_source_names(model_names)
+    if spec.embedding is not None and spec.embedding not in names:
+        problems.append(
+            f"space.embedding: {spec.embedding!r} is not among the sources ({', '.join(names)}); "
+            "the embeddings, final norm and head come from one of them"
+        )
+    return problems

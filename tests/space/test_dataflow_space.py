@@ -10,8 +10,8 @@ import pytest
 from evomerge._yaml import validate_model
 from evomerge.exceptions import ConfigError, SearchError
 from evomerge.merge.path import LayerPath, PathSlot, PathSource
-from evomerge.search._dataflow_space import DataflowSpace
-from evomerge.search._dataflow_spec import DataflowSpec
+from evomerge.space._dataflow import DataflowSpace
+from evomerge.space._dataflow_spec import DataflowSpec
 
 SOURCES = {"a": PathSource(model="/m/a"), "b": PathSource(model="/m/b")}
 
