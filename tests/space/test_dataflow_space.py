@@ -159,3 +159,19 @@ def test_sources_of_different_depth() -> None:
         "slot.r0.b.l1",
         "slot.r0.b.l2",
     ]
+
+
+def test_every_gene_name_parses_back() -> None:
+    from evomerge.space import parse_genome_name, parse_path_gene_name
+
+    sp = DataflowSpace(
+        spec=spec(repetitions=2),
+        sources={"a-1": PathSource(model="/m/a"), "b_2": PathSource(model="/m/b")},
+        num_layers={"a-1": 3, "b_2": 2},
+    )
+    for g in sp.dimensions:
+        part = parse_path_gene_name(g.name)
+        assert part is not None and str(part) == g.name and parse_genome_name(g.name) is None
+        assert part.kind == g.kind and part.layer == g.layer
+        assert (part.rep, part.src) == ((g.rep, None) if g.kind == "slot" else (None, g.src))
+    assert parse_path_gene_name("g0.all.a.weight") is None
