@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from evomerge.exceptions import ExportError
-from evomerge.merge._path_io import (
+from evomerge.merge import (
     FOLD_SUFFIXES,
     SourceWeights,
     check_layers,

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from evomerge.exceptions import GenerationError
-from evomerge.merge._path_io import SourceWeights, hf_config, layer_types
+from evomerge.merge import SourceWeights, hf_config, layer_types
 from evomerge.merge.path import LayerPath
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class PathModel:
     ) -> PathModel:
         """Load every source's layers and the embedding source's embeddings and head.
 
-        ``sources`` must pass :func:`evomerge.merge._path_io.layer_problems`. Raises
+        ``sources`` must pass :func:`evomerge.merge.layer_problems`. Raises
         GenerationError when a model cannot be assembled.
         """
         from transformers import AutoModelForCausalLM
@@ -113,9 +113,12 @@ class PathModel:
         if embedding not in sources:
             raise GenerationError(f"embedding: {embedding!r} is not among {list(sources)}")
         emb = sources[embedding]
-        cfg = hf_config(emb.config, attn_implementation=attn_implementation)
+        cfg = hf_config(emb.config)
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(cfg, **kwargs)
         decoder = model.model
         layer_cls = type(decoder.layers[0])
         decoder.layers = nn.ModuleList()

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FOLD_SUFFIXES",
     "LAYER_PREFIX",
-    "SUPPORTED_MODEL_TYPES",
+    "SUPPORTED_PATH_MODEL_TYPES",
     "SourceWeights",
     "check_layers",
     "hf_config",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 LAYER_PREFIX = "model.layers."
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_PATH_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 #: The tensors that write into the residual stream (a transition scale folds into them).
 FOLD_SUFFIXES = (
     "self_attn.o_proj.weight",
@@ -69,16 +69,13 @@ _LAYOUT_KEYS = (
 _SOFT_KEYS = ("rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "sliding_window")
 
 
-def hf_config(config: Mapping[str, Any], *, attn_implementation: str | None = None) -> Any:
+def hf_config(config: Mapping[str, Any]) -> Any:
     """A transformers config object from config.json data (no remote code)."""
     from transformers import AutoConfig
 
     data = dict(config)
     model_type = data.pop("model_type")
-    cfg = AutoConfig.for_model(model_type, **data)
-    if attn_implementation is not None:
-        cfg._attn_implementation = attn_implementation
-    return cfg
+    return AutoConfig.for_model(model_type, **data)
 
 
 def layer_types(config: Mapping[str, Any]) -> list[str] | None:
@@ -233,10 +230,10 @@ def layer_problems(weights: Mapping[str, SourceWeights], embedding: str) -> list
     problems: list[str] = []
     for name, w in weights.items():
         mt = w.config.get("model_type")
-        if mt not in SUPPORTED_MODEL_TYPES:
+        if mt not in SUPPORTED_PATH_MODEL_TYPES:
             problems.append(
                 f"{name!r} ({w.base_dir}) has model_type {mt!r}; data-flow merging supports "
-                f"{', '.join(SUPPORTED_MODEL_TYPES)} (pre-norm decoders at model.layers.N)"
+                f"{', '.join(SUPPORTED_PATH_MODEL_TYPES)} (pre-norm decoders at model.layers.N)"
             )
             continue
         if w.num_layers == 0:

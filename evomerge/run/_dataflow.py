@@ -15,8 +15,7 @@ from pathlib import Path
 
 from evomerge.config import RunConfig
 from evomerge.exceptions import ConfigError, SearchError
-from evomerge.merge import MergeRecipe
-from evomerge.merge._path_io import check_layers, open_path_sources
+from evomerge.merge import MergeRecipe, check_layers, open_path_sources
 from evomerge.merge.path import PathSource
 from evomerge.space import DataflowSourceSpec, DataflowSpace, DataflowSpec, default_source_names
 

@@ -19,8 +19,7 @@ from evomerge.config import RunConfig
 from evomerge.exceptions import ConfigError, SearchError
 from evomerge.generate import HFGenerator, HFOptions, PathModel, build_prompt_items, resolve_dtype
 from evomerge.judge import build_objective
-from evomerge.merge import LayerPath
-from evomerge.merge._path_io import open_path_sources
+from evomerge.merge import LayerPath, open_path_sources
 from evomerge.run import build_run_space
 from evomerge.search._pipeline import generate_and_judge
 from evomerge.search._types import Genome, TrialResult

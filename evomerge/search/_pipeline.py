@@ -93,18 +93,7 @@ def generate_and_judge(
     t1 = time.perf_counter()
     answers = generator.generate([p.prompt for p in items], params)
     t2 = time.perf_counter()
-    samples = [
-        Sample(
-            question=p.question,
-            answer=a,
-            profile=p.profile,
-            examples=p.examples,
-            reference=p.reference,
-            context=p.context,
-            facts=p.facts,
-        )
-        for p, a in zip(items, answers, strict=True)
-    ]
+    samples = [Sample.of(p, a) for p, a in zip(items, answers, strict=True)]
     result = objective.evaluate(samples, generator=generator)
     t3 = time.perf_counter()
     extra: dict[str, Any] = {}

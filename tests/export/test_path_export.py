@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from evomerge.exceptions import ConfigError, ExportError
 from evomerge.export._path import fold_factors, write_path_checkpoint
 from evomerge.generate._path_model import PathModel
-from evomerge.merge._path_io import open_path_sources
+from evomerge.merge import open_path_sources
 from evomerge.merge.path import LayerPath, PathSlot, PathSource
 from evomerge.merge.recipe import MergeRecipe
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from evomerge.generate import GenerationParams, HFGenerator
 from evomerge.generate._path_model import PathModel
-from evomerge.merge._path_io import open_path_sources
+from evomerge.merge import open_path_sources
 from evomerge.merge.path import LayerPath, PathSlot, PathSource
 from evomerge.testing.tiny import build_tiny_model
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from evomerge.exceptions import ConfigError
-from evomerge.merge._path_io import check_layers, layer_problems, open_path_sources
+from evomerge.merge import check_layers, layer_problems, open_path_sources
 from evomerge.merge.path import LayerPath, PathSlot, PathSource
 from evomerge.merge.recipe import MergeRecipe
 

@@ -116,7 +116,7 @@ def test_export_status_and_report(dfs_run: dict[str, Any], tmp_path: Path) -> No
     from transformers import AutoModelForCausalLM
 
     from evomerge.generate import PathModel
-    from evomerge.merge._path_io import open_path_sources
+    from evomerge.merge import open_path_sources
 
     pm = PathModel.build(open_path_sources(path.sources), embedding=path.embedding)
     pm.set_path(path)
