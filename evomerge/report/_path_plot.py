@@ -29,8 +29,8 @@ def path_rows(path: dict[str, Any], params: dict[str, float]) -> list[tuple[str,
 
 
 def path_figure(data: ReportData) -> Figure | None:
-    """The best trial's path: one column per slot, one row per source layer; a filled cell
-    is the layer at that slot, labelled with its transition scale where it is not 1."""
+    """The best trial's path: one column per slot, one row per source layer; a boxed cell
+    is the layer at that slot, coloured and labelled with its transition scale."""
     from matplotlib.figure import Figure
 
     best = data.best
@@ -45,17 +45,13 @@ def path_figure(data: ReportData) -> Figure | None:
     width = min(16.0, 2.5 + 0.45 * len(slots))
     fig = Figure(figsize=(width, 1.5 + 0.3 * len(rows)), dpi=100, layout="constrained")
     ax = fig.subplots()
+    from matplotlib.patches import Rectangle
+
     im = ax.imshow(grid, aspect="auto", cmap="coolwarm", vmin=0.0, vmax=2.0)
     for k, (s, layer, scale) in enumerate(slots):
-        if float(scale) != 1.0:
-            ax.text(
-                k,
-                index[(s, int(layer))],
-                f"{float(scale):.2f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-            )
+        row = index[(s, int(layer))]
+        ax.add_patch(Rectangle((k - 0.45, row - 0.45), 0.9, 0.9, fill=False, lw=1.5, ec="black"))
+        ax.text(k, row, f"{float(scale):.2g}", ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(slots)), [str(k) for k in range(len(slots))], fontsize=8)
     ax.set_yticks(range(len(rows)), [f"{s}[{layer}]" for s, layer in rows], fontsize=8)
     ax.set_xlabel("slot (position on the path)")
