@@ -60,6 +60,17 @@ def _run_dict(models: dict[str, Path], root: Path, **space: Any) -> dict[str, An
     }
 
 
+def _linear(a: Path, b: Path, wa: float = 0.5) -> dict[str, Any]:
+    return {
+        "models": [
+            {"model": str(a), "parameters": {"weight": wa}},
+            {"model": str(b), "parameters": {"weight": 1 - wa}},
+        ],
+        "merge_method": "linear",
+        "dtype": "float32",
+    }
+
+
 def _write(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -71,7 +82,10 @@ def dfs_run(
 ) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("dfs_run")
     models = {"a": dataflow_models.a, "b": dataflow_models.b}
-    path = _write(root / "run.yaml", _run_dict(models, root))
+    # the hybrid: a weight merge of a and b is a third source, merged in each worker
+    (root / "ps.yaml").write_text(yaml.safe_dump(_linear(models["a"], models["b"])))
+    ps = {"name": "ps", "recipe": "ps.yaml"}
+    path = _write(root / "run.yaml", _run_dict(models, root, sources=["a", "b", ps]))
     summary = run_search(path, run_dir=root / "rd", progress=False)
     return {"yaml": path, "run_dir": root / "rd", "summary": summary, "models": models}
 
@@ -84,7 +98,10 @@ def test_search_records_paths_and_the_start_point_is_the_embedding_model(
     run = open_run(dfs_run["run_dir"])
     trials = run.study.complete()
     assert all(attrs.PATH in t.user_attrs and attrs.RECIPE not in t.user_attrs for t in trials)
-    assert run.study.attr(attrs.PATH_SOURCES)["b"] == {"model": str(dfs_run["models"]["b"])}
+    pinned = run.study.attr(attrs.PATH_SOURCES)
+    assert pinned["b"] == {"model": str(dfs_run["models"]["b"])}
+    assert pinned["ps"]["recipe"]["merge_method"] == "linear"
+    assert any(s[0] == "ps" for t in trials for s in t.user_attrs[attrs.PATH]["slots"])
     start = next(t for t in run.study.trials() if t.user_attrs.get(attrs.START_POINT))
     path = run.study.path(start)
     assert [(x.source, x.layer, x.scale) for x in path.slots] == [("a", i, 1.0) for i in range(4)]
@@ -111,7 +128,8 @@ def test_export_status_and_report(dfs_run: dict[str, Any], tmp_path: Path) -> No
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["num_hidden_layers"] == len(path)
     card = (out / "README.md").read_text()
-    assert "## Path" in card and "mergekit-yaml mergekit.yaml" in card
+    hybrid = "ps" in path.used_sources()
+    assert "## Path" in card and ("mergekit-multi" if hybrid else "mergekit-yaml") in card
     assert "passthrough" in (out / "mergekit.yaml").read_text()
     from transformers import AutoModelForCausalLM
 
