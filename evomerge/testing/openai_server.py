@@ -15,7 +15,9 @@ choice, so ``n`` is honoured); ``logprobs`` (``callable(request_json) -> positio
 position a list of ``(token, logprob)`` whose first entry is the emitted token) for
 requests with ``logprobs: true`` (without it the whole reply is one token of logprob 0);
 scripted error statuses (429/500/401/...) and hangs; a fixed ``latency``; ``api_key``
-(requests without ``Authorization: Bearer <api_key>`` get 401). Counters:
+(requests without ``Authorization: Bearer <api_key>`` get 401); ``reject_field`` (requests
+carrying that top-level field get 400 naming it, as OpenAI's API answers fields it does
+not know, e.g. ``structured_outputs``). Counters:
 ``request_count``, ``requests`` (the JSON bodies), ``in_flight``, ``max_in_flight``.
 Thread-safe. Sleeps wake up at ``stop()``, so closing never waits on a hang.
 """
@@ -129,6 +131,7 @@ class FakeOpenAIServer:
         self.logprobs = logprobs
         self.latency = latency
         self.api_key = api_key
+        self.reject_field: str | None = None
         self.retry_after = retry_after
         self.model = model
         self.requests: list[dict[str, Any]] = []
@@ -222,6 +225,10 @@ class FakeOpenAIServer:
             if self.api_key is not None and authorization != f"Bearer {self.api_key}":
                 sent = authorization.removeprefix("Bearer ")
                 return self._error(401, f"Incorrect API key provided: {sent}")  # as real servers do
+            if self.reject_field is not None and self.reject_field in request:
+                return self._error(
+                    400, f"Unrecognized request argument supplied: {self.reject_field}"
+                )
             return 200, self._completion(request), {}
         finally:
             with self._lock:
