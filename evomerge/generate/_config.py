@@ -106,7 +106,7 @@ class GenerationConfig(BaseModel):
     backend: str = "hf"
     dtype: str = "auto"
     params: GenerationParams = GenerationParams()
-    prompts: Path
+    prompts: Path | None = None  # may be omitted when no judge scores answers (lm_eval, perplexity)
     heldout_prompts: Path | None = None
     persona: Path | None = None
     template: str | None = None

@@ -107,6 +107,10 @@ def build_prompt_items(
     without a persona, or a tokenizer without a chat template.
     """
     if split == "search":
+        if cfg.prompts is None:
+            raise ConfigError(
+                "generation.prompts is not set; add a JSONL prompt set for judges that score answers"
+            )
         path = cfg.prompts
     elif split == "heldout":
         if cfg.heldout_prompts is None:

@@ -5,7 +5,8 @@
   ``judges_dirs`` / ``--judges-dir``), talking to any OpenAI-compatible endpoint (:class:`LLMJudge`,
   :class:`ChatClient`, :class:`JudgeCache`);
 - local judges: ``style_markers``, ``length``, ``fact_recall``, ``bleu``, ``chrf``,
-  ``embedding_similarity``, ``perplexity``; plugins via entry points ``evomerge.judges``
+  ``embedding_similarity``, ``perplexity``, ``lm_eval`` (lm-evaluation-harness tasks on the
+  live model, :mod:`evomerge.judge.harness`); plugins via entry points ``evomerge.judges``
   or :func:`register_judge` (:data:`JUDGES` is the registry);
 - :class:`JudgingConfig` -> :func:`build_objective` -> :class:`Objective`;
 - :func:`judge_file`: the ``evomerge judge`` command (scoring a file, calibration).
@@ -43,7 +44,15 @@ from evomerge.judge._spec import (
     discover_llm_judges,
     load_llm_judge,
 )
-from evomerge.judge._types import Judge, Sample, Score, nan_score, needs_generator, not_applicable
+from evomerge.judge._types import (
+    Judge,
+    Sample,
+    Score,
+    nan_score,
+    needs_answers,
+    needs_generator,
+    not_applicable,
+)
 
 __all__ = [
     "CACHE_FILENAME",
@@ -83,6 +92,7 @@ __all__ = [
     "judge_file",
     "load_llm_judge",
     "nan_score",
+    "needs_answers",
     "needs_generator",
     "not_applicable",
     "parse_options",

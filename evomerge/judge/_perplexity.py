@@ -64,6 +64,7 @@ class PerplexityJudge:
     """Negative mean NLL of held-out texts under the candidate (higher is better)."""
 
     needs_generator = True
+    needs_answers = False
 
     def __init__(self, *, name: str = "perplexity", texts: Sequence[str]) -> None:
         if not texts:

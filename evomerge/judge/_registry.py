@@ -33,6 +33,7 @@ from evomerge.judge._perplexity import PerplexityJudge
 from evomerge.judge._reference import BleuJudge, ChrfJudge, FactRecallJudge
 from evomerge.judge._spec import definition_with_overrides, discover_llm_judges, load_llm_judge
 from evomerge.judge._types import Judge
+from evomerge.judge.harness import LMEvalJudge
 from evomerge.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ LOCAL_JUDGES: dict[str, JudgeFactory] = {
     "embedding_similarity": EmbeddingSimilarityJudge.from_options,
     "fact_recall": FactRecallJudge.from_options,
     "length": LengthJudge.from_options,
+    "lm_eval": LMEvalJudge.from_options,
     "perplexity": PerplexityJudge.from_options,
     "style_markers": StyleMarkersJudge.from_options,
 }

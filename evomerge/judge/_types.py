@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from evomerge.generate import QuestionInfo
 
-__all__ = ["Judge", "Sample", "Score", "nan_score", "needs_generator"]
+__all__ = ["Judge", "Sample", "Score", "nan_score", "needs_answers", "needs_generator"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +77,9 @@ class Judge(Protocol):
       - Judges may be called from several threads; the shipped ones are thread-safe.
       - A judge that needs the candidate model (``perplexity``) sets the class attribute
         ``needs_generator = True`` and is called as ``score(samples, generator=gen)``.
+      - A judge that scores the model itself, not the answers (``perplexity``, ``lm_eval``),
+        sets ``needs_answers = False``: when no judge of a run needs answers, the worker
+        generates none.
       - Higher is better for every shipped judge; an objective may still minimize.
     """
 
@@ -88,3 +91,8 @@ class Judge(Protocol):
 def needs_generator(judge: Any) -> bool:
     """Whether ``judge`` must be called with ``generator=``."""
     return bool(getattr(judge, "needs_generator", False))
+
+
+def needs_answers(judge: Any) -> bool:
+    """Whether ``judge`` scores generated answers (False: it scores the model itself)."""
+    return bool(getattr(judge, "needs_answers", True))

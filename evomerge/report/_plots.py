@@ -80,7 +80,8 @@ def recipe_heatmap(data: ReportData) -> Figure | None:
 
 
 def pareto(data: ReportData) -> Figure | None:
-    """All complete trials on the first two objectives, the Pareto front highlighted."""
+    """All complete trials on the first two objectives, the Pareto front highlighted, and the
+    baselines (``baselines.json``: sources, hand-picked merges) marked and named."""
     if len(data.objective_names) < 2 or not data.complete:
         return None
     fig = _figure(5.5, 4.5)
@@ -91,6 +92,13 @@ def pareto(data: ReportData) -> Figure | None:
     if front:
         f = np.array(front)  # [front, 2]
         ax.plot(f[:, 0], f[:, 1], "o-", color="C3", label="Pareto front")
+    for j, (name, base) in enumerate(sorted(data.baselines.items())):
+        vals = base.get("values") or []
+        if len(vals) >= 2:
+            ax.scatter([vals[0]], [vals[1]], marker="X", s=60, color=f"C{4 + j % 6}", label=name)
+            ax.annotate(
+                name, (vals[0], vals[1]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
     ax.set_xlabel(f"{data.objective_names[0]} ({data.directions[0]})")
     ax.set_ylabel(f"{data.objective_names[1]} ({data.directions[1]})")
     ax.legend(fontsize=8)

@@ -17,11 +17,11 @@ from pathlib import Path
 from evomerge._yaml import validate_model
 from evomerge.config import RunConfig
 from evomerge.exceptions import ConfigError, SearchError
-from evomerge.generate import HFGenerator, HFOptions, PathModel, build_prompt_items, resolve_dtype
+from evomerge.generate import HFGenerator, HFOptions, PathModel, resolve_dtype
 from evomerge.judge import build_objective
 from evomerge.merge import LayerPath, open_path_sources
 from evomerge.run import build_run_space
-from evomerge.search._pipeline import generate_and_judge
+from evomerge.search._pipeline import answer_items, generate_and_judge
 from evomerge.search._types import Genome, TrialResult
 from evomerge.space import DataflowSpace
 
@@ -61,9 +61,9 @@ class DataflowEvaluator:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         self.generator = HFGenerator(model=self.model.model, tokenizer=tokenizer, options=opts)
         self.params = gen.params
-        self.items = build_prompt_items(gen, tokenizer_path=tok_dir, split="search")
         cache_dir = run_dir if run_dir is not None and Path(run_dir).is_dir() else None
         self.objective = build_objective(config.judging, run_dir=cache_dir, base_dir=config.root)
+        self.items = answer_items(config, self.objective, tokenizer_path=tok_dir)
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 

@@ -77,3 +77,44 @@ def make_judge(server: FakeOpenAIServer, judges_dir: Path) -> Iterator[Callable[
     yield make
     for c in clients:
         c.close()
+
+
+# --- lm_eval judge (owner: lmeval) --------------------------------------------------------
+
+
+def _task_chars() -> str:
+    """Every character of the demo data and the bundled lm-eval tasks."""
+    import json
+
+    from evomerge.demo.data import demo_alphabet
+    from evomerge.judge.harness import bundled_tasks_dir, read_records
+
+    chars = set(demo_alphabet())
+    for path in bundled_tasks_dir().glob("*.jsonl"):
+        for row in read_records(path):
+            chars.update(json.dumps(row, ensure_ascii=False))
+    chars.update("普通お嬢様:\n ")
+    return "".join(sorted(chars))
+
+
+@pytest.fixture(scope="session")
+def lm_eval_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny llama over the bundled tasks' characters (``base``), a fine-tune of it (``ft``)
+    and their average (``merged``, the "merge" a judge sees in memory), as checkpoints."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from evomerge.testing.tiny import build_char_tokenizer, build_tiny_model, perturb_model
+
+    root = tmp_path_factory.mktemp("lm_eval_models")
+    tok = build_char_tokenizer(root / "base", alphabet=_task_chars())
+    base = build_tiny_model(
+        root / "base", seed=0, vocab_size=len(tok), tokenizer=False, max_positions=512
+    )
+    ft = perturb_model(base, root / "ft", seed=1, scale=0.5)
+    merged = root / "merged"
+    shutil.copytree(base, merged)
+    a, b = load_file(base / "model.safetensors"), load_file(ft / "model.safetensors")
+    save_file({k: 0.5 * (a[k] + b[k]) for k in a}, str(merged / "model.safetensors"))
+    return {"base": base, "ft": ft, "merged": merged}
