@@ -47,7 +47,7 @@ from evomerge.generate import GenerationConfig
 from evomerge.judge import JudgingConfig
 
 if TYPE_CHECKING:
-    from evomerge.space import SpaceSpec
+    from evomerge.space import DataflowSpec, SpaceSpec
 
 __all__ = [
     "AnalysisConfig",
@@ -76,6 +76,14 @@ class ModelsConfig(_Frozen):
     names: list[str] | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+
+    def source_names(self) -> list[str]:
+        """The sources' names: ``names``, or the folders' names made unique (as the pool)."""
+        if self.names is not None:
+            return list(self.names)
+        from evomerge.pool import unique_names
+
+        return unique_names([p.name for p in self.sources])
 
     @model_validator(mode="after")
     def _names_match(self) -> ModelsConfig:
@@ -215,11 +223,22 @@ class RunConfig(_Frozen):
                 f"missing section(s) {missing}: a search scores candidates by generating answers and judging "
                 "them; give both, or an 'evaluator: {factory: module:callable}'"
             )
-        self.space_spec()  # a bad space is reported here, with the file of the run config
+        spec = self.space_spec()  # a bad space is reported here, with the file of the run config
+        from evomerge.space import DataflowSpec, dataflow_run_problems
+
+        if isinstance(spec, DataflowSpec):
+            problems = dataflow_run_problems(
+                spec,
+                model_names=self.models.source_names(),
+                backend=self.generation.backend if self.generation is not None else None,
+            )
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
 
-    def space_spec(self) -> SpaceSpec:
-        """The validated :class:`evomerge.space.SpaceSpec` (overrides applied).
+    def space_spec(self) -> SpaceSpec | DataflowSpec:
+        """The validated :class:`evomerge.space.SpaceSpec`, or :class:`DataflowSpec` for
+        ``type: dataflow`` (overrides applied).
 
         evomerge.space (which needs the merge registry, hence torch) is imported on first
         use, so importing this module stays light."""

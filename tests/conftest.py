@@ -192,3 +192,36 @@ def vllm_judge_server(
     log = root / "server.log"
     with VLLMServer(model, api_key=key, max_model_len=1024, log_path=log) as srv:
         yield VLLMJudgeServer(url=srv.url, model_name=srv.model_name, api_key=key, log=log)
+
+
+# --- data-flow sources (owner: dataflow) -----------------------------------------------
+
+
+@_dataclasses.dataclass(frozen=True)
+class DataflowModels:
+    """Tiny float32 llamas for data-flow tests: ``a`` and ``b`` (4 layers, seeds 20, 21),
+    ``c`` (6 layers, seed 22), ``tied`` (4 layers, tied embeddings, seed 23).
+
+    Built with ``initializer_range=0.25`` so the residual stream's mean square is far
+    above the norms' eps: folding transition scales into weights is then exact up to
+    float rounding (it is exact up to eps in general).
+    """
+
+    a: _Path
+    b: _Path
+    c: _Path
+    tied: _Path
+
+
+@_pytest.fixture(scope="session")
+def dataflow_models(tmp_path_factory: _pytest.TempPathFactory) -> DataflowModels:
+    from evomerge.testing.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("dataflow_models")
+    kw = {"initializer_range": 0.25}
+    return DataflowModels(
+        a=build_tiny_model(root / "a", seed=20, **kw),
+        b=build_tiny_model(root / "b", seed=21, **kw),
+        c=build_tiny_model(root / "c", seed=22, num_layers=6, **kw),
+        tied=build_tiny_model(root / "tied", seed=23, tie_word_embeddings=True, **kw),
+    )

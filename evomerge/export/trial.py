@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from optuna.trial import FrozenTrial
+
 from evomerge.exceptions import ExportError, SearchError
 from evomerge.export._checkpoint import write_checkpoint
 from evomerge.merge import iter_merged_tensors
-from evomerge.run import model_card, open_pool, open_run
+from evomerge.run import Run, model_card, open_pool, open_run, path_card
+from evomerge.run import attrs as A
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,9 @@ def export_trial(
     """Write trial ``trial`` (``"best"``: :meth:`evomerge.run.StudyView.best`, or a
     number) of the search in ``run_dir`` to ``out_dir``.
 
-    The recipe is merged tensor by tensor with :func:`evomerge.merge.iter_merged_tensors`
+    A data-flow trial is written by :func:`evomerge.export.write_path_checkpoint` (the path
+    as a standard checkpoint, scales folded, its mergekit passthrough YAML). A recipe is
+    merged tensor by tensor with :func:`evomerge.merge.iter_merged_tensors`
     using the search's ``merge.seed`` (DARE drops the same coordinates as in the search)
     and written with :func:`evomerge.export.write_checkpoint`, with ``mergekit.yaml`` (its
     recipe: ``mergekit-yaml`` reproduces the weights for deterministic methods) and a
@@ -42,6 +47,8 @@ def export_trial(
     run = open_run(run_dir)
     try:
         chosen = run.study.pick(trial)
+        if A.PATH in chosen.user_attrs:
+            return _export_path(run, chosen, out_dir, shard_size, overwrite, progress)
         recipe = run.study.recipe(chosen)
     except SearchError as err:
         raise ExportError(f"{run_dir}: cannot export trial {trial!r}: {err}") from None
@@ -62,6 +69,31 @@ def export_trial(
             MERGEKIT_YAML: yaml_text,
             "README.md": model_card(run.config, run.study, chosen, recipe),
         },
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def _export_path(
+    run: Run,
+    chosen: FrozenTrial,
+    out_dir: str | Path,
+    shard_size: str,
+    overwrite: bool,
+    progress: bool,
+) -> Path:
+    """A data-flow trial: its path as a standard checkpoint (scales folded), its
+    ``mergekit.yaml`` (passthrough slices) and the model card."""
+    from evomerge.export._path import write_path_checkpoint
+
+    path = run.study.path(chosen)
+    logger.info("exporting trial %d (a %d-layer path) to %s", chosen.number, len(path), out_dir)
+    return write_path_checkpoint(
+        path,
+        out_dir,
+        allow_pickle=run.config.models.allow_pickle,
+        shard_size=shard_size,
+        extra_files={"README.md": path_card(run.config, run.study, chosen, path)},
         overwrite=overwrite,
         progress=progress,
     )

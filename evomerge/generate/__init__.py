@@ -50,6 +50,7 @@ from evomerge.generate._stopping import cut_at_stop
 if TYPE_CHECKING:
     from evomerge.generate._device import resolve_device, resolve_dtype
     from evomerge.generate._hf import HFGenerator, HFOptions
+    from evomerge.generate._path_model import PathModel
     from evomerge.generate._vllm import VLLMGenerator, VLLMOptions
     from evomerge.generate._weights import copy_named_tensors, weight_targets
 
@@ -65,6 +66,7 @@ __all__ = [
     "Generator",
     "HFGenerator",
     "HFOptions",
+    "PathModel",
     "Persona",
     "PromptItem",
     "QuestionInfo",
@@ -93,6 +95,7 @@ _LAZY = {
     "resolve_dtype": "evomerge.generate._device",
     "HFGenerator": "evomerge.generate._hf",
     "HFOptions": "evomerge.generate._hf",
+    "PathModel": "evomerge.generate._path_model",
     "VLLMGenerator": "evomerge.generate._vllm",
     "VLLMOptions": "evomerge.generate._vllm",
     "copy_named_tensors": "evomerge.generate._weights",

@@ -22,7 +22,7 @@ from evomerge.pool._naming import (
     is_vocab_tensor,
     vocab_role,
 )
-from evomerge.pool._pool import ModelPool
+from evomerge.pool._pool import ModelPool, unique_names
 
 __all__ = [
     "INPUT_EMBEDDINGS",
@@ -35,5 +35,6 @@ __all__ = [
     "VocabCrop",
     "classify_tensor",
     "is_vocab_tensor",
+    "unique_names",
     "vocab_role",
 ]

@@ -32,6 +32,7 @@ class TrialRow:
     timings: dict[str, float]
     samples: list[dict[str, str]]
     error: str | None
+    path: dict[str, Any] | None = None  # a data-flow trial's path (LayerPath.to_dict)
 
     @property
     def complete(self) -> bool:
@@ -81,6 +82,7 @@ def _row(t: FrozenTrial) -> TrialRow:
         timings={k: float(v) for k, v in (t.user_attrs.get(attrs.TIMINGS) or {}).items()},
         samples=list(t.user_attrs.get(attrs.SAMPLES) or []),
         error=t.user_attrs.get(attrs.ERROR),
+        path=t.user_attrs.get(attrs.PATH),
     )
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from evomerge.atomic import atomic_write
 from evomerge.report._data import ReportData, TrialRow, load_report_data
+from evomerge.report._path_plot import path_table_html
 from evomerge.report._plots import FIGURES
 from evomerge.run import REPORT_DIR
 
@@ -120,7 +121,11 @@ def render_html(data: ReportData, figures: dict[str, bytes]) -> str:
     parts = [f"<h1>evomerge run: {_esc(data.name)}</h1>", _summary(data)]
     for stem, png in figures.items():
         parts.append(f'<div class="fig" id="{_esc(stem)}">{_img(png, stem)}</div>')
-    if data.best is not None:
+    if data.best is not None and data.best.path is not None:
+        parts.append(
+            f"<h2>Best path (trial {data.best.number})</h2>" + path_table_html(data.best.path)
+        )
+    elif data.best is not None:
         recipe = data.best
         parts.append(
             f"<h2>Best genome (trial {recipe.number})</h2><pre>{_esc(yaml.safe_dump(recipe.params, sort_keys=True))}</pre>"

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evomerge.report._data import ReportData
+from evomerge.report._path_plot import path_figure
 from evomerge.space import parse_genome_name
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ def timings(data: ReportData) -> Figure | None:
 FIGURES = {
     "history": history,
     "best_recipe": recipe_heatmap,
+    "best_path": path_figure,
     "pareto": pareto,
     "importance": importance,
     "timings": timings,

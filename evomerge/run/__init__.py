@@ -16,7 +16,7 @@ report (see ARCHITECTURE.md).
 """
 
 from evomerge.run import attrs
-from evomerge.run._build import build_space, open_pool
+from evomerge.run._build import build_run_space, build_space, open_pool
 from evomerge.run._card import model_card
 from evomerge.run._dir import (
     ANALYSIS_DIR,
@@ -31,6 +31,7 @@ from evomerge.run._dir import (
     write_run_yaml,
 )
 from evomerge.run._open import Run, open_run
+from evomerge.run._path_card import path_card
 from evomerge.run._status import compact_setting, format_status, study_status
 from evomerge.run._storage import (
     INTERRUPTED_ERROR,
@@ -54,6 +55,7 @@ __all__ = [
     "Run",
     "StudyView",
     "attrs",
+    "build_run_space",
     "build_space",
     "check_same_run",
     "compact_setting",
@@ -68,6 +70,7 @@ __all__ = [
     "open_pool",
     "open_run",
     "open_study",
+    "path_card",
     "rank_key",
     "recover_interrupted",
     "repair_journal",

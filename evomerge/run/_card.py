@@ -81,7 +81,7 @@ def model_card(config: RunConfig, study: StudyView, trial: FrozenTrial, recipe: 
     lines += ["", "## Recipe", "", *_recipe_rows(recipe), ""]
     lines += [
         "Per-layer lists hold one value per layer (shown here as their distinct runs); "
-        f"layers were searched in groups of {config.space_spec().layer_granularity}.",
+        f"layers were searched in groups of {getattr(config.space_spec(), 'layer_granularity', 1)}.",
         "",
         "```yaml",
         recipe.to_mergekit_yaml().rstrip(),

@@ -21,6 +21,7 @@ def _entry(t: FrozenTrial) -> dict[str, Any]:
         "values": [float(v) for v in t.values] if t.values is not None else None,
         "scores": t.user_attrs.get(A.SCORES, {}),
         "recipe": t.user_attrs.get(A.RECIPE),
+        "path": t.user_attrs.get(A.PATH),
     }
 
 
@@ -29,7 +30,7 @@ def study_status(run_dir: str | Path) -> dict[str, Any]:
 
     Keys: ``name``, ``run_dir``, ``sampler``, ``n_target``, ``n_complete``, ``n_failed``
     (after retries), ``n_interrupted``, ``n_running``, ``n_waiting``, ``n_pruned``,
-    ``objective_names``, ``directions``, ``best`` (``{trial, values, scores, recipe}`` or
+    ``objective_names``, ``directions``, ``best`` (``{trial, values, scores, recipe, path}`` or
     None: :meth:`StudyView.best`) and, with several objectives, ``pareto`` (a list of the
     same shape, best first); ``errors``: the last few failed trials' ``{trial, error}``.
     """
@@ -65,6 +66,15 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
     return str(v)
+
+
+def _path_line(path: dict[str, Any]) -> str:
+    """A data-flow path's steps, ``a[0] b[2]x0.8 ...`` (JSON data, no model loaded)."""
+    steps = [
+        f"{s}[{layer}]" + ("" if scale == 1.0 else f"x{scale:.3g}")
+        for s, layer, scale in path.get("slots", [])
+    ]
+    return f"{len(steps)} layers, embeddings of {path.get('embedding')}: " + " ".join(steps)
 
 
 def _recipe_table(recipe: dict[str, Any] | None) -> list[str]:
@@ -121,7 +131,10 @@ def format_status(info: dict[str, Any]) -> str:
             lines.append(
                 "  judges: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["scores"].items())
             )
-        lines.extend(_recipe_table(best.get("recipe")))
+        if best.get("path"):
+            lines.append("  path: " + _path_line(best["path"]))
+        else:
+            lines.extend(_recipe_table(best.get("recipe")))
     if "pareto" in info:
         lines.append(f"pareto front ({len(info['pareto'])} trial(s)):")
         lines.append("  trial  " + "  ".join(f"{n:>12}" for n in names))

@@ -30,7 +30,7 @@ from evomerge.run import attrs as A
 from evomerge.run._storage import is_finished
 
 if TYPE_CHECKING:
-    from evomerge.merge import MergeRecipe
+    from evomerge.merge import LayerPath, MergeRecipe
 
 __all__ = ["Counts", "StudyView", "rank_key"]
 
@@ -163,11 +163,21 @@ class StudyView:
             )
         return found
 
+    def path(self, trial: FrozenTrial) -> LayerPath:
+        """The trial's data-flow path; SearchError when it has none recorded."""
+        from evomerge.merge import LayerPath
+
+        data = trial.user_attrs.get(A.PATH)
+        if data is None:
+            raise SearchError(f"trial {trial.number} has no recorded data-flow path")
+        return LayerPath.from_dict(data, source=f"{self.name}: trial {trial.number}")
+
     def recipe(self, trial: FrozenTrial) -> MergeRecipe:
         """The trial's merge recipe; SearchError when it has none recorded."""
         from evomerge.merge import MergeRecipe
 
         data = trial.user_attrs.get(A.RECIPE)
         if data is None:
-            raise SearchError(f"trial {trial.number} has no recorded recipe")
+            what = "a data-flow path" if A.PATH in trial.user_attrs else "no recorded recipe"
+            raise SearchError(f"trial {trial.number} has {what}, not a merge recipe")
         return MergeRecipe.from_mergekit_dict(data, source=f"{self.name}: trial {trial.number}")

@@ -6,6 +6,7 @@ optuna-dashboard.
 Trial attributes::
 
     recipe       the trial's MergeRecipe as a mergekit dict (set when the trial is asked)
+    path         instead of recipe in a data-flow run: the trial's LayerPath (to_dict)
     scores       per-judge mean scores            samples    a few {question, answer}
     timings      {merge_s, generate_s, judge_s, total_s}
     worker       worker index                     node_id    the Ray node that ran it
@@ -17,7 +18,9 @@ Trial attributes::
     start_point  True on the enqueued start point x0
 
 Study attributes: ``objective_names``, ``space`` (the space's name), ``sampler``,
-``genome`` (the parameter names in genome order), ``n_target`` (finished trials to reach).
+``genome`` (the parameter names in genome order), ``n_target`` (finished trials to reach),
+``path_sources`` (a data-flow run: each source as resolved when the study was created; a
+resume must resolve them the same).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ __all__ = [
     "NODE_ID",
     "N_TARGET",
     "OBJECTIVE_NAMES",
+    "PATH",
+    "PATH_SOURCES",
     "RECIPE",
     "RETRY_OF",
     "SAMPLER",
@@ -44,6 +49,7 @@ __all__ = [
 ]
 
 RECIPE = "recipe"
+PATH = "path"
 SCORES = "scores"
 SAMPLES = "samples"
 TIMINGS = "timings"
@@ -62,3 +68,4 @@ SPACE = "space"
 SAMPLER = "sampler"
 GENOME = "genome"
 N_TARGET = "n_target"
+PATH_SOURCES = "path_sources"

@@ -23,12 +23,13 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from evomerge.merge.path import LayerPath
 from evomerge.run import StudyView, rank_key, recover_interrupted
 from evomerge.run import attrs as A
 from evomerge.search._sampler import distributions
 from evomerge.search._types import TrialResult
 from evomerge.search._workers import Slot, WorkerGroup, short_cause
-from evomerge.space import SearchSpace
+from evomerge.space import DataflowSpace, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _SAMPLE_LIMIT = 3
 @dataclass
 class _Job:
     trial: optuna.Trial
-    recipe: dict[str, Any]
+    recipe: dict[str, Any]  # a recipe's mergekit dict, or a data-flow path's to_dict
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -77,7 +78,7 @@ class Driver:
         *,
         study: optuna.Study,
         storage: BaseStorage,
-        space: SearchSpace,
+        space: SearchSpace | DataflowSpace,
         group: WorkerGroup,
         target: int,
         finished: int,
@@ -202,14 +203,19 @@ class Driver:
         t0 = time.perf_counter()
         trial = self.study.ask(self._dists)
         try:
-            recipe = self.space.decode(self.space.from_params(trial.params)).to_mergekit_dict()
+            genome = self.space.decode(self.space.from_params(trial.params))
         except Exception as err:  # a bad genome fails its trial, not the study
             trial.set_user_attr(A.ERROR, f"cannot decode: {err}")
             self.study.tell(trial, state=TrialState.FAIL)
             self.stats.n_failed += 1
             self._bar.update(1)
             return None
-        trial.set_user_attr(A.RECIPE, recipe)
+        if isinstance(genome, LayerPath):
+            recipe = genome.to_dict()
+            trial.set_user_attr(A.PATH, recipe)
+        else:
+            recipe = genome.to_mergekit_dict()
+            trial.set_user_attr(A.RECIPE, recipe)
         self.stats.overhead_s += time.perf_counter() - t0
         return _Job(trial=trial, recipe=recipe)
 

@@ -4,7 +4,9 @@ Per trial: ``engine.materialize(recipe)`` -> ``generator.load_weights(...)`` ->
 ``generator.generate(prompts)`` -> judges -> objective value(s). The pool, merge engine,
 generator, prompt items and judges are built once per worker and stay resident. When no
 judge scores answers (only ``lm_eval``/``perplexity``-like judges, which score the model
-itself), nothing is generated and no prompt set is needed.
+itself), nothing is generated and no prompt set is needed. A ``type: dataflow`` space gets
+:class:`~evomerge.search._dataflow_eval.DataflowEvaluator`, which re-wires a path model
+instead of merging weights and shares :func:`generate_and_judge`.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ from typing import Any
 
 from evomerge.config import RunConfig
 from evomerge.dtypes import to_torch
-from evomerge.exceptions import ConfigError
-from evomerge.generate import build_generator, build_prompt_items
-from evomerge.judge import Sample, build_objective, needs_answers
+from evomerge.exceptions import ConfigError, SearchError
+from evomerge.generate import GenerationParams, PromptItem, build_generator, build_prompt_items
+from evomerge.judge import Objective, Sample, build_objective, needs_answers
 from evomerge.merge import MergeEngine, MergeRecipe
 from evomerge.run import build_space, open_pool
-from evomerge.search._types import TrialResult
+from evomerge.search._types import Genome, TrialEvaluator, TrialResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PipelineEvaluator", "build_pipeline_evaluator"]
+__all__ = ["PipelineEvaluator", "answer_items", "build_pipeline_evaluator", "generate_and_judge"]
 
 _SAMPLES_KEPT = 3
 
@@ -53,20 +55,7 @@ class PipelineEvaluator:
         # the judge reply cache lives in the run dir when this node can see it
         cache_dir = run_dir if run_dir is not None and Path(run_dir).is_dir() else None
         self.objective = build_objective(config.judging, run_dir=cache_dir, base_dir=config.root)
-        answering = [n for n, j in self.objective.judges.items() if needs_answers(j)]
-        if answering and config.generation.prompts is None:
-            self.objective.close()
-            raise ConfigError(
-                f"generation.prompts: judge(s) {', '.join(answering)} score generated answers; "
-                "give a prompt set (JSONL with question per line)"
-            )
-        self.items = (
-            build_prompt_items(
-                config.generation, tokenizer_path=self.pool.base_path, split="search"
-            )
-            if answering
-            else []
-        )
+        self.items = answer_items(config, self.objective, tokenizer_path=self.pool.base_path)
         self.generator = build_generator(
             config.generation,
             model_path=self.pool.base_path,
@@ -76,45 +65,84 @@ class PipelineEvaluator:
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
-    def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult:
+    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
+        if not isinstance(recipe, MergeRecipe):
+            raise SearchError("the weight-merge evaluator got a data-flow path; check the space")
         t0 = time.perf_counter()
         tensors = self.engine.materialize(recipe)
         t1 = time.perf_counter()
         self.generator.load_weights(tensors.items())
-        answers = (
-            self.generator.generate([p.prompt for p in self.items], self.params)
-            if self.items
-            else []
+        return generate_and_judge(
+            trial_number, self.generator, self.items, self.params, self.objective, merge_s=t1 - t0
         )
-        t2 = time.perf_counter()
-        samples = [Sample.of(p, a) for p, a in zip(self.items, answers, strict=True)] or [
-            Sample(question="", answer="")  # answer-free judges score the model itself
-        ]
-        result = self.objective.evaluate(samples, generator=self.generator)
-        t3 = time.perf_counter()
-        extra: dict[str, Any] = {}
-        if result.errors:
-            extra["judge_errors"] = list(result.errors)[:5]
-        return TrialResult(
-            trial_number=trial_number,
-            values=[float(v) for v in result.values],
-            scores={k: float(v) for k, v in result.judge_means.items()},
-            samples=[
-                {"question": s.question, "answer": s.answer}
-                for s in samples[:_SAMPLES_KEPT]
-                if self.items
-            ],
-            timings={"merge_s": t1 - t0, "generate_s": t2 - t1, "judge_s": t3 - t2},
-            extra=extra,
+
+
+def answer_items(
+    config: RunConfig, objective: Objective, *, tokenizer_path: Path
+) -> list[PromptItem]:
+    """The search prompts, rendered, when a judge scores answers; else none (nothing is
+    generated). ConfigError when such a judge has no prompt set (the objective is closed)."""
+    assert config.generation is not None
+    answering = [n for n, j in objective.judges.items() if needs_answers(j)]
+    if answering and config.generation.prompts is None:
+        objective.close()
+        raise ConfigError(
+            f"generation.prompts: judge(s) {', '.join(answering)} score generated answers; "
+            "give a prompt set (JSONL with question per line)"
         )
+    if not answering:
+        return []
+    return build_prompt_items(config.generation, tokenizer_path=tokenizer_path, split="search")
+
+
+def generate_and_judge(
+    trial_number: int,
+    generator: Any,
+    items: list[PromptItem],
+    params: GenerationParams,
+    objective: Objective,
+    *,
+    merge_s: float,
+) -> TrialResult:
+    """Generate an answer per prompt item with ``generator`` (its weights already set),
+    judge them, and return the trial's result (``merge_s``: the time taken to set the
+    weights). No items: nothing is generated, answer-free judges score the model itself."""
+    t1 = time.perf_counter()
+    answers = generator.generate([p.prompt for p in items], params) if items else []
+    t2 = time.perf_counter()
+    samples = [Sample.of(p, a) for p, a in zip(items, answers, strict=True)] or [
+        Sample(question="", answer="")  # answer-free judges score the model itself
+    ]
+    result = objective.evaluate(samples, generator=generator)
+    t3 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if result.errors:
+        extra["judge_errors"] = list(result.errors)[:5]
+    return TrialResult(
+        trial_number=trial_number,
+        values=[float(v) for v in result.values],
+        scores={k: float(v) for k, v in result.judge_means.items()},
+        samples=[
+            {"question": s.question, "answer": s.answer} for s in samples[:_SAMPLES_KEPT] if items
+        ],
+        timings={"merge_s": merge_s, "generate_s": t2 - t1, "judge_s": t3 - t2},
+        extra=extra,
+    )
 
 
 def build_pipeline_evaluator(
     config: RunConfig, *, device: str, worker_index: int, run_dir: Path, **options: Any
-) -> PipelineEvaluator:
-    """The factory used when run.yaml has no ``evaluator:`` section (no options)."""
+) -> TrialEvaluator:
+    """The factory used when run.yaml has no ``evaluator:`` section (no options): the
+    weight-merge pipeline, or the data-flow one for a ``type: dataflow`` space."""
     if options:
         raise ConfigError(
             f"evaluator.options: the pipeline evaluator takes none, got {sorted(options)}"
         )
+    from evomerge.space import DataflowSpec
+
+    if isinstance(config.space_spec(), DataflowSpec):
+        from evomerge.search._dataflow_eval import DataflowEvaluator
+
+        return DataflowEvaluator(config, device=device, run_dir=run_dir)
     return PipelineEvaluator(config, device=device, run_dir=run_dir)

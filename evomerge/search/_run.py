@@ -24,12 +24,11 @@ from evomerge.config import RunConfig, load_run_config
 from evomerge.exceptions import SearchError
 from evomerge.run import (
     StudyView,
-    build_space,
+    build_run_space,
     check_same_run,
     count_finished,
     driver_lock,
     make_driver_storage,
-    open_pool,
     open_study,
     recover_interrupted,
     repair_journal,
@@ -43,7 +42,7 @@ from evomerge.search._driver import Driver
 from evomerge.search._sampler import make_sampler
 from evomerge.search._types import SearchSummary
 from evomerge.search._workers import WorkerGroup
-from evomerge.space import SearchSpace
+from evomerge.space import DataflowSpace, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
 
 
 def _prepare_study(
-    config: RunConfig, run_dir: Path, space: SearchSpace, info: dict[str, Any]
+    config: RunConfig, run_dir: Path, space: SearchSpace | DataflowSpace, info: dict[str, Any]
 ) -> tuple[optuna.Study, BaseStorage, Callable[[], None]]:
     """Open (or create) the study, recover a dead driver's trials, enqueue the start point.
 
@@ -106,12 +105,32 @@ def _prepare_study(
         raise SearchError(
             f"the study's objectives are {stored_names}, the evaluator now gives {names}; use a new run directory"
         )
+    if isinstance(space, DataflowSpace):
+        _pin_sources(study, space, created=created)
     recover_interrupted(study, storage)
     trials = study.get_trials(deepcopy=False)
     if config.search.x0 == "equal" and not any(t.user_attrs.get(A.START_POINT) for t in trials):
         study.enqueue_trial(space.to_params(space.x0()), user_attrs={A.START_POINT: True})
     commit()
     return study, storage, commit
+
+
+def _pin_sources(study: optuna.Study, space: DataflowSpace, *, created: bool) -> None:
+    """A data-flow study keeps its sources as first resolved; a resume must resolve them
+    the same (a ``run:`` source's best trial may have changed meanwhile)."""
+    now = {n: s.to_dict() for n, s in space.sources.items()}
+    if created:
+        study.set_user_attr(A.PATH_SOURCES, now)
+        return
+    stored = study.user_attrs.get(A.PATH_SOURCES)
+    if stored is None or stored == now:
+        return
+    changed = sorted(n for n in set(now) | set(stored) if now.get(n) != stored.get(n))
+    raise SearchError(
+        f"space.sources: {changed} resolve to other models than when this study started "
+        "(a previous run's best trial may have changed); pin it with 'trial: N', or use a new "
+        "run directory"
+    )
 
 
 def _summary(
@@ -182,13 +201,8 @@ def run_search(
         write_run_yaml(run_dir, config)
         if config.search.storage == "journal":
             repair_journal(storage_path(run_dir, "journal"))
-        space = build_space(config, open_pool(config))
-        logger.info(
-            "search space %s: %d dimensions, %d layer groups",
-            space.spec.name,
-            space.dim,
-            space.num_groups,
-        )
+        space = build_run_space(config)
+        logger.info("search space %s: %d dimensions", space.spec.name, space.dim)
         driver: Driver | None = None
         study: optuna.Study | None = None
         stopped = "interrupted"

@@ -9,7 +9,7 @@ from optuna.distributions import FloatDistribution
 
 from evomerge.config import SearchConfig
 from evomerge.exceptions import SearchError
-from evomerge.space import SearchSpace
+from evomerge.space import DataflowSpace, SearchSpace
 
 __all__ = ["distributions", "make_sampler"]
 
@@ -39,6 +39,6 @@ def make_sampler(cfg: SearchConfig, *, n_objectives: int, seed: int) -> optuna.s
     raise SearchError(f"Unknown sampler {name!r}. Available: cmaes, tpe, random, nsga2")
 
 
-def distributions(space: SearchSpace) -> dict[str, FloatDistribution]:
+def distributions(space: SearchSpace | DataflowSpace) -> dict[str, FloatDistribution]:
     """One float distribution per genome dimension, named as the space names them."""
     return {d.name: FloatDistribution(d.bounds.low, d.bounds.high) for d in space.dimensions}

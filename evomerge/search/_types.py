@@ -7,9 +7,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from evomerge.merge.path import LayerPath
 from evomerge.merge.recipe import MergeRecipe
 
-__all__ = ["SearchSummary", "TrialEvaluator", "TrialResult"]
+__all__ = ["Genome", "SearchSummary", "TrialEvaluator", "TrialResult", "genome_from_data"]
+
+#: What a trial evaluates: a weight merge (a recipe) or a data-flow path.
+Genome = MergeRecipe | LayerPath
+
+
+def genome_from_data(data: Any, *, source: str) -> Genome:
+    """A trial's decoded genome from its plain data (a path's ``to_dict`` or a recipe's
+    mergekit dict); ConfigError naming ``source`` when it is neither."""
+    if LayerPath.is_path_data(data):
+        return LayerPath.from_dict(data, source=source)
+    return MergeRecipe.from_mergekit_dict(data, source=source)
 
 
 @dataclass
@@ -46,14 +58,16 @@ class TrialResult:
 
 @runtime_checkable
 class TrialEvaluator(Protocol):
-    """Scores merge recipes; one instance lives in each worker for the whole run.
+    """Scores merge recipes (or data-flow paths); one instance lives in each worker for the
+    whole run.
 
     Built once per worker by a factory ``factory(config, *, device, worker_index, run_dir,
     **options)`` named in run.yaml's ``evaluator.factory`` (a name registered in
     :data:`evomerge.search.EVALUATORS` or ``module:callable``; default ``pipeline``, the
     generate-and-judge evaluator); heavy state such as the model pool, merge engine, generator and judges
     stays resident.
-    ``evaluate`` is called from one thread at a time, with recipes in any order; it may
+    ``evaluate`` is called from one thread at a time, with genomes in any order (recipes,
+    or :class:`~evomerge.merge.LayerPath` for a ``dataflow`` space); it may
     raise any exception, which fails that trial (the worker wraps it into a TrialResult
     with the message and a traceback summary). ``objective_names`` and ``directions``
     ("maximize" or "minimize", one per objective) are fixed for the evaluator's lifetime.
@@ -62,7 +76,7 @@ class TrialEvaluator(Protocol):
     objective_names: list[str]
     directions: list[str]
 
-    def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult: ...
+    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult: ...
 
 
 @dataclass

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.config import RunConfig
-from evomerge.merge.recipe import MergeRecipe
 from evomerge.search._build import build_evaluator
-from evomerge.search._types import TrialResult
+from evomerge.search._types import TrialResult, genome_from_data
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +72,11 @@ class Worker:
         }
 
     def evaluate(self, trial_number: int, recipe_data: dict[str, Any]) -> dict[str, Any]:
-        """Evaluate one recipe. Never raises: a failure comes back as a TrialResult with
+        """Evaluate one recipe (or data-flow path). Never raises: a failure comes back as a TrialResult with
         ``error`` and ``traceback`` set."""
         started = time.perf_counter()
         try:
-            recipe = MergeRecipe.from_mergekit_dict(recipe_data, source=f"trial {trial_number}")
+            recipe = genome_from_data(recipe_data, source=f"trial {trial_number}")
             result = self.evaluator.evaluate(trial_number, recipe)
             n_obj = len(self.evaluator.directions)
             if result.error is None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from evomerge._yaml import load_yaml, validate_model
 from evomerge.exceptions import ConfigError
+from evomerge.space._dataflow_spec import DataflowSpec, load_dataflow_spec
 from evomerge.space._methods import METHODS, method_info
 from evomerge.space._names import FILTER_RE
 
@@ -176,8 +177,10 @@ def load_space_spec(
     *,
     base_dir: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
-) -> SpaceSpec:
+) -> SpaceSpec | DataflowSpec:
     """A shipped space by name, a YAML file (relative to ``base_dir``) or an inline mapping.
+    A mapping with ``type: dataflow`` is a :class:`DataflowSpec` (paths in it are resolved
+    against ``base_dir`` too).
 
     ``overrides`` are merged over the loaded mapping (nested mappings key by key), e.g.
     ``{"layer_granularity": 8, "params": {"weight": {"high": 2.0}}}``.
@@ -209,4 +212,12 @@ def load_space_spec(
     if overrides:
         data = _deep_merge(data, overrides)
         source += " (with overrides)"
+    kind = data.get("type")
+    if kind == "dataflow":
+        return load_dataflow_spec(data, source=source, base_dir=base_dir)
+    if kind is not None:
+        raise ConfigError(
+            f"{source}: type: unknown space type {kind!r}; use 'dataflow' for layer paths, "
+            "or leave type out for a weight (parameter-space) merge"
+        )
     return validate_model(SpaceSpec, data, source=source)
