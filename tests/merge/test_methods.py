@@ -277,6 +277,7 @@ def test_the_registry_has_every_mergekit_method() -> None:
     theirs = {m.spec.name: m.spec for m in mk.registered_methods()}
     assert set(theirs) <= set(METHODS)
     for name, spec in theirs.items():
+        assert METHODS[name].mergekit, name
         ours = {p.name: p for p in METHODS[name].params}
         assert set(ours) == {p.name for p in spec.parameters}, name
         for p in spec.parameters:

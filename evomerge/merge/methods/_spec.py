@@ -189,7 +189,8 @@ class MergeMethod:
     ``base_share``: how a search writes the base model's own share, if the method has one:
     ``"listed"`` (the base is listed among the models with its own weight; linear) or
     ``"lambda"`` (``lambda = 1 - share`` over normalized task vectors; the task-arithmetic
-    family).
+    family). ``mergekit``: mergekit 0.1.5 has this method with these semantics, so a recipe's
+    mergekit YAML rebuilds the merge there (true of every built-in; a plug-in says so itself).
     """
 
     name: str
@@ -204,6 +205,7 @@ class MergeMethod:
     max_non_base: int | None = None
     check: Callable[[MergeArgs], list[str]] | None = None
     base_share: Literal["listed", "lambda"] | None = None
+    mergekit: bool = False
     description: str = ""
     reference: str = ""
 
