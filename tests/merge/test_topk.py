@@ -24,7 +24,7 @@ def _quantized(n: int, levels: int, seed: int, dtype: torch.dtype = torch.float3
 
 def _mask(flat: torch.Tensor, keep: object) -> torch.Tensor:
     idx = torch.arange(flat.numel())
-    return kept_at(flat, idx, keep, SourceAux()) & (flat != 0)  # type: ignore[arg-type]
+    return kept_at(flat, idx, keep, SourceAux(), numel=flat.numel()) & (flat != 0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -100,3 +100,22 @@ def test_della_ranks_break_ties_as_mergekit_does() -> None:
     assert torch.equal(row_rank(d).view(64, 300).long(), theirs)
     by_position = torch.argsort(torch.argsort(d.abs(), dim=1, stable=True), dim=1)
     assert not torch.equal(by_position, theirs)  # the ties matter
+
+
+def test_a_tie_found_by_the_selection_falls_back_to_mergekits_sort() -> None:
+    """Mostly distinct magnitudes (no sorting up front), but a run of ties right at the cut."""
+    from evomerge.merge.methods._sparsify import _quantized
+
+    g = torch.Generator().manual_seed(11)
+    flat = torch.randn(20_000, generator=g)
+    order = torch.argsort(flat.abs(), descending=True)
+    k = int(0.3 * flat.numel())
+    tied = order[k - 50 : k + 50]  # 100 coordinates around the cut share one magnitude
+    flat[tied] = torch.sign(flat[tied]) * flat.abs()[order[k]]
+    assert not _quantized(flat)
+    keep = magnitude_keep(flat, None, 0.3)
+    assert keep.extra is not None and keep.extra.numel() == 50
+    assert torch.equal(_mask(flat, keep), mk.magnitude(flat, 0.3) != 0)
+    keep = outlier_keep(flat, None, 0.2, 0.3)  # drops the 6000 largest: the upper cut in the run
+    assert keep.extra is not None and keep.extra.numel() == 50
+    assert torch.equal(_mask(flat, keep), mk.magnitude_outliers(flat, 0.2, gamma=0.3) != 0)

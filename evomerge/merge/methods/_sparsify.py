@@ -22,8 +22,8 @@ CPU (``argsort(descending=True)`` for TIES, ``sort()`` ascending for breadcrumbs
 among equal values depends on the whole tensor, so the one definition here is that same
 sort (:func:`~._aux.magnitude_order`, :func:`~._aux.ascending_order`): the same torch build
 keeps the same coordinates. A :class:`Keep` holds the kept set as an open magnitude
-interval ``above < |x| < below`` plus ``extra``, the sorted flat positions of the tied
-coordinates at a cut that the order keeps. Without a precomputed order, a linear-time
+interval ``above < |x| < below`` plus ``extra``, the flat positions of the tied
+coordinates at a cut that the order keeps (a slice of the order: no further sorting). Without a precomputed order, a linear-time
 selection (``torch.kthvalue``) finds the cut values; only when equal values straddle a cut
 (where selections disagree) is mergekit's sort run. Kept zeros change nothing (a zero
 never joins a sign consensus nor an L1 norm), so a tie of zeros needs no ``extra``.
@@ -56,6 +56,7 @@ __all__ = [
     "bernoulli_keep",
     "della_keep",
     "emit_kept",
+    "extra_mask",
     "kept_at",
     "kept_l1",
     "magnitude_keep",
@@ -72,8 +73,8 @@ class Keep:
     """Which elements of one task vector survive sparsification.
 
     ``mag``: ``above < |x| < below`` (``below`` None: no upper bound), plus the flat
-    positions ``extra`` (ascending int64; coordinates tied at a cut that mergekit's order
-    keeps; their ``|x|`` equals ``above`` or ``below``). ``noise``: ``noise < threshold``.
+    positions ``extra`` (distinct, in no particular order; coordinates tied at a cut that
+    mergekit's order keeps; their ``|x|`` equals ``above`` or ``below``). ``noise``: ``noise < threshold``.
     ``della``: ``noise < a + b * row_rank``.
     """
 
@@ -103,6 +104,8 @@ class _Ranked:
         self.descending = descending
         self._order = order
         self._mag: torch.Tensor | None = None
+        if order is None and _quantized(flat):  # ties at the cut are near certain: sort now
+            self._order = self.order
 
     @property
     def order(self) -> torch.Tensor:
@@ -145,9 +148,25 @@ class _Ranked:
         return int(window[int(differs[0])]) - step if differs.numel() else far - step
 
 
+_SAMPLE = 4096
+
+
+def _quantized(flat: torch.Tensor) -> bool:
+    """Whether ``flat``'s magnitudes take few distinct values (a task vector of bf16
+    checkpoints), judged on an evenly spaced sample. Only a shortcut: whichever way this
+    goes, the kept coordinates are the same; it saves the linear-time selections that a
+    tie at the cut would make useless."""
+    n = flat.numel()
+    if n < 2 * _SAMPLE:
+        return False
+    sample = flat[:: n // _SAMPLE].abs()
+    sample = sample[sample != 0]
+    return sample.numel() > 64 and torch.unique(sample).numel() < sample.numel() // 2
+
+
 def _extra(order: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """Order positions ``[lo, hi)`` as ascending int64 flat positions."""
-    return torch.sort(order[lo:hi].long()).values
+    """The flat positions at order positions ``[lo, hi)`` (int64)."""
+    return order[lo:hi].long()
 
 
 def magnitude_keep(flat: torch.Tensor, order: torch.Tensor | None, density: float) -> Keep:
@@ -203,12 +222,17 @@ def outlier_keep(
         upper_tie = ranked.value(stop - 1) == below
     if not (lower_tie or upper_tie):
         return Keep("mag", above=above, below=below)
-    parts = []
-    if lower_tie:
-        parts.append(_extra(ranked.order, start, min(ranked.run_edge(start, +1) + 1, stop)))
-    if upper_tie:
-        parts.append(_extra(ranked.order, max(ranked.run_edge(stop - 1, -1), start), stop))
-    extra = torch.unique(torch.cat(parts)) if len(parts) > 1 else parts[0]
+    lower_end = ranked.run_edge(start, +1) + 1 if lower_tie else start  # [start, lower_end)
+    upper_start = max(ranked.run_edge(stop - 1, -1), start) if upper_tie else stop
+    if lower_end >= upper_start:  # one run of ties spans both cuts: all kept are tied
+        extra = _extra(ranked.order, start, stop)
+    else:
+        extra = torch.cat(
+            [
+                _extra(ranked.order, start, lower_end),
+                _extra(ranked.order, upper_start, stop),
+            ]
+        )
     return Keep("mag", above=above, below=below, extra=extra)
 
 
@@ -295,11 +319,29 @@ def emit_kept(
         torch.mul(d, mb, out=dst)
 
 
-def kept_at(values: torch.Tensor, idx: torch.Tensor, keep: Keep, aux: SourceAux) -> torch.Tensor:
+def extra_mask(keep: Keep, numel: int, device: torch.device) -> torch.Tensor | None:
+    """bool ``[numel]``: True at ``keep.extra`` (None when there is none). Linear time."""
+    if keep.extra is None:
+        return None
+    mask = torch.zeros(numel, dtype=torch.bool, device=device)
+    mask[keep.extra.to(device)] = True
+    return mask
+
+
+def kept_at(
+    values: torch.Tensor,
+    idx: torch.Tensor,
+    keep: Keep,
+    aux: SourceAux,
+    *,
+    numel: int | None = None,
+    extra: torch.Tensor | None = None,
+) -> torch.Tensor:
     """bool ``[m]``: whether the elements at flat positions ``idx`` (values ``values``) are kept.
 
-    The complete rule (``extra`` included); used for the few coordinates tied at a cut, and
-    by tests to compare masks.
+    The complete rule (``extra`` included: give its :func:`extra_mask`, or the tensor's
+    ``numel`` to build it); used for the coordinates tied at a cut, and by tests to
+    compare masks.
     """
     if keep.kind == "all":
         return torch.ones(idx.shape, dtype=torch.bool, device=idx.device)
@@ -311,7 +353,11 @@ def kept_at(values: torch.Tensor, idx: torch.Tensor, keep: Keep, aux: SourceAux)
         if keep.below is not None:
             kept &= mag < keep.below
         if keep.extra is not None:
-            kept |= torch.isin(idx, keep.extra.to(idx.device))
+            if extra is None:
+                assert numel is not None, "kept_at needs numel or extra for a keep with ties"
+                extra = extra_mask(keep, numel, idx.device)
+            assert extra is not None
+            kept |= extra[idx]
         return kept
     assert aux.noise is not None, "DARE and DELLA need their noise"
     noise = aux.noise[idx]

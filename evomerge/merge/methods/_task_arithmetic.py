@@ -32,6 +32,7 @@ from evomerge.merge.methods._sparsify import (
     bernoulli_keep,
     della_keep,
     emit_kept,
+    extra_mask,
     kept_at,
     kept_l1,
     magnitude_keep,
@@ -247,15 +248,19 @@ def _fix_ties(
     positions is gathered, sparsified with the complete rule and merged by ``merge`` (the
     same per-chunk arithmetic), then written into ``out``. Returns ``out``.
     """
-    extras = [k.extra for k in keeps if k.extra is not None and k.extra.numel()]
-    if not extras:
+    if not any(k.extra is not None and k.extra.numel() for k in keeps):
         return out
-    idx = extras[0] if len(extras) == 1 else torch.unique(torch.cat(extras))  # [m], ascending
-    idx = idx.to(flat_base.device)
-    em = torch.empty((len(rows), idx.numel()), dtype=work, device=flat_base.device)  # [N, m]
+    numel, dev = flat_base.numel(), flat_base.device
+    masks = [extra_mask(k, numel, dev) for k in keeps]  # bool [numel] each, or None
+    union = torch.zeros(numel, dtype=torch.bool, device=dev)
+    for m in masks:
+        if m is not None:
+            union |= m
+    idx = union.nonzero().view(-1)  # [u], ascending
+    em = torch.empty((len(rows), idx.numel()), dtype=work, device=dev)  # [N, u]
     for i, r in enumerate(rows):
         v = r[idx]
-        em[i] = torch.where(kept_at(v, idx, keeps[i], auxes[i]), v.to(work), 0.0)
+        em[i] = torch.where(kept_at(v, idx, keeps[i], auxes[i], extra=masks[i]), v.to(work), 0.0)
     merged = torch.empty(idx.numel(), dtype=work, device=flat_base.device)
     merge(merged, flat_base[idx], em)
     if out.is_contiguous():
