@@ -237,7 +237,7 @@ def test_registry_is_explicit_and_lookup_lists_choices() -> None:
         match=r"Unknown merge method 'tie'\. Available: linear, task_arithmetic, ties",
     ):
         get_method("tie")
-    assert get_method("ties").needs == {Need.MAGNITUDE_ORDER}
+    assert get_method("ties").needs == {Need.MAGNITUDE_RANK}
     assert get_method("task_arithmetic").needs == set()
 
 
