@@ -1,20 +1,34 @@
-"""Merge speed: mergekit-yaml vs ``evomerge merge`` vs the in-memory MergeEngine.
+"""Merge speed, like with like: the engine vs mergekit's in-memory path, set-up, one-off CLIs.
 
-Builds (once, cached) a Llama-shaped base model and two "fine-tunes" of ~200M parameters,
-then for each method measures:
+For each model size (Llama-shaped triples: a base and two fine-tunes, bf16 safetensors;
+``60M`` and ``220M`` parameters by default) and each method (``ties``, ``dare_ties``),
+in one run on the same models, it measures (each in a fresh process):
 
-- ``mergekit-yaml`` wall time (subprocess, CPU, --no-copy-tokenizer --no-lazy-unpickle);
-- ``evomerge merge`` wall time (subprocess), and the largest difference to mergekit's
-  output for the deterministic methods;
-- the engine's one-time precompute, then the per-trial ``MergeEngine.materialize`` time
-  (median over several trials with different parameters, after a warmup);
-- the engine's effective bandwidth (base + N task vectors read, one output written, in the
-  engine dtype) against a plain ``out.copy_(src)`` of the same total traffic.
+- **per trial**: ``MergeEngine.materialize`` (median of ``--trials`` recipes with other
+  weights and densities) vs **mergekit's own in-memory path**, the one mergekit-evolve
+  uses: ``MergePlanner`` per trial, its tensor tasks run by ``mergekit.graph.Executor``
+  with warm loaders (``LoaderCache`` kept open across trials). In mergekit 0.1.5
+  ``plan_in_memory()`` cannot be used (``ReturnTensor`` fails pydantic validation: "Can't
+  instantiate abstract class Task[Tensor]"), so the planner's tensor tasks are run
+  directly (``planner._plan()``; ``planner._tensors``), which is what ``ReturnTensor`` wraps;
+- **set-up**: the engine's pool open + precompute (mergekit's magnitude sort for ties,
+  noise for DARE), cold (computed, and written to a fresh ``PrecomputeCache``) and cached
+  (read back, as every other worker on the node and a resumed run do); the first trial,
+  which pays the process's first ``torch.compile`` of the fused kernel (a fresh inductor
+  cache directory, so the compile is cold), is reported and counted separately;
+- **amortized** cost per trial ``(set-up + first trial + (N - 1) trials) / N`` for
+  N = 1, 10, 100, for the engine (cold and cached) and for mergekit (its first trial,
+  which opens the loaders, then its median);
+- **one-off**: ``evomerge merge`` vs ``mergekit-yaml`` (subprocesses, same YAML), and the
+  largest difference between their outputs (ties: they keep the same coordinates).
 
-Prints one JSON object. It is a benchmark, not a test: targets are reported, not asserted.
+Every merge computes in float32 (YAML ``dtype: float32``, ``out_dtype: bfloat16``; engine
+dtype float32). Prints one JSON object; targets are reported, not asserted. On a shared
+CPU use ``--threads 1`` (every process gets one thread: OpenMP regions stall when the
+machine is oversubscribed) and compare ratios from one run, not seconds across runs.
 
-    python benchmarks/merge_speed.py                       # full size, ~5-15 min on 2 cores
-    python benchmarks/merge_speed.py --params-scale 0.05 --layers 2 --trials 3   # quick
+    python benchmarks/merge_speed.py --threads 1                      # 60M and 220M, ~1 h here
+    python benchmarks/merge_speed.py --sizes 5M --trials 2 --mergekit-trials 1 --threads 1
 """
 
 from __future__ import annotations
@@ -41,8 +55,10 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-DETERMINISTIC = {"linear", "task_arithmetic", "ties", "slerp", "breadcrumbs_ties"}
 NUM_SOURCES = 2
+#: Model sizes by name: the ``params_scale`` of :func:`model_shape` at 12 layers.
+SIZES = {"5M": 0.02, "60M": 0.27, "220M": 1.0}
+AMORTIZE_N = (1, 10, 100)
 
 
 # -- the models ---------------------------------------------------------------------------
@@ -151,36 +167,122 @@ def build_models(cache_dir: Path, shape: dict[str, int], dtype: str) -> dict[str
 # -- recipes ------------------------------------------------------------------------------
 
 
-def recipe_dict(
-    method: str, models: dict[str, Path], dtype: str, trial: int, out_dtype: str | None = None
-) -> dict[str, Any]:
-    """Trial ``trial``'s recipe: per-model weights (and densities) drawn from a seeded RNG.
-
-    ``dtype`` is the merge (compute) dtype; ``out_dtype`` the written one when it differs.
-    """
+def recipe_dict(method: str, models: dict[str, Path], trial: int) -> dict[str, Any]:
+    """Trial ``trial``'s recipe: per-model weights and densities from a seeded RNG."""
     g = torch.Generator().manual_seed(1000 + trial)
     entries = []
     for i in range(NUM_SOURCES):
-        params: dict[str, Any] = {
-            "weight": round(0.3 + 0.7 * torch.rand((), generator=g).item(), 4)
+        params = {
+            "weight": round(0.3 + 0.7 * torch.rand((), generator=g).item(), 4),
+            "density": round(0.3 + 0.4 * torch.rand((), generator=g).item(), 4),
         }
-        if method in ("ties", "dare_ties", "dare_linear", "breadcrumbs_ties"):
-            params["density"] = round(0.3 + 0.4 * torch.rand((), generator=g).item(), 4)
         entries.append({"model": str(models[f"ft_{i + 1}"]), "parameters": params})
-    out: dict[str, Any] = {
+    return {
         "models": entries,
         "merge_method": method,
         "base_model": str(models["base"]),
-        "dtype": dtype,
+        "parameters": {"normalize": True},
+        "dtype": "float32",
+        "out_dtype": "bfloat16",
     }
-    if out_dtype is not None and out_dtype != dtype:
-        out["out_dtype"] = out_dtype
-    if method in ("ties", "dare_ties"):
-        out["parameters"] = {"normalize": True}
-    return out
 
 
-# -- measurements -------------------------------------------------------------------------
+# -- workers (each measurement runs in its own process) -----------------------------------
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Any, device: str) -> tuple[float, Any]:
+    _sync(device)
+    t0 = time.perf_counter()
+    value = fn()
+    _sync(device)
+    return time.perf_counter() - t0, value
+
+
+def worker_engine(args: argparse.Namespace, models: dict[str, Path]) -> dict[str, Any]:
+    from evomerge.merge import MergeEngine, MergeRecipe, pool_for_recipe
+
+    dev = args.device
+    recipes = [
+        MergeRecipe.from_mergekit_dict(recipe_dict(args.method, models, t))
+        for t in range(args.trials + 1)
+    ]
+    cache = Path(args.cache)
+    pool_s, pool = _timed(lambda: pool_for_recipe(recipes[0]), dev)
+
+    def build() -> MergeEngine:
+        return MergeEngine(
+            pool, device=dev, dtype=torch.float32, methods=[args.method], cache_dir=cache
+        )
+
+    cold_s, engine = _timed(build, dev)
+    first_s, out = _timed(lambda: engine.materialize(recipes[0]), dev)
+    first_out = {k: v.clone() for k, v in out.items()}
+    times = [_timed(lambda r=r: engine.materialize(r), dev)[0] for r in recipes[1:]]
+    n_params = sum(t.numel() for t in out.values())
+    del engine, out
+    gc.collect()
+    cached_s, engine = _timed(build, dev)  # every other worker, a resumed run
+    same = all(torch.equal(v, first_out[k]) for k, v in engine.materialize(recipes[0]).items())
+    return {
+        "pool_open_s": round(pool_s, 3),
+        "precompute_cold_s": round(cold_s, 3),
+        "precompute_cached_s": round(cached_s, 3),
+        "first_trial_s": round(first_s, 3),
+        "trial_s_median": round(statistics.median(times), 4),
+        "trial_s_all": [round(t, 4) for t in times],
+        "cached_engine_gives_the_same_merge": same,
+        "n_params": n_params,
+    }
+
+
+def worker_mergekit(args: argparse.Namespace, models: dict[str, Path]) -> dict[str, Any]:
+    """mergekit-evolve's per-trial path: plan in memory, run the tensor tasks, warm loaders."""
+    from mergekit.architecture import get_architecture_info
+    from mergekit.config import MergeConfiguration
+    from mergekit.graph import Executor
+    from mergekit.io.tasks import LoaderCache
+    from mergekit.merge import _model_out_config
+    from mergekit.options import MergeOptions
+    from mergekit.plan import MergePlanner
+
+    opts = MergeOptions(device=args.device, quiet=True, random_seed=0)
+    configs = [
+        MergeConfiguration.model_validate(recipe_dict(args.method, models, t))
+        for t in range(args.trials + 1)
+    ]
+    t0 = time.perf_counter()
+    arch = get_architecture_info(configs[0], opts)
+    loaders = LoaderCache()
+    loaders.setup(options=opts)
+    for model in configs[0].referenced_models():
+        loaders.get(model)  # warm loaders, as mergekit-evolve keeps them
+    out_cfg = _model_out_config(configs[0], arch, trust_remote_code=False)
+    setup_s = time.perf_counter() - t0
+
+    def trial(cfg: MergeConfiguration) -> int:
+        planner = MergePlanner(cfg, arch, options=opts, out_model_config=out_cfg)
+        planner._plan()  # plan_in_memory() fails in 0.1.5: run its tensor tasks directly
+        tasks = [task for _, task in planner._tensors]
+        executor = Executor(tasks, math_device=args.device, storage_device=args.device)
+        return sum(1 for _ in executor.run(quiet=True))
+
+    first_s, n = _timed(lambda: trial(configs[0]), args.device)
+    times = [_timed(lambda c=c: trial(c), args.device)[0] for c in configs[1:]]
+    return {
+        "setup_s": round(setup_s, 3),
+        "first_trial_s": round(first_s, 3),
+        "trial_s_median": round(statistics.median(times), 3),
+        "trial_s_all": [round(t, 3) for t in times],
+        "tensors": n,
+    }
+
+
+# -- the parent -----------------------------------------------------------------------------
 
 
 def _bin(name: str) -> str:
@@ -188,12 +290,27 @@ def _bin(name: str) -> str:
     return str(exe) if exe.exists() else name
 
 
-def time_command(cmd: list[str], threads: int | None = None) -> float:
+def _env(threads: int | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.update(extra or {})
+    return env
+
+
+def run_worker(
+    kind: str, argv: list[str], threads: int | None, extra_env: dict[str, str]
+) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", kind, *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(threads, extra_env))
+    if proc.returncode != 0:
+        raise SystemExit(f"worker {kind} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_command(cmd: list[str], threads: int | None, extra_env: dict[str, str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(threads, extra_env))
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(
@@ -203,7 +320,8 @@ def time_command(cmd: list[str], threads: int | None = None) -> float:
 
 
 def max_abs_diff(a_dir: Path, b_dir: Path) -> float:
-    a, b = {}, {}
+    a: dict[str, torch.Tensor] = {}
+    b: dict[str, torch.Tensor] = {}
     for f in a_dir.glob("*.safetensors"):
         a.update(load_file(str(f)))
     for f in b_dir.glob("*.safetensors"):
@@ -213,64 +331,107 @@ def max_abs_diff(a_dir: Path, b_dir: Path) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def copy_bandwidth(nbytes: int, device: str, repeats: int = 5) -> float:
-    """GB/s (read + written) of ``out.copy_(src)`` moving ``nbytes`` in total."""
-    n = nbytes // 2 // 4
-    src = torch.randn(n, device=device)
-    out = torch.empty_like(src)
-    times = []
-    for _ in range(repeats + 1):
-        _sync(device)
-        t0 = time.perf_counter()
-        out.copy_(src)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n * 4 / statistics.median(times[1:]) / 1e9
-
-
-def bench_engine(
-    method: str, models: dict[str, Path], *, dtype: str, out_dtype: str, device: str, trials: int
+def one_off(
+    method: str, models: dict[str, Path], work: Path, args: argparse.Namespace, env: dict[str, str]
 ) -> dict[str, Any]:
-    from evomerge.merge import MergeEngine, pool_for_recipe
-    from evomerge.merge.recipe import MergeRecipe
-
-    recipes = [
-        MergeRecipe.from_mergekit_dict(recipe_dict(method, models, dtype, t, out_dtype))
-        for t in range(trials + 1)
-    ]
-    t0 = time.perf_counter()
-    pool = pool_for_recipe(recipes[0])
-    t1 = time.perf_counter()
-    engine = MergeEngine(pool, device=device, dtype=DTYPES[dtype], seed=0, methods=[method])
-    _sync(device)
-    t2 = time.perf_counter()
-    engine.materialize(recipes[0])  # warmup
-    _sync(device)
-    t3 = time.perf_counter()
-    times = []
-    for r in recipes[1:]:
-        _sync(device)
-        start = time.perf_counter()
-        out = engine.materialize(r)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    n_params = sum(t.numel() for t in out.values())
-    del out, engine, pool
-    gc.collect()
-    return {
-        "pool_open_s": round(t1 - t0, 3),
-        "engine_precompute_s": round(t2 - t1, 3),
-        "engine_warmup_trial_s": round(t3 - t2, 3),
-        "engine_trial_s_median": round(statistics.median(times), 4),
-        "engine_trial_s_min": round(min(times), 4),
-        "engine_trial_s_all": [round(t, 4) for t in times],
-        "n_params": n_params,
+    cfg = work / f"{method}.yaml"
+    cfg.write_text(yaml.safe_dump(recipe_dict(method, models, 0), sort_keys=False))
+    mk_out, ev_out = work / f"{method}-mergekit", work / f"{method}-evomerge"
+    mk = time_command(
+        [
+            _bin("mergekit-yaml"),
+            str(cfg),
+            str(mk_out),
+            "--no-copy-tokenizer",
+            "--no-lazy-unpickle",
+            "--device",
+            args.device,
+            "--quiet",
+            "--random-seed",
+            "0",
+        ],
+        args.threads,
+        env,
+    )
+    ev = time_command(
+        [
+            sys.executable,
+            "-m",
+            "evomerge.cli",
+            "merge",
+            str(cfg),
+            str(ev_out),
+            "--device",
+            args.device,
+            "--quiet",
+        ],
+        args.threads,
+        env,
+    )
+    out: dict[str, Any] = {
+        "mergekit_yaml_s": round(mk, 2),
+        "evomerge_merge_s": round(ev, 2),
+        "speedup": round(mk / ev, 2),
     }
+    if method == "ties":  # deterministic: the same coordinates kept, float32 math, bf16 out
+        out["max_abs_diff"] = max_abs_diff(mk_out, ev_out)
+    shutil.rmtree(mk_out, ignore_errors=True)
+    shutil.rmtree(ev_out, ignore_errors=True)
+    return out
+
+
+def amortized(setup_s: float, first_s: float, trial_s: float) -> dict[str, float]:
+    return {f"N={n}": round((setup_s + first_s + (n - 1) * trial_s) / n, 4) for n in AMORTIZE_N}
+
+
+def measure(
+    method: str, models: dict[str, Path], work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    inductor = work / f"inductor-{method}"  # a fresh compile cache: the first compile is cold
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(inductor)}
+    common = [
+        "--models",
+        json.dumps({k: str(v) for k, v in models.items()}),
+        "--method",
+        method,
+        "--device",
+        args.device,
+    ]
+    r: dict[str, Any] = {}
+    if not args.skip_cli:
+        r["one_off"] = one_off(method, models, work, args, env)
+        shutil.rmtree(inductor, ignore_errors=True)
+    cache = work / f"cache-{method}"
+    eng = run_worker(
+        "engine", [*common, "--trials", str(args.trials), "--cache", str(cache)], args.threads, env
+    )
+    r["cache_bytes"] = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(inductor, ignore_errors=True)
+    mk = run_worker("mergekit", [*common, "--trials", str(args.mergekit_trials)], args.threads, {})
+    cold = eng["pool_open_s"] + eng["precompute_cold_s"]
+    cached = eng["pool_open_s"] + eng["precompute_cached_s"]
+    r["engine"] = eng
+    r["mergekit_in_memory"] = mk
+    r["per_trial"] = {
+        "engine_s": eng["trial_s_median"],
+        "mergekit_in_memory_s": mk["trial_s_median"],
+        "speedup": round(mk["trial_s_median"] / eng["trial_s_median"], 1),
+    }
+    r["setup"] = {
+        "engine_cold_s": round(cold, 3),
+        "engine_cached_s": round(cached, 3),
+        "first_trial_s (incl. torch.compile)": eng["first_trial_s"],
+        "compile_s_est": round(eng["first_trial_s"] - eng["trial_s_median"], 3),
+        "cold_vs_one_mergekit_trial": round(cold / mk["trial_s_median"], 2),
+        "cached_vs_one_mergekit_trial": round(cached / mk["trial_s_median"], 3),
+    }
+    r["amortized_s_per_trial"] = {
+        "engine_cold": amortized(cold, eng["first_trial_s"], eng["trial_s_median"]),
+        "engine_cached": amortized(cached, eng["first_trial_s"], eng["trial_s_median"]),
+        "mergekit_in_memory": amortized(mk["setup_s"], mk["first_trial_s"], mk["trial_s_median"]),
+    }
+    return r
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -280,11 +441,8 @@ def machine_info(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "nproc": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         "device": device,
-        "loadavg_at_end_1_5_15": [
-            round(x, 2) for x in os.getloadavg()
-        ],  # other work sharing the CPU
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work on the CPU
     }
     meminfo = _first_line("/proc/meminfo", "MemTotal")
     if meminfo:
@@ -309,6 +467,21 @@ def _first_line(path: str, prefix: str) -> str | None:
         return None
 
 
+def targets(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for key, r in results.items():
+        out[f"{key}: per-trial >= 10x mergekit in-memory"] = r["per_trial"]["speedup"] >= 10
+        out[f"{key}: cold set-up <= one mergekit in-memory trial"] = (
+            r["setup"]["cold_vs_one_mergekit_trial"] <= 1
+        )
+        out[f"{key}: cached set-up <= one mergekit in-memory trial"] = (
+            r["setup"]["cached_vs_one_mergekit_trial"] <= 1
+        )
+        if "one_off" in r:
+            out[f"{key}: evomerge merge >= 1.5x mergekit-yaml"] = r["one_off"]["speedup"] >= 1.5
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -316,163 +489,66 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench-models"
     )
+    ap.add_argument("--sizes", default="60M,220M", help=f"comma-separated, of {', '.join(SIZES)}")
+    ap.add_argument("--methods", default="ties,dare_ties")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--trials", type=int, default=5, help="timed engine trials (after the first)")
     ap.add_argument(
-        "--params-scale", type=float, default=1.0, help="x parameters (1.0: ~220M at 12 layers)"
-    )
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--methods", default="ties,dare_ties,task_arithmetic")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (engine and both CLIs)")
-    ap.add_argument(
-        "--dtype",
-        default="bfloat16",
-        choices=sorted(DTYPES),
-        help="dtype of the models and the output",
-    )
-    ap.add_argument(
-        "--merge-dtype",
-        default=None,
-        choices=sorted(DTYPES),
-        help="compute dtype: the YAML's dtype (mergekit, evomerge merge) and the engine's (default: --dtype)",
-    )
-    ap.add_argument(
-        "--trials", type=int, default=5, help="timed engine trials per method (after a warmup)"
+        "--mergekit-trials",
+        type=int,
+        default=2,
+        help="timed mergekit in-memory trials (after the first)",
     )
     ap.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for the engine and both CLIs (OMP/MKL_NUM_THREADS); default: torch's. "
-        "On a shared CPU, 1 avoids OpenMP stalls that make timings meaningless",
+        help="threads per process (OMP/MKL_NUM_THREADS); 1 on a shared CPU",
     )
-    ap.add_argument("--skip-mergekit", action="store_true")
-    ap.add_argument("--skip-cli", action="store_true", help="skip the evomerge merge subprocess")
+    ap.add_argument("--skip-cli", action="store_true", help="skip the one-off CLI comparison")
+    ap.add_argument("--worker", choices=("engine", "mergekit"), help=argparse.SUPPRESS)
+    ap.add_argument("--models", help=argparse.SUPPRESS)
+    ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    merge_dtype = args.merge_dtype or args.dtype
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    shape = model_shape(args.params_scale, args.layers)
-    t0 = time.perf_counter()
-    models = build_models(args.cache_dir, shape, args.dtype)
-    build_s = time.perf_counter() - t0
-    n_params = sum(torch.Size(s).numel() for s in tensor_shapes(shape).values())
-    elem = torch.empty((), dtype=DTYPES[merge_dtype]).element_size()  # the engine's resident dtype
-    traffic = (1 + NUM_SOURCES) * n_params * elem + n_params * elem  # read base + N, write 1
-    copy_gbps = copy_bandwidth(traffic, args.device)
+    if args.worker is not None:
+        models = {k: Path(v) for k, v in json.loads(args.models).items()}
+        result = (worker_engine if args.worker == "engine" else worker_mergekit)(args, models)
+        print(json.dumps(result))
+        return result
 
-    results: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
+    model_info: dict[str, Any] = {}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below when killed
     work = Path(tempfile.mkdtemp(prefix="merge-speed-"))
     try:
-        for method in methods:
-            r: dict[str, Any] = {}
-            cfg = work / f"{method}.yaml"
-            cfg.write_text(
-                yaml.safe_dump(
-                    recipe_dict(method, models, merge_dtype, 0, args.dtype), sort_keys=False
-                )
-            )
-            mk_out, ev_out = work / f"{method}-mergekit", work / f"{method}-evomerge"
-            if not args.skip_mergekit:
-                r["mergekit_yaml_s"] = round(
-                    time_command(
-                        [
-                            _bin("mergekit-yaml"),
-                            str(cfg),
-                            str(mk_out),
-                            "--no-copy-tokenizer",
-                            "--no-lazy-unpickle",
-                            "--device",
-                            args.device,
-                            "--quiet",
-                            "--random-seed",
-                            "0",
-                        ],
-                        args.threads,
-                    ),
-                    2,
-                )
-            if not args.skip_cli:
-                r["evomerge_merge_s"] = round(
-                    time_command(
-                        [
-                            sys.executable,
-                            "-m",
-                            "evomerge.cli",
-                            "merge",
-                            str(cfg),
-                            str(ev_out),
-                            "--device",
-                            args.device,
-                            "--quiet",
-                        ],
-                        args.threads,
-                    ),
-                    2,
-                )
-            if mk_out.exists() and ev_out.exists() and method in DETERMINISTIC:
-                r["max_abs_diff_vs_mergekit"] = max_abs_diff(mk_out, ev_out)
-            shutil.rmtree(mk_out, ignore_errors=True)
-            shutil.rmtree(ev_out, ignore_errors=True)
-            r.update(
-                bench_engine(
-                    method,
-                    models,
-                    dtype=merge_dtype,
-                    out_dtype=args.dtype,
-                    device=args.device,
-                    trials=args.trials,
-                )
-            )
-            trial = r["engine_trial_s_median"]
-            r["engine_GBps"] = round(traffic / trial / 1e9, 2)
-            r["engine_fraction_of_copy_bandwidth"] = round(traffic / trial / 1e9 / copy_gbps, 3)
-            if "mergekit_yaml_s" in r:
-                r["trial_speedup_vs_mergekit_yaml"] = round(r["mergekit_yaml_s"] / trial, 1)
-                if "evomerge_merge_s" in r:
-                    r["evomerge_merge_vs_mergekit_yaml"] = round(
-                        r["evomerge_merge_s"] / r["mergekit_yaml_s"], 2
-                    )
-            results[method] = r
-            print(f"# {method}: {json.dumps(r)}", file=sys.stderr, flush=True)
+        for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+            shape = model_shape(SIZES[size], 12)
+            t0 = time.perf_counter()
+            models = build_models(args.cache_dir, shape, "bfloat16")
+            n_params = sum(torch.Size(x).numel() for x in tensor_shapes(shape).values())
+            model_info[size] = {
+                **shape,
+                "params": n_params,
+                "build_or_cache_s": round(time.perf_counter() - t0, 1),
+            }
+            for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+                key = f"{size} {method}"
+                results[key] = measure(method, models, work, args)
+                print(f"# {key}: {json.dumps(results[key])}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    if "task_arithmetic" in results:
-        ta = results["task_arithmetic"]["engine_trial_s_median"]
-        for r in results.values():
-            r["trial_vs_task_arithmetic"] = round(r["engine_trial_s_median"] / ta, 2)
-    targets = {}
-    for m in ("ties", "dare_ties"):
-        r = results.get(m, {})
-        if "trial_speedup_vs_mergekit_yaml" in r:
-            targets[f"{m}_trial_>=10x_faster_than_mergekit_yaml"] = (
-                r["trial_speedup_vs_mergekit_yaml"] >= 10
-            )
-        if "trial_vs_task_arithmetic" in r:
-            targets[f"{m}_trial_<=2x_task_arithmetic"] = r["trial_vs_task_arithmetic"] <= 2
-    for m, r in results.items():
-        if "evomerge_merge_vs_mergekit_yaml" in r:
-            targets[f"{m}_evomerge_merge_not_slower_than_mergekit_yaml"] = (
-                r["evomerge_merge_vs_mergekit_yaml"] <= 1.0
-            )
     report = {
         "benchmark": "merge_speed",
         "machine": machine_info(args.device),
-        "model": {
-            **shape,
-            "params": n_params,
-            "dtype": args.dtype,
-            "merge_dtype": merge_dtype,
-            "sources": NUM_SOURCES,
-            "build_or_cache_s": round(build_s, 1),
-        },
-        "trials": args.trials,
-        "traffic_bytes_per_trial": traffic,
-        "copy_GBps": round(copy_gbps, 2),
-        "methods": results,
-        "targets": targets,
+        "threads": args.threads,
+        "models": model_info,
+        "sources": NUM_SOURCES,
+        "trials": {"engine": args.trials, "mergekit_in_memory": args.mergekit_trials},
+        "results": results,
+        "targets": targets(results),
     }
     print(json.dumps(report, indent=2))
     return report

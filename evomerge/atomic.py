@@ -26,13 +26,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["atomic_directory", "atomic_write", "check_out_dir"]
 
 
-def atomic_write(path: str | Path, data: bytes | str, *, encoding: str = "utf-8") -> Path:
+def atomic_write(
+    path: str | Path, data: bytes | str, *, encoding: str = "utf-8", durable: bool = True
+) -> Path:
     """Replace ``path``'s content with ``data`` atomically; returns ``path``.
 
     The content goes to ``.<name>.tmp-<random>`` in the same folder, is fsynced, then
     renamed over ``path``. On any exception, KeyboardInterrupt included, the temporary
     file is removed and ``path`` is untouched. OSError propagates (the caller names what
-    it was writing).
+    it was writing). ``durable=False`` skips the fsync: readers still see the old or the
+    whole new content, but a power cut may lose the file (for caches that can recompute).
     """
     path = Path(path)
     blob = data.encode(encoding) if isinstance(data, str) else data
@@ -43,7 +46,8 @@ def atomic_write(path: str | Path, data: bytes | str, *, encoding: str = "utf-8"
             view = memoryview(blob)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -111,11 +111,18 @@ class SearchConfig(_Frozen):
 
 
 class MergeConfig(_Frozen):
-    """How workers materialize recipes. ``seed`` fixes DARE's random drops for the run."""
+    """How workers materialize recipes. ``seed`` fixes DARE's random drops for the run.
+
+    ``cache``: keep the merge engine's precomputations (mergekit's magnitude orders for
+    ties/breadcrumbs, DARE/DELLA noise) in the run directory's ``merge_cache/``, keyed by
+    the models' content, so that the workers on a node and a resumed run compute them once.
+    It takes about 4 bytes per parameter and source model for each order (2 for noise).
+    """
 
     dtype: str = "float32"  # one of evomerge.dtypes.WORKING_DTYPES
     seed: int = Field(default=0, ge=0)
     device: str = "auto"
+    cache: bool = True
 
     @field_validator("dtype")
     @classmethod

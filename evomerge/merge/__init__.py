@@ -8,11 +8,13 @@
 - :func:`iter_merged_tensors`: merge a recipe tensor by tensor from disk (``evomerge merge``,
   export); :func:`pool_for_recipe` opens the models a recipe names.
 - :class:`MergeEngine`: base and task vectors resident on a device; ``materialize(recipe)``
-  merges in memory, for search trials.
+  merges in memory, for search trials; :class:`PrecomputeCache` keeps its precomputations
+  on disk, keyed by content, for other workers and resumed runs.
 - :func:`check_recipe`: a recipe against its method's declarations, before any model is opened.
 - :func:`plan_merge` / :func:`resolve_tensor`: validation and per-tensor parameter resolution.
 """
 
+from evomerge.merge._cache import PrecomputeCache
 from evomerge.merge._engine import MergeEngine
 from evomerge.merge._models import pool_for_recipe
 from evomerge.merge._path_io import (
@@ -74,6 +76,7 @@ __all__ = [
     "ParamSpec",
     "PathSlot",
     "PathSource",
+    "PrecomputeCache",
     "Scope",
     "Slot",
     "SourceWeights",

@@ -6,11 +6,13 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from evomerge.exceptions import MemoryBudgetError, MergeError
+from evomerge.merge._cache import PrecomputeCache
 from evomerge.merge._memory import available_bytes, estimate_resident_bytes, format_bytes
 from evomerge.merge._resolve import plan_merge
 from evomerge.merge._stream import load_deltas, source_keys
@@ -68,11 +70,18 @@ class MergeEngine:
     Construction raises :class:`MemoryBudgetError` before loading anything if this exceeds
     ``max_bytes`` (default: the device's free memory minus 10%, at least 1 GiB).
 
+    ``cache_dir``: keep the precomputations there (:class:`~evomerge.merge.PrecomputeCache`,
+    keyed by the task vectors' content), so that other engines over the same models (the
+    other workers of a search, a resumed run) read them instead of sorting again; engines
+    built at the same time split the work between them.
+
     :meth:`materialize` validates the recipe against the pool (every problem at once, as
     :class:`MergeError`) and writes the merge into ``out`` (or buffers the engine allocates
     once and reuses). It computes in the engine's ``dtype`` (the recipe's ``dtype`` is not
-    used) and gives bit-identical tensors to :func:`iter_merged_tensors` for the same
-    recipe and seed when that dtype matches. Not thread-safe: one engine per worker.
+    used) and gives the same tensors as :func:`iter_merged_tensors` for the same recipe and
+    seed when that dtype matches: bit for bit with the same kernels (a one-off merge smaller
+    than ``ONE_OFF_COMPILE_MIN`` skips the compiled consensus kernel for the eager one,
+    which runs the same arithmetic). Not thread-safe: one engine per worker.
     """
 
     def __init__(
@@ -84,6 +93,7 @@ class MergeEngine:
         seed: int = 0,
         methods: Sequence[str] | None = None,
         max_bytes: int | None = None,
+        cache_dir: str | Path | None = None,
         progress: bool = False,
     ) -> None:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -110,6 +120,7 @@ class MergeEngine:
         self._base: dict[str, torch.Tensor] = {}
         self._deltas: dict[str, torch.Tensor] = {}
         self._aux: dict[str, list[SourceAux]] = {}
+        self.cache = PrecomputeCache(cache_dir) if cache_dir is not None else None
         self._load(progress)
 
     # -- construction ---------------------------------------------------------------------
@@ -146,6 +157,7 @@ class MergeEngine:
 
         start = time.perf_counter()
         sources = list(range(self.pool.num_sources))
+        deferred: list[tuple[str, int]] = []
         with torch.no_grad():
             for name in tqdm(
                 self.pool.tensor_names,
@@ -164,25 +176,52 @@ class MergeEngine:
                 ).contiguous()
                 self._base[name] = base
                 self._deltas[name] = load_deltas(self.pool, name, sources, base)  # [N, ...]
-                self._aux[name] = [self._build(name, i, SourceAux()) for i in sources]
+                self._aux[name] = []
+                for i in sources:
+                    aux, complete = self._build(name, i, SourceAux(), wait=False)
+                    self._aux[name].append(aux)
+                    if not complete:  # another process is computing it: read it later
+                        deferred.append((name, i))
+            for name, i in deferred:
+                self._aux[name][i], _ = self._build(name, i, self._aux[name][i], wait=True)
         logger.info(
-            "merge engine: %d tensors x %d sources resident on %s in %s (%.1fs)",
+            "merge engine: %d tensors x %d sources resident on %s in %s (%.1fs%s)",
             len(self._base),
             self.pool.num_sources,
             self.device,
             self.dtype,
             time.perf_counter() - start,
+            ""
+            if self.cache is None
+            else f"; {self.cache.hits} precomputations read from {self.cache.root}, "
+            f"{self.cache.misses} computed",
         )
 
-    def _build(self, name: str, i: int, previous: SourceAux) -> SourceAux:
-        return build_aux(
+    def _build(
+        self, name: str, i: int, previous: SourceAux, *, wait: bool = True
+    ) -> tuple[SourceAux, bool]:
+        """Source ``i``'s precomputations for tensor ``name``: ``(aux, complete)``."""
+        base, delta, key = self._base[name], self._deltas[name][i], self._keys[i]
+        if self.cache is None:
+            aux = build_aux(
+                self._needs,
+                base,
+                delta,
+                seed=self.seed,
+                tensor_name=name,
+                source_key=key,
+                previous=previous,
+            )
+            return aux, True
+        return self.cache.fill(
             self._needs,
-            self._base[name],
-            self._deltas[name][i],
+            base,
+            delta,
             seed=self.seed,
             tensor_name=name,
-            source_key=self._keys[i],
+            source_key=key,
             previous=previous,
+            wait=wait,
         )
 
     def _ensure_needs(self, needs: Iterable[Need], method: str) -> None:
@@ -198,7 +237,7 @@ class MergeEngine:
         self._needs |= missing
         with torch.no_grad():
             for name, auxes in self._aux.items():
-                self._aux[name] = [self._build(name, i, a) for i, a in enumerate(auxes)]
+                self._aux[name] = [self._build(name, i, a)[0] for i, a in enumerate(auxes)]
 
     # -- merging ------------------------------------------------------------------------
 

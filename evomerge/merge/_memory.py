@@ -44,9 +44,9 @@ def estimate_resident_bytes(
     numel = sum(i.numel for i in infos)
     item = dtype.itemsize
     per_element = item * (2 + n_sources)  # base + N task vectors + output
-    if Need.MAGNITUDE_ORDER in needs:
+    if Need.MAGNITUDE_RANK in needs:
         per_element += 4 * n_sources
-    if Need.ASCENDING_ORDER in needs:
+    if Need.ASCENDING_RANK in needs:
         per_element += 4 * n_sources
     if Need.ROW_RANK in needs:
         per_element += 4 * n_sources

@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["iter_merged_tensors", "source_keys"]
+__all__ = ["ONE_OFF_COMPILE_MIN", "iter_merged_tensors", "source_keys"]
+
+#: A one-off merge uses the compiled consensus kernel from this many (parameters x sources)
+#: on: below it, the compile costs more than the kernel saves over the eager path (about
+#: 4x slower per merge; both compute mergekit's arithmetic).
+ONE_OFF_COMPILE_MIN = 1 << 31
 
 
 def source_keys(pool: ModelPool) -> list[str]:
@@ -75,8 +80,9 @@ def iter_merged_tensors(
     recipe's ``dtype`` (default: the base model's dtype) on ``device`` and returned in
     ``out_dtype`` (default: the computation dtype); memory holds one tensor's base, its
     task vectors and the result at a time. ``seed`` fixes the random methods' noise: the
-    same recipe and seed give bit-identical tensors here and from :class:`MergeEngine`.
-    Non-floating tensors (buffers) are the base's, unchanged.
+    same recipe and seed give the same tensors here and from :class:`MergeEngine` (see
+    its docstring). Merges smaller than :data:`ONE_OFF_COMPILE_MIN` parameters x sources
+    do not compile the consensus kernel. Non-floating tensors (buffers) are the base's.
     """
     plan = plan_merge(recipe, pool)
     keys = source_keys(pool)
@@ -94,7 +100,9 @@ def _generate(
     from tqdm.auto import tqdm
 
     method = plan.method
-    ws = Workspace()
+    # torch.compile's first compile (seconds) pays off only on merges this large
+    work = sum(pool.info(tp.name).numel * len(tp.sources) for tp in plan.tensors)
+    ws = Workspace(compiled=work >= ONE_OFF_COMPILE_MIN)
     bar = tqdm(plan.tensors, desc=f"merge ({method.name})", unit="tensor", disable=not progress)
     for tp in bar:
         info = pool.info(tp.name)

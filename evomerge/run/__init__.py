@@ -21,6 +21,7 @@ from evomerge.run._card import model_card
 from evomerge.run._dir import (
     ANALYSIS_DIR,
     BASELINES_JSON,
+    MERGE_CACHE_DIR,
     REPORT_DIR,
     RUN_YAML,
     check_same_run,
@@ -49,6 +50,7 @@ __all__ = [
     "ANALYSIS_DIR",
     "BASELINES_JSON",
     "INTERRUPTED_ERROR",
+    "MERGE_CACHE_DIR",
     "REPORT_DIR",
     "RUN_YAML",
     "Counts",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial
 
 from evomerge.config import RunConfig
+from evomerge.merge import get_method
 from evomerge.run import attrs as A
 from evomerge.run._status import compact_setting
 from evomerge.run._view import StudyView
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
     from evomerge.merge import MergeRecipe
 
 __all__ = ["model_card"]
-
-_RANDOM_METHODS = ("dare", "della")
 
 
 def _num(v: Any) -> str:
@@ -89,9 +88,18 @@ def model_card(config: RunConfig, study: StudyView, trial: FrozenTrial, recipe: 
         "",
         "## Reproduce",
         "",
-        "`mergekit-yaml mergekit.yaml OUT_DIR` (or `evomerge merge mergekit.yaml OUT_DIR`) rebuilds these weights.",
     ]
-    if recipe.merge_method.startswith(_RANDOM_METHODS):
+    method = get_method(recipe.merge_method)
+    if method.mergekit:
+        lines.append(
+            "`mergekit-yaml mergekit.yaml OUT_DIR` (or `evomerge merge mergekit.yaml OUT_DIR`) rebuilds these weights."
+        )
+    else:
+        lines.append(
+            f"`evomerge merge mergekit.yaml OUT_DIR` rebuilds these weights; mergekit has no "
+            f"`{recipe.merge_method}` method (it comes from a plug-in)."
+        )
+    if method.random:
         lines.append(
             f"This method drops coordinates at random: evomerge used merge seed {config.merge.seed} "
             f"(`evomerge merge --seed {config.merge.seed}` gives the same weights); mergekit draws "

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ANALYSIS_DIR",
     "BASELINES_JSON",
+    "MERGE_CACHE_DIR",
     "REPORT_DIR",
     "RUN_YAML",
     "check_same_run",
@@ -48,11 +49,20 @@ RUN_YAML = "run.yaml"
 BASELINES_JSON = "baselines.json"
 ANALYSIS_DIR = "analysis"
 REPORT_DIR = "report"
+MERGE_CACHE_DIR = (
+    "merge_cache"  # the merge engines' precomputations (evomerge.merge.PrecomputeCache)
+)
 # Fields that may differ on resume: the trial budget, how failures are retried, where and
 # on how many workers it runs, what is done at the end, and the folder paths were resolved
 # from. Everything that defines the search (models, space, sampler, seed, merge, objective)
 # must stay the same.
-_RESUMABLE_CHANGES = ("search.n_trials", "search.retries", "search.trial_timeout_s", "root")
+_RESUMABLE_CHANGES = (
+    "search.n_trials",
+    "search.retries",
+    "search.trial_timeout_s",
+    "merge.cache",
+    "root",
+)
 _RESUMABLE_SECTIONS = ("workers.", "ray.", "analysis.")
 
 

@@ -22,7 +22,7 @@ from evomerge.exceptions import ConfigError, SearchError
 from evomerge.generate import GenerationParams, PromptItem, build_generator, build_prompt_items
 from evomerge.judge import Objective, Sample, build_objective, needs_answers
 from evomerge.merge import MergeEngine, MergeRecipe
-from evomerge.run import build_space, open_pool
+from evomerge.run import MERGE_CACHE_DIR, build_space, open_pool
 from evomerge.search._types import Genome, TrialEvaluator, TrialResult
 
 logger = logging.getLogger(__name__)
@@ -44,17 +44,19 @@ class PipelineEvaluator:
         merge_device = device if config.merge.device == "auto" else config.merge.device
         self.pool = open_pool(config)
         self.space = build_space(config, self.pool)
+        # the run dir, when this node can see it: the judge cache and the merge cache live there
+        seen = Path(run_dir) if run_dir is not None and Path(run_dir).is_dir() else None
         self.engine = MergeEngine(
             self.pool,
             device=merge_device,
             dtype=to_torch(config.merge.dtype),
             seed=config.merge.seed,
             methods=[self.space.spec.method],
+            # precomputations shared by the workers on this node and by resumed runs
+            cache_dir=seen / MERGE_CACHE_DIR if seen is not None and config.merge.cache else None,
         )
         self.params = config.generation.params
-        # the judge reply cache lives in the run dir when this node can see it
-        cache_dir = run_dir if run_dir is not None and Path(run_dir).is_dir() else None
-        self.objective = build_objective(config.judging, run_dir=cache_dir, base_dir=config.root)
+        self.objective = build_objective(config.judging, run_dir=seen, base_dir=config.root)
         self.items = answer_items(config, self.objective, tokenizer_path=self.pool.base_path)
         self.generator = build_generator(
             config.generation,

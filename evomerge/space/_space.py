@@ -30,10 +30,18 @@ from typing import Any
 import numpy as np
 
 from evomerge.exceptions import SearchError
+from evomerge.merge.methods import get_method
 from evomerge.merge.recipe import MergeRecipe, ModelEntry, gradient_position
-from evomerge.space._methods import METHODS
 from evomerge.space._names import BASE, SHARED, format_genome_name
-from evomerge.space._spec import Bounds, SpaceSpec
+from evomerge.space._spec import (
+    BASE_WEIGHT,
+    Bounds,
+    SpaceSpec,
+    per_source_params,
+    sets_base_model,
+    shared_params,
+    source_limits,
+)
 
 __all__ = ["Dimension", "SearchSpace", "safe_source_name"]
 
@@ -80,11 +88,17 @@ class SearchSpace:
             raise SearchError(f"num_layers must be >= 1, got {num_layers}")
         if not sources:
             raise SearchError("a search space needs at least one source model, got none")
-        info = METHODS[spec.method]
-        if info.max_sources is not None and len(sources) > info.max_sources:
+        method = get_method(spec.method)
+        low, high = source_limits(method)
+        if high is not None and len(sources) > high:
             raise SearchError(
-                f"method {spec.method} merges the base with at most {info.max_sources} source(s), "
+                f"method {spec.method} merges the base with at most {high} source(s), "
                 f"got {len(sources)}: {list(sources)}; pick a method such as linear or ties for more"
+            )
+        if len(sources) < low:
+            raise SearchError(
+                f"method {spec.method} merges the base with at least {low} source(s), "
+                f"got {len(sources)}: {list(sources)}"
             )
         names = list(names) if names is not None else [f"source{i}" for i in range(len(sources))]
         if len(names) != len(sources):
@@ -95,7 +109,9 @@ class SearchSpace:
                 f"source names must be distinct after cleaning, got {safe} from {names}"
             )
         self.spec = spec
-        self.info = info
+        self.method = method
+        self.per_source = per_source_params(method)
+        self.shared = shared_params(method)
         self.num_layers = num_layers
         self.base = base
         self.sources = tuple(sources)
@@ -108,24 +124,22 @@ class SearchSpace:
     # -- geometry -------------------------------------------------------------------
 
     def _build_dimensions(self) -> list[Dimension]:
-        spec, info = self.spec, self.info
+        spec = self.spec
         dims: list[Dimension] = []
         for g in range(self.num_groups):
             for f in spec.group_filters:
                 for s, sname in enumerate(self.names):
-                    for p in info.per_source:
+                    for p in self.per_source:
                         if p in spec.params:
                             name = format_genome_name(g, f, sname, p)
                             dims.append(Dimension(name, g, f, s, p, spec.params[p]))
-                for p in info.shared:
+                for p in self.shared:
                     if p in spec.params:
                         name = format_genome_name(g, f, SHARED, p)
                         dims.append(Dimension(name, g, f, None, p, spec.params[p]))
-                if "base_weight" in spec.params:
+                if BASE_WEIGHT in spec.params:
                     name = format_genome_name(g, f, BASE, "weight")
-                    dims.append(
-                        Dimension(name, g, f, None, "base_weight", spec.params["base_weight"])
-                    )
+                    dims.append(Dimension(name, g, f, None, BASE_WEIGHT, spec.params[BASE_WEIGHT]))
         return dims
 
     @property
@@ -208,28 +222,26 @@ class SearchSpace:
         for d, v in zip(self.dimensions, arr, strict=True):
             by_key.setdefault((d.source, d.param), {})[(d.group, d.filter)] = float(v)
 
-        spec, info = self.spec, self.info
+        spec, method = self.spec, self.method
         global_params: dict[str, Any] = dict(spec.fixed)
         if spec.normalize is not None:
             global_params["normalize"] = spec.normalize
         models: list[ModelEntry] = []
-        if "base_weight" in spec.params:
-            share = by_key[(None, "base_weight")]
-            if info.base_weight == "listed":
+        if BASE_WEIGHT in spec.params:
+            share = by_key[(None, BASE_WEIGHT)]
+            if method.base_share == "listed":
                 models.append(
                     ModelEntry(model=self.base, parameters={"weight": self._setting(share)})
                 )
             else:  # lambda = 1 - base share
                 global_params["lambda"] = self._setting(share, one_minus=True)
         for s, ref in enumerate(self.sources):
-            params = {p: self._setting(by_key[(s, p)]) for p in info.per_source if p in spec.params}
+            params = {p: self._setting(by_key[(s, p)]) for p in self.per_source if p in spec.params}
             models.append(ModelEntry(model=ref, parameters=params))
-        for p in info.shared:
+        for p in self.shared:
             if p in spec.params:
                 global_params[p] = self._setting(by_key[(None, p)])
-        if spec.method == "slerp":
-            models.insert(0, ModelEntry(model=self.base))
-        base_model = self.base if info.needs_base else None
+        base_model = self.base if sets_base_model(method) else None
         return MergeRecipe(
             merge_method=spec.method,
             base_model=base_model,
@@ -262,10 +274,10 @@ class SearchSpace:
             for layer in self.layers_of_group(d.group):
                 t = gradient_position(layer, self.num_layers)
                 name = self._probe_name(layer, d.filter)
-                if d.param == "base_weight" and self.info.base_weight == "lambda":
+                if d.param == BASE_WEIGHT and self.method.base_share == "lambda":
                     lam = recipe.lookup("lambda", model=None, tensor_name=name, t=t)
                     v = None if lam is None else 1.0 - float(lam)
-                elif d.param == "base_weight":
+                elif d.param == BASE_WEIGHT:
                     v = recipe.lookup("weight", model=self.base, tensor_name=name, t=t)
                 elif d.source is None:
                     v = recipe.lookup(d.param, model=None, tensor_name=name, t=t)

@@ -29,11 +29,70 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from evomerge._yaml import load_yaml, validate_model
 from evomerge.exceptions import ConfigError
+from evomerge.merge.methods import BasePolicy, MergeMethod, Scope, get_method
 from evomerge.space._dataflow_spec import DataflowSpec, load_dataflow_spec
-from evomerge.space._methods import METHODS, method_info
 from evomerge.space._names import FILTER_RE
 
-__all__ = ["Bounds", "SpaceSpec", "load_space_spec", "shipped_space_names", "shipped_spaces_dir"]
+__all__ = [
+    "BASE_WEIGHT",
+    "Bounds",
+    "SpaceSpec",
+    "load_space_spec",
+    "per_source_params",
+    "searchable_params",
+    "sets_base_model",
+    "shared_params",
+    "shipped_space_names",
+    "shipped_spaces_dir",
+    "source_limits",
+]
+
+#: The searched share of the base model itself, for methods that have one (``base_share``).
+BASE_WEIGHT = "base_weight"
+
+
+# What a space may search is derived from the merge registry (each method's ParamSpecs,
+# base policy, input counts and base_share); nothing here is per method name.
+
+
+def per_source_params(method: MergeMethod) -> tuple[str, ...]:
+    """Searchable parameters with one value per source model (weight, density, ...)."""
+    return tuple(p.name for p in method.searchable if p.scope != Scope.GLOBAL)
+
+
+def shared_params(method: MergeMethod) -> tuple[str, ...]:
+    """Searchable parameters with one value for the whole merge (slerp's t, ...)."""
+    return tuple(p.name for p in method.searchable if p.scope == Scope.GLOBAL)
+
+
+def searchable_params(method: MergeMethod) -> tuple[str, ...]:
+    share = (BASE_WEIGHT,) if method.base_share is not None else ()
+    return per_source_params(method) + shared_params(method) + share
+
+
+def sets_base_model(method: MergeMethod) -> bool:
+    """Whether a decoded recipe names the base as ``base_model`` (task vectors against it)."""
+    return method.base != BasePolicy.INPUT
+
+
+def source_limits(method: MergeMethod) -> tuple[int, int | None]:
+    """How many source models (besides the base) a space over ``method`` may bind."""
+    if not sets_base_model(method):
+        return max(1, method.min_inputs), method.max_inputs
+    highs = [
+        h
+        for h in (
+            method.max_inputs - 1 if method.max_inputs is not None else None,
+            method.max_non_base,
+        )
+        if h is not None
+    ]
+    low = max(1, method.min_inputs - 1, method.min_non_base or 0)
+    return low, min(highs) if highs else None
+
+
+def _default_normalize(method: MergeMethod) -> bool | None:
+    return bool(method.param("normalize").default) if "normalize" in method.param_names else None
 
 
 class Bounds(BaseModel):
@@ -75,7 +134,7 @@ class SpaceSpec(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        method_info(v)  # raises ValueError listing the choices
+        get_method(v)  # raises UnknownMethodError (a ValueError) listing the choices
         return v
 
     @field_validator("filters")
@@ -105,24 +164,45 @@ class SpaceSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SpaceSpec:
-        info = METHODS.get(self.method)
-        if info is None:  # already reported by the field validator
+        try:
+            method = get_method(self.method)
+        except ValueError:  # already reported by the field validator
             return self
         problems: list[str] = []
+        searchable = searchable_params(method)
+        choices = ", ".join(searchable) or "nothing (it has no continuous parameters)"
         if not self.params:
-            problems.append(
-                "params: nothing is searched; name at least one of " + ", ".join(info.searchable)
-            )
-        for p in self.params:
-            if p not in info.searchable:
+            problems.append(f"params: nothing is searched; name at least one of {choices}")
+        for p, bounds in self.params.items():
+            if p not in searchable:
                 problems.append(
-                    f"params.{p}: not searchable with {self.method}; choose from {', '.join(info.searchable)}"
+                    f"params.{p}: not searchable with {self.method}; choose from {choices}"
                 )
-        for p in self.fixed:
+            elif p != BASE_WEIGHT:
+                spec = method.param(p)
+                if not (spec.in_range(bounds.low) and spec.in_range(bounds.high)):
+                    problems.append(
+                        f"params.{p}: bounds [{bounds.low:g}, {bounds.high:g}] leave {p}'s allowed "
+                        f"range {spec.range_text}; search within it"
+                    )
+        for p, value in self.fixed.items():
             if p in self.params or p == "normalize":
                 problems.append(f"fixed.{p}: also searched or set elsewhere; keep one")
-        normalize = self.normalize if self.normalize is not None else info.default_normalize
-        if "base_weight" in self.params and info.base_weight == "lambda":
+            elif p not in method.param_names or method.param(p).scope != Scope.GLOBAL:
+                names = [q.name for q in method.params if q.scope == Scope.GLOBAL]
+                problems.append(
+                    f"fixed.{p}: not a merge-wide parameter of {self.method}; "
+                    f"choose from {', '.join(names) or 'none'}"
+                )
+            else:
+                try:
+                    method.param(p).validate(value)
+                except ValueError as err:
+                    problems.append(f"fixed.{p}: {err}")
+        if self.normalize is not None and _default_normalize(method) is None:
+            problems.append(f"normalize: {self.method} has no normalize parameter; remove it")
+        normalize = self.normalize if self.normalize is not None else _default_normalize(method)
+        if BASE_WEIGHT in self.params and method.base_share == "lambda":
             if not normalize:
                 problems.append(
                     f"params.base_weight: with {self.method} the base share s is written as lambda = 1 - s "
@@ -132,17 +212,19 @@ class SpaceSpec(BaseModel):
                 problems.append(
                     "fixed.lambda: conflicts with the searched base_weight (lambda = 1 - base_weight)"
                 )
-        if info.base_weight == "listed" or self.method == "linear":
-            if normalize is False and "base_weight" in self.params:
-                problems.append(
-                    "params.base_weight: a base share needs normalize: true with linear"
-                )
-            w = self.params.get("weight")
-            if w is not None and normalize is not False and w.low <= 0:
-                problems.append(
-                    f"params.weight.low: normalized weights divide by their sum; use low > 0 (got {w.low}) "
-                    "so the sum is never zero"
-                )
+        if BASE_WEIGHT in self.params and method.base_share == "listed" and normalize is False:
+            problems.append(
+                f"params.base_weight: a base share needs normalize: true with {self.method}"
+            )
+        w = self.params.get("weight")
+        weights_summed = (
+            "weight" in method.param_names and method.param("weight").scope == Scope.INPUT
+        )
+        if w is not None and weights_summed and normalize is not False and w.low <= 0:
+            problems.append(
+                f"params.weight.low: normalized weights divide by their sum; use low > 0 (got {w.low}) "
+                "so the sum is never zero"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -19,6 +19,12 @@ def _args(
     )
 
 
+@pytest.fixture(autouse=True)
+def _fuse_small_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tensors are small; make the compiled kernel take them anyway."""
+    monkeypatch.setattr(_fused, "FUSED_MIN_NUMEL", 0)
+
+
 def _eager(monkeypatch: pytest.MonkeyPatch, fn, *a, **kw) -> torch.Tensor:  # type: ignore[no-untyped-def]
     with monkeypatch.context() as m:
         m.setenv("EVOMERGE_FUSED", "0")
@@ -84,7 +90,7 @@ def test_dare_ties_with_a_keep_all_source_stays_on_the_fused_path(
     monkeypatch.setattr(_fused, "_DISABLED", {})
     _fused._KERNELS.clear()
     fused = dare_ties(base, deltas, args, seed=1, tensor_name="x")
-    assert _fused.fused_status() == {} and "noise" in _fused._KERNELS
+    assert _fused.fused_status() == {} and _fused._KERNELS
     eager = _eager(monkeypatch, dare_ties, base, deltas, args, seed=1, tensor_name="x")
     assert (fused - eager).abs().max() <= 1e-6
     dense = base + sum(w * d for w, d in zip(weights, deltas, strict=True))
@@ -108,10 +114,10 @@ def test_a_failing_compile_disables_that_kernel_with_a_warning(
     monkeypatch.setattr(_fused, "_DISABLED", {})
     with caplog.at_level("WARNING", logger=_fused.__name__):
         out = ties(base, deltas, args)
-    assert list(_fused.fused_status()) == ["magnitude"]
-    assert "No working C++ compiler" in _fused.fused_status()["magnitude"]
+    assert list(_fused.fused_status()) == ["consensus"]
+    assert "No working C++ compiler" in _fused.fused_status()["consensus"]
     assert "cannot be compiled" in caplog.text and "C++ compiler" in caplog.text
-    assert not _fused.fused_enabled("magnitude") and _fused.fused_enabled("noise")
+    assert not _fused.fused_enabled()
     eager = _eager(monkeypatch, ties, base, deltas, args)
     assert torch.equal(out, eager)
 
@@ -131,3 +137,36 @@ def test_a_bug_in_the_kernel_is_raised_not_hidden(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(TypeError, match="a bug"):
         ties(base, deltas, _args([1.0, 1.0], [0.5, 0.5], normalize=True))
     assert _fused.fused_status() == {} and _fused.fused_enabled()
+
+
+def test_small_tensors_take_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fused, "FUSED_MIN_NUMEL", 1 << 16)
+    _fused._KERNELS.clear()
+    base, deltas = torch.randn(8, 8), torch.randn(2, 8, 8) * 0.01
+    ties(base, deltas, _args([1.0, 1.0], [0.5, 0.5], normalize=True))
+    assert not _fused._KERNELS
+
+
+@pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties"])
+def test_fused_rank_cuts_equal_eager(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Quantized task vectors tie at every cut: the kernel keeps lo <= rank < hi."""
+    from evomerge.merge.methods import get_method
+    from evomerge.merge.methods._sparsify import magnitude_keep
+
+    gen = torch.Generator().manual_seed(4)
+    base = torch.randn(300, 257, generator=gen)
+    deltas = torch.randint(-6, 7, (3, 300, 257), generator=gen).float() * 1e-3
+    assert magnitude_keep(deltas[0].reshape(-1), None, 0.4).kind == "rank"
+    fn = get_method(name).fn
+    inputs = [
+        {"weight": w, "density": d, "gamma": 0.1} for w, d in ((0.7, 0.4), (0.5, 0.6), (0.9, 0.3))
+    ]
+    args = MergeArgs(
+        globals={"normalize": True, "rescale": False, "lambda": 1.0, "int8_mask": False},
+        inputs=inputs,
+    )
+    _fused._KERNELS.clear()
+    fused = fn(base, deltas, args)
+    assert _fused._KERNELS
+    eager = _eager(monkeypatch, fn, base, deltas, args)
+    assert (fused - eager).abs().max() <= 1e-6

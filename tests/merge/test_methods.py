@@ -237,7 +237,7 @@ def test_registry_is_explicit_and_lookup_lists_choices() -> None:
         match=r"Unknown merge method 'tie'\. Available: linear, task_arithmetic, ties",
     ):
         get_method("tie")
-    assert get_method("ties").needs == {Need.MAGNITUDE_ORDER}
+    assert get_method("ties").needs == {Need.MAGNITUDE_RANK}
     assert get_method("task_arithmetic").needs == set()
 
 
@@ -277,6 +277,7 @@ def test_the_registry_has_every_mergekit_method() -> None:
     theirs = {m.spec.name: m.spec for m in mk.registered_methods()}
     assert set(theirs) <= set(METHODS)
     for name, spec in theirs.items():
+        assert METHODS[name].mergekit, name
         ours = {p.name: p for p in METHODS[name].params}
         assert set(ours) == {p.name for p in spec.parameters}, name
         for p in spec.parameters:

@@ -12,7 +12,7 @@ import torch
 from mergekit import sparsify as mk
 
 from evomerge.merge.methods import CHUNK, SourceAux
-from evomerge.merge.methods._aux import ascending_order, magnitude_order
+from evomerge.merge.methods._aux import ascending_rank, magnitude_rank
 from evomerge.merge.methods._sparsify import kept_at, magnitude_keep, outlier_keep
 
 
@@ -33,9 +33,9 @@ def _mask(flat: torch.Tensor, keep: object) -> torch.Tensor:
 def test_top_k_keeps_mergekits_coordinates(dtype: torch.dtype, density: float, levels: int) -> None:
     flat = _quantized(2 * CHUNK + 321, levels, seed=levels, dtype=dtype)
     theirs = mk.magnitude(flat, density) != 0
-    for order in (None, magnitude_order(flat)):
-        keep = magnitude_keep(flat, order, density)
-        assert torch.equal(_mask(flat, keep), theirs), (order is None, keep)
+    for ranks in (None, magnitude_rank(flat)):
+        keep = magnitude_keep(flat, ranks, density)
+        assert torch.equal(_mask(flat, keep), theirs), (ranks is None, keep)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +46,9 @@ def test_outlier_cuts_keep_mergekits_coordinates(density: float, gamma: float, l
     """With levels=1 (values -0.01, 0, 0.01) both cuts can fall in one run of ties."""
     flat = _quantized(CHUNK + 4321, levels, seed=100 + levels, dtype=torch.bfloat16)
     theirs = mk.magnitude_outliers(flat, density, gamma=gamma) != 0
-    for order in (None, ascending_order(flat)):
-        keep = outlier_keep(flat, order, density, gamma)
-        assert torch.equal(_mask(flat, keep), theirs), (order is None, keep)
+    for ranks in (None, ascending_rank(flat)):
+        keep = outlier_keep(flat, ranks, density, gamma)
+        assert torch.equal(_mask(flat, keep), theirs), (ranks is None, keep)
 
 
 def test_ties_at_the_cut_are_not_resolved_by_position() -> None:
@@ -60,7 +60,7 @@ def test_ties_at_the_cut_are_not_resolved_by_position() -> None:
     theirs = mk.magnitude(flat, 0.5) != 0
     assert not torch.equal(stable & (flat != 0), theirs)
     keep = magnitude_keep(flat, None, 0.5)
-    assert keep.extra is not None and keep.extra.numel() > 0  # the tie needed the sort
+    assert keep.kind == "rank"  # the tie needed mergekit's sort
 
 
 def test_no_tie_needs_no_sort(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,11 +70,11 @@ def test_no_tie_needs_no_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_sort(_: torch.Tensor) -> torch.Tensor:
         raise AssertionError("sorted although no tie straddles the cut")
 
-    monkeypatch.setattr(_sparsify, "magnitude_order", no_sort)
-    monkeypatch.setattr(_sparsify, "ascending_order", no_sort)
+    monkeypatch.setattr(_sparsify, "magnitude_rank", no_sort)
+    monkeypatch.setattr(_sparsify, "ascending_rank", no_sort)
     flat = torch.randn(10_000, generator=torch.Generator().manual_seed(3))
     keep = magnitude_keep(flat, None, 0.3)
-    assert keep.extra is None
+    assert keep.kind == "mag"
     assert torch.equal(_mask(flat, keep), mk.magnitude(flat, 0.3) != 0)
     keep = outlier_keep(flat, None, 0.3, 0.1)
     assert torch.equal(_mask(flat, keep), mk.magnitude_outliers(flat, 0.3, gamma=0.1) != 0)
@@ -83,7 +83,7 @@ def test_no_tie_needs_no_sort(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_edges() -> None:
     flat = torch.tensor([0.5, -3.0, 2.0, 0.1, -1.0])
     keep = magnitude_keep(flat, None, 0.4)
-    assert keep.kind == "mag" and keep.above == 1.0 and keep.extra is None
+    assert keep.kind == "mag" and keep.above == 1.0
     assert magnitude_keep(flat, None, 1.0).kind == "all"
     assert magnitude_keep(flat, None, 0.0).kind == "none"
     assert magnitude_keep(torch.zeros(4), None, 0.5).kind == "mag"  # zeros only: nothing to add
@@ -100,3 +100,22 @@ def test_della_ranks_break_ties_as_mergekit_does() -> None:
     assert torch.equal(row_rank(d).view(64, 300).long(), theirs)
     by_position = torch.argsort(torch.argsort(d.abs(), dim=1, stable=True), dim=1)
     assert not torch.equal(by_position, theirs)  # the ties matter
+
+
+def test_a_tie_found_by_the_selection_falls_back_to_mergekits_sort() -> None:
+    """Mostly distinct magnitudes (no sorting up front), but a run of ties right at the cut."""
+    from evomerge.merge.methods._sparsify import _quantized
+
+    g = torch.Generator().manual_seed(11)
+    flat = torch.randn(20_000, generator=g)
+    order = torch.argsort(flat.abs(), descending=True)
+    k = int(0.3 * flat.numel())
+    tied = order[k - 50 : k + 50]  # 100 coordinates around the cut share one magnitude
+    flat[tied] = torch.sign(flat[tied]) * flat.abs()[order[k]]
+    assert not _quantized(flat)
+    keep = magnitude_keep(flat, None, 0.3)
+    assert keep.kind == "rank" and keep.hi == int(0.3 * flat.numel())
+    assert torch.equal(_mask(flat, keep), mk.magnitude(flat, 0.3) != 0)
+    keep = outlier_keep(flat, None, 0.2, 0.3)  # drops the 6000 largest: the upper cut in the run
+    assert keep.kind == "rank"
+    assert torch.equal(_mask(flat, keep), mk.magnitude_outliers(flat, 0.2, gamma=0.3) != 0)

@@ -3,10 +3,12 @@
 They let :class:`~evomerge.merge.MergeEngine` merge without sorting or drawing random
 numbers per trial, and the streaming merge compute exactly the same numbers:
 
-- ``order``: int32, the descending order of ``|delta|`` exactly as mergekit sorts it
-  (torch's default sort of the float32 magnitudes on the CPU, whose order among equal
-  values is the one mergekit keeps), so TIES' top-k cut is a lookup, ties included;
-- ``ascending``: int32, mergekit's ascending order of ``|delta|`` (breadcrumbs' cuts);
+- ``rank``: int32, each element's position in the descending order of ``|delta|`` exactly
+  as mergekit sorts it (torch's default sort of the float32 magnitudes on the CPU, whose
+  order among equal values is the one mergekit keeps), so TIES keeps ``rank < k``: one
+  integer comparison per element, ties included;
+- ``ascending_rank``: int32, the position in mergekit's ascending order (breadcrumbs keeps
+  ``lo <= ascending_rank < hi``);
 - ``row_rank``: int32, the ascending rank of ``|delta|`` within its row (along dim 1;
   1-D tensors are one row; mergekit's sort), for DELLA's rank-dependent keep probabilities;
 - ``noise``: uniform integers (int16 values held as int32) from a generator seeded by (seed, tensor, source), so a
@@ -38,14 +40,17 @@ __all__ = [
     "SlerpStats",
     "SourceAux",
     "ascending_order",
+    "ascending_rank",
     "build_aux",
     "chunk_size",
     "chunks",
     "l1_norm",
     "magnitude_order",
+    "magnitude_rank",
     "make_noise",
     "noise_l1_table",
     "noise_seed",
+    "ranks_of",
     "row_rank",
     "slerp_stats",
 ]
@@ -71,8 +76,8 @@ class SourceAux:
     """Precomputations for one source's task vector of one tensor (see module docstring)."""
 
     l1: float | None = None
-    order: torch.Tensor | None = None
-    ascending: torch.Tensor | None = None
+    rank: torch.Tensor | None = None
+    ascending_rank: torch.Tensor | None = None
     row_rank: torch.Tensor | None = None
     noise: torch.Tensor | None = None
     noise_l1: torch.Tensor | None = None
@@ -81,7 +86,7 @@ class SourceAux:
     def nbytes(self) -> int:
         return sum(
             t.numel() * t.element_size()
-            for t in (self.order, self.ascending, self.row_rank, self.noise, self.noise_l1)
+            for t in (self.rank, self.ascending_rank, self.row_rank, self.noise, self.noise_l1)
             if t is not None
         )
 
@@ -136,6 +141,23 @@ def magnitude_order(delta: torch.Tensor) -> torch.Tensor:
 def ascending_order(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: mergekit's ascending magnitude order (``magnitude_outliers``)."""
     return _mergekit_sort(delta, descending=False)
+
+
+def ranks_of(order: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: the inverse permutation, each element's position in ``order``."""
+    rank = torch.empty(order.numel(), dtype=torch.int32, device=order.device)
+    rank[order.long()] = torch.arange(order.numel(), dtype=torch.int32, device=order.device)
+    return rank
+
+
+def magnitude_rank(delta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: each element's position in mergekit's descending order."""
+    return ranks_of(magnitude_order(delta))
+
+
+def ascending_rank(delta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: each element's position in mergekit's ascending order."""
+    return ranks_of(ascending_order(delta))
 
 
 def _rows(delta: torch.Tensor) -> torch.Tensor:
@@ -249,10 +271,10 @@ def build_aux(
     needs = set(needs)
     if aux.l1 is None:
         aux = replace(aux, l1=l1_norm(delta))
-    if Need.MAGNITUDE_ORDER in needs and aux.order is None:
-        aux = replace(aux, order=magnitude_order(delta))
-    if Need.ASCENDING_ORDER in needs and aux.ascending is None:
-        aux = replace(aux, ascending=ascending_order(delta))
+    if Need.MAGNITUDE_RANK in needs and aux.rank is None:
+        aux = replace(aux, rank=magnitude_rank(delta))
+    if Need.ASCENDING_RANK in needs and aux.ascending_rank is None:
+        aux = replace(aux, ascending_rank=ascending_rank(delta))
     if Need.ROW_RANK in needs and aux.row_rank is None:
         aux = replace(aux, row_rank=row_rank(delta))
     if (Need.NOISE in needs or Need.NOISE_L1 in needs) and aux.noise is None:

@@ -9,16 +9,17 @@ task arithmetic costs. Per element, with ``keep_i`` from the source's :class:`Ke
     agree_i = x_i * M > 0                         num = sum_i agree_i * x_i
     den = sum_i agree_i * weight_i (0 -> 1)       out = base + lam * num / den  (num if not normalize)
 
-exactly the eager path's arithmetic (mergekit's semantics). Keeps handled: ``all``,
-``none``, ``mag`` (its interval ``above < |d| < below``; the caller recomputes the few
-``extra`` coordinates tied at a cut afterwards) and ``noise`` (DARE). The call is
-classified before anything is built: keeps of another kind (DELLA), or magnitude and noise
-keeps mixed, return False and the caller uses the eager path for that tensor only.
+exactly the eager path's arithmetic (mergekit's semantics). Keeps handled, mixed freely:
+``all``, ``none``, ``mag`` (``above < |d| < below``), ``rank`` (``lo <= rank < hi``: TIES
+and breadcrumbs over mergekit's order) and ``noise`` (DARE: ``noise < threshold``). The
+call is classified before anything is built: a DELLA keep returns False and the caller
+uses the eager path for that tensor only. One graph is compiled per pattern of keep
+kinds (a static tuple), number of sources, normalize and dtypes.
 
 torch.compile needs a C++ compiler on CPU. Only compile/backend failures
-(:data:`COMPILE_ERRORS`) are caught: they disable that kernel (magnitude or noise) for the
-process with a warning naming the cause (a missing compiler does not appear later); any
-other exception is a bug and propagates. :func:`fused_status` says which kernels are off.
+(:data:`COMPILE_ERRORS`) are caught: they disable the kernel for the process with a
+warning naming the cause (a missing compiler does not appear later); any other exception
+is a bug and propagates. :func:`fused_status` says why it is off.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ from evomerge.merge.methods._sparsify import Keep
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COMPILE_ERRORS", "fused_consensus", "fused_enabled", "fused_status"]
+__all__ = [
+    "COMPILE_ERRORS",
+    "FUSED_MIN_NUMEL",
+    "fused_consensus",
+    "fused_enabled",
+    "fused_status",
+]
 
 #: The failures of compiling a kernel (no C++ compiler, a backend that cannot build it).
 COMPILE_ERRORS: tuple[type[BaseException], ...] = (
@@ -53,7 +60,7 @@ _DISABLED: dict[str, str] = {}  # kernel kind -> why compiling it failed
 
 
 def fused_enabled(kind: str | None = None) -> bool:
-    """False when ``EVOMERGE_FUSED=0``, or when compiling ``kind`` (any kernel if None) failed."""
+    """False when ``EVOMERGE_FUSED=0``, or when compiling the kernel failed in this process."""
     if os.environ.get("EVOMERGE_FUSED", "1") == "0":
         return False
     return not _DISABLED if kind is None else kind not in _DISABLED
@@ -88,60 +95,50 @@ def _consensus(
     out.copy_(base.to(torch.float32) + lam * num)
 
 
-# Per-source scalars come in as tensors ([N] each), so new weights never recompile; the
-# result is written into ``out`` inside the compiled graph (no temporary, no extra copy).
-def _merge_magnitude(
+# Per-source scalars come in as tensors ([N] each), so new weights or cuts never recompile;
+# the result is written into ``out`` inside the compiled graph (no temporary, no extra copy).
+def _merge(
     out: torch.Tensor,
     base: torch.Tensor,
     rows: list[torch.Tensor],
+    ints: list[torch.Tensor],
+    kinds: tuple[str, ...],
     coef: torch.Tensor,
     weight: torch.Tensor,
     above: torch.Tensor,
     below: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
     lam: torch.Tensor,
     normalize: bool,
 ) -> None:
-    """Magnitude trimming: keep ``above < |d| < below`` (ties at a cut are fixed up later)."""
-    xs = []
-    for i, row in enumerate(rows):
-        d = row.to(torch.float32)
-        mag = d.abs()
-        keep = (mag > above[i]) & (mag < below[i])
-        xs.append(torch.where(keep, d * coef[i], 0.0))
-    _consensus(out, base, xs, weight, lam, normalize)
-
-
-def _merge_noise(
-    out: torch.Tensor,
-    base: torch.Tensor,
-    rows: list[torch.Tensor],
-    noises: list[torch.Tensor],
-    has_noise: tuple[bool, ...],
-    coef: torch.Tensor,
-    weight: torch.Tensor,
-    threshold: torch.Tensor,
-    lam: torch.Tensor,
-    normalize: bool,
-) -> None:
-    """DARE: keep where the (int32) noise is below the source's threshold.
-
-    ``has_noise[i]`` is False for a source that keeps everything (density 1): it has no
-    noise tensor, and ``noises`` holds only the others', in order. A graph is compiled per
-    pattern of ``has_noise``.
-    """
+    """``kinds[i]``: "all" (kept), "mag" (``above < |d| < below``) or "int" (``lo <= v < hi``
+    with ``v`` the next of ``ints``: ranks or DARE noise, int32)."""
     xs = []
     k = 0
     for i, row in enumerate(rows):
-        x = row.to(torch.float32) * coef[i]
-        if has_noise[i]:
-            x = torch.where(noises[k] < threshold[i], x, 0.0)
+        d = row.to(torch.float32)
+        x = d * coef[i]
+        if kinds[i] == "mag":
+            mag = d.abs()
+            x = torch.where((mag > above[i]) & (mag < below[i]), x, 0.0)
+        elif kinds[i] == "int":
+            v = ints[k]
             k += 1
+            x = torch.where((v >= lo[i]) & (v < hi[i]), x, 0.0)
         xs.append(x)
     _consensus(out, base, xs, weight, lam, normalize)
 
 
 #: Graphs per kernel: one per (number of sources, normalize, input dtypes); shapes are dynamic.
 RECOMPILE_LIMIT = 64
+#: Smaller tensors (norms, tiny models) take the eager path: a compiled call costs a fixed
+#: overhead (guards, an OpenMP region whose threads may be descheduled on a busy CPU) that
+#: only pays off on large tensors. Both paths compute mergekit's arithmetic.
+FUSED_MIN_NUMEL = 1 << 16
+
+
+_KIND = "consensus"  # the one kernel; kept as a name for fused_status()
 
 
 def _compiled(kind: str) -> Callable[..., None]:
@@ -152,26 +149,30 @@ def _compiled(kind: str) -> Callable[..., None]:
         # dynamo's default (8 graphs per function) is too few for merges of 1..N sources in
         # several dtypes; hitting it would switch to the eager path in the middle of a run.
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
-        fn = _KERNELS[kind] = torch.compile(
-            _merge_magnitude if kind == "magnitude" else _merge_noise, dynamic=True, fullgraph=True
-        )
+        fn = _KERNELS[kind] = torch.compile(_merge, dynamic=True, fullgraph=True)
     return fn
 
 
-def _classify(keeps: Sequence[Keep], auxes: Sequence[SourceAux], n: int) -> str | None:
-    """The kernel for these keeps ("magnitude" or "noise"), or None when neither applies."""
-    kinds = {k.kind for k in keeps} - {"all", "none"}
-    if kinds <= {"mag"}:
-        return "magnitude"
-    if kinds == {"noise"}:
-        for k, a in zip(keeps, auxes, strict=True):
+def _classify(keeps: Sequence[Keep], auxes: Sequence[SourceAux], n: int) -> tuple[str, ...] | None:
+    """The kernel's kind per source, or None when a keep is not supported (DELLA)."""
+    kinds = []
+    for k, a in zip(keeps, auxes, strict=True):
+        if k.kind in ("all", "none"):
+            kinds.append("all")  # a "none" source gets coefficient 0
+        elif k.kind == "mag":
+            kinds.append("mag")
+        elif k.kind == "rank":
+            if k.ranks is None or k.ranks.dtype != torch.int32 or k.ranks.numel() != n:
+                return None
+            kinds.append("int")
+        elif k.kind == "noise":
             noise = a.noise
-            if k.kind == "noise" and (
-                noise is None or noise.dtype != torch.int32 or noise.numel() != n
-            ):
+            if noise is None or noise.dtype != torch.int32 or noise.numel() != n:
                 return None  # no noise for this source, or int16 (which would not vectorize)
-        return "noise"
-    return None  # DELLA, or magnitude and noise keeps mixed
+            kinds.append("int")
+        else:
+            return None
+    return tuple(kinds)
 
 
 def fused_consensus(
@@ -193,54 +194,62 @@ def fused_consensus(
     kernel with a warning and return False).
     """
     n = base.numel()
-    kind = _classify(keeps, auxes, n)
-    if kind is None or not fused_enabled(kind):
+    if n < FUSED_MIN_NUMEL:
+        return False
+    kinds = _classify(keeps, auxes, n)
+    if kinds is None or not fused_enabled(_KIND):
         return False
     dev = base.device
     # a source that keeps nothing contributes x_i = 0, which never agrees with the majority
     coef = [0.0 if k.kind == "none" else c for k, c in zip(keeps, coefs, strict=True)]
+    ints = []
+    lo, hi = [], []
+    for k, a in zip(keeps, auxes, strict=True):
+        if k.kind == "rank":
+            assert k.ranks is not None
+            ints.append(k.ranks.reshape(-1))
+            lo.append(k.lo)
+            hi.append(k.hi)
+        elif k.kind == "noise":
+            assert a.noise is not None
+            ints.append(a.noise.reshape(-1))
+            lo.append(-(1 << 31))
+            hi.append(k.threshold)
+        else:
+            lo.append(0)
+            hi.append(0)
 
     def f32(values: object) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=dev)
 
-    if kind == "magnitude":
-        args: tuple[object, ...] = (
-            out,
-            base,
-            list(rows),
-            f32(coef),
-            f32(list(weights)),
-            f32([k.above for k in keeps]),  # "all" keeps: every |d| > -1
-            f32([math.inf if k.below is None else k.below for k in keeps]),
-            f32(lam),
-            normalize,
-        )
-    else:
-        has_noise = tuple(k.kind == "noise" for k in keeps)
-        noises = [a.noise.reshape(-1) for a, h in zip(auxes, has_noise, strict=True) if h]  # type: ignore[union-attr]
-        args = (
-            out,
-            base,
-            list(rows),
-            noises,
-            has_noise,
-            f32(coef),
-            f32(list(weights)),
-            torch.tensor([k.threshold for k in keeps], dtype=torch.int32, device=dev),
-            f32(lam),
-            normalize,
-        )
+    def i32(values: object) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int32, device=dev)
+
+    args = (
+        out,
+        base,
+        list(rows),
+        ints,
+        kinds,
+        f32(coef),
+        f32(list(weights)),
+        f32([k.above for k in keeps]),
+        f32([math.inf if k.below is None else k.below for k in keeps]),
+        i32(lo),
+        i32(hi),
+        f32(lam),
+        normalize,
+    )
     try:
         with _LOCK:
-            fn = _compiled(kind)
+            fn = _compiled(_KIND)
         fn(*args)
     except COMPILE_ERRORS as err:  # no compiler, an unsupported backend: eager from now on
-        _DISABLED[kind] = f"{type(err).__name__}: {err}"
+        _DISABLED[_KIND] = f"{type(err).__name__}: {err}"
         logger.warning(
-            "fused %s merge kernel cannot be compiled; ties/dare_ties use the slower eager path "
+            "fused merge kernel cannot be compiled; ties/dare_ties use the slower eager path "
             "in this process (install a C++ compiler, or set EVOMERGE_FUSED=0 to skip this): %s",
-            kind,
-            _DISABLED[kind][:300],
+            _DISABLED[_KIND][:300],
         )
         return False
     return True

@@ -1,4 +1,4 @@
-"""Sparsification of task vectors over precomputed orders and noise, without bool tensors.
+"""Sparsification of task vectors over precomputed ranks and noise, without bool tensors.
 
 mergekit 0.1.5 semantics (``mergekit/sparsify.py``), expressed without sorting or drawing
 random numbers at merge time:
@@ -20,17 +20,17 @@ coordinates share the magnitude at the top-k cut, and which of them survive deci
 merge. mergekit orders with torch's default (unstable) sort of ``|delta|`` in float32 on the
 CPU (``argsort(descending=True)`` for TIES, ``sort()`` ascending for breadcrumbs); its order
 among equal values depends on the whole tensor, so the one definition here is that same
-sort (:func:`~._aux.magnitude_order`, :func:`~._aux.ascending_order`): the same torch build
-keeps the same coordinates. A :class:`Keep` holds the kept set as an open magnitude
-interval ``above < |x| < below`` plus ``extra``, the sorted flat positions of the tied
-coordinates at a cut that the order keeps. Without a precomputed order, a linear-time
-selection (``torch.kthvalue``) finds the cut values; only when equal values straddle a cut
-(where selections disagree) is mergekit's sort run. Kept zeros change nothing (a zero
-never joins a sign consensus nor an L1 norm), so a tie of zeros needs no ``extra``.
+sort. Given each element's position in it (its rank, :func:`~._aux.magnitude_rank`), a
+cut keeps ``lo <= rank < hi``: one integer comparison per element, exactly mergekit's
+coordinates. The engine computes ranks once for all trials. A one-off merge first selects
+the cut values in linear time (``torch.kthvalue``): when they differ from their
+neighbours every sort keeps the same set, a magnitude threshold, and no sort is needed;
+only when equal values straddle a cut is mergekit's sort run (at once for task vectors
+that are visibly quantized). Kept zeros change nothing, so a tie of zeros needs no sort.
 
-Kernels apply the interval with ``hardshrink`` (one fast elementwise op), then recompute
-the few ``extra`` coordinates (:func:`kept_at`). DARE masks are ``clamp(T - noise, 0, 1)``:
-float ops only, because comparisons producing bool tensors are several times slower on CPU.
+Kernels apply thresholds with ``hardshrink`` and integer cuts (ranks, DARE's noise) as
+``clamp(hi - v, 0, 1)`` (ranks in int32, exact at any size): no bool tensors, which are
+several times slower on CPU.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ import torch
 from evomerge.merge.methods._aux import (
     NOISE_LEVELS,
     SourceAux,
-    ascending_order,
+    ascending_rank,
     chunks,
-    magnitude_order,
+    magnitude_rank,
 )
 from evomerge.merge.methods._workspace import Workspace
 
@@ -71,16 +71,17 @@ _HALF = NOISE_LEVELS // 2
 class Keep:
     """Which elements of one task vector survive sparsification.
 
-    ``mag``: ``above < |x| < below`` (``below`` None: no upper bound), plus the flat
-    positions ``extra`` (ascending int64; coordinates tied at a cut that mergekit's order
-    keeps; their ``|x|`` equals ``above`` or ``below``). ``noise``: ``noise < threshold``.
-    ``della``: ``noise < a + b * row_rank``.
+    ``mag``: ``above < |x| < below`` (``below`` None: no upper bound). ``rank``:
+    ``lo <= ranks < hi`` (``ranks``: each element's position in mergekit's magnitude
+    order). ``noise``: ``noise < threshold``. ``della``: ``noise < a + b * row_rank``.
     """
 
-    kind: Literal["all", "none", "mag", "noise", "della"]
+    kind: Literal["all", "none", "mag", "rank", "noise", "della"]
     above: float = -1.0
     below: float | None = None
-    extra: torch.Tensor | None = None
+    ranks: torch.Tensor | None = None
+    lo: int = 0
+    hi: int = 0
     threshold: int = 0
     a: float = 0.0
     b: float = 0.0
@@ -89,72 +90,40 @@ class Keep:
 ALL = Keep("all")
 NONE = Keep("none")
 
+_SAMPLE = 4096
 
-class _Ranked:
-    """``|flat|`` by position in mergekit's order (descending or ascending magnitude).
 
-    Values come from ``order`` when it is known; otherwise by linear-time selection, and
-    the order is sorted (once) only when :attr:`order` is asked for.
-    """
+def _quantized(flat: torch.Tensor) -> bool:
+    """Whether ``flat``'s magnitudes take few distinct values (a task vector of bf16
+    checkpoints), judged on an evenly spaced sample. Only a shortcut: whichever way this
+    goes, the kept coordinates are the same; it saves the linear-time selections that a
+    tie at the cut would make useless."""
+    n = flat.numel()
+    if n < 2 * _SAMPLE:
+        return False
+    sample = flat[:: n // _SAMPLE].abs()
+    sample = sample[sample != 0]
+    return sample.numel() > 64 and torch.unique(sample).numel() < sample.numel() // 2
 
-    def __init__(self, flat: torch.Tensor, order: torch.Tensor | None, *, descending: bool):
-        self.flat = flat
+
+class _Cuts:
+    """Magnitudes at given positions of mergekit's order, by linear-time selection."""
+
+    def __init__(self, flat: torch.Tensor, *, descending: bool) -> None:
+        self.mag = flat.abs().float()
         self.n = flat.numel()
         self.descending = descending
-        self._order = order
-        self._mag: torch.Tensor | None = None
-
-    @property
-    def order(self) -> torch.Tensor:
-        if self._order is None:
-            sort = magnitude_order if self.descending else ascending_order
-            self._order = sort(self.flat)
-        return self._order
 
     def value(self, p: int) -> float:
-        """The magnitude at position ``p`` of the order."""
-        if self._order is not None:
-            return abs(float(self.flat[int(self._order[p])]))
-        if self._mag is None:
-            self._mag = self.flat.abs().float()
         k = self.n - p if self.descending else p + 1  # kthvalue counts from the smallest
-        return float(torch.kthvalue(self._mag, k).values)
-
-    def values(self, positions: torch.Tensor) -> torch.Tensor:
-        """Magnitudes (float32) at ``positions`` of the order."""
-        return self.flat[self.order[positions].long()].abs().float()
-
-    def run_edge(self, j: int, step: int) -> int:
-        """The last position from ``j`` going by ``step`` (+1 or -1) whose magnitude equals
-        that at ``j`` (values are monotone along the order: a run of ties is contiguous)."""
-        v = self.value(j)
-        limit = j if step < 0 else self.n - 1 - j
-        if limit == 0:
-            return j
-        offs = sorted({1 << i for i in range(limit.bit_length())} | {limit})
-        offs = [o for o in offs if o <= limit]
-        probes = torch.tensor([j + step * o for o in offs])
-        differs = (self.values(probes) != v).nonzero()
-        if differs.numel() == 0:
-            return j + step * limit  # the run reaches the end of the order
-        i = int(differs[0])
-        near = j + step * offs[i - 1] if i > 0 else j  # equal to v
-        far = j + step * offs[i]  # differs from v
-        window = torch.arange(near, far, step)
-        differs = (self.values(window) != v).nonzero()
-        return int(window[int(differs[0])]) - step if differs.numel() else far - step
+        return float(torch.kthvalue(self.mag, k).values)
 
 
-def _extra(order: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """Order positions ``[lo, hi)`` as ascending int64 flat positions."""
-    return torch.sort(order[lo:hi].long()).values
-
-
-def magnitude_keep(flat: torch.Tensor, order: torch.Tensor | None, density: float) -> Keep:
+def magnitude_keep(flat: torch.Tensor, ranks: torch.Tensor | None, density: float) -> Keep:
     """Top ``k = max(1, int(density * n))`` by magnitude, as mergekit's ``magnitude``.
 
-    ``order`` (:func:`~._aux.magnitude_order` of ``flat``) makes the cut a lookup; without
-    it the cut is selected in linear time and the order sorted only if ties straddle it.
+    ``ranks`` (:func:`~._aux.magnitude_rank` of ``flat``) makes it ``rank < k``; without,
+    the cut is selected in linear time and mergekit's sort run only if ties straddle it.
     """
     n = flat.numel()
     if density >= 1:
@@ -164,20 +133,22 @@ def magnitude_keep(flat: torch.Tensor, order: torch.Tensor | None, density: floa
     k = max(1, int(density * n))
     if k >= n:
         return ALL
-    ranked = _Ranked(flat, order, descending=True)
-    last, first_out = ranked.value(k - 1), ranked.value(k)
-    if last > first_out or first_out == 0:  # no tie at the cut, or only zeros tied
-        return Keep("mag", above=first_out)
-    start = ranked.run_edge(k - 1, -1)  # where the run of |x| == first_out begins
-    return Keep("mag", above=first_out, extra=_extra(ranked.order, start, k))
+    if ranks is None and not _quantized(flat):
+        cuts = _Cuts(flat, descending=True)
+        last, first_out = cuts.value(k - 1), cuts.value(k)
+        if last > first_out or first_out == 0:  # no tie at the cut, or only zeros tied
+            return Keep("mag", above=first_out)
+    if ranks is None:
+        ranks = magnitude_rank(flat)
+    return Keep("rank", ranks=ranks, lo=0, hi=k)
 
 
 def outlier_keep(
-    flat: torch.Tensor, order: torch.Tensor | None, density: float, gamma: float
+    flat: torch.Tensor, ranks: torch.Tensor | None, density: float, gamma: float
 ) -> Keep:
     """mergekit's ``magnitude_outliers``: ascending-order positions ``[n_bot, n_bot + target)``.
 
-    ``order``: :func:`~._aux.ascending_order` of ``flat`` (or None, as :func:`magnitude_keep`).
+    ``ranks``: :func:`~._aux.ascending_rank` of ``flat`` (or None, as :func:`magnitude_keep`).
     """
     n = flat.numel()
     if density >= 1:
@@ -190,26 +161,22 @@ def outlier_keep(
         return NONE
     if start == 0 and stop == n:
         return ALL
-    ranked = _Ranked(flat, order, descending=False)
-    above, below = -1.0, None
-    lower_tie = upper_tie = False
-    if start > 0:
-        above = ranked.value(start - 1)
-        lower_tie = ranked.value(start) == above and above > 0
-    if stop < n:
-        below = ranked.value(stop)
-        if below == 0:
-            return NONE  # everything kept is zero
-        upper_tie = ranked.value(stop - 1) == below
-    if not (lower_tie or upper_tie):
-        return Keep("mag", above=above, below=below)
-    parts = []
-    if lower_tie:
-        parts.append(_extra(ranked.order, start, min(ranked.run_edge(start, +1) + 1, stop)))
-    if upper_tie:
-        parts.append(_extra(ranked.order, max(ranked.run_edge(stop - 1, -1), start), stop))
-    extra = torch.unique(torch.cat(parts)) if len(parts) > 1 else parts[0]
-    return Keep("mag", above=above, below=below, extra=extra)
+    if ranks is None and not _quantized(flat):
+        cuts = _Cuts(flat, descending=False)
+        above, below, tie = -1.0, None, False
+        if start > 0:
+            above = cuts.value(start - 1)
+            tie = cuts.value(start) == above and above > 0
+        if stop < n:
+            below = cuts.value(stop)
+            if below == 0:
+                return NONE  # everything kept is zero
+            tie = tie or cuts.value(stop - 1) == below
+        if not tie:
+            return Keep("mag", above=above, below=below)
+    if ranks is None:
+        ranks = ascending_rank(flat)
+    return Keep("rank", ranks=ranks, lo=start, hi=stop)
 
 
 def _noise_threshold(p: float) -> float:
@@ -263,11 +230,7 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
 def emit_kept(
     dst: torch.Tensor, d: torch.Tensor, keep: Keep, aux: SourceAux, s: int, e: int, ws: Workspace
 ) -> None:
-    """``dst = d`` where kept, 0 elsewhere, for the chunk ``[s, e)`` (``d`` is that chunk).
-
-    For ``mag`` keeps only the interval is applied: the ``extra`` coordinates are left at 0
-    and recomputed afterwards with :func:`kept_at`.
-    """
+    """``dst = d`` where kept, 0 elsewhere, for the chunk ``[s, e)`` (``d`` is that chunk)."""
     if keep.kind == "all":
         dst.copy_(d)
     elif keep.kind == "none":
@@ -278,6 +241,19 @@ def emit_kept(
             tmp = ws.get("shrink", (e - s,), dst.dtype, dst.device)
             _shrink(tmp, dst, _below_float(keep.below, dst.dtype))
             dst.sub_(tmp)
+    elif keep.kind == "rank":  # integer arithmetic: ranks above 2^24 are not exact floats
+        assert keep.ranks is not None, "a rank cut needs its ranks"
+        r = keep.ranks[s:e]
+        mi = ws.get("rank_mask", (e - s,), torch.int32, dst.device)
+        torch.sub(ws.scalar(keep.hi, torch.int32, dst.device), r, out=mi)
+        mi.clamp_(0, 1)  # 1 where rank < hi
+        if keep.lo > 0:
+            li = ws.get("rank_lo", (e - s,), torch.int32, dst.device)
+            torch.sub(r, ws.scalar(keep.lo - 1, torch.int32, dst.device), out=li)
+            mi.mul_(li.clamp_(0, 1))  # and rank >= lo
+        m = ws.get("mask", (e - s,), dst.dtype, dst.device)
+        m.copy_(mi)
+        torch.mul(d, m, out=dst)
     elif keep.kind == "noise":
         assert aux.noise is not None, "DARE needs its noise"
         m = ws.get("mask", (e - s,), dst.dtype, dst.device)
@@ -296,11 +272,8 @@ def emit_kept(
 
 
 def kept_at(values: torch.Tensor, idx: torch.Tensor, keep: Keep, aux: SourceAux) -> torch.Tensor:
-    """bool ``[m]``: whether the elements at flat positions ``idx`` (values ``values``) are kept.
-
-    The complete rule (``extra`` included); used for the few coordinates tied at a cut, and
-    by tests to compare masks.
-    """
+    """bool ``[m]``: whether the elements at flat positions ``idx`` (values ``values``) are
+    kept; the plain rule, for tests to compare masks with."""
     if keep.kind == "all":
         return torch.ones(idx.shape, dtype=torch.bool, device=idx.device)
     if keep.kind == "none":
@@ -310,9 +283,11 @@ def kept_at(values: torch.Tensor, idx: torch.Tensor, keep: Keep, aux: SourceAux)
         kept = mag > keep.above
         if keep.below is not None:
             kept &= mag < keep.below
-        if keep.extra is not None:
-            kept |= torch.isin(idx, keep.extra.to(idx.device))
         return kept
+    if keep.kind == "rank":
+        assert keep.ranks is not None
+        r = keep.ranks[idx]
+        return (r >= keep.lo) & (r < keep.hi)
     assert aux.noise is not None, "DARE and DELLA need their noise"
     noise = aux.noise[idx]
     if keep.kind == "noise":
@@ -336,6 +311,4 @@ def kept_l1(flat: torch.Tensor, keep: Keep, aux: SourceAux, ws: Workspace) -> fl
         emit_kept(tmp, flat[s:e], keep, aux, s, e, ws)
         tmp.abs_()
         total += float(tmp.sum())
-    if keep.kind == "mag" and keep.extra is not None:  # the tied coordinates emit_kept left out
-        total += float(flat[keep.extra.to(flat.device)].abs().float().sum())
     return total

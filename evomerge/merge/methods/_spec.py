@@ -62,8 +62,8 @@ class BasePolicy(str, Enum):
 class Need(str, Enum):
     """Per-source precomputations a method can use (see :mod:`._aux`)."""
 
-    MAGNITUDE_ORDER = "magnitude_order"  # int32 descending order of |delta| (top-k trimming)
-    ASCENDING_ORDER = "ascending_order"  # int32 ascending order of |delta| (breadcrumbs)
+    MAGNITUDE_RANK = "magnitude_rank"  # int32 rank in mergekit's descending |delta| order (TIES)
+    ASCENDING_RANK = "ascending_rank"  # int32 rank in its ascending order (breadcrumbs)
     ROW_RANK = "row_rank"  # int32 rank of |delta| within each row (DELLA)
     NOISE = "noise"  # uniform integer noise (int16 range, held as int32) fixed by the seed (DARE, DELLA)
     NOISE_L1 = "noise_l1"  # L1 of delta kept under each noise threshold (DARE rescale)
@@ -189,7 +189,8 @@ class MergeMethod:
     ``base_share``: how a search writes the base model's own share, if the method has one:
     ``"listed"`` (the base is listed among the models with its own weight; linear) or
     ``"lambda"`` (``lambda = 1 - share`` over normalized task vectors; the task-arithmetic
-    family).
+    family). ``mergekit``: mergekit 0.1.5 has this method with these semantics, so a recipe's
+    mergekit YAML rebuilds the merge there (true of every built-in; a plug-in says so itself).
     """
 
     name: str
@@ -204,6 +205,7 @@ class MergeMethod:
     max_non_base: int | None = None
     check: Callable[[MergeArgs], list[str]] | None = None
     base_share: Literal["listed", "lambda"] | None = None
+    mergekit: bool = False
     description: str = ""
     reference: str = ""
 

@@ -18,7 +18,7 @@ results agree to its rounding). ``int8_mask`` only changes mergekit's mask stora
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,6 @@ from evomerge.merge.methods._sparsify import (
     bernoulli_keep,
     della_keep,
     emit_kept,
-    kept_at,
     kept_l1,
     magnitude_keep,
     outlier_keep,
@@ -57,8 +56,8 @@ __all__ = [
 
 SPARSIFICATION_NEEDS: dict[str | None, frozenset[Need]] = {
     None: frozenset(),
-    "magnitude": frozenset({Need.MAGNITUDE_ORDER}),
-    "magnitude_outliers": frozenset({Need.ASCENDING_ORDER}),
+    "magnitude": frozenset({Need.MAGNITUDE_RANK}),
+    "magnitude_outliers": frozenset({Need.ASCENDING_RANK}),
     "random": frozenset({Need.NOISE, Need.NOISE_L1}),
     "della_magprune": frozenset({Need.ROW_RANK, Need.NOISE}),
 }
@@ -68,8 +67,8 @@ SPARSIFICATION_NEEDS: dict[str | None, frozenset[Need]] = {
 #: when ties straddle a cut (see magnitude_keep); the engine sorts once, so that each
 #: trial's cut is a lookup.
 ONE_OFF_SKIPS: dict[str | None, frozenset[Need]] = {
-    "magnitude": frozenset({Need.MAGNITUDE_ORDER}),
-    "magnitude_outliers": frozenset({Need.ASCENDING_ORDER}),
+    "magnitude": frozenset({Need.MAGNITUDE_RANK}),
+    "magnitude_outliers": frozenset({Need.ASCENDING_RANK}),
 }
 
 
@@ -77,9 +76,9 @@ def _keep(method: str | None, flat: torch.Tensor, a: SourceAux, p: Any, shape: t
     if method is None:
         return Keep("all")
     if method == "magnitude":
-        return magnitude_keep(flat, a.order, p["density"])
+        return magnitude_keep(flat, a.rank, p["density"])
     if method == "magnitude_outliers":
-        return outlier_keep(flat, a.ascending, p["density"], p["gamma"])
+        return outlier_keep(flat, a.ascending_rank, p["density"], p["gamma"])
     if method == "random":
         return bernoulli_keep(p["density"])
     if method == "della_magprune":
@@ -194,7 +193,7 @@ def generalized_task_arithmetic(
                     emit_kept(em[i], r[s:e], keeps[i], auxes[i], s, e, ws)
                 mix(tgt, flat_base[s:e], em)
             writer.store(s, e, tgt)
-        return _fix_ties(writer.finish(), flat_base, rows, keeps, auxes, work, mix)
+        return writer.finish()
     consts = _Consensus(
         coef=torch.tensor(coefs, dtype=work, device=dev).view(-1, 1),
         weight=torch.tensor(weights, dtype=work, device=dev).view(-1, 1),
@@ -207,7 +206,8 @@ def generalized_task_arithmetic(
         _consensus_chunk(tgt, b, em, consts, ws)
 
     if (
-        work == torch.float32
+        ws.compiled
+        and work == torch.float32
         and writer.out.is_contiguous()
         and fused_consensus(
             writer.out.view(-1),
@@ -221,7 +221,7 @@ def generalized_task_arithmetic(
             lam=lam,
         )
     ):  # one compiled pass instead of the chunked eager passes below
-        return _fix_ties(writer.out, flat_base, rows, keeps, auxes, work, elect)
+        return writer.out
     for s, e in chunks(numel, dev):
         em = ws.get("E", (len(rows), e - s), work, dev)  # [N, c]: sparsified task vectors
         for i, r in enumerate(rows):
@@ -229,40 +229,7 @@ def generalized_task_arithmetic(
         tgt = writer.target(s, e)
         elect(tgt, flat_base[s:e], em)
         writer.store(s, e, tgt)
-    return _fix_ties(writer.finish(), flat_base, rows, keeps, auxes, work, elect)
-
-
-def _fix_ties(
-    out: torch.Tensor,
-    flat_base: torch.Tensor,
-    rows: list[torch.Tensor],
-    keeps: list[Keep],
-    auxes: list[SourceAux],
-    work: torch.dtype,
-    merge: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
-) -> torch.Tensor:
-    """Recompute the coordinates some source keeps as a tie at its cut (``Keep.extra``).
-
-    The kernels above applied only the magnitude intervals; here the union of the extra
-    positions is gathered, sparsified with the complete rule and merged by ``merge`` (the
-    same per-chunk arithmetic), then written into ``out``. Returns ``out``.
-    """
-    extras = [k.extra for k in keeps if k.extra is not None and k.extra.numel()]
-    if not extras:
-        return out
-    idx = extras[0] if len(extras) == 1 else torch.unique(torch.cat(extras))  # [m], ascending
-    idx = idx.to(flat_base.device)
-    em = torch.empty((len(rows), idx.numel()), dtype=work, device=flat_base.device)  # [N, m]
-    for i, r in enumerate(rows):
-        v = r[idx]
-        em[i] = torch.where(kept_at(v, idx, keeps[i], auxes[i]), v.to(work), 0.0)
-    merged = torch.empty(idx.numel(), dtype=work, device=flat_base.device)
-    merge(merged, flat_base[idx], em)
-    if out.is_contiguous():
-        out.view(-1)[idx] = merged.to(out.dtype)
-    else:
-        out[torch.unravel_index(idx, out.shape)] = merged.to(out.dtype)
-    return out
+    return writer.finish()
 
 
 @dataclass(frozen=True)

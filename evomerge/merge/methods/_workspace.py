@@ -14,10 +14,14 @@ __all__ = ["OutWriter", "Workspace"]
 class Workspace:
     """Named flat scratch buffers that grow on demand and are reused.
 
+    ``compiled``: whether kernels may use torch.compile'd code (the fused consensus). Its
+    first use in a process pays a compile: the engine, which merges many times, always
+    does; a one-off merge only when it is large enough to win that back.
     Not thread-safe: one workspace per thread (the engine owns one).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, compiled: bool = True) -> None:
+        self.compiled = compiled
         self._bufs: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
         self._views: dict[tuple[str, tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
 
