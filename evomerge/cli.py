@@ -1,8 +1,10 @@
 """The ``evomerge`` command line: a thin Typer app, each command calling one library function.
 
-Only this module configures logging handlers. Library errors (``EvomergeError``) are
-printed as one clear message and exit with status 2; anything else is a bug and keeps
-its traceback.
+Only this module configures logging handlers. Exit codes: 0 done; 2 a library error
+(``EvomergeError``), printed as one clear message; 130 (Ctrl-C) or 143 (SIGTERM) an
+interrupted command, which prints :data:`evomerge.interrupt.MESSAGE` after cleaning up
+(:mod:`evomerge.interrupt` maps both signals to KeyboardInterrupt in every command).
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from evomerge.exceptions import EvomergeError
+from evomerge.interrupt import MESSAGE, exit_code, interruptible, received
 
 __all__ = ["app"]
 
@@ -43,20 +46,27 @@ def _setup_logging(quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _clean_errors(fn: F) -> F:
+def _command(fn: F) -> F:
+    """Every command: SIGINT/SIGTERM interrupt it cleanly (exit 130/143 with one line),
+    library errors exit 2 with their message."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except EvomergeError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(code=2) from None
+        with interruptible():
+            try:
+                return fn(*args, **kwargs)
+            except EvomergeError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(code=2) from None
+            except KeyboardInterrupt:
+                typer.echo(MESSAGE, err=True)
+                raise typer.Exit(code=exit_code(received())) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 @app.command()
-@_clean_errors
+@_command
 def merge(
     config: Annotated[Path, typer.Argument(help="mergekit-format YAML (the 'models:' form).")],
     out_dir: Annotated[
@@ -86,7 +96,7 @@ def merge(
 
 
 @app.command()
-@_clean_errors
+@_command
 def search(
     run_yaml: Annotated[Path, typer.Argument(help="The run configuration (RUN.yaml).")],
     run_dir: Annotated[
@@ -103,7 +113,7 @@ def search(
     _setup_logging(quiet)
     from evomerge.orchestrate import search_and_report
 
-    search_and_report(
+    summary = search_and_report(
         run_yaml,
         run_dir=run_dir,
         address=address,
@@ -111,10 +121,12 @@ def search(
         max_trials=max_trials,
         progress=not quiet,
     )
+    if summary.stopped == "interrupted":
+        raise KeyboardInterrupt  # the driver stopped cleanly; exit as interrupted
 
 
 @app.command()
-@_clean_errors
+@_command
 def status(
     run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -128,7 +140,7 @@ def status(
 
 
 @app.command()
-@_clean_errors
+@_command
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")],
     out_dir: Annotated[Path, typer.Argument(help="Output checkpoint directory.")],
@@ -143,7 +155,7 @@ def export(
 
 
 @app.command()
-@_clean_errors
+@_command
 def conflicts(
     base: Annotated[Path, typer.Argument(help="Base model directory.")],
     models: Annotated[
@@ -179,7 +191,7 @@ def conflicts(
 
 
 @app.command()
-@_clean_errors
+@_command
 def judge(
     judge_name: Annotated[
         str, typer.Option("--judge", help="Judge name (a YAML in judges/ or a local judge).")
@@ -218,7 +230,7 @@ def judge(
 
 
 @app.command()
-@_clean_errors
+@_command
 def report(run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")]) -> None:
     """Write the HTML report (and PNGs) of a run, finished or not."""
     _setup_logging(True)
@@ -229,7 +241,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A search's run director
 
 
 @app.command()
-@_clean_errors
+@_command
 def demo(
     run_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     trials: Annotated[int | None, typer.Option(help="Override the number of trials.")] = None,

@@ -10,6 +10,7 @@ from typing import Any
 
 from evomerge.config import RayConfig, WorkersConfig
 from evomerge.exceptions import SearchError
+from evomerge.interrupt import as_interrupt, reclaim
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,13 @@ def ray_session(cfg: RayConfig, *, address: str | None = None) -> Iterator[bool]
     else:
         logger.info("joining the Ray cluster at %s", addr)
         _use_token_if_available()
-    ray.init(address=addr, **kwargs)
+    try:
+        ray.init(address=addr, **kwargs)
+    except SystemExit as err:  # SIGTERM while ray.init's own handler was in place
+        ray.shutdown()
+        raise as_interrupt(err) from None
+    finally:
+        reclaim()  # ray.init installed its own SIGTERM handler (sys.exit(15)): ours must win
     try:
         yield True
     finally:

@@ -298,19 +298,18 @@ class Driver:
 
     def _stop(self, why: str) -> str:
         """Leave the study resumable: trials in flight or queued go back for re-asking."""
-        numbers = [r.job.trial.number for r in self._running.values()] + [
-            j.trial.number for j in self._queue
-        ]
         self._running.clear()
         self._queue.clear()
-        if numbers:
-            recover_interrupted(self.study, self.storage, trial_numbers=numbers)
+        # every RUNNING trial is this driver's (it holds the run's lock): the ones in flight,
+        # queued for a retry, or just asked when the signal came
+        put_back = recover_interrupted(self.study, self.storage)
         self._commit()
-        if why == "interrupted":
-            logger.warning(
-                "interrupted: %d trial(s) finished; run the same command again to resume",
-                self.finished,
-            )
+        logger.info(
+            "search stopped (%s): %d trial(s) finished, %d put back for the resume",
+            why,
+            self.finished,
+            put_back,
+        )
         return why
 
     @property

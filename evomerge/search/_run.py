@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from optuna.storages import BaseStorage
 
 from evomerge.config import RunConfig, load_run_config
 from evomerge.exceptions import SearchError
+from evomerge.interrupt import interruptible
 from evomerge.run import (
     StudyView,
     build_space,
@@ -53,23 +51,6 @@ __all__ = ["default_run_dir", "run_search"]
 def default_run_dir(config: RunConfig) -> Path:
     """``runs/<name>``: where a run goes when no ``--run-dir`` is given."""
     return Path("runs") / config.name
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so both stop the search cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
@@ -142,6 +123,13 @@ def _summary(
     )
 
 
+def _first_error(study: optuna.Study) -> str:
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(A.INTERRUPTED):
+            return str(t.user_attrs.get(A.ERROR, "no message"))
+    return "no message"
+
+
 def run_search(
     run_yaml: str | Path,
     *,
@@ -162,8 +150,8 @@ def run_search(
     of worker actors.
 
     Raises ConfigError for a bad config or a run directory holding a different search,
-    and SearchError when no worker can start or every worker died (the run stays
-    resumable). Ctrl-C / SIGTERM during the search stop it cleanly and return with
+    and SearchError when no worker can start, every worker died (the run stays
+    resumable), or the target was reached without one completed trial. Ctrl-C / SIGTERM during the search stop it cleanly and return with
     ``stopped="interrupted"`` (during worker start-up, KeyboardInterrupt propagates).
     """
     started = time.monotonic()
@@ -192,7 +180,7 @@ def run_search(
         driver: Driver | None = None
         study: optuna.Study | None = None
         stopped = "interrupted"
-        with _sigterm_as_interrupt(), ray_session(config.ray, address=address):
+        with interruptible(), ray_session(config.ray, address=address):
             import ray
 
             plan = plan_workers(config.workers, resources=ray.cluster_resources(), num=workers)
@@ -237,6 +225,12 @@ def run_search(
         summary.best_trial,
         summary.best_values,
     )
+    if stopped == "done" and summary.n_complete == 0:
+        raise SearchError(
+            f"no trial completed: all {summary.n_failed} finished trial(s) failed (first error: "
+            f"{_first_error(study)}); see `evomerge status {run_dir}`, fix the cause, and use a new run "
+            "directory (or raise --max-trials to go on in this one)"
+        )
     if stopped == "workers_lost":
         raise SearchError(
             f"every worker died and none could be restarted ({summary.n_complete + summary.n_failed}/{target} trials "

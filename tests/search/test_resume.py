@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,38 +17,21 @@ from evomerge.exceptions import ConfigError
 from evomerge.run import INTERRUPTED_ERROR, open_run, write_run_yaml
 from evomerge.search import run_search
 
+from .conftest import start_cli, trial_counts
+
 TARGET = 12
 
 
 def _counts(run_dir: Path) -> tuple[int, int, int]:
-    """(complete, failed-after-retries, running) as read from the journal, 0s before it exists."""
-    try:
-        study = open_run(run_dir).study.study
-    except Exception:
-        return 0, 0, 0
-    trials = study.get_trials(deepcopy=False)
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") for t in trials)
-    return complete, failed, sum(t.state == TrialState.RUNNING for t in trials)
+    return trial_counts(run_dir)
 
 
 def _search(
     run_yaml: Path, run_dir: Path, env: dict[str, str], log: Path
 ) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "evomerge.cli",
-        "search",
-        str(run_yaml),
-        "--run-dir",
-        str(run_dir),
-        "--workers",
-        "1",
-        "--quiet",
-    ]
-    with open(log, "wb") as out:  # a file, not a pipe: a full pipe would block the driver
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    args = ["search", str(run_yaml), "--run-dir", str(run_dir), "--workers", "1", "--quiet"]
+    proc: subprocess.Popen[bytes] = start_cli(args, env=env, log=log)
+    return proc
 
 
 def test_sigkill_then_same_command_resumes(
