@@ -211,8 +211,14 @@ def judge(
     calibrate: Annotated[
         bool, typer.Option(help="Check that good answers outrank bad ones.")
     ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds before a judge request is abandoned.")
+    ] = 60.0,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a failed judge request (429/5xx/timeouts).")
+    ] = 3,
 ) -> None:
-    """Score a file of answers with one judge (calibration)."""
+    """Score a file of answers with one judge (calibration). Exits 2 when none is scored."""
     _setup_logging(True)
     from evomerge.judge import judge_file
 
@@ -225,6 +231,8 @@ def judge(
         judges_dirs=judges_dir or [],
         as_json=as_json,
         calibrate=calibrate,
+        timeout=timeout,
+        retries=retries,
         echo=typer.echo,
     )
 

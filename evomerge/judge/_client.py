@@ -7,7 +7,9 @@ Policy (ours, not the ``openai`` library's: its own ``max_retries`` is 0):
 - 408/409/429/5xx, timeouts and connection errors are retried with exponential backoff
   plus jitter (``Retry-After`` honoured), ``max_attempts`` attempts in all;
 - 401/403 raise :class:`JudgeAuthError` at once; 404 (unknown model or path) raises
-  :class:`JudgeError` at once; other 4xx fail only that request (:class:`RequestFailed`).
+  :class:`JudgeUnavailableError` at once; other 4xx fail only that request
+  (:class:`RequestFailed`); retries spent on the retried reasons raise a *transient*
+  :class:`RequestFailed` (the endpoint may be down).
 
 The API key is read from the environment variable named by ``api_key_env`` when the
 client is built; it is never logged, never put in messages and never cached. Local
@@ -26,7 +28,7 @@ import random
 from typing import Any
 from urllib.parse import urlparse
 
-from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError, RequestFailed
+from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeUnavailableError, RequestFailed
 from evomerge.judge._loop import LoopThread
 
 logger = logging.getLogger(__name__)
@@ -154,8 +156,9 @@ class ChatClient:
     ) -> dict[str, Any]:
         """One chat completion with retries; returns the normalized reply.
 
-        Raises JudgeAuthError (401/403), JudgeError (404), RequestFailed (anything else
-        that did not succeed within ``max_attempts``).
+        Raises JudgeAuthError (401/403), JudgeUnavailableError (404), RequestFailed
+        (anything else that did not succeed within ``max_attempts``; ``transient`` when
+        every attempt failed for a retried reason).
         """
         import openai
 
@@ -182,7 +185,7 @@ class ChatClient:
                     f"(server said: {self._redact(str(err.message))[:200]})"
                 ) from None
             except openai.NotFoundError as err:
-                raise JudgeError(
+                raise JudgeUnavailableError(
                     f"judge endpoint {self.endpoint} answered 404 for model {self.model!r}: check --endpoint "
                     f"(it should end in /v1) and --model ({self._redact(str(err.message))[:200]})"
                 ) from None
@@ -211,7 +214,9 @@ class ChatClient:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        raise RequestFailed(f"gave up after {self.max_attempts} attempt(s): {reason}")
+        raise RequestFailed(
+            f"gave up after {self.max_attempts} attempt(s): {reason}", transient=True
+        )
 
     async def _aclose(self) -> None:
         if self._client is not None:

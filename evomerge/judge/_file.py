@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from evomerge._yaml import format_validation_error
-from evomerge.exceptions import ConfigError
+from evomerge.exceptions import ConfigError, JudgeError
 from evomerge.judge._context import JudgeContext
 from evomerge.judge._registry import build_judge
 from evomerge.judge._types import Sample, Score, needs_generator
@@ -184,6 +184,8 @@ def judge_file(
     judges_dirs: Iterable[str | Path] = (),
     as_json: bool = False,
     calibrate: bool = False,
+    timeout: float | None = None,
+    retries: int | None = None,
     echo: Callable[[str], Any] = print,
 ) -> JudgeFileResult:
     """Score every answer of ``input_path`` with judge ``judge_name`` and ``echo`` the result.
@@ -191,15 +193,28 @@ def judge_file(
     Prints a table, or with ``as_json`` one JSON object per answer (``value`` (null for
     NaN), ``raw``, ``error``) in input order; with ``calibrate`` also the pairwise ordering
     accuracy and the misordered pairs (as a last ``{"calibration": ...}`` line in JSON mode).
-    No reply cache is used: calibration observes the judge as it is now.
+    No reply cache is used: calibration observes the judge as it is now. ``timeout``
+    (seconds per request) and ``retries`` (after the first attempt) bound an LLM judge's
+    requests. Raises JudgeError when no answer was scored (after printing the table), and
+    JudgeAuthError / JudgeUnavailableError when the endpoint refuses or answers nothing.
     """
     records = read_responses(input_path, need_labels=calibrate)
+    client_options: dict[str, Any] = {}
+    if timeout is not None:
+        if timeout <= 0:
+            raise ConfigError(f"--timeout: must be > 0 seconds, got {timeout:g}")
+        client_options["timeout"] = timeout
+    if retries is not None:
+        if retries < 0:
+            raise ConfigError(f"--retries: must be >= 0, got {retries}")
+        client_options["max_attempts"] = retries + 1
     judge = build_judge(
         judge_name,
         judges_dirs=judges_dirs,
         endpoint=endpoint,
         model=model,
         api_key_env=api_key_env,
+        client_options=client_options,
         context=JudgeContext(source=f"judge {judge_name!r}", base_dir=Path.cwd()),
     )
     try:
@@ -244,4 +259,10 @@ def judge_file(
                     f"  misordered in group {m['group']}: good line {m['good']} ({m['good_value']}) "
                     f"<= bad line {m['bad']} ({m['bad_value']})"
                 )
+    if not any(s.ok for s in scores):
+        first = next((s.error for s in scores if s.error), None) or "no error message"
+        raise JudgeError(
+            f"{input_path}: judge {judge_name!r} scored none of the {len(scores)} answer(s) "
+            f"(first: {first})"
+        )
     return JudgeFileResult(scores=scores, calibration=cal)

@@ -150,8 +150,10 @@ def run_search(
     of worker actors.
 
     Raises ConfigError for a bad config or a run directory holding a different search,
-    and SearchError when no worker can start, every worker died (the run stays
-    resumable), or the target was reached without one completed trial. Ctrl-C / SIGTERM during the search stop it cleanly and return with
+    and SearchError when no worker can start, every worker died or
+    ``search.stop_after_infra_failures`` evaluations in a row failed for an infrastructure
+    reason (the run stays resumable in both cases), or the target was reached without one
+    completed trial. Ctrl-C / SIGTERM during the search stop it cleanly and return with
     ``stopped="interrupted"`` (during worker start-up, KeyboardInterrupt propagates).
     """
     started = time.monotonic()
@@ -209,6 +211,7 @@ def run_search(
                     progress=progress,
                     desc=config.name,
                     commit=commit,
+                    infra_failures=config.search.stop_after_infra_failures,
                 )
                 stopped = driver.run()
             finally:
@@ -225,6 +228,13 @@ def run_search(
         summary.best_trial,
         summary.best_values,
     )
+    if stopped == "infrastructure" and driver is not None:
+        raise SearchError(
+            f"stopped after {driver.infra_streak} evaluation(s) in a row failed for a reason outside "
+            f"the candidates (search.stop_after_infra_failures: {config.search.stop_after_infra_failures}): "
+            f"{driver.infra_error}. {summary.n_complete + summary.n_failed}/{target} trials finished and are "
+            "kept; fix the cause and run the same command again to resume"
+        )
     if stopped == "done" and summary.n_complete == 0:
         raise SearchError(
             f"no trial completed: all {summary.n_failed} finished trial(s) failed (first error: "

@@ -1,6 +1,5 @@
 """Ctrl-C and SIGTERM sent to a real `evomerge search` process: exit 130/143, one line,
-no trial left RUNNING, and the same command resumes. Also: a search that completes no
-trial exits non-zero."""
+no trial left RUNNING, and the same command resumes."""
 
 from __future__ import annotations
 
@@ -70,27 +69,3 @@ def test_a_signal_mid_search_exits_128_plus_signum_and_the_rerun_resumes(
     for t in put_back:  # what was in flight at the signal was re-asked with its parameters
         again = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
         assert len(again) == 1 and again[0].state == TrialState.COMPLETE
-
-
-def test_a_search_that_completes_no_trial_exits_non_zero(
-    tiny_models: Any, run_yaml: Any, reap: Any, tmp_path: Path
-) -> None:
-    path = run_yaml(
-        tmp_path / "run.yaml",
-        tiny_models.as_dict(),
-        name="nothing",
-        options={"fail_trials": list(range(10)), "fail_message": "the candidate is broken"},
-        search={"n_trials": 2, "population_size": 4, "retries": 0},
-        workers={"cpus_per_worker": 1},
-    )
-    ray_tmp = tempfile.mkdtemp(prefix="evn", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    log = tmp_path / "search.log"
-    try:
-        proc = start_cli(_args(path, tmp_path / "rd"), env=env, log=log)
-        rc = proc.wait(timeout=300)
-    finally:
-        reap(ray_tmp)
-    text = log.read_text()
-    assert rc == 2, text
-    assert "no trial completed" in text and "the candidate is broken" in text, text
