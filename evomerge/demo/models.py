@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 
+from evomerge.atomic import atomic_write
 from evomerge.demo._train import TrainSpec, deterministic_cpu, encode_pairs, train
 from evomerge.demo.data import data_hash, demo_alphabet, demo_data_dir, load_pairs
 from evomerge.exceptions import ConfigError
@@ -215,9 +216,7 @@ def build_demo_models(
             "data_dir": str(demo_data_dir()),
             "files": _file_hashes(root),
         }
-        tmp = root / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-        tmp.replace(root / "manifest.json")
+        atomic_write(root / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
         logger.info("built demo models in %s in %.1fs", root, manifest["seconds"])
         return _models(root, manifest)
 

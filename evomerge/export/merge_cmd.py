@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from evomerge.atomic import check_out_dir
+from evomerge.atomic import atomic_write, check_out_dir
 from evomerge.dtypes import FLOAT_DTYPES, to_torch
 from evomerge.exceptions import ConfigError, ExportError
 from evomerge.export._checkpoint import write_checkpoint
@@ -53,14 +51,7 @@ def emit_mergekit_yaml(recipe: MergeRecipe, path: str | Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(recipe.to_mergekit_yaml())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, recipe.to_mergekit_yaml())
     except OSError as err:
         raise ExportError(f"cannot write the mergekit YAML to {str(path)!r}: {err}") from err
     return path

@@ -7,13 +7,14 @@ naming the file and each field.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evomerge.dtypes import WORKING_DTYPES
+from evomerge.generate._prompts import PROMPT_FIELDS
+from evomerge.templates import check_template, template_fields
 
 __all__ = [
     "DTYPES",
@@ -21,45 +22,20 @@ __all__ = [
     "GenerationConfig",
     "GenerationParams",
     "RetrievalConfig",
-    "template_fields",
 ]
 
 #: Accepted ``dtype`` values. ``auto``: float32 on CPU, bfloat16 on CUDA.
 DTYPES = ("auto", *WORKING_DTYPES)
 
-#: The fields a prompt template (or ``system_prompt``) may use, as ``{name}``.
-TEMPLATE_FIELDS = ("system", "profile", "examples", "question", "context", "name")
-
-
-def template_fields(template: str) -> list[str]:
-    """The ``{field}`` names used by a ``str.format`` template (``{{`` is a literal brace).
-
-    Raises ValueError on malformed templates (an unmatched brace, ``{0}``, ``{}``).
-    """
-    names: list[str] = []
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field is None:
-            continue
-        if not field or field.isdigit():
-            raise ValueError(
-                f"positional field {{{field}}} in template; use named fields: {', '.join(TEMPLATE_FIELDS)}"
-            )
-        names.append(field)
-    return names
+#: The fields a prompt template (or ``system_prompt``) may use, as ``{name}``: the
+#: persona's name, the system prompt, and what the candidate may see of the question.
+TEMPLATE_FIELDS: tuple[str, ...] = ("system", "name", *PROMPT_FIELDS)
 
 
 def _check_template(value: str | None, allowed: tuple[str, ...]) -> str | None:
     if value is None:
         return None
-    try:
-        used = template_fields(value)
-    except ValueError as err:
-        raise ValueError(
-            f"invalid template: {err} (write literal braces as {{{{ and }}}})"
-        ) from None
-    unknown = sorted({f for f in used if f not in allowed})
-    if unknown:
-        raise ValueError(f"unknown template field(s) {unknown}; available: {', '.join(allowed)}")
+    check_template(value, allowed)
     return value
 
 

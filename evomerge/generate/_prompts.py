@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ from evomerge.exceptions import ConfigError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "PROMPT_FIELDS",
     "Persona",
     "PromptItem",
     "PromptRecord",
+    "QuestionInfo",
     "default_system_prompt",
     "format_context",
     "load_persona",
@@ -44,23 +46,39 @@ class PromptRecord:
     facts: tuple[str, ...] | None = None  # None: the persona's facts apply
 
 
-@dataclass(frozen=True)
-class PromptItem:
-    """A fully rendered model input plus what judges need to know about it.
+@dataclass(frozen=True, kw_only=True)
+class QuestionInfo:
+    """A question and what a judge may see next to its answer. The fields are declared here
+    once: :class:`PromptItem` adds the rendered prompt, ``evomerge.judge.Sample`` the answer.
 
     ``context`` is the persona facts put into the prompt (the retrieved ones, or all of
     them without retrieval); ``facts`` are the facts the question asks for (from the
     prompt set), else the persona's full list.
     """
 
-    id: str
     question: str
-    prompt: str
     reference: str | None = None
     context: str = ""
     profile: str = ""
     examples: str = ""
     facts: tuple[str, ...] = ()
+
+
+#: What judges may see but the candidate model must not (the answer key).
+JUDGE_ONLY_FIELDS = ("reference", "facts")
+#: The QuestionInfo fields a generation prompt may show.
+PROMPT_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(QuestionInfo) if f.name not in JUDGE_ONLY_FIELDS
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptItem(QuestionInfo):
+    """A fully rendered model input (``prompt``, for the prompt set's ``id``) plus what
+    judges need to know about it (:class:`QuestionInfo`)."""
+
+    id: str
+    prompt: str
 
 
 class Persona(BaseModel):

@@ -114,21 +114,31 @@ class FactRetriever:
 
 
 class SentenceTransformerEmbedder:
-    """A local sentence-transformers model (``pip install 'evomerge[embed]'``)."""
+    """A local sentence-transformers model (``pip install 'evomerge[embed]'``); the one
+    wrapper, used by retrieval and by the ``embedding_similarity`` judge.
+
+    ``field`` names the setting in errors (``generation.retrieval.model``,
+    ``judging.judges.<name>.options.model_path``). Raises ConfigError when the package is
+    missing or ``model_path`` does not exist.
+    """
 
     def __init__(
-        self, *, model_path: str | Path, device: str = "cpu", batch_size: int = 32
+        self,
+        *,
+        model_path: str | Path,
+        device: str = "cpu",
+        batch_size: int = 32,
+        field: str = "generation.retrieval.model",
     ) -> None:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as err:
             raise ConfigError(
-                "generation.retrieval needs sentence-transformers: pip install 'evomerge[embed]'"
+                f"{field} needs sentence-transformers: pip install 'evomerge[embed]'"
             ) from err
         if not Path(model_path).exists():
-            raise ConfigError(
-                f"generation.retrieval.model: {model_path} does not exist (a local model directory)"
-            )
+            raise ConfigError(f"{field}: {model_path} does not exist (a local model directory)")
+        logger.info("loading sentence-transformers model %s", model_path)
         self._model: Any = SentenceTransformer(str(model_path), device=device)
         self._batch_size = batch_size
 

@@ -1,8 +1,9 @@
 """``embedding_similarity``: cosine similarity of each answer to its reference answer.
 
-The embedder is a local sentence-transformers model (``options.model_path``; imported
-lazily, loaded on first use) or any callable ``texts -> array [len(texts), dim]`` passed
-to the constructor (tests, or a model already in memory).
+The embedder is a local sentence-transformers model (``options.model_path``, loaded on
+first use with :class:`evomerge.generate.SentenceTransformerEmbedder`) or any
+:class:`evomerge.generate.Embedder`, or a callable ``texts -> array [len(texts), dim]``,
+passed to the constructor (tests, or a model already in memory).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from evomerge.exceptions import ConfigError
+from evomerge.generate import Embedder, SentenceTransformerEmbedder
 from evomerge.judge._context import JudgeContext, parse_options
 from evomerge.judge._types import Sample, Score, nan_score
 
@@ -24,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EmbeddingSimilarityJudge", "EmbeddingSimilarityOptions"]
 
-Embedder = Callable[[list[str]], Any]  # texts -> array-like [len(texts), dim]
+EmbedFn = Callable[[list[str]], Any]  # texts -> array-like [len(texts), dim]
 
 
 class EmbeddingSimilarityOptions(BaseModel):
@@ -45,18 +47,19 @@ class EmbeddingSimilarityJudge:
         *,
         name: str = "embedding_similarity",
         options: EmbeddingSimilarityOptions | None = None,
-        embedder: Embedder | None = None,
+        embedder: Embedder | EmbedFn | None = None,
     ) -> None:
         self.name = name
         self.options = options or EmbeddingSimilarityOptions()
+        self._field = f"judge {name!r} (embedding_similarity): options.model_path"
         if embedder is None:
             if self.options.model_path is None:
                 raise ConfigError(
-                    f"judge {name!r} (embedding_similarity): options.model_path is required (a local sentence-transformers model folder)"
+                    f"{self._field} is required (a local sentence-transformers model folder)"
                 )
             if importlib.util.find_spec("sentence_transformers") is None:
                 raise ConfigError(
-                    f"judge {name!r} (embedding_similarity) needs sentence-transformers: pip install 'evomerge[embed]'"
+                    f"{self._field} needs sentence-transformers: pip install 'evomerge[embed]'"
                 )
         self._embedder = embedder
         self._lock = threading.Lock()
@@ -73,13 +76,15 @@ class EmbeddingSimilarityJudge:
     def _embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             if self._embedder is None:
-                from sentence_transformers import SentenceTransformer
-
-                logger.info("Loading sentence-transformers model %s", self.options.model_path)
-                model = SentenceTransformer(self.options.model_path, device=self.options.device)
-                bs = self.options.batch_size
-                self._embedder = lambda xs: model.encode(xs, batch_size=bs, convert_to_numpy=True)
+                self._embedder = SentenceTransformerEmbedder(
+                    model_path=str(self.options.model_path),  # set: checked in __init__
+                    device=self.options.device,
+                    batch_size=self.options.batch_size,
+                    field=self._field,
+                )
             embedder = self._embedder
+        if isinstance(embedder, Embedder):
+            return np.asarray(embedder.encode(texts), dtype=np.float64)
         return np.asarray(embedder(texts), dtype=np.float64)
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:

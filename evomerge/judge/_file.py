@@ -10,6 +10,7 @@ the pairwise ordering accuracy is the fraction that is (ties and NaNs count as w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -61,15 +62,8 @@ class ResponseRecord(BaseModel):
         return str(v) if isinstance(v, int) else v
 
     def sample(self) -> Sample:
-        return Sample(
-            question=self.question,
-            answer=self.answer,
-            profile=self.profile,
-            examples=self.examples,
-            reference=self.reference,
-            context=self.context,
-            facts=self.facts,
-        )
+        shared = {f.name for f in dataclasses.fields(Sample)}
+        return Sample(**{k: v for k, v in self.model_dump().items() if k in shared})
 
 
 def read_responses(path: str | Path, *, need_labels: bool = False) -> list[ResponseRecord]:

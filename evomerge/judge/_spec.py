@@ -21,8 +21,8 @@ when the file is loaded, so a typo fails before any request is sent.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import string
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from evomerge._yaml import load_yaml_model, validate_model
 from evomerge.exceptions import ConfigError
 from evomerge.judge._types import Sample
+from evomerge.templates import check_template, template_fields
 
 logger = logging.getLogger(__name__)
 
@@ -47,37 +48,12 @@ __all__ = [
     "render_messages",
 ]
 
-TEMPLATE_FIELDS: tuple[str, ...] = (
-    "profile",
-    "examples",
-    "question",
-    "answer",
-    "reference",
-    "context",
-    "facts",
-)
-
-
-def _placeholders(template: str) -> list[str]:
-    """The field names used by a ``str.format`` template; raises ValueError on bad syntax."""
-    names = []
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field is not None:
-            names.append(field)
-    return names
+#: The placeholders a judge template may use: the fields of :class:`Sample`.
+TEMPLATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Sample))
 
 
 def _check_template(template: str) -> str:
-    try:
-        names = _placeholders(template)
-    except ValueError as err:  # e.g. a single '{' or '}'
-        raise ValueError(
-            f"invalid template syntax ({err}); write literal braces as '{{{{' and '}}}}'"
-        ) from None
-    bad = sorted({n for n in names if n not in TEMPLATE_FIELDS})
-    if bad:
-        shown = ", ".join("{" + n + "}" for n in bad)
-        raise ValueError(f"unknown placeholder(s) {shown}. Allowed: " + ", ".join(TEMPLATE_FIELDS))
+    check_template(template, TEMPLATE_FIELDS)
     return template
 
 
@@ -125,21 +101,16 @@ class LLMJudgeDefinition(BaseModel):
     @field_validator("user_template")
     @classmethod
     def _shows_answer(cls, v: str) -> str:
-        if "answer" not in _placeholders(v):
+        if "answer" not in template_fields(v):
             raise ValueError("the user template must contain {answer}")
         return v
 
 
 def _field_values(sample: Sample) -> dict[str, str]:
-    return {
-        "profile": sample.profile,
-        "examples": sample.examples,
-        "question": sample.question,
-        "answer": sample.answer,
-        "reference": sample.reference or "",
-        "context": sample.context,
-        "facts": "\n".join(f"- {f}" for f in sample.facts),
-    }
+    values = {name: getattr(sample, name) for name in TEMPLATE_FIELDS}
+    values["reference"] = sample.reference or ""
+    values["facts"] = "\n".join(f"- {f}" for f in sample.facts)
+    return values
 
 
 def render_messages(defn: LLMJudgeDefinition, sample: Sample) -> list[dict[str, str]]:

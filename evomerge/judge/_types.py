@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
+
+from evomerge.generate import QuestionInfo
 
 __all__ = ["Judge", "Sample", "Score", "nan_score", "needs_generator"]
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One answer to judge, with everything a judge prompt may show next to it.
+@dataclass(frozen=True, kw_only=True)
+class Sample(QuestionInfo):
+    """One answer to judge, with everything a judge prompt may show next to it: the
+    question's :class:`~evomerge.generate.QuestionInfo` plus ``answer``.
 
     ``context`` holds retrieved persona facts as text; ``facts`` the same facts (or reference
     keywords) one per item, for judges that count them (``fact_recall``).
     """
 
-    question: str
     answer: str
-    profile: str = ""
-    examples: str = ""
-    reference: str | None = None
-    context: str = ""
-    facts: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, item: QuestionInfo, answer: str) -> Sample:
+        """The sample of ``answer`` to ``item`` (a PromptItem or any QuestionInfo)."""
+        shared = {f.name: getattr(item, f.name) for f in fields(QuestionInfo)}
+        return cls(answer=answer, **shared)
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,9 @@ class MergeEngine:
 
     Construction loads, for every tensor of the pool, the base and the N task vectors
     ``source_i - base`` in ``dtype`` on ``device``, and precomputes what the declared
-    ``methods`` need: per-tensor magnitude order (TIES, breadcrumbs: a top-k threshold is one
-    lookup, no sort per merge), per-row ranks (DELLA), integer noise drawn from ``seed`` (DARE,
+    ``methods`` need: per-tensor magnitude orders, sorted as mergekit sorts them (TIES
+    descending, breadcrumbs ascending: a cut is a lookup, no sort per merge, and ties at a
+    cut keep mergekit's coordinates), per-row ranks (DELLA), integer noise drawn from ``seed`` (DARE,
     DELLA: the same recipe always gives the same model, so trials are comparable) and
     DARE's L1 tables. With ``methods=None`` these are computed on first use instead.
 
@@ -57,7 +58,8 @@ class MergeEngine:
     sources and ``b`` the bytes of ``dtype``::
 
         n * b * (N + 2)              base + N task vectors + the output buffers
-      + n * N * 4                    magnitude order   (ties, breadcrumbs, breadcrumbs_ties)
+      + n * N * 4                    magnitude order   (ties)
+      + n * N * 4                    ascending order   (breadcrumbs, breadcrumbs_ties)
       + n * N * 4                    row ranks         (della, della_linear)
       + n * N * 4                    noise             (dare_*, della*; int32)
       + N * 256 KiB per tensor of >= 2^20 elements     (dare_*)

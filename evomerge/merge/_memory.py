@@ -46,6 +46,8 @@ def estimate_resident_bytes(
     per_element = item * (2 + n_sources)  # base + N task vectors + output
     if Need.MAGNITUDE_ORDER in needs:
         per_element += 4 * n_sources
+    if Need.ASCENDING_ORDER in needs:
+        per_element += 4 * n_sources
     if Need.ROW_RANK in needs:
         per_element += 4 * n_sources
     if Need.NOISE in needs or Need.NOISE_L1 in needs:

@@ -23,19 +23,22 @@ __all__ = ["iter_merged_tensors", "source_keys"]
 
 
 def source_keys(pool: ModelPool) -> list[str]:
-    """The name that keys each source's random numbers: its directory's name.
+    """The names that key each source's random numbers: the shortest distinct path tails.
 
-    Independent of the pool's source order and of where the models live, so the engine and
-    the streaming merge of the same recipe and seed draw the same noise on any machine.
+    Usually each source's directory name (``ft_a``); where two sources share it
+    (``x/ft`` and ``y/ft``), as many parent directories as it takes to tell them apart,
+    and a position suffix for the same path listed twice. Independent of where the models
+    live and (unless they share paths) of the pool's order, so the engine and the streaming
+    merge of the same recipe and seed draw the same noise on any machine, and no two
+    sources ever draw the same noise.
     """
-    keys = [Path(parse_ref(pool.model_ref(i)).path).name for i in range(pool.num_sources)]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        logger.warning(
-            "sources share directory names %s: their DARE/DELLA noise is identical; rename a directory to decorrelate",
-            dupes,
-        )
-    return keys
+    parts = [Path(parse_ref(pool.model_ref(i)).path).parts for i in range(pool.num_sources)]
+    deepest = max((len(p) for p in parts), default=1)
+    for depth in range(1, deepest + 1):
+        keys = ["/".join(p[-depth:]) for p in parts]
+        if len(set(keys)) == len(keys):
+            return keys
+    return [f"{k}#{i}" if keys.count(k) > 1 else k for i, k in enumerate(keys)]
 
 
 def load_deltas(

@@ -9,7 +9,8 @@ Trial attributes::
     scores       per-judge mean scores            samples    a few {question, answer}
     timings      {merge_s, generate_s, judge_s, total_s}
     worker       worker index                     node_id    the Ray node that ran it
-    attempts     evaluations tried                error / errors / traceback   why it failed
+    attempts     evaluations tried                error / traceback   why it failed
+    errors       why each earlier attempt failed (a trial retried after a worker died)
     interrupted  True on a trial the driver lost (killed, Ctrl-C): its parameters are
                  re-enqueued and it does not count as finished
     retry_of     on a re-enqueued trial: the number of the interrupted trial

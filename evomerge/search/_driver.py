@@ -324,6 +324,8 @@ class Driver:
         trial = job.trial
         self._set_result_attrs(trial, result)
         trial.set_user_attr(A.ATTEMPTS, job.attempts + 1)
+        if job.errors:  # it succeeded on a retry: keep why the earlier attempts failed
+            trial.set_user_attr(A.ERRORS, job.errors)
         values = [float(v) for v in result.values or []]
         self.study.tell(trial, values)
         self.stats.overhead_s += time.perf_counter() - t0

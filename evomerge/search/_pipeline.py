@@ -70,18 +70,7 @@ class PipelineEvaluator:
         self.generator.load_weights(tensors.items())
         answers = self.generator.generate([p.prompt for p in self.items], self.params)
         t2 = time.perf_counter()
-        samples = [
-            Sample(
-                question=p.question,
-                answer=a,
-                profile=p.profile,
-                examples=p.examples,
-                reference=p.reference,
-                context=p.context,
-                facts=p.facts,
-            )
-            for p, a in zip(self.items, answers, strict=True)
-        ]
+        samples = [Sample.of(p, a) for p, a in zip(self.items, answers, strict=True)]
         result = self.objective.evaluate(samples, generator=self.generator)
         t3 = time.perf_counter()
         extra: dict[str, Any] = {}

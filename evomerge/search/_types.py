@@ -52,8 +52,9 @@ class TrialEvaluator(Protocol):
     """Scores merge recipes; one instance lives in each worker for the whole run.
 
     Built once per worker by a factory ``factory(config, *, device, worker_index, run_dir,
-    **options)`` named in run.yaml's ``evaluator:`` (default: the generate-and-judge
-    pipeline); heavy state such as the model pool, merge engine, generator and judges
+    **options)`` named in run.yaml's ``evaluator.factory`` (a name registered in
+    :data:`evomerge.search.EVALUATORS` or ``module:callable``; default ``pipeline``, the
+    generate-and-judge evaluator); heavy state such as the model pool, merge engine, generator and judges
     stays resident.
     ``evaluate`` is called from one thread at a time, with recipes in any order; it may
     raise any exception, which fails that trial (the worker wraps it into a TrialResult

@@ -8,7 +8,8 @@ import pytest
 
 from evomerge._yaml import validate_model
 from evomerge.exceptions import ConfigError
-from evomerge.generate import GenerationConfig, GenerationParams, template_fields
+from evomerge.generate import GenerationConfig, GenerationParams
+from evomerge.templates import template_fields
 
 LLAMA2 = "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{question} [/INST]"
 
@@ -54,7 +55,7 @@ def test_every_error_reported_at_once_with_file_and_field() -> None:
         "params.top_p",
         "params.stop",
         "params.bogus",
-        "unknown template field(s) ['persona']",
+        "unknown placeholder(s) {persona}",
         "retrieval.threshold",
     ):
         assert needle in msg, needle
@@ -71,7 +72,7 @@ def test_templates() -> None:
         GenerationConfig(prompts=Path("p"), template="{} {question}")
     with pytest.raises(ValueError, match="literal braces"):
         GenerationConfig(prompts=Path("p"), template="{question")
-    with pytest.raises(ValueError, match=r"\['question'\]"):
+    with pytest.raises(ValueError, match=r"\{question\}"):
         GenerationConfig(prompts=Path("p"), system_prompt="{question}")
     assert (
         GenerationConfig(prompts=Path("p"), template="{{json}} {question}").template

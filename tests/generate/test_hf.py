@@ -182,7 +182,14 @@ def test_tied_embeddings(tied_dir: Path) -> None:
 
 
 def test_rotary_buffers_are_skipped(gen: HFGenerator) -> None:
-    gen.load_weights([("model.rotary_emb.inv_freq", torch.zeros(4))])  # recomputed, never loaded
+    """A checkpoint's rotary ``inv_freq`` is recomputed by the model, never loaded: sending
+    zeros for it leaves the model's buffer, hence its answers, unchanged."""
+    rotary = dict(gen.model.named_buffers())["model.rotary_emb.inv_freq"]
+    before, answers = rotary.clone(), gen.generate(PROMPTS, GREEDY)
+    assert before.abs().min() > 0
+    gen.load_weights([("model.rotary_emb.inv_freq", torch.zeros_like(before))])
+    assert torch.equal(dict(gen.model.named_buffers())["model.rotary_emb.inv_freq"], before)
+    assert gen.generate(PROMPTS, GREEDY) == answers
 
 
 def test_score_texts_matches_transformers_loss(gen: HFGenerator) -> None:

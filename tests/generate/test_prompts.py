@@ -15,11 +15,10 @@ from evomerge.generate import (
     GenerationConfig,
     RetrievalConfig,
     build_prompt_items,
-    cosine_similarity,
     load_persona,
     load_prompt_set,
-    select_facts,
 )
+from evomerge.generate._retrieval import cosine_similarity, select_facts
 
 LLAMA2 = "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{question} [/INST]"
 FACTS = ["I live in Kyoto.", "I love green tea.", "My sister is a pilot."]

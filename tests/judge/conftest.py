@@ -48,7 +48,8 @@ def judges_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_judge(server: FakeOpenAIServer, judges_dir: Path) -> Iterator[Callable[..., Judge]]:
-    """``make_judge(type_name="simple", cache=None, options=None, api_key_env=None, **client_settings)``."""
+    """``make_judge(type_name="simple", cache=None, options=None, **client_settings)``; the
+    client talks to ``server`` as model ``judge-m`` unless ``endpoint``/``model`` are given."""
     clients: list[ChatClient] = []
 
     def make(
@@ -59,13 +60,15 @@ def make_judge(server: FakeOpenAIServer, judges_dir: Path) -> Iterator[Callable[
         **client_kw: Any,
     ) -> Judge:
         kw: dict[str, Any] = {
+            "endpoint": server.url,
+            "model": "judge-m",
             "max_concurrency": 4,
             "timeout": 5.0,
             "max_attempts": 3,
             "backoff": 0.01,
         }
         kw.update(client_kw)
-        client = ChatClient(endpoint=server.url, model="judge-m", **kw)
+        client = ChatClient(**kw)
         clients.append(client)
         return build_judge(
             type_name, judges_dirs=[judges_dir], client=client, cache=cache, options=options

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evomerge.cli import app
-from evomerge.judge import judge_file, read_responses
+from evomerge.judge import judge_file
+from evomerge.judge._file import read_responses
 from evomerge.testing.openai_server import FakeOpenAIServer
 
 runner = CliRunner()

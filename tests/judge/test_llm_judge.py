@@ -225,6 +225,22 @@ def test_cache_prevents_a_second_request(server, make_judge, tmp_path: Path):
     cache2.close()
 
 
+def test_cache_is_keyed_by_endpoint_and_model(server, make_judge, tmp_path: Path):
+    """A resumed run with another judge model (or endpoint) must not reuse the old scores."""
+    server.reply = lambda request: "ok\n2" if request["model"] == "judge-big" else "ok\n5"
+    cache = JudgeCache(tmp_path / "judge_cache.sqlite")
+    small = make_judge(cache=cache).score(samples(3))
+    big = make_judge(cache=cache, model="judge-big").score(samples(3))
+    assert [s.value for s in small] == [5.0] * 3 and [s.value for s in big] == [2.0] * 3
+    assert server.request_count == 6 and cache.hits == 0
+    with FakeOpenAIServer(reply="ok\n3") as other:  # the same model name elsewhere
+        elsewhere = make_judge(cache=cache, endpoint=other.url).score(samples(3))
+        assert [s.value for s in elsewhere] == [3.0] * 3 and other.request_count == 3
+    again = make_judge(cache=cache, model="judge-big").score(samples(3))
+    assert again == big and cache.hits == 3 and server.request_count == 6  # and it is cached
+    cache.close()
+
+
 def test_failures_are_not_cached(server, make_judge, tmp_path: Path):
     cache = JudgeCache(tmp_path / "c.sqlite")
     server.fail_next(400)

@@ -20,10 +20,10 @@ from evomerge.judge import (
     PerplexityJudge,
     Sample,
     build_judge,
-    content_tokens,
     register_judge,
-    split_sentences,
 )
+from evomerge.judge._local import split_sentences
+from evomerge.judge._reference import content_tokens
 
 
 def S(answer: str, **kw: Any) -> Sample:

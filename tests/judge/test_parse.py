@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evomerge.judge import expected_score, parse_last_line_integer
+from evomerge.judge._parse import expected_score, parse_last_line_integer
 
 
 @pytest.mark.parametrize(

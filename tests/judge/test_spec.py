@@ -17,8 +17,8 @@ from evomerge.judge import (
     builtin_judges_dir,
     discover_llm_judges,
     load_llm_judge,
-    render_messages,
 )
+from evomerge.judge._spec import render_messages
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {"personality", "naturalness", "turn_taking", "fact_consistency"}
@@ -85,7 +85,7 @@ def test_malformed_yaml_names_file_and_every_field(tmp_path: Path):
     for fragment in (
         "user_template",
         "{persona}",
-        "Allowed: profile",
+        "Allowed: question, reference, context, profile, examples, facts, answer",
         "scale",
         "temperature",
         "temprature",

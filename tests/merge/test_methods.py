@@ -58,12 +58,14 @@ def test_magnitude_trimming_equals_mergekit(delta: torch.Tensor, density: float)
     assert kept == min(nonzero, 0 if density == 0 else max(1, int(density * delta.numel())))
 
 
-def test_magnitude_trimming_handles_ties_like_a_stable_sort() -> None:
+def test_magnitude_trimming_keeps_mergekits_tied_coordinates() -> None:
     d = torch.tensor([0.5, -0.5, 0.2, 0.5, -0.1, 0.5])
-    kept = _single("ties", d, density=0.5)  # k = 3 of the four |0.5|: the first three by position
-    assert kept.tolist() == [0.5, -0.5, 0.0, 0.5, 0.0, 0.0]
+    kept = _single(
+        "ties", d, density=0.5
+    )  # k = 3 of the four |0.5|: the ones mergekit's sort keeps
+    assert torch.equal(kept, mk.magnitude(d, 0.5))
     outliers = _single("breadcrumbs", d, density=0.34, gamma=0.17)  # drop 1 largest, keep next 2
-    assert outliers.tolist() == [0.0, -0.5, 0.0, 0.5, 0.0, 0.0]
+    assert torch.equal(outliers, mk.magnitude_outliers(d, 0.34, gamma=0.17))
 
 
 @pytest.mark.parametrize(
@@ -75,10 +77,10 @@ def test_magnitude_trimming_handles_ties_like_a_stable_sort() -> None:
         ("ties", 0.5, 0.0, 1),
     ],
 )
-def test_many_ties_across_chunks_keep_exactly_the_stable_top_k(
+def test_many_ties_across_chunks_keep_exactly_mergekits_coordinates(
     method: str, density: float, gamma: float, levels: int
 ) -> None:
-    """Quantized task vectors (as bf16 checkpoints give) tie at the cuts; positions decide, as a stable sort.
+    """Quantized task vectors (as bf16 checkpoints give) tie at the cuts; mergekit's sort decides.
 
     With ``levels=1`` (values -0.01, 0, 0.01) both breadcrumbs cuts fall inside one run of ties.
     """
@@ -86,16 +88,17 @@ def test_many_ties_across_chunks_keep_exactly_the_stable_top_k(
 
     g = torch.Generator().manual_seed(9)
     d = torch.randint(-levels, levels + 1, (3 * CHUNK + 123,), generator=g).float() * 0.01
-    n = d.numel()
-    order = torch.argsort(d.abs(), descending=True, stable=True)
-    target, n_top = int(density * n), int(gamma * n)
-    lo, hi = (0, max(1, target)) if method == "ties" else (n_top, n_top + target)
-    expected = torch.zeros_like(d)
-    expected[order[lo:hi]] = d[order[lo:hi]]
+    if method == "ties":
+        expected = mk.magnitude(d, density)
+    else:
+        expected = mk.magnitude_outliers(d, density, gamma=gamma)
     params = {"density": density} | ({"gamma": gamma} if method == "breadcrumbs" else {})
     ours = _single(method, d, **params)
     assert torch.equal(ours, expected)
     assert int((ours != 0).sum()) == int((expected != 0).sum())
+    with_rescale = _single(method, d, rescale=True, **params)
+    assert int((with_rescale != 0).sum()) == int((expected != 0).sum())
+    assert float(with_rescale.abs().sum()) == pytest.approx(float(d.abs().sum()), rel=1e-5)
 
 
 @pytest.mark.parametrize(

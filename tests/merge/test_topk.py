@@ -1,28 +1,90 @@
-"""The linear-time top-k cut equals the sorted one, ties at the cut included."""
+"""The magnitude cuts keep exactly mergekit's coordinates, ties at the cut included.
+
+mergekit 0.1.5 is the oracle (``mergekit.sparsify.magnitude`` / ``magnitude_outliers``):
+with ties the kept coordinates depend on torch's (unstable) sort, and ours must be the
+same ones, with a precomputed order (the engine) and without (a one-off merge).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from mergekit import sparsify as mk
 
-from evomerge.merge.methods._aux import magnitude_order
-from evomerge.merge.methods._sparsify import magnitude_keep, rank_range_keep, top_k_keep
-
-
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("density", [0.01, 0.3, 0.5, 0.99])
-def test_top_k_keep_equals_the_sorted_cut(seed: int, density: float) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    # few distinct magnitudes: runs of ties at every cut, signs mixed, zeros included
-    flat = (torch.randint(-4, 5, (2000,), generator=gen) * 0.25).to(torch.float32)
-    k = max(1, int(density * flat.numel()))
-    order = magnitude_order(flat)
-    assert top_k_keep(flat, k) == rank_range_keep(flat, order, 0, k)
-    assert magnitude_keep(flat, None, density) == magnitude_keep(flat, order, density)
+from evomerge.merge.methods import CHUNK, SourceAux
+from evomerge.merge.methods._aux import ascending_order, magnitude_order
+from evomerge.merge.methods._sparsify import kept_at, magnitude_keep, outlier_keep
 
 
-def test_top_k_keep_without_ties_and_edges() -> None:
+def _quantized(n: int, levels: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Few distinct magnitudes (runs of ties at every cut), signs mixed, zeros included."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(-levels, levels + 1, (n,), generator=g) * 0.01).to(dtype)
+
+
+def _mask(flat: torch.Tensor, keep: object) -> torch.Tensor:
+    idx = torch.arange(flat.numel())
+    return kept_at(flat, idx, keep, SourceAux()) & (flat != 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("density", [0.01, 0.3, 0.5, 0.93])
+@pytest.mark.parametrize("levels", [1, 5, 40])
+def test_top_k_keeps_mergekits_coordinates(dtype: torch.dtype, density: float, levels: int) -> None:
+    flat = _quantized(2 * CHUNK + 321, levels, seed=levels, dtype=dtype)
+    theirs = mk.magnitude(flat, density) != 0
+    for order in (None, magnitude_order(flat)):
+        keep = magnitude_keep(flat, order, density)
+        assert torch.equal(_mask(flat, keep), theirs), (order is None, keep)
+
+
+@pytest.mark.parametrize(
+    ("density", "gamma"), [(0.4, 0.15), (0.2, 0.1), (0.9, 0.05), (0.5, 0.0), (0.05, 0.9)]
+)
+@pytest.mark.parametrize("levels", [1, 3, 40])
+def test_outlier_cuts_keep_mergekits_coordinates(density: float, gamma: float, levels: int) -> None:
+    """With levels=1 (values -0.01, 0, 0.01) both cuts can fall in one run of ties."""
+    flat = _quantized(CHUNK + 4321, levels, seed=100 + levels, dtype=torch.bfloat16)
+    theirs = mk.magnitude_outliers(flat, density, gamma=gamma) != 0
+    for order in (None, ascending_order(flat)):
+        keep = outlier_keep(flat, order, density, gamma)
+        assert torch.equal(_mask(flat, keep), theirs), (order is None, keep)
+
+
+def test_ties_at_the_cut_are_not_resolved_by_position() -> None:
+    """The check above is not vacuous: a stable (by position) tie-break keeps other coordinates."""
+    flat = _quantized(5000, 3, seed=7)
+    k = int(0.5 * flat.numel())
+    stable = torch.zeros(flat.numel(), dtype=torch.bool)
+    stable[torch.argsort(flat.abs(), descending=True, stable=True)[:k]] = True
+    theirs = mk.magnitude(flat, 0.5) != 0
+    assert not torch.equal(stable & (flat != 0), theirs)
+    keep = magnitude_keep(flat, None, 0.5)
+    assert keep.extra is not None and keep.extra.numel() > 0  # the tie needed the sort
+
+
+def test_no_tie_needs_no_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct magnitudes: the linear-time cut alone, no sort, the same coordinates."""
+    from evomerge.merge.methods import _sparsify
+
+    def no_sort(_: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("sorted although no tie straddles the cut")
+
+    monkeypatch.setattr(_sparsify, "magnitude_order", no_sort)
+    monkeypatch.setattr(_sparsify, "ascending_order", no_sort)
+    flat = torch.randn(10_000, generator=torch.Generator().manual_seed(3))
+    keep = magnitude_keep(flat, None, 0.3)
+    assert keep.extra is None
+    assert torch.equal(_mask(flat, keep), mk.magnitude(flat, 0.3) != 0)
+    keep = outlier_keep(flat, None, 0.3, 0.1)
+    assert torch.equal(_mask(flat, keep), mk.magnitude_outliers(flat, 0.3, gamma=0.1) != 0)
+
+
+def test_edges() -> None:
     flat = torch.tensor([0.5, -3.0, 2.0, 0.1, -1.0])
-    keep = top_k_keep(flat, 2)
-    assert keep.kind == "mag" and keep.below == 1.0 and keep.below_cut == -1
-    assert top_k_keep(flat, 5).kind == "all"
+    keep = magnitude_keep(flat, None, 0.4)
+    assert keep.kind == "mag" and keep.above == 1.0 and keep.extra is None
+    assert magnitude_keep(flat, None, 1.0).kind == "all"
+    assert magnitude_keep(flat, None, 0.0).kind == "none"
+    assert magnitude_keep(torch.zeros(4), None, 0.5).kind == "mag"  # zeros only: nothing to add
+    assert outlier_keep(flat, None, 0.0, 0.1).kind == "none"

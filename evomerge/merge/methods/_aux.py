@@ -3,10 +3,12 @@
 They let :class:`~evomerge.merge.MergeEngine` merge without sorting or drawing random
 numbers per trial, and the streaming merge compute exactly the same numbers:
 
-- ``order``: int32, the stable descending order of ``|delta|`` (an argsort), so TIES'
-  top-k magnitude threshold is one lookup (``|delta[order[k]]|``), ties included;
+- ``order``: int32, the descending order of ``|delta|`` exactly as mergekit sorts it
+  (torch's default sort of the float32 magnitudes on the CPU, whose order among equal
+  values is the one mergekit keeps), so TIES' top-k cut is a lookup, ties included;
+- ``ascending``: int32, mergekit's ascending order of ``|delta|`` (breadcrumbs' cuts);
 - ``row_rank``: int32, the ascending rank of ``|delta|`` within its row (along dim 1;
-  1-D tensors are one row), for DELLA's rank-dependent keep probabilities;
+  1-D tensors are one row; mergekit's sort), for DELLA's rank-dependent keep probabilities;
 - ``noise``: uniform integers (int16 values held as int32) from a generator seeded by (seed, tensor, source), so a
   DARE/DELLA mask is ``noise < threshold`` and the same seed always gives the same model;
 - ``noise_l1``: for tensors of at least :data:`NOISE_TABLE_MIN` elements, the cumulative L1
@@ -35,6 +37,7 @@ __all__ = [
     "NOISE_TABLE_MIN",
     "SlerpStats",
     "SourceAux",
+    "ascending_order",
     "build_aux",
     "chunk_size",
     "chunks",
@@ -69,6 +72,7 @@ class SourceAux:
 
     l1: float | None = None
     order: torch.Tensor | None = None
+    ascending: torch.Tensor | None = None
     row_rank: torch.Tensor | None = None
     noise: torch.Tensor | None = None
     noise_l1: torch.Tensor | None = None
@@ -77,7 +81,7 @@ class SourceAux:
     def nbytes(self) -> int:
         return sum(
             t.numel() * t.element_size()
-            for t in (self.order, self.row_rank, self.noise, self.noise_l1)
+            for t in (self.order, self.ascending, self.row_rank, self.noise, self.noise_l1)
             if t is not None
         )
 
@@ -105,16 +109,33 @@ def l1_norm(delta: torch.Tensor) -> float:
         c = flat[s:e]
         if c.dtype in (torch.float16, torch.bfloat16):
             c = c.float()
-        total += float(torch.linalg.vector_norm(c, ord=1))
+        total += float(c.abs().sum())  # a cascaded sum, as mergekit's (vector_norm's drifts)
     return total
 
 
-def magnitude_order(delta: torch.Tensor) -> torch.Tensor:
-    """int32 ``[numel]``: flat indices of ``delta`` by descending ``|delta|`` (stable)."""
-    mag = _flat(delta).abs().float()
-    order = torch.argsort(mag, descending=True, stable=True)
+def _mergekit_sort(delta: torch.Tensor, *, descending: bool) -> torch.Tensor:
+    """int32 ``[numel]``: flat indices of ``delta`` by ``|delta|``, sorted as mergekit 0.1.5's
+    ``sparsify`` sorts them: float32 magnitudes, torch's default (unstable) sort, on the CPU.
+
+    Equal magnitudes come in the order that sort leaves them (it depends on the whole
+    tensor), which is what decides the coordinates kept at a cut; computing on the CPU
+    gives the same order whatever device the engine runs on.
+    """
+    mag = _flat(delta).abs().float().cpu()
+    # the very calls mergekit makes: TIES argsorts descending, breadcrumbs sorts ascending
+    order = torch.argsort(mag, descending=True) if descending else torch.sort(mag).indices
     del mag
-    return order.to(torch.int32)
+    return order.to(device=delta.device, dtype=torch.int32)
+
+
+def magnitude_order(delta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: mergekit's descending magnitude order (TIES' ``magnitude``)."""
+    return _mergekit_sort(delta, descending=True)
+
+
+def ascending_order(delta: torch.Tensor) -> torch.Tensor:
+    """int32 ``[numel]``: mergekit's ascending magnitude order (``magnitude_outliers``)."""
+    return _mergekit_sort(delta, descending=False)
 
 
 def _rows(delta: torch.Tensor) -> torch.Tensor:
@@ -125,9 +146,10 @@ def _rows(delta: torch.Tensor) -> torch.Tensor:
 
 
 def row_rank(delta: torch.Tensor) -> torch.Tensor:
-    """int32 ``[numel]``: the ascending rank (stable, 0-based) of ``|delta|`` along dim 1."""
-    mag = _rows(delta).abs().float()
-    order = torch.argsort(mag, dim=1, stable=True)
+    """int32 ``[numel]``: the ascending rank (0-based) of ``|delta|`` along dim 1, ties in
+    the order of mergekit's ``della_magprune`` sort (torch's default sort, delta's dtype)."""
+    mag = _rows(delta).abs()
+    order = torch.argsort(mag, dim=1)
     del mag
     ar = torch.arange(order.shape[1], dtype=torch.int32, device=order.device)
     ar = ar.view(1, -1, *([1] * (order.dim() - 2))).expand(order.shape)  # broadcast along dim 1
@@ -229,6 +251,8 @@ def build_aux(
         aux = replace(aux, l1=l1_norm(delta))
     if Need.MAGNITUDE_ORDER in needs and aux.order is None:
         aux = replace(aux, order=magnitude_order(delta))
+    if Need.ASCENDING_ORDER in needs and aux.ascending is None:
+        aux = replace(aux, ascending=ascending_order(delta))
     if Need.ROW_RANK in needs and aux.row_rank is None:
         aux = replace(aux, row_rank=row_rank(delta))
     if (Need.NOISE in needs or Need.NOISE_L1 in needs) and aux.noise is None:

@@ -10,10 +10,10 @@ task arithmetic costs. Per element, with ``keep_i`` from the source's :class:`Ke
     den = sum_i agree_i * weight_i (0 -> 1)       out = base + lam * num / den  (num if not normalize)
 
 exactly the eager path's arithmetic (mergekit's semantics). Keeps handled: ``all``,
-``none``, ``mag`` without an upper cut (ties' top-k, ties at the cut resolved by flat
-position like a stable sort) and ``noise`` (DARE). The call is classified before anything
-is built: keeps of another kind (or magnitude and noise keeps mixed) return False and the
-caller uses the eager path for that tensor only.
+``none``, ``mag`` (its interval ``above < |d| < below``; the caller recomputes the few
+``extra`` coordinates tied at a cut afterwards) and ``noise`` (DARE). The call is
+classified before anything is built: keeps of another kind (DELLA), or magnitude and noise
+keeps mixed, return False and the caller uses the eager path for that tensor only.
 
 torch.compile needs a C++ compiler on CPU. Only compile/backend failures
 (:data:`COMPILE_ERRORS`) are caught: they disable that kernel (magnitude or noise) for the
@@ -24,6 +24,7 @@ other exception is a bug and propagates. :func:`fused_status` says which kernels
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -95,18 +96,17 @@ def _merge_magnitude(
     rows: list[torch.Tensor],
     coef: torch.Tensor,
     weight: torch.Tensor,
+    above: torch.Tensor,
     below: torch.Tensor,
-    cut: torch.Tensor,
     lam: torch.Tensor,
     normalize: bool,
 ) -> None:
-    """Top-k trimming: keep |d| > below, or |d| == below at flat position <= cut (stable order)."""
-    pos = torch.arange(base.numel(), device=base.device)
+    """Magnitude trimming: keep ``above < |d| < below`` (ties at a cut are fixed up later)."""
     xs = []
     for i, row in enumerate(rows):
         d = row.to(torch.float32)
         mag = d.abs()
-        keep = (mag > below[i]) | ((mag == below[i]) & (pos <= cut[i]))
+        keep = (mag > above[i]) & (mag < below[i])
         xs.append(torch.where(keep, d * coef[i], 0.0))
     _consensus(out, base, xs, weight, lam, normalize)
 
@@ -162,7 +162,7 @@ def _classify(keeps: Sequence[Keep], auxes: Sequence[SourceAux], n: int) -> str 
     """The kernel for these keeps ("magnitude" or "noise"), or None when neither applies."""
     kinds = {k.kind for k in keeps} - {"all", "none"}
     if kinds <= {"mag"}:
-        return "magnitude" if all(k.top is None for k in keeps) else None
+        return "magnitude"
     if kinds == {"noise"}:
         for k, a in zip(keeps, auxes, strict=True):
             noise = a.noise
@@ -171,7 +171,7 @@ def _classify(keeps: Sequence[Keep], auxes: Sequence[SourceAux], n: int) -> str 
             ):
                 return None  # no noise for this source, or int16 (which would not vectorize)
         return "noise"
-    return None  # DELLA, outlier cuts, or magnitude and noise keeps mixed
+    return None  # DELLA, or magnitude and noise keeps mixed
 
 
 def fused_consensus(
@@ -210,8 +210,8 @@ def fused_consensus(
             list(rows),
             f32(coef),
             f32(list(weights)),
-            f32([k.below if k.kind == "mag" else -1.0 for k in keeps]),  # "all": every |d| > -1
-            torch.tensor([k.below_cut for k in keeps], dtype=torch.int64, device=dev),
+            f32([k.above for k in keeps]),  # "all" keeps: every |d| > -1
+            f32([math.inf if k.below is None else k.below for k in keeps]),
             f32(lam),
             normalize,
         )

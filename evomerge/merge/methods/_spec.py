@@ -59,7 +59,8 @@ class BasePolicy(str, Enum):
 class Need(str, Enum):
     """Per-source precomputations a method can use (see :mod:`._aux`)."""
 
-    MAGNITUDE_ORDER = "magnitude_order"  # int32 argsort of |delta| per tensor (top-k trimming)
+    MAGNITUDE_ORDER = "magnitude_order"  # int32 descending order of |delta| (top-k trimming)
+    ASCENDING_ORDER = "ascending_order"  # int32 ascending order of |delta| (breadcrumbs)
     ROW_RANK = "row_rank"  # int32 rank of |delta| within each row (DELLA)
     NOISE = "noise"  # uniform integer noise (int16 range, held as int32) fixed by the seed (DARE, DELLA)
     NOISE_L1 = "noise_l1"  # L1 of delta kept under each noise threshold (DARE rescale)

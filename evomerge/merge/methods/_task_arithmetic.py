@@ -18,7 +18,7 @@ results agree to its rounding). ``int8_mask`` only changes mergekit's mask stora
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from evomerge.merge.methods._sparsify import (
     bernoulli_keep,
     della_keep,
     emit_kept,
+    kept_at,
     kept_l1,
     magnitude_keep,
     outlier_keep,
@@ -57,15 +58,19 @@ __all__ = [
 SPARSIFICATION_NEEDS: dict[str | None, frozenset[Need]] = {
     None: frozenset(),
     "magnitude": frozenset({Need.MAGNITUDE_ORDER}),
-    "magnitude_outliers": frozenset({Need.MAGNITUDE_ORDER}),
+    "magnitude_outliers": frozenset({Need.ASCENDING_ORDER}),
     "random": frozenset({Need.NOISE, Need.NOISE_L1}),
     "della_magprune": frozenset({Need.ROW_RANK, Need.NOISE}),
 }
 
 
-#: Precomputations a one-off merge skips: plain top-k needs no full sort (see top_k_keep);
-#: the engine still sorts once, so that each trial's cut is a lookup.
-ONE_OFF_SKIPS: dict[str | None, frozenset[Need]] = {"magnitude": frozenset({Need.MAGNITUDE_ORDER})}
+#: Precomputations a one-off merge skips: it selects the cuts in linear time and sorts only
+#: when ties straddle a cut (see magnitude_keep); the engine sorts once, so that each
+#: trial's cut is a lookup.
+ONE_OFF_SKIPS: dict[str | None, frozenset[Need]] = {
+    "magnitude": frozenset({Need.MAGNITUDE_ORDER}),
+    "magnitude_outliers": frozenset({Need.ASCENDING_ORDER}),
+}
 
 
 def _keep(method: str | None, flat: torch.Tensor, a: SourceAux, p: Any, shape: torch.Size) -> Keep:
@@ -74,7 +79,7 @@ def _keep(method: str | None, flat: torch.Tensor, a: SourceAux, p: Any, shape: t
     if method == "magnitude":
         return magnitude_keep(flat, a.order, p["density"])
     if method == "magnitude_outliers":
-        return outlier_keep(flat, a.order, p["density"], p["gamma"])
+        return outlier_keep(flat, a.ascending, p["density"], p["gamma"])
     if method == "random":
         return bernoulli_keep(p["density"])
     if method == "della_magprune":
@@ -168,6 +173,14 @@ def generalized_task_arithmetic(
         divisor = total if normalize and abs(total) >= 1e-8 else 1.0
         alphas = [c * lam / divisor for c in coefs]
         alpha = torch.tensor(alphas, dtype=work, device=dev)
+
+        def mix(tgt: torch.Tensor, b: torch.Tensor, em: torch.Tensor) -> None:
+            if dtype == work:
+                torch.addmv(b, em.t(), alpha, out=tgt)
+            else:
+                tgt.copy_(b)
+                tgt.addmv_(em.t(), alpha)
+
         all_kept = all(k.kind == "all" for k in keeps)
         for s, e in chunks(numel, dev):
             tgt = writer.target(s, e)
@@ -179,13 +192,20 @@ def generalized_task_arithmetic(
                 em = ws.get("E", (len(rows), e - s), work, dev)  # [N, c]
                 for i, r in enumerate(rows):
                     emit_kept(em[i], r[s:e], keeps[i], auxes[i], s, e, ws)
-                if dtype == work:
-                    torch.addmv(flat_base[s:e], em.t(), alpha, out=tgt)
-                else:
-                    tgt.copy_(flat_base[s:e])
-                    tgt.addmv_(em.t(), alpha)
+                mix(tgt, flat_base[s:e], em)
             writer.store(s, e, tgt)
-        return writer.finish()
+        return _fix_ties(writer.finish(), flat_base, rows, keeps, auxes, work, mix)
+    consts = _Consensus(
+        coef=torch.tensor(coefs, dtype=work, device=dev).view(-1, 1),
+        weight=torch.tensor(weights, dtype=work, device=dev).view(-1, 1),
+        positive_weights=all(w > 0 for w in weights),
+        normalize=normalize,
+        lam=lam,
+    )
+
+    def elect(tgt: torch.Tensor, b: torch.Tensor, em: torch.Tensor) -> None:
+        _consensus_chunk(tgt, b, em, consts, ws)
+
     if (
         work == torch.float32
         and writer.out.is_contiguous()
@@ -201,33 +221,54 @@ def generalized_task_arithmetic(
             lam=lam,
         )
     ):  # one compiled pass instead of the chunked eager passes below
-        return writer.out
-    coef_vec = torch.tensor(coefs, dtype=work, device=dev)
-    consts = _Consensus(
-        coef=coef_vec,
-        abs_coef=coef_vec.abs(),
-        weight=torch.tensor(weights, dtype=work, device=dev),
-        sign=coef_vec.sign().view(-1, 1) if any(c < 0 for c in coefs) else None,
-        positive_weights=all(w > 0 for w in weights),
-        normalize=normalize,
-        lam=lam,
-    )
+        return _fix_ties(writer.out, flat_base, rows, keeps, auxes, work, elect)
     for s, e in chunks(numel, dev):
         em = ws.get("E", (len(rows), e - s), work, dev)  # [N, c]: sparsified task vectors
         for i, r in enumerate(rows):
             emit_kept(em[i], r[s:e], keeps[i], auxes[i], s, e, ws)
         tgt = writer.target(s, e)
-        _consensus_chunk(tgt, flat_base[s:e], em, consts, ws)
+        elect(tgt, flat_base[s:e], em)
         writer.store(s, e, tgt)
-    return writer.finish()
+    return _fix_ties(writer.finish(), flat_base, rows, keeps, auxes, work, elect)
+
+
+def _fix_ties(
+    out: torch.Tensor,
+    flat_base: torch.Tensor,
+    rows: list[torch.Tensor],
+    keeps: list[Keep],
+    auxes: list[SourceAux],
+    work: torch.dtype,
+    merge: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
+) -> torch.Tensor:
+    """Recompute the coordinates some source keeps as a tie at its cut (``Keep.extra``).
+
+    The kernels above applied only the magnitude intervals; here the union of the extra
+    positions is gathered, sparsified with the complete rule and merged by ``merge`` (the
+    same per-chunk arithmetic), then written into ``out``. Returns ``out``.
+    """
+    extras = [k.extra for k in keeps if k.extra is not None and k.extra.numel()]
+    if not extras:
+        return out
+    idx = extras[0] if len(extras) == 1 else torch.unique(torch.cat(extras))  # [m], ascending
+    idx = idx.to(flat_base.device)
+    em = torch.empty((len(rows), idx.numel()), dtype=work, device=flat_base.device)  # [N, m]
+    for i, r in enumerate(rows):
+        v = r[idx]
+        em[i] = torch.where(kept_at(v, idx, keeps[i], auxes[i]), v.to(work), 0.0)
+    merged = torch.empty(idx.numel(), dtype=work, device=flat_base.device)
+    merge(merged, flat_base[idx], em)
+    if out.is_contiguous():
+        out.view(-1)[idx] = merged.to(out.dtype)
+    else:
+        out[torch.unravel_index(idx, out.shape)] = merged.to(out.dtype)
+    return out
 
 
 @dataclass(frozen=True)
 class _Consensus:
-    coef: torch.Tensor  # [N] weight x rescale
-    abs_coef: torch.Tensor  # [N]
-    weight: torch.Tensor  # [N] raw weights (the divisor's terms)
-    sign: torch.Tensor | None  # [N, 1] sign of coef, when some are negative
+    coef: torch.Tensor  # [N, 1] weight x rescale
+    weight: torch.Tensor  # [N, 1] raw weights (the divisor's terms)
     positive_weights: bool
     normalize: bool
     lam: float
@@ -238,36 +279,36 @@ def _consensus_chunk(
 ) -> None:
     """TIES sign election and disjoint merge of one chunk; ``em`` [N, c] is overwritten.
 
-    With ``x_i = coef_i * em_i``: the majority sign ``M`` is the sign of ``sum_i x_i``
-    (+ for 0); ``x_i`` is kept where ``x_i * M > 0``; the merged delta is the kept sum,
-    divided by the kept weights' sum (0 -> 1) when normalizing. Using
-    ``relu(em_i * M * sign(coef_i))``, both sums are gemvs over ``em``.
+    mergekit's arithmetic, op for op (the majority sign of a sum that cancels, common with
+    quantized task vectors and weights such as 0.5 and 0.3, depends on each rounding):
+    ``x_i = coef_i * em_i`` rounded; ``S = sum_i x_i`` in source order; ``M = +1`` where
+    ``S >= 0`` else -1; ``x_i`` is kept where ``x_i * M > 0``; the merged delta is the kept
+    sum, divided by the kept weights' sum (0 -> 1) when normalizing, times lambda.
     """
     c, dtype, dev = base.numel(), em.dtype, base.device
+    em.mul_(k.coef)  # x_i
     total = ws.get("S", (c,), dtype, dev)
-    torch.mv(em.t(), k.coef, out=total)  # [c]: sum_i x_i
+    torch.sum(em, dim=0, out=total)  # [c]: S
     sign = ws.get("M", (c,), dtype, dev)
-    # M = sign(S + tiny): +1 where S == 0, as mergekit's ``S >= 0`` (only a subnormal S < 0
-    # would differ); cheaper than copysign. The work dtype is float32 or float64.
-    torch.add(total, torch.finfo(dtype).tiny, out=sign)
-    sign.sign_()
+    torch.sign(total, out=sign)
+    sign.add_(0.5).sign_()  # {-1, 0, 1} -> {-1, 1, 1}: M = +1 where S >= 0 (-0.0 included)
     em.mul_(sign)
-    if k.sign is not None:
-        em.mul_(k.sign)
-    em.clamp_(min=0)  # |x_i| / |coef_i| where x_i agrees with the majority, else 0
-    torch.mv(em.t(), k.abs_coef, out=total)  # [c]: |kept sum|
-    total.mul_(sign)
-    if not k.normalize:
-        torch.add(base, total, alpha=k.lam, out=tgt)
-        return
-    em.sign_()  # 1 where kept
-    div = ws.get("D", (c,), dtype, dev)
-    torch.mv(em.t(), k.weight, out=div)  # [c]: sum of the kept weights
-    if k.positive_weights:
-        div.clamp_(min=torch.finfo(dtype).tiny)  # 0 only where nothing is kept (and the sum is 0)
-    else:
-        div.masked_fill_(div == 0, 1)
-    torch.addcdiv(base, total, div, value=k.lam, out=tgt)
+    em.clamp_(min=0)  # x_i * M where x_i agrees with the majority, else 0
+    torch.sum(em, dim=0, out=total)
+    total.mul_(sign)  # [c]: the kept sum, in source order
+    if k.normalize:
+        em.sign_()  # 1 where kept
+        em.mul_(k.weight)
+        div = ws.get("D", (c,), dtype, dev)
+        torch.sum(em, dim=0, out=div)  # [c]: the kept weights' sum
+        if k.positive_weights:
+            div.clamp_(min=torch.finfo(dtype).tiny)  # 0 only where nothing is kept (sum 0)
+        else:
+            div.masked_fill_(div == 0, 1)
+        total.div_(div)
+    if k.lam != 1:
+        total.mul_(k.lam)
+    torch.add(base, total, out=tgt)
 
 
 def _variant(sparsification: str | None, consensus: bool, name: str, doc: str) -> Any:
