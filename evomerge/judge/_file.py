@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from evomerge._yaml import format_validation_error
+from evomerge._yaml import format_validation_error, read_text
 from evomerge.exceptions import ConfigError, JudgeError
 from evomerge.judge._context import JudgeContext
 from evomerge.judge._registry import build_judge
@@ -69,10 +69,7 @@ class ResponseRecord(BaseModel):
 def read_responses(path: str | Path, *, need_labels: bool = False) -> list[ResponseRecord]:
     """Parse RESPONSES.jsonl; every bad line is reported at once (``file:line: field: ...``)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    lines = read_text(path, what="the answers file").splitlines()
     records, problems = [], []
     for no, line in enumerate(lines, 1):
         if not line.strip():

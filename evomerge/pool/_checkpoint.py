@@ -53,7 +53,7 @@ def read_config(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, not UTF-8
         raise CheckpointError(f"{cfg}: cannot parse config.json: {err}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{cfg}: expected a JSON object, got {type(data).__name__}")
@@ -201,7 +201,7 @@ def _discover_files(root: Path, *, allow_pickle: bool) -> list[WeightFile]:
 def _read_weight_map(index: Path) -> dict[str, str]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, not UTF-8
         raise CheckpointError(f"{index}: cannot parse index: {err}") from None
     wm = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(wm, dict) or not wm:

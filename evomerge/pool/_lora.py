@@ -96,7 +96,7 @@ class LoraAdapter:
             raise CheckpointError(f"{root}: not a peft adapter; expected {cfg_path.name}")
         try:
             config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:  # ValueError: bad JSON, not UTF-8
             raise CheckpointError(f"{cfg_path}: cannot parse: {err}") from None
         _check_supported(cfg_path, config)
         st, pt = root / "adapter_model.safetensors", root / "adapter_model.bin"

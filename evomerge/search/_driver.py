@@ -33,7 +33,7 @@ from evomerge.run import INTERRUPTED_ERROR, StudyView, rank_key, recover_interru
 from evomerge.run import attrs as A
 from evomerge.search._sampler import distributions
 from evomerge.search._types import TrialResult
-from evomerge.search._workers import Slot, WorkerGroup, short_cause
+from evomerge.search._workers import Slot, WorkerGroup, ray_cause
 from evomerge.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class Driver:
         try:
             data = self.group.ray.get(ref)
         except self.group.ray.exceptions.RayError as err:  # the actor (or its node) died
-            reason = f"worker {run.slot.index} died: {short_cause(err)}"
+            reason = f"worker {run.slot.index} died: {ray_cause(err)}"
             self.group.replace(run.slot, reason)
             self._failed(run.job, reason, None, max(self.retries, 1))
             return

@@ -38,6 +38,7 @@ from evomerge.run import (
 from evomerge.run import attrs as A
 from evomerge.search._cluster import plan_workers, ray_session
 from evomerge.search._driver import Driver
+from evomerge.search._inputs import check_inputs
 from evomerge.search._sampler import make_sampler
 from evomerge.search._types import SearchSummary
 from evomerge.search._workers import WorkerGroup
@@ -173,6 +174,7 @@ def run_search(
         if config.search.storage == "journal":
             repair_journal(storage_path(run_dir, "journal"))
         space = build_space(config, open_pool(config))
+        check_inputs(config)  # every file a worker reads, before Ray starts
         logger.info(
             "search space %s: %d dimensions, %d layer groups",
             space.spec.name,

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from evomerge.cli import app
 from evomerge.run import open_run
+from evomerge.search._workers import ray_cause
 from evomerge.testing.openai_server import FakeOpenAIServer
 
 from .conftest import make_run, trial_counts, write_run_yaml
@@ -128,3 +129,31 @@ def test_a_search_that_completes_no_trial_exits_non_zero(
     result = _search(path, tmp_path / "rd")
     assert result.exit_code == 2, result.output
     assert "no trial completed" in result.output and "the candidate is broken" in result.output
+
+
+def test_a_worker_error_keeps_its_whole_message(tiny_models: Any, tmp_path: Path) -> None:
+    """Errors raised on a worker come back with every line of their message (without Ray's
+    traceback and colour codes), not only the last line: a worker whose evaluator cannot
+    read its prompt set, and a task raising the same error."""
+    import ray
+
+    from evomerge.config import load_run_config
+    from evomerge.generate import load_prompt_set
+    from evomerge.search._worker import Worker
+
+    path = _pipeline_run(tmp_path, tiny_models.as_dict(), "http://127.0.0.1:9/v1")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"question": "ok"}\n{bad\n{"question": ""}\n[1]\n', encoding="utf-8")
+    data = load_run_config(path).model_dump(mode="json")
+    worker = ray.remote(Worker).options(num_cpus=0.5).remote(data, str(tmp_path), 0, "cpu")
+    with pytest.raises(ray.exceptions.RayError) as info:
+        ray.get(worker.describe.remote())
+    cause = ray_cause(info.value)
+    assert f"ConfigError: {prompts}: 3 invalid line(s)\n" in cause, cause
+    for line in (2, 3, 4):
+        assert f"{prompts}:{line}: " in cause
+    assert "\x1b[" not in cause and 'File "' not in cause
+    task = ray.remote(load_prompt_set).options(num_cpus=0.5).remote(str(prompts))
+    with pytest.raises(ray.exceptions.RayError) as info:
+        ray.get(task)
+    assert ray_cause(info.value) == cause
