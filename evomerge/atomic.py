@@ -68,7 +68,8 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
         if any(out.iterdir()) and not overwrite:
             raise ExportError(
                 f"out_dir: {str(out)!r} exists and is not empty; choose another directory, "
-                "remove it, or pass overwrite=True to replace it"
+                "remove it, or replace it: --overwrite (evomerge export / merge), "
+                "overwrite=True (Python)"
             )
     return out
 

@@ -78,6 +78,7 @@ def merge(
     ] = False,
     shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB, 500MB.")] = "5GB",
     seed: Annotated[int, typer.Option(help="Seed for the random methods (dare_*, della*).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT_DIR.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run one merge from a mergekit YAML and write a Hugging Face checkpoint."""
@@ -91,6 +92,7 @@ def merge(
         allow_pickle=allow_pickle,
         shard_size=shard_size,
         seed=seed,
+        overwrite=overwrite,
         progress=not quiet,
     )
 
@@ -145,13 +147,17 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")],
     out_dir: Annotated[Path, typer.Argument(help="Output checkpoint directory.")],
     trial: Annotated[str, typer.Option(help="'best' or a trial number.")] = "best",
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace a non-empty OUT_DIR (only once the new one is complete)."),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Export a trial's merge as a HF checkpoint + mergekit.yaml + model card."""
     _setup_logging(quiet)
     from evomerge.export import export_trial
 
-    export_trial(run_dir, out_dir, trial=trial, progress=not quiet)
+    export_trial(run_dir, out_dir, trial=trial, overwrite=overwrite, progress=not quiet)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from evomerge.exceptions import CheckpointError, UnsafeCheckpointError
-from evomerge.pool._files import PICKLE_SUFFIXES, TensorMeta, WeightFile
+from evomerge.pool._files import ALLOW_PICKLE_HINT, PICKLE_SUFFIXES, TensorMeta, WeightFile
 from evomerge.pool._naming import natural_key
 
 logger = logging.getLogger(__name__)
@@ -185,8 +185,7 @@ def _discover_files(root: Path, *, allow_pickle: bool) -> list[WeightFile]:
     if pickles and not allow_pickle:
         raise UnsafeCheckpointError(
             f"{root}: only pickle weights found ({', '.join(p.name for p in pickles)}); loading "
-            "pickle can run arbitrary code. Convert them to safetensors, or pass allow_pickle=True "
-            "(--allow-pickle) if you trust their source"
+            f"pickle can run arbitrary code. Convert them to safetensors, or, {ALLOW_PICKLE_HINT}"
         )
     if pickles:
         return [WeightFile(path=p, pickle=True) for p in pickles]
