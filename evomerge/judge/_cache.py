@@ -3,7 +3,8 @@
 One SQLite file (by default ``RUN_DIR/judge_cache.sqlite``) maps a request key to the
 normalized reply. The key is the SHA-256 of the endpoint, model, messages and sampling
 parameters (n, temperature, max_tokens, logprobs settings); the API key is never part of
-it and never stored. Only successful replies are cached.
+it and never stored (replies come redacted from the client, and any ``Bearer`` token left
+is redacted again here). Only successful replies are cached.
 
 Thread safety: one connection guarded by a lock; safe for several threads of one process.
 Several processes may share the file (SQLite locks it; WAL journal), e.g. Ray workers on
@@ -21,6 +22,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from evomerge.judge._client import redact
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class JudgeCache:
 
     def put(self, key: str, reply: Mapping[str, Any]) -> None:
         """Store ``reply`` (JSON-serializable) under ``key``; a later put replaces it."""
-        blob = json.dumps(reply, ensure_ascii=False)
+        blob = redact(json.dumps(reply, ensure_ascii=False))
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",

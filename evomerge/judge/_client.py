@@ -12,8 +12,11 @@ Policy (ours, not the ``openai`` library's: its own ``max_retries`` is 0):
   :class:`RequestFailed` (the endpoint may be down).
 
 The API key is read from the environment variable named by ``api_key_env`` when the
-client is built; it is never logged, never put in messages and never cached. Local
-endpoints (localhost, 127.0.0.1, ::1) may go without a key.
+client is built; it is never logged, never put in messages and never cached: replies and
+server messages pass :func:`redact` (the key and any ``Bearer`` token become ``***``)
+before anyone sees them, so a server that echoes the Authorization header leaks nothing
+into the reply cache, the study or the report. Local endpoints (localhost, 127.0.0.1,
+::1) may go without a key.
 
 Thread safety: ``acomplete`` runs on the client's private loop (:attr:`loop`); call it
 through ``client.loop.run(...)`` from any thread.
@@ -25,6 +28,8 @@ import asyncio
 import logging
 import os
 import random
+import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -33,10 +38,22 @@ from evomerge.judge._loop import LoopThread
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChatClient", "resolve_api_key"]
+__all__ = ["ChatClient", "redact", "resolve_api_key"]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 _NO_KEY = "EMPTY"  # what vLLM and friends accept when they run without --api-key
+
+
+_BEARER = re.compile(r"(Bearer\s+)[^\s\"',;\\]+", re.IGNORECASE)  # stops at JSON escapes
+_MIN_SECRET = 4  # shorter "keys" (e.g. "x" for a local server) would redact ordinary text
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every ``secret`` and any ``Bearer <token>`` replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= _MIN_SECRET and secret != _NO_KEY:
+            text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", text)
 
 
 def _is_local(endpoint: str) -> bool:
@@ -136,7 +153,16 @@ class ChatClient:
         return self._client
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key and self._key != _NO_KEY else text
+        return redact(text, [self._key])
+
+    def _redact_reply(self, reply: dict[str, Any]) -> dict[str, Any]:
+        for choice in reply["choices"]:
+            choice["content"] = self._redact(choice["content"])
+            for position in choice["logprobs"] or []:
+                position["token"] = self._redact(position["token"])
+                for alt in position["top_logprobs"]:
+                    alt["token"] = self._redact(alt["token"])
+        return reply
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
@@ -177,7 +203,7 @@ class ChatClient:
                     resp = await asyncio.wait_for(
                         client.chat.completions.create(**kwargs), timeout=self.timeout
                     )
-                return _normalize_reply(resp)
+                return self._redact_reply(_normalize_reply(resp))
             except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
                 raise JudgeAuthError(
                     f"judge endpoint {self.endpoint} refused the credentials (HTTP {err.status_code}) for model "

@@ -16,7 +16,9 @@ position a list of ``(token, logprob)`` whose first entry is the emitted token) 
 requests with ``logprobs: true`` (without it the whole reply is one token of logprob 0);
 scripted error statuses (429/500/401/...) and hangs; ``fail_if`` (``callable(request_json)
 -> status or None``: an error for the requests it picks, every time); a fixed ``latency``; ``api_key``
-(requests without ``Authorization: Bearer <api_key>`` get 401). Counters:
+(requests without ``Authorization: Bearer <api_key>`` get 401); ``echo_authorization``
+(replies start with a line repeating the request's Authorization header, as a careless
+proxy might). Counters:
 ``request_count``, ``requests`` (the JSON bodies), ``in_flight``, ``max_in_flight``.
 Thread-safe. Sleeps wake up at ``stop()``, so closing never waits on a hang.
 """
@@ -126,7 +128,9 @@ class FakeOpenAIServer:
         retry_after: float | None = None,
         model: str = "fake-judge",
         fail_if: Callable[[dict[str, Any]], int | None] | None = None,
+        echo_authorization: bool = False,
     ) -> None:
+        self.echo_authorization = echo_authorization
         self.reply = reply
         self.fail_if = fail_if
         self.logprobs = logprobs
@@ -228,6 +232,8 @@ class FakeOpenAIServer:
             if self.api_key is not None and authorization != f"Bearer {self.api_key}":
                 sent = authorization.removeprefix("Bearer ")
                 return self._error(401, f"Incorrect API key provided: {sent}")  # as real servers do
+            if self.echo_authorization:
+                request = {**request, "_echo": f"you sent Authorization: {authorization}\n"}
             return 200, self._completion(request), {}
         finally:
             with self._lock:
@@ -253,7 +259,8 @@ class FakeOpenAIServer:
         return status, body, headers
 
     def _text(self, request: dict[str, Any]) -> str:
-        return self.reply(request) if callable(self.reply) else self.reply
+        text = self.reply(request) if callable(self.reply) else self.reply
+        return str(request.get("_echo", "")) + text
 
     def _choice(self, index: int, request: dict[str, Any]) -> dict[str, Any]:
         lp = None

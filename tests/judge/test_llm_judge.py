@@ -360,3 +360,40 @@ def test_fake_server_counts_and_closes_promptly():
     srv.stop()
     assert time.monotonic() - t0 < 2.0 and srv.request_count == 1
     client.close()
+
+
+def test_a_server_echoing_the_key_gets_nothing_cached_or_passed_on(
+    judges_dir: Path, tmp_path: Path, monkeypatch
+):
+    """A 200 reply that repeats the Authorization header: the key and the Bearer token
+    reach neither the cache file nor the Score (what the study and report keep)."""
+    secret = "sk-live-SECRET-abcdef0123456789"
+    monkeypatch.setenv("EVOMERGE_TEST_JUDGE_KEY", secret)
+    cache = JudgeCache(tmp_path / "judge_cache.sqlite")
+    with FakeOpenAIServer(reply="fine\n6", api_key=secret, echo_authorization=True) as srv:
+        judge = build_judge(
+            "simple",
+            judges_dirs=[judges_dir],
+            endpoint=srv.url,
+            model="judge-m",
+            api_key_env="EVOMERGE_TEST_JUDGE_KEY",
+            cache=cache,
+        )
+        scores = judge.score(samples(2))
+        judge.close()  # type: ignore[attr-defined]
+    cache.close()
+    assert [s.value for s in scores] == [6.0, 6.0]  # the reply is still parsed
+    assert all(s.raw.startswith("you sent Authorization: Bearer ***\n") for s in scores)
+    assert all(secret not in s.raw for s in scores)
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("judge_cache.sqlite*"))
+    assert b"Authorization: Bearer ***" in blob  # the reply was cached, redacted
+    assert secret.encode() not in blob and b"SECRET" not in blob
+
+
+def test_redact_hides_keys_and_bearer_tokens():
+    from evomerge.judge._client import redact
+
+    assert redact("key sk-abcdef here", ["sk-abcdef"]) == "key *** here"
+    assert redact("Authorization: bearer eyJhbGciOi.x.y,") == "Authorization: bearer ***,"
+    assert redact('{"a": "Bearer tok\\n5"}') == '{"a": "Bearer ***\\n5"}'  # JSON stays valid
+    assert redact("a 7 b", ["7"]) == "a 7 b"  # too short to be a key: text is left alone
