@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from optuna.trial import TrialState
 
@@ -20,6 +21,13 @@ from evomerge.search import run_search
 from .conftest import start_cli, trial_counts
 
 TARGET = 12
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _counts(run_dir: Path) -> tuple[int, int, int]:
@@ -55,9 +63,21 @@ def test_sigkill_then_same_command_resumes(
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             assert time.monotonic() < deadline, "the first search did not complete 3 trials in time"
             time.sleep(0.2)
+        tree = [
+            p
+            for p in psutil.Process(first.pid).children(recursive=True)
+            if "_watchdog.py" not in " ".join(p.cmdline())
+        ]
+        assert any("Agent" in p.name() or "Agent" in " ".join(p.cmdline()) for p in tree)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        reap(ray_tmp)  # the killed driver's local Ray cluster
+        # the watchdog ends the local cluster's orphans (Ray's agents outlive a killed
+        # driver by about a minute on their own)
+        gone_by = time.monotonic() + 15
+        while time.monotonic() < gone_by and any(_alive(p) for p in tree):
+            time.sleep(0.2)
+        assert not [p for p in tree if _alive(p)], [p.name() for p in tree if _alive(p)]
+        reap(ray_tmp)  # the killed driver's local Ray cluster, should anything be left
         done_before, _, running_before = _counts(run_dir)
         study = open_run(run_dir).study.study
         kept = {
