@@ -208,8 +208,16 @@ def judge(
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
     model: Annotated[str | None, typer.Option(help="Judge model name at the endpoint.")] = None,
     api_key_env: Annotated[
-        str | None, typer.Option(help="Environment variable holding the API key.")
+        str | None,
+        typer.Option(help="Environment variable holding the API key (default: OPENAI_API_KEY)."),
     ] = None,
+    structured_choice: Annotated[
+        bool,
+        typer.Option(
+            "--structured-choice",
+            help="Restrict replies to the scale's values (vLLM structured outputs).",
+        ),
+    ] = False,
     judges_dir: Annotated[
         list[Path] | None, typer.Option(help="Extra folders of judge YAMLs.")
     ] = None,
@@ -234,6 +242,7 @@ def judge(
         endpoint=endpoint,
         model=model,
         api_key_env=api_key_env,
+        structured_choice=structured_choice or None,
         judges_dirs=judges_dir or [],
         as_json=as_json,
         calibrate=calibrate,

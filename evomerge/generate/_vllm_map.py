@@ -1,7 +1,9 @@
 """Pure helpers of the ``vllm`` backend, testable without vLLM.
 
-- which (name, tensor) pairs vLLM's ``model.load_weights`` receives for a stream of
-  Hugging Face tensors (vLLM packs q/k/v and gate/up itself from the HF names);
+- which (name, tensor) pairs vLLM's reload receives for a stream of Hugging Face tensors
+  (vLLM packs q/k/v and gate/up itself from the HF names);
+- which vLLM layers an update touches only in part (vLLM reloads a layer whole: the
+  members of a layer not sent would be left uninitialized);
 - ``GenerationParams`` -> ``vllm.SamplingParams`` keyword arguments;
 - mean token NLL from vLLM's ``prompt_logprobs``.
 """
@@ -9,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +21,8 @@ from evomerge.generate._config import GenerationParams
 from evomerge.generate._weights import IGNORED_SUFFIXES
 
 __all__ = [
+    "FUSED_PROJECTIONS",
+    "incomplete_layers",
     "mean_nll_from_prompt_logprobs",
     "sampling_kwargs",
     "scoring_kwargs",
@@ -26,6 +31,43 @@ __all__ = [
 ]
 
 _LM_HEAD = "lm_head.weight"
+
+#: HF projections that vLLM loads into one fused layer (``packed_modules_mapping`` of its
+#: Llama-family models). Experts of a mixture-of-experts block form one layer as well.
+FUSED_PROJECTIONS: tuple[tuple[str, ...], ...] = (
+    ("q_proj", "k_proj", "v_proj"),
+    ("gate_proj", "up_proj"),
+)
+_FUSED_KEY = {leaf: "[" + "|".join(group) + "]" for group in FUSED_PROJECTIONS for leaf in group}
+_EXPERT = re.compile(r"\.experts\.\d+\.")
+
+
+def _layer_key(name: str) -> str:
+    """The vLLM layer an HF tensor name loads into (HF module, fused where vLLM fuses)."""
+    module = name.rpartition(".")[0]
+    parent, _, leaf = module.rpartition(".")
+    if leaf in _FUSED_KEY:
+        module = f"{parent}.{_FUSED_KEY[leaf]}"
+    return _EXPERT.sub(".experts.*.", module)
+
+
+def incomplete_layers(given: Iterable[str], checkpoint: Iterable[str]) -> dict[str, list[str]]:
+    """Layers that ``given`` touches without sending all of their ``checkpoint`` tensors:
+    ``{layer: [missing names]}`` (empty when every touched layer is complete).
+
+    vLLM's in-place reload processes a layer once all of its weights arrived; a layer sent
+    in part is processed with the rest uninitialized. Recomputed buffers are ignored.
+    """
+    sent = {n for n in given if not n.endswith(IGNORED_SUFFIXES)}
+    touched = {_layer_key(n) for n in sent}
+    missing: dict[str, list[str]] = {}
+    for name in checkpoint:
+        if name in sent or name.endswith(IGNORED_SUFFIXES):
+            continue
+        key = _layer_key(name)
+        if key in touched:
+            missing.setdefault(key, []).append(name)
+    return missing
 
 
 def vllm_weight_stream(

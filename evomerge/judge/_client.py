@@ -11,12 +11,17 @@ Policy (ours, not the ``openai`` library's: its own ``max_retries`` is 0):
   (:class:`RequestFailed`); retries spent on the retried reasons raise a *transient*
   :class:`RequestFailed` (the endpoint may be down).
 
-The API key is read from the environment variable named by ``api_key_env`` when the
-client is built; it is never logged, never put in messages and never cached: replies and
-server messages pass :func:`redact` (the key and any ``Bearer`` token become ``***``)
-before anyone sees them, so a server that echoes the Authorization header leaks nothing
-into the reply cache, the study or the report. Local endpoints (localhost, 127.0.0.1,
-::1) may go without a key.
+The API key follows the ``openai`` library's convention, for every endpoint (loopback
+included): the variable named by ``api_key_env`` when given, else ``OPENAI_API_KEY`` when
+set, else no key (a placeholder that keyless servers such as ``vllm serve`` without
+``--api-key`` accept). It is read when the client is built, never logged, never put in
+messages and never cached: replies and server messages pass :func:`redact` (the key and
+any ``Bearer`` token become ``***``) before anyone sees them, so a server that echoes the
+Authorization header leaks nothing into the reply cache, the study or the report.
+
+``choices`` asks the server for a structured output restricted to those strings (vLLM's
+``structured_outputs: {choice: [...]}``); a server that rejects the field fails fast with
+a :class:`JudgeUnavailableError` naming it (every request would fail the same way).
 
 Thread safety: ``acomplete`` runs on the client's private loop (:attr:`loop`); call it
 through ``client.loop.run(...)`` from any thread.
@@ -33,15 +38,29 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
-from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeUnavailableError, RequestFailed
+from evomerge.exceptions import (
+    ConfigError,
+    JudgeAuthError,
+    JudgeUnavailableError,
+    RequestFailed,
+)
 from evomerge.judge._loop import LoopThread
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChatClient", "redact", "resolve_api_key"]
+__all__ = [
+    "DEFAULT_KEY_ENV",
+    "STRUCTURED_FIELD",
+    "ChatClient",
+    "api_key_source",
+    "redact",
+    "resolve_api_key",
+]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 _NO_KEY = "EMPTY"  # what vLLM and friends accept when they run without --api-key
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+STRUCTURED_FIELD = "structured_outputs"
 
 
 _BEARER = re.compile(r"(Bearer\s+)[^\s\"',;\\]+", re.IGNORECASE)  # stops at JSON escapes
@@ -60,27 +79,34 @@ def _is_local(endpoint: str) -> bool:
     return (urlparse(endpoint).hostname or "") in _LOCAL_HOSTS
 
 
-def resolve_api_key(endpoint: str, api_key_env: str | None) -> str:
-    """The API key for ``endpoint``: from ``$api_key_env``; none needed for local endpoints.
-
-    A non-local endpoint without ``api_key_env`` falls back to ``OPENAI_API_KEY``.
-    Raises ConfigError naming the variable when it is unset or empty.
-    """
+def api_key_source(api_key_env: str | None) -> str | None:
+    """The environment variable the key comes from: ``api_key_env`` when given, else
+    ``OPENAI_API_KEY`` when it is set and non-empty, else None (no key)."""
     if api_key_env:
-        key = os.environ.get(api_key_env, "")
-        if not key:
-            raise ConfigError(
-                f"api_key_env: environment variable {api_key_env!r} is not set or empty; "
-                f"export {api_key_env}=<key for {endpoint}> (or drop api_key_env for a local endpoint without a key)"
+        return api_key_env
+    return DEFAULT_KEY_ENV if os.environ.get(DEFAULT_KEY_ENV) else None
+
+
+def resolve_api_key(endpoint: str, api_key_env: str | None) -> str:
+    """The API key for ``endpoint`` (see the module docstring; the same for every endpoint).
+
+    Raises ConfigError naming the variable when ``api_key_env`` is given but unset or empty.
+    """
+    source = api_key_source(api_key_env)
+    if source is None:
+        if not _is_local(endpoint):
+            logger.warning(
+                "sending no API key to %s: neither api_key_env nor %s is set",
+                endpoint,
+                DEFAULT_KEY_ENV,
             )
-        return key
-    if _is_local(endpoint):
         return _NO_KEY
-    key = os.environ.get("OPENAI_API_KEY", "")
+    key = os.environ.get(source, "")
     if not key:
         raise ConfigError(
-            f"api_key_env: not given for the non-local endpoint {endpoint!r} and OPENAI_API_KEY is not set; "
-            "set api_key_env to the name of the environment variable holding the key"
+            f"api_key_env: environment variable {source!r} is not set or empty; "
+            f"export {source}=<key for {endpoint}> (or drop api_key_env: then "
+            f"{DEFAULT_KEY_ENV} is used when set, and no key otherwise)"
         )
     return key
 
@@ -135,6 +161,7 @@ class ChatClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._key = resolve_api_key(self.endpoint, api_key_env)
+        self._key_source = api_key_source(api_key_env)
         self.loop = LoopThread()
         self._client: Any = None  # openai.AsyncOpenAI, created on the private loop
         self._sem: asyncio.Semaphore | None = None
@@ -151,6 +178,14 @@ class ChatClient:
             )
             self._sem = asyncio.Semaphore(self.max_concurrency)
         return self._client
+
+    def _key_hint(self) -> str:
+        if self._key_source is None:
+            return (
+                f"no API key was sent (neither api_key_env nor {DEFAULT_KEY_ENV} is set): "
+                f"export {DEFAULT_KEY_ENV}=<key>, or name another variable with api_key_env"
+            )
+        return f"check the key in ${self._key_source}"
 
     def _redact(self, text: str) -> str:
         return redact(text, [self._key])
@@ -179,12 +214,14 @@ class ChatClient:
         temperature: float = 0.0,
         max_tokens: int = 512,
         top_logprobs: int | None = None,
+        choices: list[str] | None = None,
     ) -> dict[str, Any]:
-        """One chat completion with retries; returns the normalized reply.
+        """One chat completion with retries; returns the normalized reply. ``choices``
+        restricts the reply to one of these strings (structured outputs).
 
-        Raises JudgeAuthError (401/403), JudgeUnavailableError (404), RequestFailed
-        (anything else that did not succeed within ``max_attempts``; ``transient`` when
-        every attempt failed for a retried reason).
+        Raises JudgeAuthError (401/403), JudgeUnavailableError (404, or a server that
+        rejects ``choices``), RequestFailed (anything else that did not succeed within
+        ``max_attempts``; ``transient`` when every attempt failed for a retried reason).
         """
         import openai
 
@@ -195,6 +232,8 @@ class ChatClient:
         )
         if top_logprobs is not None:
             kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+        if choices is not None:
+            kwargs["extra_body"] = {STRUCTURED_FIELD: {"choice": list(choices)}}
         reason = ""
         for attempt in range(1, self.max_attempts + 1):
             retry_after: float | None = None
@@ -207,7 +246,7 @@ class ChatClient:
             except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
                 raise JudgeAuthError(
                     f"judge endpoint {self.endpoint} refused the credentials (HTTP {err.status_code}) for model "
-                    f"{self.model!r}; check the key in ${self.api_key_env or 'OPENAI_API_KEY'} "
+                    f"{self.model!r}; {self._key_hint()} "
                     f"(server said: {self._redact(str(err.message))[:200]})"
                 ) from None
             except openai.NotFoundError as err:
@@ -217,6 +256,13 @@ class ChatClient:
                 ) from None
             except openai.APIStatusError as err:
                 code = err.status_code
+                if choices is not None and code in (400, 422) and _mentions_structured(err):
+                    raise JudgeUnavailableError(
+                        f"judge endpoint {self.endpoint} rejected '{STRUCTURED_FIELD}' (HTTP {code}), "
+                        "which 'structured_choice: true' sends; serve the judge with a vLLM that "
+                        "has structured outputs (0.32 does) or set structured_choice: false "
+                        f"(server said: {self._redact(str(err.message))[:200]})"
+                    ) from None
                 if code not in (408, 409, 429) and code < 500:
                     raise RequestFailed(
                         f"HTTP {code}: {self._redact(str(err.message))[:300]}"
@@ -254,6 +300,13 @@ class ChatClient:
         if self.loop.started:
             self.loop.run(self._aclose())
         self.loop.close()
+
+
+def _mentions_structured(err: Any) -> bool:
+    """Whether an error reply names the structured-outputs field (message or ``param``)."""
+    body = err.body if isinstance(err.body, dict) else {}
+    text = f"{err.message} {body.get('param') or ''}"
+    return STRUCTURED_FIELD in text or "structured output" in text.lower()
 
 
 def _retry_after(value: str | None) -> float | None:

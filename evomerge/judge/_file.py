@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from evomerge._yaml import format_validation_error, read_text
 from evomerge.exceptions import ConfigError, JudgeError
 from evomerge.judge._context import JudgeContext
-from evomerge.judge._registry import build_judge
+from evomerge.judge._registry import build_judge, is_code_judge
 from evomerge.judge._types import Sample, Score, needs_generator
 
 __all__ = [
@@ -172,6 +172,7 @@ def judge_file(
     endpoint: str | None = None,
     model: str | None = None,
     api_key_env: str | None = None,
+    structured_choice: bool | None = None,
     judges_dirs: Iterable[str | Path] = (),
     as_json: bool = False,
     calibrate: bool = False,
@@ -184,12 +185,17 @@ def judge_file(
     Prints a table, or with ``as_json`` one JSON object per answer (``value`` (null for
     NaN), ``raw``, ``error``) in input order; with ``calibrate`` also the pairwise ordering
     accuracy and the misordered pairs (as a last ``{"calibration": ...}`` line in JSON mode).
-    No reply cache is used: calibration observes the judge as it is now. ``timeout``
+    No reply cache is used: calibration observes the judge as it is now.
+    ``structured_choice`` (LLM judges only) overrides the judge YAML's field. ``timeout``
     (seconds per request) and ``retries`` (after the first attempt) bound an LLM judge's
     requests. Raises JudgeError when no answer was scored (after printing the table), and
     JudgeAuthError / JudgeUnavailableError when the endpoint refuses or answers nothing.
     """
     records = read_responses(input_path, need_labels=calibrate)
+    if structured_choice is not None and is_code_judge(judge_name):
+        raise ConfigError(
+            f"--structured-choice applies to LLM judges only; {judge_name!r} is a local judge"
+        )
     client_options: dict[str, Any] = {}
     if timeout is not None:
         if timeout <= 0:
@@ -201,6 +207,7 @@ def judge_file(
         client_options["max_attempts"] = retries + 1
     judge = build_judge(
         judge_name,
+        options=None if structured_choice is None else {"structured_choice": structured_choice},
         judges_dirs=judges_dirs,
         endpoint=endpoint,
         model=model,

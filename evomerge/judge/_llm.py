@@ -74,12 +74,15 @@ class LLMJudge:
     def _params(self) -> dict[str, Any]:
         d = self.definition
         top = d.top_logprobs if d.parsing == "logprob_expectation" else None
-        return {
+        params: dict[str, Any] = {
             "n": d.samples,
             "temperature": d.temperature,
             "max_tokens": d.max_tokens,
             "top_logprobs": top,
         }
+        if d.structured_choice:  # only then, so that earlier cache keys stay valid
+            params["choices"] = d.score_choices()
+        return params
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         """One Score per sample, in order (blocks until all are in)."""

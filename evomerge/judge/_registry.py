@@ -62,7 +62,7 @@ LOCAL_JUDGES: dict[str, JudgeFactory] = {
     "style_markers": StyleMarkersJudge.from_options,
 }
 # The fields of a judge YAML that a run.yaml may override per judge instance (``options:``).
-LLM_OVERRIDABLE = ("samples", "temperature", "max_tokens", "top_logprobs")
+LLM_OVERRIDABLE = ("samples", "temperature", "max_tokens", "top_logprobs", "structured_choice")
 
 
 def _check_factory(name: str, obj: object) -> JudgeFactory:

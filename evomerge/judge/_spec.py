@@ -10,9 +10,15 @@ A judge YAML (see ``evomerge/data/judges/*.yaml``)::
       Answer: {answer}
     scale: {min: 1, max: 7}
     parsing: last_line_integer        # or logprob_expectation
+    structured_choice: false          # true: the reply must be one of the scale's values
     samples: 1                        # n replies per answer, averaged (NaN ones dropped)
     temperature: 0.0
     max_tokens: 512
+
+``structured_choice: true`` sends vLLM's structured-outputs choice of the scale's values
+(``"1"`` .. ``"7"``), so a vLLM-served judge can only answer a valid score (with
+``logprob_expectation`` the top log-probabilities are then those of the valid scores).
+Servers without structured outputs reject it, with an error naming the field.
 
 The judge's name is the file's stem. Templates may use only the placeholders in
 :data:`TEMPLATE_FIELDS`; literal braces are written ``{{`` and ``}}``. Both are checked
@@ -84,6 +90,7 @@ class LLMJudgeDefinition(BaseModel):
     user_template: str
     scale: Scale = Scale()
     parsing: Literal["last_line_integer", "logprob_expectation"] = "last_line_integer"
+    structured_choice: bool = False
     samples: int = Field(default=1, ge=1, le=64)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1)
@@ -92,6 +99,10 @@ class LLMJudgeDefinition(BaseModel):
     endpoint: str | None = None
     model: str | None = None
     api_key_env: str | None = None
+
+    def score_choices(self) -> list[str]:
+        """Every score on the scale as text, lowest first (the structured-output choices)."""
+        return [str(v) for v in range(self.scale.min, self.scale.max + 1)]
 
     @field_validator("system_prompt", "user_template")
     @classmethod

@@ -15,8 +15,10 @@ choice, so ``n`` is honoured); ``logprobs`` (``callable(request_json) -> positio
 position a list of ``(token, logprob)`` whose first entry is the emitted token) for
 requests with ``logprobs: true`` (without it the whole reply is one token of logprob 0);
 scripted error statuses (429/500/401/...) and hangs; ``fail_if`` (``callable(request_json)
--> status or None``: an error for the requests it picks, every time); a fixed ``latency``; ``api_key``
-(requests without ``Authorization: Bearer <api_key>`` get 401); ``echo_authorization``
+-> status or None``: an error for the requests it picks, every time); a fixed ``latency``;
+``api_key`` (requests without ``Authorization: Bearer <api_key>`` get 401);
+``reject_field`` (requests carrying that top-level field get 400 naming it, as OpenAI's API
+answers fields it does not know, e.g. ``structured_outputs``); ``echo_authorization``
 (replies start with a line repeating the request's Authorization header, as a careless
 proxy might). Counters:
 ``request_count``, ``requests`` (the JSON bodies), ``in_flight``, ``max_in_flight``.
@@ -136,6 +138,7 @@ class FakeOpenAIServer:
         self.logprobs = logprobs
         self.latency = latency
         self.api_key = api_key
+        self.reject_field: str | None = None
         self.retry_after = retry_after
         self.model = model
         self.requests: list[dict[str, Any]] = []
@@ -232,6 +235,10 @@ class FakeOpenAIServer:
             if self.api_key is not None and authorization != f"Bearer {self.api_key}":
                 sent = authorization.removeprefix("Bearer ")
                 return self._error(401, f"Incorrect API key provided: {sent}")  # as real servers do
+            if self.reject_field is not None and self.reject_field in request:
+                return self._error(
+                    400, f"Unrecognized request argument supplied: {self.reject_field}"
+                )
             if self.echo_authorization:
                 request = {**request, "_echo": f"you sent Authorization: {authorization}\n"}
             return 200, self._completion(request), {}

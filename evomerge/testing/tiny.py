@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TINY_ARCH_KWARGS",
+    "VLLM_CPU_KWARGS",
     "build_char_tokenizer",
     "build_lora_adapter",
     "build_tiny_model",
@@ -53,6 +54,13 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
     "gpt2": dict(n_embd=32, n_head=4, n_inner=64),
     "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4),
 }
+
+#: Config overrides that give a tiny model vLLM's CPU build can run: its CPU attention
+#: takes head_dim 32, 64, 80, 96, ... (vLLM 0.32), not the 8 of the families above; here
+#: 64 (hidden 256 over 4 heads).
+VLLM_CPU_KWARGS: dict[str, Any] = dict(
+    hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2
+)
 
 _DEFAULT_ALPHABET = " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()\n"
 

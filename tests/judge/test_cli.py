@@ -52,6 +52,15 @@ def test_table_with_a_local_judge(tmp_path: Path):
     assert lines[-1] == "mean 0.750 over 2 scored answer(s); 1 unscored"
 
 
+def test_structured_choice_is_for_llm_judges_only(tmp_path: Path):
+    path = write_jsonl(tmp_path / "r.jsonl", [{"question": "q", "answer": "a"}])
+    result = runner.invoke(
+        app, ["judge", "--judge", "length", "--input", str(path), "--structured-choice"]
+    )
+    assert result.exit_code == 2
+    assert "--structured-choice applies to LLM judges only" in result.output
+
+
 def test_json_keeps_input_order_with_an_llm_judge(tmp_path: Path):
     rows = [{"question": f"q{i}", "answer": f"answer number {i}"} for i in range(12)]
     path = write_jsonl(tmp_path / "r.jsonl", rows)

@@ -22,6 +22,7 @@ from evomerge.exceptions import (
     is_infrastructure,
 )
 from evomerge.judge import ChatClient, JudgeCache, Sample, build_judge
+from evomerge.judge._client import api_key_source, resolve_api_key
 from evomerge.testing.openai_server import FakeOpenAIServer
 
 
@@ -309,10 +310,57 @@ def test_missing_key_variable_is_a_clear_error(monkeypatch):
         ChatClient(
             endpoint="https://api.example.com/v1", model="m", api_key_env="EVOMERGE_NO_SUCH_KEY"
         )
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8000/v1", "https://api.example.com/v1"])
+def test_key_resolution_follows_the_openai_convention(monkeypatch, endpoint):
+    """OPENAI_API_KEY when set, for any endpoint (loopback too); api_key_env names another
+    variable; no key only when neither is set."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-openai-var")
+    monkeypatch.setenv("EVOMERGE_TEST_OTHER_KEY", "sk-from-other-var")
+    assert resolve_api_key(endpoint, None) == "sk-from-openai-var"
+    assert api_key_source(None) == "OPENAI_API_KEY"
+    assert resolve_api_key(endpoint, "EVOMERGE_TEST_OTHER_KEY") == "sk-from-other-var"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert resolve_api_key(endpoint, None) == "EMPTY" and api_key_source(None) is None
+
+
+def test_the_key_from_openai_api_key_reaches_a_loopback_server(server, make_judge, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-loopback-key")
+    server.api_key = "sk-loopback-key"
+    [s] = make_judge().score(samples(1))
+    assert s.value == 5.0
+
+
+def test_401_without_any_key_says_how_to_send_one(server, make_judge, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ConfigError, match="api_key_env"):
-        ChatClient(endpoint="https://api.example.com/v1", model="m")
-    ChatClient(endpoint="http://localhost:8000/v1", model="m").close()  # local: no key needed
+    server.api_key = "sk-required"
+    with pytest.raises(JudgeAuthError, match=r"no API key was sent.*export OPENAI_API_KEY"):
+        make_judge().score(samples(1))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    with pytest.raises(JudgeAuthError, match=r"check the key in \$OPENAI_API_KEY"):
+        make_judge().score(samples(1))
+
+
+def test_structured_choice_sends_the_scale_and_keys_the_cache(server, make_judge, tmp_path: Path):
+    cache = JudgeCache(tmp_path / "c.sqlite")
+    plain = make_judge(cache=cache).score(samples(1))
+    structured = make_judge(cache=cache, options={"structured_choice": True}).score(samples(1))
+    cache.close()
+    assert plain[0].value == structured[0].value == 5.0
+    assert "structured_outputs" not in server.requests[0]  # off by default
+    assert server.requests[1]["structured_outputs"] == {"choice": list("1234567")}
+    assert server.request_count == 2  # a different request: not served from the cache
+
+
+def test_a_server_rejecting_structured_outputs_fails_fast_naming_the_field(server, make_judge):
+    server.reject_field = "structured_outputs"
+    with pytest.raises(
+        JudgeError, match=r"rejected 'structured_outputs'.*structured_choice: false"
+    ):
+        make_judge(options={"structured_choice": True}).score(samples(3))
+    [s] = make_judge().score(samples(1, prefix="plain"))  # without it: answered
+    assert s.value == 5.0
 
 
 def test_score_works_inside_a_running_event_loop(server, make_judge):
