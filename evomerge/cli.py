@@ -1,7 +1,8 @@
 """The ``evomerge`` command line: a thin Typer app, each command calling one library function.
 
 Only this module configures logging handlers. Exit codes: 0 done; 2 a library error
-(``EvomergeError``), printed as one clear message; 130 (Ctrl-C) or 143 (SIGTERM) an
+(``EvomergeError``, or a full disk / read-only file system / missing permission), printed
+as one clear message; 130 (Ctrl-C) or 143 (SIGTERM) an
 interrupted command, which prints :data:`evomerge.interrupt.MESSAGE` after cleaning up
 (:mod:`evomerge.interrupt` maps both signals to KeyboardInterrupt in every command).
 Anything else is a bug and keeps its traceback.
@@ -19,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from evomerge.atomic import DISK_ERRNOS, write_error
 from evomerge.exceptions import EvomergeError
 from evomerge.interrupt import MESSAGE, exit_code, interruptible, received
 
@@ -57,6 +59,11 @@ def _command(fn: F) -> F:
                 return fn(*args, **kwargs)
             except EvomergeError as err:
                 typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(code=2) from None
+            except OSError as err:  # a write no library call turned into a WriteError
+                if err.errno not in DISK_ERRNOS:
+                    raise
+                typer.echo(f"error: {write_error(err)}", err=True)
                 raise typer.Exit(code=2) from None
             except KeyboardInterrupt:
                 typer.echo(MESSAGE, err=True)

@@ -24,6 +24,9 @@
     │   │                              also an InfrastructureError
     │   └── RequestFailed              one judge request failed for good (retries spent)
     ├── ExportError                    a checkpoint could not be written
+    ├── WriteError                     a full disk, a read-only file system or a missing
+    │                                  permission: one line naming the path and what to
+    │                                  do (also an OSError, with its errno)
     └── InfrastructureError            something outside the candidate failed, so every
                                        trial would fail the same way; the search stops
                                        after ``search.stop_after_infra_failures`` in a row
@@ -56,6 +59,7 @@ __all__ = [
     "UnknownMethodError",
     "UnknownPluginError",
     "UnsafeCheckpointError",
+    "WriteError",
     "is_infrastructure",
 ]
 
@@ -110,6 +114,15 @@ class GenerationError(EvomergeError):
 
 class JudgeError(EvomergeError):
     """A judge could not score; fails one trial, never the study."""
+
+
+class WriteError(EvomergeError, OSError):
+    """A file or folder could not be written: the disk is full, the file system read-only,
+    or permission denied. The message names the path and what to do; ``errno`` and
+    ``filename`` are set as on the OSError it replaces."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]"
+        return str(self.strerror if self.strerror is not None else self.args[0])
 
 
 class InfrastructureError(EvomergeError):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from evomerge import atomic
+from evomerge.exceptions import WriteError
 
 
 def test_replaces_content_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -31,8 +32,9 @@ def test_a_failed_write_keeps_the_old_content(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "write", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="no space left on the device of .*report.html") as info:
         atomic.atomic_write(path, "new report that does not fit")
+    assert isinstance(info.value, WriteError) and info.value.errno == 28
     monkeypatch.undo()
     assert path.read_text() == "complete old report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

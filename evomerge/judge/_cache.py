@@ -61,6 +61,7 @@ class JudgeCache:
             )
         self.hits = 0
         self.misses = 0
+        self.write_error: str | None = None  # set once a put failed: no more puts
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached reply for ``key``, or None."""
@@ -74,13 +75,26 @@ class JudgeCache:
         return reply
 
     def put(self, key: str, reply: Mapping[str, Any]) -> None:
-        """Store ``reply`` (JSON-serializable) under ``key``; a later put replaces it."""
+        """Store ``reply`` (JSON-serializable) under ``key``; a later put replaces it.
+
+        A cache that cannot be written (disk full, read-only) logs one warning and stops
+        storing: the reply in hand is still good, so the trial goes on."""
+        if self.write_error is not None:
+            return
         blob = redact(json.dumps(reply, ensure_ascii=False))
         with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",
-                (key, blob, time.time()),
-            )
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",
+                    (key, blob, time.time()),
+                )
+            except sqlite3.Error as err:  # "database or disk is full", "readonly database"
+                self.write_error = str(err)
+                logger.warning(
+                    "judge cache %s cannot be written (%s); replies are no longer cached",
+                    self.path,
+                    err,
+                )
 
     def __len__(self) -> int:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
+from evomerge.atomic import DISK_ERRNOS, write_error
 from evomerge.config import RunConfig, load_run_config
 from evomerge.exceptions import SearchError
 from evomerge.interrupt import interruptible
@@ -163,7 +164,12 @@ def run_search(
     target = max_trials if max_trials is not None else config.search.n_trials
     if target < 1:
         raise SearchError(f"--max-trials must be >= 1, got {target}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise write_error(err, run_dir, what="the run directory") from err
+        raise
     with driver_lock(run_dir):
         stored = stored_canonical(run_dir)
         if stored is not None:
