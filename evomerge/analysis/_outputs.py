@@ -59,7 +59,7 @@ def write_conflict_outputs(
     out = Path(out_dir).expanduser().absolute()
     _refuse_foreign_files(out)
     with atomic_directory(out, overwrite=True) as tmp:
-        written = _write_all(report, tmp, heatmaps=heatmaps)
+        written = _write_all(report, tmp, heatmaps=heatmaps, shown=out)
     logger.info("wrote conflict analysis to %s", out)
     return {
         "csv": out / "conflicts.csv",
@@ -71,9 +71,7 @@ def write_conflict_outputs(
 def _refuse_foreign_files(out: Path) -> None:
     if not out.is_dir():
         return
-    foreign = sorted(
-        p.name for p in out.iterdir() if p.name not in _OUTPUTS and p.suffix != ".png"
-    )
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUTPUTS and p.suffix != ".png")
     if foreign:
         raise ExportError(
             f"--out: {out} holds files that are not a conflict analysis ({', '.join(foreign[:5])}); "
@@ -81,7 +79,10 @@ def _refuse_foreign_files(out: Path) -> None:
         )
 
 
-def _write_all(report: ConflictReport, out: Path, *, heatmaps: bool) -> dict[str, Path]:
+def _write_all(
+    report: ConflictReport, out: Path, *, heatmaps: bool, shown: Path
+) -> dict[str, Path]:
+    """Write the files into ``out``; errors name ``shown`` (the folder the user asked for)."""
     try:
         csv_path = out / "conflicts.csv"
         _write_csv(report, csv_path)
@@ -105,8 +106,8 @@ def _write_all(report: ConflictReport, out: Path, *, heatmaps: bool) -> dict[str
         )
     except OSError as err:
         if err.errno in DISK_ERRNOS:
-            raise write_error(err, out, what="the conflict analysis") from err
-        raise ExportError(f"cannot write the conflict analysis to {out}: {err}") from err
+            raise write_error(err, shown, what="the conflict analysis") from err
+        raise ExportError(f"cannot write the conflict analysis to {shown}: {err}") from err
     return written
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +159,59 @@ def test_a_worker_error_keeps_its_whole_message(tiny_models: Any, tmp_path: Path
     with pytest.raises(ray.exceptions.RayError) as info:
         ray.get(task)
     assert ray_cause(info.value) == cause
+
+
+def test_a_full_disk_stops_the_search_with_one_line_and_the_rerun_resumes(
+    tiny_models: Any, run_yaml: Any, small_disk: Any, tmp_path: Path
+) -> None:
+    disk = small_disk("runs", "4m")
+    run_dir = disk / "rd"
+    path = run_yaml(
+        tmp_path / "run.yaml",
+        tiny_models.as_dict(),
+        name="fulldisk",
+        options={"sleep_s": 0.3},
+        search={"n_trials": 10, "population_size": 4},
+        workers={"num": 1},
+    )
+    fillers: list[Path] = []
+
+    def fill_after_two_trials() -> None:
+        deadline = time.monotonic() + 300
+        while trial_counts(run_dir)[0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fillers.append(small_disk.fill(disk))
+
+    filler_thread = threading.Thread(target=fill_after_two_trials, daemon=True)
+    filler_thread.start()
+    result = _search(path, run_dir)
+    filler_thread.join(timeout=60)
+    assert result.exit_code == 2, result.output
+    journal = run_dir / "study.journal"
+    error = next(line for line in result.output.splitlines() if line.startswith("error: "))
+    assert error.startswith(f"error: no space left on the device of {journal}"), error
+    assert "free some space" in error and "every trial told before is kept" in error
+    assert "Traceback" not in result.output
+    assert journal.read_bytes().endswith(b"\n")  # no partial line
+    study = open_run(run_dir).study.study
+    kept = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    assert len(kept) >= 2
+    fillers[0].unlink()  # space again
+    again = _search(path, run_dir)
+    assert again.exit_code == 0, again.output
+    complete, failed, running = trial_counts(run_dir)
+    assert complete + failed == 10 and running == 0
+    study = open_run(run_dir).study.study
+    assert all(study.trials[n].values == v for n, v in kept.items())
+
+
+def test_a_read_only_run_directory_is_one_line_and_exit_2(
+    tiny_models: Any, run_yaml: Any, small_disk: Any, tmp_path: Path
+) -> None:
+    disk = small_disk("ro", "1m")
+    small_disk.read_only(disk)
+    path = run_yaml(tmp_path / "run.yaml", tiny_models.as_dict(), name="ro")
+    result = _search(path, disk / "rd")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {disk / 'rd'} is on a read-only file system")
+    assert "Traceback" not in result.output
