@@ -52,7 +52,13 @@ REPORT_DIR = "report"
 # on how many workers it runs, what is done at the end, and the folder paths were resolved
 # from. Everything that defines the search (models, space, sampler, seed, merge, objective)
 # must stay the same.
-_RESUMABLE_CHANGES = ("search.n_trials", "search.retries", "search.trial_timeout_s", "root")
+_RESUMABLE_CHANGES = (
+    "search.n_trials",
+    "search.retries",
+    "search.trial_timeout_s",
+    "search.stop_after_infra_failures",
+    "root",
+)
 _RESUMABLE_SECTIONS = ("workers.", "ray.", "analysis.")
 
 
