@@ -1,4 +1,5 @@
-"""Loading YAML into pydantic models with errors that name the file and every bad field."""
+"""Reading input files: text (UTF-8, encoding errors named), YAML into pydantic models, with
+errors that name the file and every bad field."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from evomerge.exceptions import ConfigError
 
-__all__ = ["format_validation_error", "load_yaml", "load_yaml_model", "validate_model"]
+__all__ = ["format_validation_error", "load_yaml", "load_yaml_model", "read_text", "validate_model"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -27,13 +28,34 @@ def format_validation_error(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or bad syntax is a ConfigError naming the file."""
+def read_text(path: str | Path, *, what: str = "the file") -> str:
+    """The text of a UTF-8 file (a leading byte-order mark is dropped).
+
+    Raises ConfigError naming the file when it cannot be read, and, when it is not UTF-8,
+    naming the line and column of the first bad byte and how to convert the file."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {err.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[err.start]:02x}); save {what} "
+            f"as UTF-8, e.g. iconv -f SHIFT_JIS -t UTF-8 {path.name} > utf8-{path.name}"
+        ) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing or non-UTF-8 file or bad syntax is a ConfigError naming
+    the file."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
 

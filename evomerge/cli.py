@@ -1,8 +1,11 @@
 """The ``evomerge`` command line: a thin Typer app, each command calling one library function.
 
-Only this module configures logging handlers. Library errors (``EvomergeError``) are
-printed as one clear message and exit with status 2; anything else is a bug and keeps
-its traceback.
+Only this module configures logging handlers. Exit codes: 0 done; 2 a library error
+(``EvomergeError``, or a full disk / read-only file system / missing permission), printed
+as one clear message; 130 (Ctrl-C) or 143 (SIGTERM) an
+interrupted command, which prints :data:`evomerge.interrupt.MESSAGE` after cleaning up
+(:mod:`evomerge.interrupt` maps both signals to KeyboardInterrupt in every command).
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from evomerge.atomic import DISK_ERRNOS, write_error
 from evomerge.exceptions import EvomergeError
+from evomerge.interrupt import MESSAGE, exit_code, interruptible, received
 
 __all__ = ["app"]
 
@@ -43,20 +48,32 @@ def _setup_logging(quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _clean_errors(fn: F) -> F:
+def _command(fn: F) -> F:
+    """Every command: SIGINT/SIGTERM interrupt it cleanly (exit 130/143 with one line),
+    library errors exit 2 with their message."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except EvomergeError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(code=2) from None
+        with interruptible():
+            try:
+                return fn(*args, **kwargs)
+            except EvomergeError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(code=2) from None
+            except OSError as err:  # a write no library call turned into a WriteError
+                if err.errno not in DISK_ERRNOS:
+                    raise
+                typer.echo(f"error: {write_error(err)}", err=True)
+                raise typer.Exit(code=2) from None
+            except KeyboardInterrupt:
+                typer.echo(MESSAGE, err=True)
+                raise typer.Exit(code=exit_code(received())) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 @app.command()
-@_clean_errors
+@_command
 def merge(
     config: Annotated[Path, typer.Argument(help="mergekit-format YAML (the 'models:' form).")],
     out_dir: Annotated[
@@ -68,6 +85,7 @@ def merge(
     ] = False,
     shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB, 500MB.")] = "5GB",
     seed: Annotated[int, typer.Option(help="Seed for the random methods (dare_*, della*).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT_DIR.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run one merge from a mergekit YAML and write a Hugging Face checkpoint."""
@@ -81,12 +99,13 @@ def merge(
         allow_pickle=allow_pickle,
         shard_size=shard_size,
         seed=seed,
+        overwrite=overwrite,
         progress=not quiet,
     )
 
 
 @app.command()
-@_clean_errors
+@_command
 def search(
     run_yaml: Annotated[Path, typer.Argument(help="The run configuration (RUN.yaml).")],
     run_dir: Annotated[
@@ -103,7 +122,7 @@ def search(
     _setup_logging(quiet)
     from evomerge.orchestrate import search_and_report
 
-    search_and_report(
+    summary = search_and_report(
         run_yaml,
         run_dir=run_dir,
         address=address,
@@ -111,10 +130,12 @@ def search(
         max_trials=max_trials,
         progress=not quiet,
     )
+    if summary.stopped == "interrupted":
+        raise KeyboardInterrupt  # the driver stopped cleanly; exit as interrupted
 
 
 @app.command()
-@_clean_errors
+@_command
 def status(
     run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -128,22 +149,26 @@ def status(
 
 
 @app.command()
-@_clean_errors
+@_command
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")],
     out_dir: Annotated[Path, typer.Argument(help="Output checkpoint directory.")],
     trial: Annotated[str, typer.Option(help="'best' or a trial number.")] = "best",
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace a non-empty OUT_DIR (only once the new one is complete)."),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Export a trial's merge as a HF checkpoint + mergekit.yaml + model card."""
     _setup_logging(quiet)
     from evomerge.export import export_trial
 
-    export_trial(run_dir, out_dir, trial=trial, progress=not quiet)
+    export_trial(run_dir, out_dir, trial=trial, overwrite=overwrite, progress=not quiet)
 
 
 @app.command()
-@_clean_errors
+@_command
 def conflicts(
     base: Annotated[Path, typer.Argument(help="Base model directory.")],
     models: Annotated[
@@ -179,7 +204,7 @@ def conflicts(
 
 
 @app.command()
-@_clean_errors
+@_command
 def judge(
     judge_name: Annotated[
         str, typer.Option("--judge", help="Judge name (a YAML in judges/ or a local judge).")
@@ -207,8 +232,14 @@ def judge(
     calibrate: Annotated[
         bool, typer.Option(help="Check that good answers outrank bad ones.")
     ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds before a judge request is abandoned.")
+    ] = 60.0,
+    retries: Annotated[
+        int, typer.Option(help="Retries of a failed judge request (429/5xx/timeouts).")
+    ] = 3,
 ) -> None:
-    """Score a file of answers with one judge (calibration)."""
+    """Score a file of answers with one judge (calibration). Exits 2 when none is scored."""
     _setup_logging(True)
     from evomerge.judge import judge_file
 
@@ -222,12 +253,14 @@ def judge(
         judges_dirs=judges_dir or [],
         as_json=as_json,
         calibrate=calibrate,
+        timeout=timeout,
+        retries=retries,
         echo=typer.echo,
     )
 
 
 @app.command()
-@_clean_errors
+@_command
 def report(run_dir: Annotated[Path, typer.Argument(help="A search's run directory.")]) -> None:
     """Write the HTML report (and PNGs) of a run, finished or not."""
     _setup_logging(True)
@@ -238,7 +271,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A search's run director
 
 
 @app.command()
-@_clean_errors
+@_command
 def demo(
     run_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     trials: Annotated[int | None, typer.Option(help="Override the number of trials.")] = None,

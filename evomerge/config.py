@@ -98,7 +98,11 @@ class ModelsConfig(_Frozen):
 
 
 class SearchConfig(_Frozen):
-    """The study. ``n_trials`` counts finished trials (complete, or failed after retries)."""
+    """The study. ``n_trials`` counts finished trials (complete, or failed after retries).
+
+    ``stop_after_infra_failures``: evaluations failed in a row by an infrastructure error
+    (judge endpoint down or refusing the key, a dead generator) after which the search
+    stops, keeping what finished and putting the rest back for the resume."""
 
     sampler: Literal["cmaes", "tpe", "random", "nsga2"] = "cmaes"
     n_trials: int = Field(default=100, ge=1)
@@ -107,6 +111,7 @@ class SearchConfig(_Frozen):
     storage: Literal["journal", "sqlite"] = "journal"
     retries: int = Field(default=1, ge=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
+    stop_after_infra_failures: int = Field(default=3, ge=1)
     x0: Literal["equal", "none"] = "equal"
 
 

@@ -14,10 +14,25 @@
     │   └── MemoryBudgetError          the merge engine would not fit on its device
     ├── SearchError                    the study or driver cannot proceed
     ├── GenerationError                a generator backend failed
+    │   └── GeneratorDeadError         the backend itself is gone (engine died, CUDA
+    │                                  context lost): also an InfrastructureError
     ├── JudgeError                     a judge failed to score (one trial, never the study)
-    │   ├── JudgeAuthError             the endpoint refused the credentials (401/403)
+    │   ├── JudgeAuthError             the endpoint refused the credentials (401/403):
+    │   │                              also an InfrastructureError
+    │   ├── JudgeUnavailableError      the endpoint is unreachable, answers 5xx or times
+    │   │                              out on every request, or has no such model (404):
+    │   │                              also an InfrastructureError
     │   └── RequestFailed              one judge request failed for good (retries spent)
-    └── ExportError                    a checkpoint could not be written
+    ├── ExportError                    a checkpoint could not be written
+    ├── WriteError                     a full disk, a read-only file system or a missing
+    │                                  permission: one line naming the path and what to
+    │                                  do (also an OSError, with its errno)
+    └── InfrastructureError            something outside the candidate failed, so every
+                                       trial would fail the same way; the search stops
+                                       after ``search.stop_after_infra_failures`` in a row
+
+:func:`is_infrastructure` tells such a failure from a candidate's own (it also counts
+Python's ``ConnectionError``, e.g. from a plug-in judge).
 
 Errors are ``ValueError`` subclasses where the cause is bad input, so that pydantic
 validators can raise them and have them reported with the field they belong to.
@@ -32,8 +47,11 @@ __all__ = [
     "EvomergeError",
     "ExportError",
     "GenerationError",
+    "GeneratorDeadError",
+    "InfrastructureError",
     "JudgeAuthError",
     "JudgeError",
+    "JudgeUnavailableError",
     "MemoryBudgetError",
     "MergeError",
     "RequestFailed",
@@ -41,6 +59,8 @@ __all__ = [
     "UnknownMethodError",
     "UnknownPluginError",
     "UnsafeCheckpointError",
+    "WriteError",
+    "is_infrastructure",
 ]
 
 
@@ -96,12 +116,55 @@ class JudgeError(EvomergeError):
     """A judge could not score; fails one trial, never the study."""
 
 
-class JudgeAuthError(JudgeError):
+class WriteError(EvomergeError, OSError):
+    """A file or folder could not be written: the disk is full, the file system read-only,
+    or permission denied. The message names the path and what to do; ``errno`` and
+    ``filename`` are set as on the OSError it replaces."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]"
+        return str(self.strerror if self.strerror is not None else self.args[0])
+
+
+class InfrastructureError(EvomergeError):
+    """Something outside the candidate failed (a judge endpoint, a generator engine): the
+    next trials would fail the same way, so the search stops instead of spending them."""
+
+
+class GeneratorDeadError(GenerationError, InfrastructureError):
+    """The generation backend is gone (its engine process died, the CUDA context is lost)."""
+
+
+class JudgeAuthError(JudgeError, InfrastructureError):
     """The judge endpoint refused the credentials; retrying cannot help."""
 
 
+class JudgeUnavailableError(JudgeError, InfrastructureError):
+    """The judge endpoint answered no request: unreachable, 5xx or timeouts after every
+    retry, or no such model/path (404)."""
+
+
 class RequestFailed(JudgeError):
-    """One judge request failed for good (retries exhausted, or a 4xx that retrying cannot fix)."""
+    """One judge request failed for good (retries exhausted, or a 4xx that retrying cannot fix).
+
+    ``transient`` is True when every attempt failed for a reason that is not the request's
+    own (connection error, timeout, 408/409/429/5xx): the endpoint may be down."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def is_infrastructure(err: BaseException) -> bool:
+    """True when ``err`` (or an exception it was raised from) is an InfrastructureError or
+    a ConnectionError: a failure of the machinery, not of the candidate being scored."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (InfrastructureError, ConnectionError)):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class ExportError(EvomergeError):

@@ -225,3 +225,70 @@ def dataflow_models(tmp_path_factory: _pytest.TempPathFactory) -> DataflowModels
         c=build_tiny_model(root / "c", seed=22, num_layers=6, **kw),
         tied=build_tiny_model(root / "tied", seed=23, tie_word_embeddings=True, **kw),
     )
+
+
+# --- small file systems for disk-full and read-only tests (owner: ops) -------------------
+
+
+class SmallDisk:
+    """A tmpfs of a few bytes, mounted under a test's tmp_path (root only)."""
+
+    def __init__(self, root: _Path) -> None:
+        self.root = root
+        self.mounts: list[_Path] = []
+
+    def __call__(self, name: str, size: str) -> _Path:
+        """Mount a tmpfs of ``size`` (e.g. "512k") at ``root/name``; skip the test where
+        mounting is not permitted (not root), as the issue allows."""
+        import subprocess
+
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            _pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+        self.mounts.append(path)
+        return path
+
+    def read_only(self, path: _Path) -> None:
+        """Remount ``path`` read-only."""
+        import subprocess
+
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+    @staticmethod
+    def fill(path: _Path) -> _Path:
+        """Write ``path/filler`` until the file system is full; returns the filler."""
+        import errno
+
+        filler = path / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            block = b"\0" * 4096
+            try:
+                while True:
+                    f.write(block)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+        return filler
+
+    def unmount_all(self) -> None:
+        import subprocess
+
+        for path in reversed(self.mounts):
+            subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+        self.mounts.clear()
+
+
+@_pytest.fixture
+def small_disk(tmp_path: _Path) -> _Iterator[SmallDisk]:
+    """``small_disk(name, size)``: a fresh tmpfs (disk-full tests); ``.read_only(path)``,
+    ``.fill(path)``; unmounted at teardown. Skips where tmpfs cannot be mounted."""
+    disk = SmallDisk(tmp_path / "disks")
+    yield disk
+    disk.unmount_all()

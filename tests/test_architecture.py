@@ -26,6 +26,7 @@ PRIVATE_ATTRIBUTE_ALLOWED = {
     ("config.py", "cfg._with_absolute_paths"),  # RunConfig's own method, in its own class
     ("testing/openai_server.py", "self.server.fake._handle"),  # the fake server's own class
     ("testing/search.py", "os._exit"),  # the documented way to kill a process at once
+    ("interrupt.py", "os._exit"),  # a third signal forces the exit, clean-up or not
 }
 # Private modules of third-party packages that may be imported, with why.
 THIRD_PARTY_PRIVATE_ALLOWED = {

@@ -13,11 +13,14 @@ from evomerge.analysis._conflicts import analyze_pool, check_args
 from evomerge.analysis._figures import flatten
 from evomerge.analysis._heatmap import heatmap_specs, write_heatmap
 from evomerge.analysis._report import MODULE_ORDER, ConflictReport
+from evomerge.atomic import DISK_ERRNOS, atomic_directory, write_error
 from evomerge.exceptions import ExportError
 
 __all__ = ["format_top_layers", "run_conflicts", "write_conflict_outputs"]
 
 logger = logging.getLogger(__name__)
+
+_OUTPUTS = ("conflicts.csv", "summary.json")
 
 
 def _cell(v: Any) -> Any:
@@ -40,15 +43,47 @@ def _write_csv(report: ConflictReport, path: Path) -> None:
 def write_conflict_outputs(
     report: ConflictReport, out_dir: str | Path, *, heatmaps: bool = True
 ) -> dict[str, Any]:
-    """Write ``conflicts.csv``, ``summary.json`` and the PNG heatmaps into ``out_dir`` (created).
+    """Write ``conflicts.csv``, ``summary.json`` and the PNG heatmaps as ``out_dir``.
+
+    Atomic, like a checkpoint: the files are written into a hidden sibling folder that
+    replaces ``out_dir`` once complete, so an interrupted or failed write (Ctrl-C, SIGTERM,
+    a full disk) leaves the previous analysis, or nothing, never a partial CSV or PNG.
+    ``out_dir`` may be absent, empty or hold a previous analysis; other files there are
+    refused (ExportError naming them), never deleted.
 
     Returns the written paths: ``{"csv": Path, "summary": Path, "heatmaps": {stem: Path}}``;
     ``summary.json`` also lists the heatmap file names under ``"heatmaps"``. Raises
-    ExportError when the directory cannot be written.
+    ExportError when the directory cannot be written (WriteError, one line, for a full
+    disk, a read-only file system or no permission).
     """
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser().absolute()
+    _refuse_foreign_files(out)
+    with atomic_directory(out, overwrite=True) as tmp:
+        written = _write_all(report, tmp, heatmaps=heatmaps, shown=out)
+    logger.info("wrote conflict analysis to %s", out)
+    return {
+        "csv": out / "conflicts.csv",
+        "summary": out / "summary.json",
+        "heatmaps": {stem: out / p.name for stem, p in written.items()},
+    }
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUTPUTS and p.suffix != ".png")
+    if foreign:
+        raise ExportError(
+            f"--out: {out} holds files that are not a conflict analysis ({', '.join(foreign[:5])}); "
+            "the analysis replaces the whole folder, so choose an empty or new one"
+        )
+
+
+def _write_all(
+    report: ConflictReport, out: Path, *, heatmaps: bool, shown: Path
+) -> dict[str, Path]:
+    """Write the files into ``out``; errors name ``shown`` (the folder the user asked for)."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
         csv_path = out / "conflicts.csv"
         _write_csv(report, csv_path)
         written: dict[str, Path] = {}
@@ -70,9 +105,10 @@ def write_conflict_outputs(
             json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
     except OSError as err:
-        raise ExportError(f"cannot write the conflict analysis to {out}: {err}") from err
-    logger.info("wrote conflict analysis to %s", out)
-    return {"csv": csv_path, "summary": summary_path, "heatmaps": written}
+        if err.errno in DISK_ERRNOS:
+            raise write_error(err, shown, what="the conflict analysis") from err
+        raise ExportError(f"cannot write the conflict analysis to {shown}: {err}") from err
+    return written
 
 
 def _fmt(v: float | None) -> str:
@@ -130,6 +166,7 @@ def run_conflicts(
     from evomerge.pool import ModelPool
 
     check_args(density, trim_scope)  # before opening any checkpoint
+    _refuse_foreign_files(Path(out).expanduser().absolute())
     pool = ModelPool.open(base, list(models), allow_pickle=allow_pickle)
     report = analyze_pool(pool, density=density, trim_scope=trim_scope, progress=progress)
     paths = write_conflict_outputs(report, out)

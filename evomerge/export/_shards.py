@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from evomerge.atomic import DISK_ERRNOS, publish, write_error
 from evomerge.exceptions import ExportError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ShardWriter", "tensor_nbytes"]
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _shard_error(err: Exception, path: Path) -> Exception:
+    """A full disk, a read-only file system or a missing permission as one clear line
+    (:class:`WriteError`); anything else as an :class:`ExportError` naming the shard."""
+    code = err.errno if isinstance(err, OSError) else None
+    m = _OS_ERROR.search(str(err))
+    if code is None and m is not None:
+        code = int(m.group(1))
+    if code in DISK_ERRNOS:
+        return write_error(OSError(code, os.strerror(code)), path.parent, what="a weight shard")
+    return ExportError(f"cannot write shard {path}: {err}")
 
 
 def tensor_nbytes(t: torch.Tensor) -> int:
@@ -29,7 +46,9 @@ class ShardWriter:
     must not modify a tensor after adding it. Shards are written under provisional names
     and renamed at the end to ``model-00001-of-0000N.safetensors`` plus
     ``model.safetensors.index.json`` (or a single ``model.safetensors`` with no index).
-    Not thread-safe. Raises :class:`ExportError` on duplicate names or write failures.
+    Not thread-safe. Raises :class:`ExportError` on duplicate names or write failures
+    (:class:`WriteError` for a full disk, a read-only file system or no permission).
+    Shards get the umask's file mode.
     """
 
     def __init__(self, *, out_dir: Path, max_shard_bytes: int, basename: str = "model") -> None:
@@ -119,8 +138,9 @@ class ShardWriter:
         )
         try:
             save_file(self._shard, str(path), metadata={"format": "pt"})
-        except (OSError, RuntimeError, ValueError) as err:
-            raise ExportError(f"cannot write shard {path}: {err}") from err
+            publish(path)  # safetensors writes 0600; the umask decides, as for other files
+        except Exception as err:  # safetensors raises its own SafetensorError, not OSError
+            raise _shard_error(err, path) from err
         for name in self._shard:
             self._weight_map[name] = i
         self._shard_files.append(provisional)

@@ -21,6 +21,7 @@ from evomerge._yaml import validate_model
 from evomerge.exceptions import GenerationError
 from evomerge.generate._config import GenerationParams
 from evomerge.generate._device import resolve_device, resolve_dtype
+from evomerge.generate._failure import generation_failure
 from evomerge.generate._stopping import cut_at_stop, has_stop
 from evomerge.generate._weights import copy_named_tensors, weight_targets
 
@@ -273,8 +274,8 @@ class HFGenerator:
                 torch.manual_seed(seed)
                 out = self._model.generate(**kwargs)  # [B, T + new]
         except (RuntimeError, ValueError) as err:
-            raise GenerationError(
-                f"hf generate failed on a batch of {len(prompts)} prompt(s): {err}"
+            raise generation_failure(
+                f"hf generate failed on a batch of {len(prompts)} prompt(s)", err
             ) from err
         texts = self._tok.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
         return [cut_at_stop(t, params.stop).strip() for t in texts]

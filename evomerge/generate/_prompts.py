@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from evomerge._yaml import load_yaml, validate_model
+from evomerge._yaml import load_yaml, read_text, validate_model
 from evomerge.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -100,12 +100,10 @@ class Persona(BaseModel):
 
 
 def load_prompt_set(path: str | Path) -> list[PromptRecord]:
-    """Read a JSONL prompt set; ConfigError naming ``file:line`` for every bad line."""
+    """Read a JSONL prompt set; one ConfigError with a ``file:line: ...`` line for every bad
+    line (and for a file that is not UTF-8)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read prompt set: {err.strerror}") from None
+    lines = read_text(path, what="the prompt set").splitlines()
     records: list[PromptRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
@@ -116,27 +114,27 @@ def load_prompt_set(path: str | Path) -> list[PromptRecord]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            errors.append(f"  line {lineno}: invalid JSON: {err.msg}")
+            errors.append(f"{lineno}: invalid JSON: {err.msg}")
             continue
         if not isinstance(obj, dict):
-            errors.append(f"  line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            errors.append(f"{lineno}: expected a JSON object, got {type(obj).__name__}")
             continue
         q, ref = obj.get("question"), obj.get("reference")
         if not isinstance(q, str) or not q.strip():
-            errors.append(f"  line {lineno}: 'question' must be a non-empty string (got {q!r})")
+            errors.append(f"{lineno}: 'question' must be a non-empty string (got {q!r})")
             continue
         if ref is not None and not isinstance(ref, str):
-            errors.append(f"  line {lineno}: 'reference' must be a string (got {ref!r})")
+            errors.append(f"{lineno}: 'reference' must be a string (got {ref!r})")
             continue
         facts = obj.get("facts")
         if facts is not None and not (
             isinstance(facts, list) and all(isinstance(f, str) for f in facts)
         ):
-            errors.append(f"  line {lineno}: 'facts' must be a list of strings (got {facts!r})")
+            errors.append(f"{lineno}: 'facts' must be a list of strings (got {facts!r})")
             continue
         rid = str(obj["id"]) if obj.get("id") is not None else str(len(records))
         if rid in seen:
-            errors.append(f"  line {lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
+            errors.append(f"{lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
             continue
         seen[rid] = lineno
         ignored |= set(obj) - {"id", "question", "reference", "facts"}
@@ -146,7 +144,9 @@ def load_prompt_set(path: str | Path) -> list[PromptRecord]:
             )
         )
     if errors:
-        raise ConfigError(f"{path}: {len(errors)} invalid line(s)\n" + "\n".join(errors))
+        raise ConfigError(
+            f"{path}: {len(errors)} invalid line(s)\n" + "\n".join(f"  {path}:{e}" for e in errors)
+        )
     if not records:
         raise ConfigError(
             f"{path}: the prompt set is empty; write one JSON object per line with a 'question'"
@@ -161,9 +161,7 @@ def load_persona(path: str | Path) -> Persona:
     path = Path(path)
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+            data = json.loads(read_text(path, what="the persona"))
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: invalid JSON: {err}") from None
     else:

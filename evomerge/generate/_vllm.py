@@ -23,6 +23,7 @@ import torch
 from evomerge._yaml import validate_model
 from evomerge.exceptions import ConfigError, GenerationError
 from evomerge.generate._config import DTYPES, GenerationParams
+from evomerge.generate._failure import generation_failure
 from evomerge.generate._vllm_engine import (
     VLLMOptions,
     check_device,
@@ -230,8 +231,8 @@ class VLLMGenerator:
         except GenerationError:
             raise
         except Exception as err:
-            raise GenerationError(
-                f"vLLM rejected the new weights: {type(err).__name__}: {err}"
+            raise generation_failure(
+                f"vLLM rejected the new weights ({type(err).__name__})", err
             ) from err
         reset = getattr(self._llm, "reset_prefix_cache", None)
         if callable(reset):
@@ -266,7 +267,7 @@ class VLLMGenerator:
         try:
             outputs = self._llm.generate(self._prompts(prompts), sp, use_tqdm=self._opts.progress)
         except Exception as err:
-            raise GenerationError(f"vLLM generate failed: {type(err).__name__}: {err}") from err
+            raise generation_failure(f"vLLM generate failed ({type(err).__name__})", err) from err
         return [o.outputs[0].text.strip() for o in outputs]
 
     def score_texts(self, texts: Sequence[str]) -> list[float]:
@@ -277,7 +278,7 @@ class VLLMGenerator:
         try:
             outputs = self._llm.generate(self._prompts(texts), sp, use_tqdm=False)
         except Exception as err:
-            raise GenerationError(f"vLLM scoring failed: {type(err).__name__}: {err}") from err
+            raise generation_failure(f"vLLM scoring failed ({type(err).__name__})", err) from err
         return [
             mean_nll_from_prompt_logprobs(o.prompt_token_ids, o.prompt_logprobs) for o in outputs
         ]

@@ -3,7 +3,8 @@
 One SQLite file (by default ``RUN_DIR/judge_cache.sqlite``) maps a request key to the
 normalized reply. The key is the SHA-256 of the endpoint, model, messages and sampling
 parameters (n, temperature, max_tokens, logprobs settings); the API key is never part of
-it and never stored. Only successful replies are cached.
+it and never stored (replies come redacted from the client, and any ``Bearer`` token left
+is redacted again here). Only successful replies are cached.
 
 Thread safety: one connection guarded by a lock; safe for several threads of one process.
 Several processes may share the file (SQLite locks it; WAL journal), e.g. Ray workers on
@@ -21,6 +22,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from evomerge.judge._client import redact
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class JudgeCache:
             )
         self.hits = 0
         self.misses = 0
+        self.write_error: str | None = None  # set once a put failed: no more puts
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached reply for ``key``, or None."""
@@ -71,13 +75,26 @@ class JudgeCache:
         return reply
 
     def put(self, key: str, reply: Mapping[str, Any]) -> None:
-        """Store ``reply`` (JSON-serializable) under ``key``; a later put replaces it."""
-        blob = json.dumps(reply, ensure_ascii=False)
+        """Store ``reply`` (JSON-serializable) under ``key``; a later put replaces it.
+
+        A cache that cannot be written (disk full, read-only) logs one warning and stops
+        storing: the reply in hand is still good, so the trial goes on."""
+        if self.write_error is not None:
+            return
+        blob = redact(json.dumps(reply, ensure_ascii=False))
         with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",
-                (key, blob, time.time()),
-            )
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",
+                    (key, blob, time.time()),
+                )
+            except sqlite3.Error as err:  # "database or disk is full", "readonly database"
+                self.write_error = str(err)
+                logger.warning(
+                    "judge cache %s cannot be written (%s); replies are no longer cached",
+                    self.path,
+                    err,
+                )
 
     def __len__(self) -> int:
         with self._lock:

@@ -7,17 +7,21 @@ Policy (ours, not the ``openai`` library's: its own ``max_retries`` is 0):
 - 408/409/429/5xx, timeouts and connection errors are retried with exponential backoff
   plus jitter (``Retry-After`` honoured), ``max_attempts`` attempts in all;
 - 401/403 raise :class:`JudgeAuthError` at once; 404 (unknown model or path) raises
-  :class:`JudgeError` at once; other 4xx fail only that request (:class:`RequestFailed`).
+  :class:`JudgeUnavailableError` at once; other 4xx fail only that request
+  (:class:`RequestFailed`); retries spent on the retried reasons raise a *transient*
+  :class:`RequestFailed` (the endpoint may be down).
 
 The API key follows the ``openai`` library's convention, for every endpoint (loopback
 included): the variable named by ``api_key_env`` when given, else ``OPENAI_API_KEY`` when
 set, else no key (a placeholder that keyless servers such as ``vllm serve`` without
 ``--api-key`` accept). It is read when the client is built, never logged, never put in
-messages and never cached.
+messages and never cached: replies and server messages pass :func:`redact` (the key and
+any ``Bearer`` token become ``***``) before anyone sees them, so a server that echoes the
+Authorization header leaks nothing into the reply cache, the study or the report.
 
 ``choices`` asks the server for a structured output restricted to those strings (vLLM's
 ``structured_outputs: {choice: [...]}``); a server that rejects the field fails fast with
-a :class:`JudgeError` naming it.
+a :class:`JudgeUnavailableError` naming it (every request would fail the same way).
 
 Thread safety: ``acomplete`` runs on the client's private loop (:attr:`loop`); call it
 through ``client.loop.run(...)`` from any thread.
@@ -29,10 +33,17 @@ import asyncio
 import logging
 import os
 import random
+import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
-from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError, RequestFailed
+from evomerge.exceptions import (
+    ConfigError,
+    JudgeAuthError,
+    JudgeUnavailableError,
+    RequestFailed,
+)
 from evomerge.judge._loop import LoopThread
 
 logger = logging.getLogger(__name__)
@@ -42,6 +53,7 @@ __all__ = [
     "STRUCTURED_FIELD",
     "ChatClient",
     "api_key_source",
+    "redact",
     "resolve_api_key",
 ]
 
@@ -49,6 +61,18 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 _NO_KEY = "EMPTY"  # what vLLM and friends accept when they run without --api-key
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 STRUCTURED_FIELD = "structured_outputs"
+
+
+_BEARER = re.compile(r"(Bearer\s+)[^\s\"',;\\]+", re.IGNORECASE)  # stops at JSON escapes
+_MIN_SECRET = 4  # shorter "keys" (e.g. "x" for a local server) would redact ordinary text
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every ``secret`` and any ``Bearer <token>`` replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= _MIN_SECRET and secret != _NO_KEY:
+            text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", text)
 
 
 def _is_local(endpoint: str) -> bool:
@@ -164,7 +188,16 @@ class ChatClient:
         return f"check the key in ${self._key_source}"
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key and self._key != _NO_KEY else text
+        return redact(text, [self._key])
+
+    def _redact_reply(self, reply: dict[str, Any]) -> dict[str, Any]:
+        for choice in reply["choices"]:
+            choice["content"] = self._redact(choice["content"])
+            for position in choice["logprobs"] or []:
+                position["token"] = self._redact(position["token"])
+                for alt in position["top_logprobs"]:
+                    alt["token"] = self._redact(alt["token"])
+        return reply
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
@@ -186,9 +219,9 @@ class ChatClient:
         """One chat completion with retries; returns the normalized reply. ``choices``
         restricts the reply to one of these strings (structured outputs).
 
-        Raises JudgeAuthError (401/403), JudgeError (404, or a server that rejects
-        ``choices``), RequestFailed (anything else that did not succeed within
-        ``max_attempts``).
+        Raises JudgeAuthError (401/403), JudgeUnavailableError (404, or a server that
+        rejects ``choices``), RequestFailed (anything else that did not succeed within
+        ``max_attempts``; ``transient`` when every attempt failed for a retried reason).
         """
         import openai
 
@@ -209,7 +242,7 @@ class ChatClient:
                     resp = await asyncio.wait_for(
                         client.chat.completions.create(**kwargs), timeout=self.timeout
                     )
-                return _normalize_reply(resp)
+                return self._redact_reply(_normalize_reply(resp))
             except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
                 raise JudgeAuthError(
                     f"judge endpoint {self.endpoint} refused the credentials (HTTP {err.status_code}) for model "
@@ -217,14 +250,14 @@ class ChatClient:
                     f"(server said: {self._redact(str(err.message))[:200]})"
                 ) from None
             except openai.NotFoundError as err:
-                raise JudgeError(
+                raise JudgeUnavailableError(
                     f"judge endpoint {self.endpoint} answered 404 for model {self.model!r}: check --endpoint "
                     f"(it should end in /v1) and --model ({self._redact(str(err.message))[:200]})"
                 ) from None
             except openai.APIStatusError as err:
                 code = err.status_code
                 if choices is not None and code in (400, 422) and _mentions_structured(err):
-                    raise JudgeError(
+                    raise JudgeUnavailableError(
                         f"judge endpoint {self.endpoint} rejected '{STRUCTURED_FIELD}' (HTTP {code}), "
                         "which 'structured_choice: true' sends; serve the judge with a vLLM that "
                         "has structured outputs (0.32 does) or set structured_choice: false "
@@ -253,7 +286,9 @@ class ChatClient:
                     delay,
                 )
                 await asyncio.sleep(delay)
-        raise RequestFailed(f"gave up after {self.max_attempts} attempt(s): {reason}")
+        raise RequestFailed(
+            f"gave up after {self.max_attempts} attempt(s): {reason}", transient=True
+        )
 
     async def _aclose(self) -> None:
         if self._client is not None:

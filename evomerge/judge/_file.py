@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from evomerge._yaml import format_validation_error
-from evomerge.exceptions import ConfigError
+from evomerge._yaml import format_validation_error, read_text
+from evomerge.exceptions import ConfigError, JudgeError
 from evomerge.judge._context import JudgeContext
 from evomerge.judge._registry import build_judge, is_code_judge
 from evomerge.judge._types import Sample, Score, needs_generator
@@ -69,10 +69,7 @@ class ResponseRecord(BaseModel):
 def read_responses(path: str | Path, *, need_labels: bool = False) -> list[ResponseRecord]:
     """Parse RESPONSES.jsonl; every bad line is reported at once (``file:line: field: ...``)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    lines = read_text(path, what="the answers file").splitlines()
     records, problems = [], []
     for no, line in enumerate(lines, 1):
         if not line.strip():
@@ -179,6 +176,8 @@ def judge_file(
     judges_dirs: Iterable[str | Path] = (),
     as_json: bool = False,
     calibrate: bool = False,
+    timeout: float | None = None,
+    retries: int | None = None,
     echo: Callable[[str], Any] = print,
 ) -> JudgeFileResult:
     """Score every answer of ``input_path`` with judge ``judge_name`` and ``echo`` the result.
@@ -187,13 +186,25 @@ def judge_file(
     NaN), ``raw``, ``error``) in input order; with ``calibrate`` also the pairwise ordering
     accuracy and the misordered pairs (as a last ``{"calibration": ...}`` line in JSON mode).
     No reply cache is used: calibration observes the judge as it is now.
-    ``structured_choice`` (LLM judges only) overrides the judge YAML's field.
+    ``structured_choice`` (LLM judges only) overrides the judge YAML's field. ``timeout``
+    (seconds per request) and ``retries`` (after the first attempt) bound an LLM judge's
+    requests. Raises JudgeError when no answer was scored (after printing the table), and
+    JudgeAuthError / JudgeUnavailableError when the endpoint refuses or answers nothing.
     """
     records = read_responses(input_path, need_labels=calibrate)
     if structured_choice is not None and is_code_judge(judge_name):
         raise ConfigError(
             f"--structured-choice applies to LLM judges only; {judge_name!r} is a local judge"
         )
+    client_options: dict[str, Any] = {}
+    if timeout is not None:
+        if timeout <= 0:
+            raise ConfigError(f"--timeout: must be > 0 seconds, got {timeout:g}")
+        client_options["timeout"] = timeout
+    if retries is not None:
+        if retries < 0:
+            raise ConfigError(f"--retries: must be >= 0, got {retries}")
+        client_options["max_attempts"] = retries + 1
     judge = build_judge(
         judge_name,
         options=None if structured_choice is None else {"structured_choice": structured_choice},
@@ -201,6 +212,7 @@ def judge_file(
         endpoint=endpoint,
         model=model,
         api_key_env=api_key_env,
+        client_options=client_options,
         context=JudgeContext(source=f"judge {judge_name!r}", base_dir=Path.cwd()),
     )
     try:
@@ -245,4 +257,10 @@ def judge_file(
                     f"  misordered in group {m['group']}: good line {m['good']} ({m['good_value']}) "
                     f"<= bad line {m['bad']} ({m['bad_value']})"
                 )
+    if not any(s.ok for s in scores):
+        first = next((s.error for s in scores if s.error), None) or "no error message"
+        raise JudgeError(
+            f"{input_path}: judge {judge_name!r} scored none of the {len(scores)} answer(s) "
+            f"(first: {first})"
+        )
     return JudgeFileResult(scores=scores, calibration=cal)

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from evomerge.exceptions import RequestFailed
+from evomerge.exceptions import JudgeUnavailableError, RequestFailed
 from evomerge.judge._cache import JudgeCache, request_key
 from evomerge.judge._client import ChatClient
 from evomerge.judge._parse import expected_score, parse_last_line_integer
@@ -22,6 +23,16 @@ __all__ = ["LLMJudge"]
 _SEPARATOR = "\n\n-----\n\n"  # between the raw replies of one answer's n samples
 
 
+@dataclass
+class _Tally:
+    """The requests of one ``score`` call: replies fetched, failures, transient failures."""
+
+    fetched: int = 0
+    failed: int = 0
+    transient: int = 0
+    reason: str = ""
+
+
 class LLMJudge:
     """Scores answers by asking a judge model, as its YAML definition says.
 
@@ -31,8 +42,10 @@ class LLMJudge:
     cache, never again.
 
     ``score`` is thread-safe and may be called from inside a running event loop (the work
-    runs on the client's private loop). Raises JudgeAuthError on 401/403 and JudgeError on
-    404; any other failure only makes that answer's Score NaN with the error.
+    runs on the client's private loop). Raises JudgeAuthError on 401/403,
+    JudgeUnavailableError on 404 and when no request of the call got a reply because the
+    endpoint is down (connection errors, timeouts or 5xx after every retry); any other
+    failure only makes that answer's Score NaN with the error.
     """
 
     needs_generator = False
@@ -81,6 +94,7 @@ class LLMJudge:
 
     async def _ascore(self, samples: list[Sample]) -> list[Score]:
         inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        tally = _Tally()
         bar = None
         if self.progress and samples:
             from tqdm.auto import tqdm
@@ -89,14 +103,14 @@ class LLMJudge:
 
         async def one(sample: Sample) -> Score:
             try:
-                return await self._score_one(sample, inflight)
+                return await self._score_one(sample, inflight, tally)
             finally:
                 if bar is not None:
                     bar.update(1)
 
         tasks = [asyncio.ensure_future(one(s)) for s in samples]
         try:
-            return list(await asyncio.gather(*tasks))
+            scores = list(await asyncio.gather(*tasks))
         except BaseException:
             for t in [*tasks, *inflight.values()]:
                 t.cancel()
@@ -105,9 +119,16 @@ class LLMJudge:
         finally:
             if bar is not None:
                 bar.close()
+        if tally.transient and not tally.fetched and tally.transient == tally.failed:
+            raise JudgeUnavailableError(
+                f"judge {self.name!r}: the endpoint {self.client.endpoint} (model {self.client.model!r}) "
+                f"answered none of {tally.failed} request(s): {tally.reason}; check that it is up "
+                "(and the timeout/max_attempts settings)"
+            )
+        return scores
 
     async def _score_one(
-        self, sample: Sample, inflight: dict[str, asyncio.Task[dict[str, Any]]]
+        self, sample: Sample, inflight: dict[str, asyncio.Task[dict[str, Any]]], tally: _Tally
     ) -> Score:
         messages = render_messages(self.definition, sample)
         params = self._params
@@ -118,7 +139,7 @@ class LLMJudge:
         if reply is None:
             task = inflight.get(key)
             if task is None:
-                task = asyncio.ensure_future(self._fetch(key, messages, params))
+                task = asyncio.ensure_future(self._fetch(key, messages, params, tally))
                 inflight[key] = task
             try:
                 reply = await asyncio.shield(task)
@@ -127,9 +148,17 @@ class LLMJudge:
         return self._parse(reply)
 
     async def _fetch(
-        self, key: str, messages: list[dict[str, str]], params: dict[str, Any]
+        self, key: str, messages: list[dict[str, str]], params: dict[str, Any], tally: _Tally
     ) -> dict[str, Any]:
-        reply = await self.client.acomplete(messages, **params)
+        try:
+            reply = await self.client.acomplete(messages, **params)
+        except RequestFailed as err:
+            tally.failed += 1
+            if err.transient:
+                tally.transient += 1
+                tally.reason = str(err)
+            raise
+        tally.fetched += 1
         if self.cache is not None:
             self.cache.put(key, reply)
         return reply

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evomerge._yaml import read_text
 from evomerge.exceptions import ConfigError, JudgeError
 from evomerge.judge._context import JudgeContext, parse_options
 from evomerge.judge._types import Sample, Score, nan_score
@@ -42,10 +43,7 @@ class PerplexityOptions(BaseModel):
 
 def load_texts(path: Path) -> list[str]:
     """Paragraphs of a .txt file (blank-line separated) or the "text" fields of a .jsonl."""
-    try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"texts_path: cannot read {path}: {err.strerror}") from None
+    content = read_text(path, what="texts_path")
     if path.suffix == ".jsonl":
         texts = []
         for no, line in enumerate(content.splitlines(), 1):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from evomerge.exceptions import CheckpointError, UnsafeCheckpointError
-from evomerge.pool._files import PICKLE_SUFFIXES, TensorMeta, WeightFile
+from evomerge.pool._files import ALLOW_PICKLE_HINT, PICKLE_SUFFIXES, TensorMeta, WeightFile
 from evomerge.pool._naming import natural_key
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def read_config(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, not UTF-8
         raise CheckpointError(f"{cfg}: cannot parse config.json: {err}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{cfg}: expected a JSON object, got {type(data).__name__}")
@@ -185,8 +185,7 @@ def _discover_files(root: Path, *, allow_pickle: bool) -> list[WeightFile]:
     if pickles and not allow_pickle:
         raise UnsafeCheckpointError(
             f"{root}: only pickle weights found ({', '.join(p.name for p in pickles)}); loading "
-            "pickle can run arbitrary code. Convert them to safetensors, or pass allow_pickle=True "
-            "(--allow-pickle) if you trust their source"
+            f"pickle can run arbitrary code. Convert them to safetensors, or, {ALLOW_PICKLE_HINT}"
         )
     if pickles:
         return [WeightFile(path=p, pickle=True) for p in pickles]
@@ -201,7 +200,7 @@ def _discover_files(root: Path, *, allow_pickle: bool) -> list[WeightFile]:
 def _read_weight_map(index: Path) -> dict[str, str]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, not UTF-8
         raise CheckpointError(f"{index}: cannot parse index: {err}") from None
     wm = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(wm, dict) or not wm:

@@ -23,9 +23,21 @@ from evomerge.exceptions import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PICKLE_SUFFIXES", "TensorMeta", "WeightFile", "read_safetensors_header"]
+__all__ = [
+    "ALLOW_PICKLE_HINT",
+    "PICKLE_SUFFIXES",
+    "TensorMeta",
+    "WeightFile",
+    "read_safetensors_header",
+]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+
+#: How to opt in to pickle weights, for every way evomerge is called.
+ALLOW_PICKLE_HINT = (
+    "if you trust their source, allow pickle: `models.allow_pickle: true` in run.yaml "
+    "(search), --allow-pickle (evomerge merge / conflicts), allow_pickle=True (Python)"
+)
 
 
 # (shape, dtype) of one tensor, known without reading its data.

@@ -25,7 +25,7 @@ import torch
 
 from evomerge.exceptions import CheckpointError, UnsafeCheckpointError
 from evomerge.pool._checkpoint import cast_to
-from evomerge.pool._files import TensorMeta, WeightFile
+from evomerge.pool._files import ALLOW_PICKLE_HINT, TensorMeta, WeightFile
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class LoraAdapter:
             raise CheckpointError(f"{root}: not a peft adapter; expected {cfg_path.name}")
         try:
             config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:  # ValueError: bad JSON, not UTF-8
             raise CheckpointError(f"{cfg_path}: cannot parse: {err}") from None
         _check_supported(cfg_path, config)
         st, pt = root / "adapter_model.safetensors", root / "adapter_model.bin"
@@ -104,8 +104,8 @@ class LoraAdapter:
             file = WeightFile(path=st, pickle=False)
         elif pt.is_file() and not allow_pickle:
             raise UnsafeCheckpointError(
-                f"{root}: only {pt.name} (pickle) found; convert it to safetensors, or pass "
-                "allow_pickle=True (--allow-pickle) if you trust its source"
+                f"{root}: only {pt.name} (pickle) found; loading pickle can run arbitrary code. "
+                f"Convert it to safetensors, or, {ALLOW_PICKLE_HINT}"
             )
         elif pt.is_file():
             file = WeightFile(path=pt, pickle=True)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from evomerge._yaml import load_yaml
-from evomerge.atomic import atomic_write
+from evomerge.atomic import DISK_ERRNOS, atomic_write, write_error
 from evomerge.config import RunConfig, load_run_config
 from evomerge.exceptions import ConfigError, SearchError
 
@@ -61,6 +61,7 @@ _RESUMABLE_CHANGES = (
     "search.retries",
     "search.trial_timeout_s",
     "merge.cache",
+    "search.stop_after_infra_failures",
     "root",
 )
 _RESUMABLE_SECTIONS = ("workers.", "ray.", "analysis.")
@@ -70,7 +71,12 @@ _RESUMABLE_SECTIONS = ("workers.", "ray.", "analysis.")
 def driver_lock(run_dir: Path) -> Iterator[None]:
     """Exclusive ownership of ``run_dir`` for one driver; released when the process dies."""
     path = Path(run_dir) / "driver.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise write_error(err, run_dir, what="the run directory's lock") from err
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,6 +9,7 @@ everyone else reads it with :func:`make_storage`. What the study keeps is listed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from evomerge.atomic import DISK_ERRNOS, write_error
 from evomerge.exceptions import SearchError
 from evomerge.run import attrs as A
 
@@ -52,7 +54,9 @@ class DriverJournalBackend(JournalFileBackend):
 
     An appended line is visible to readers at once and survives the process being killed;
     only an OS crash can lose what was appended since the last commit. Readers use the
-    plain :class:`JournalFileBackend` on the same file.
+    plain :class:`JournalFileBackend` on the same file. A write that fails (disk full,
+    read-only file system) is cut back off, so no partial line is left, and raises a
+    one-line :class:`~evomerge.exceptions.WriteError`; what was written before is kept.
     """
 
     def __init__(self, file_path: str) -> None:
@@ -64,8 +68,21 @@ class DriverJournalBackend(JournalFileBackend):
         data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode(
             "utf-8"
         )
-        with open(self._path, "ab") as f:
-            f.write(data)
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise _journal_error(err, self._path) from err
+        try:
+            start = os.fstat(fd).st_size
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)  # no partial line (freeing space always works)
+            raise _journal_error(err, self._path) from err
+        finally:
+            os.close(fd)
         self._dirty = True
 
     def commit(self) -> None:
@@ -74,9 +91,19 @@ class DriverJournalBackend(JournalFileBackend):
             fd = os.open(self._path, os.O_RDONLY)
             try:
                 os.fsync(fd)
+            except OSError as err:
+                raise _journal_error(err, self._path) from err
             finally:
                 os.close(fd)
             self._dirty = False
+
+
+def _journal_error(err: OSError, path: str) -> OSError:
+    if err.errno not in DISK_ERRNOS:
+        return err
+    out = write_error(err, path, what="the study journal")
+    out.strerror = f"{out}; every trial told before is kept"
+    return out
 
 
 def make_storage(run_dir: Path, kind: str) -> BaseStorage:

@@ -10,6 +10,8 @@ from typing import Any
 
 from evomerge.config import RayConfig, WorkersConfig
 from evomerge.exceptions import SearchError
+from evomerge.interrupt import as_interrupt, reclaim
+from evomerge.search._watchdog import start_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +24,10 @@ def ray_session(cfg: RayConfig, *, address: str | None = None) -> Iterator[bool]
 
     Reuses an already initialized Ray (left running afterwards). Otherwise ``address``
     (or ``cfg.address``) joins an existing cluster; None starts a local one bound to
-    127.0.0.1 with no dashboard unless ``include_dashboard``. Worker logs are not
-    forwarded: only the driver prints.
+    127.0.0.1 with no dashboard unless ``include_dashboard``, watched by a
+    :mod:`~evomerge.search._watchdog` process that ends what is left of it if this
+    process is killed (SIGKILL cannot be caught). Worker logs are not forwarded: only the
+    driver prints.
     """
     import ray
 
@@ -42,11 +46,22 @@ def ray_session(cfg: RayConfig, *, address: str | None = None) -> Iterator[bool]
     else:
         logger.info("joining the Ray cluster at %s", addr)
         _use_token_if_available()
-    ray.init(address=addr, **kwargs)
+    watchdog = start_watchdog() if addr is None else None  # before: ray.init takes seconds
     try:
-        yield True
+        try:
+            ray.init(address=addr, **kwargs)
+        except SystemExit as err:  # SIGTERM while ray.init's own handler was in place
+            ray.shutdown()
+            raise as_interrupt(err) from None
+        finally:
+            reclaim()  # ray.init installed its own SIGTERM handler (sys.exit(15)): ours must win
+        try:
+            yield True
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        if watchdog is not None:
+            watchdog.stop()
 
 
 def _use_token_if_available() -> None:

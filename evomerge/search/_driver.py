@@ -5,6 +5,12 @@ generation are answered by optuna from the same distribution. An evaluation that
 is retried (``retries`` times), then told FAIL with its error; a worker that dies is
 replaced and its trial retried (a death counts as an attempt, with at least one retry).
 Ctrl-C marks the trials in flight FAIL ``interrupted`` and re-enqueues their parameters.
+
+An evaluation that fails for an infrastructure reason (``TrialResult.infrastructure``:
+the judge endpoint is down or refuses the key, the generator died) is not the
+candidate's fault: it does not use up a retry, and after ``infra_failures`` such failures
+in a row (no evaluation succeeding or failing on its own in between) the driver stops with
+``"infrastructure"``, keeping what finished and putting the rest back like Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -24,11 +30,11 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from evomerge.merge.path import LayerPath
-from evomerge.run import StudyView, rank_key, recover_interrupted
+from evomerge.run import INTERRUPTED_ERROR, StudyView, rank_key, recover_interrupted
 from evomerge.run import attrs as A
 from evomerge.search._sampler import distributions
 from evomerge.search._types import TrialResult
-from evomerge.search._workers import Slot, WorkerGroup, short_cause
+from evomerge.search._workers import Slot, WorkerGroup, ray_cause
 from evomerge.space import DataflowSpace, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,7 @@ class _Job:
     trial: optuna.Trial
     recipe: dict[str, Any]  # a recipe's mergekit dict, or a data-flow path's to_dict
     attempts: int = 0
+    infra_attempts: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -87,6 +94,7 @@ class Driver:
         progress: bool,
         desc: str = "search",
         commit: Callable[[], None] | None = None,
+        infra_failures: int = 3,
     ) -> None:
         self.study = study
         self.storage = storage
@@ -95,6 +103,9 @@ class Driver:
         self.target = target
         self.retries = retries
         self.trial_timeout_s = trial_timeout_s
+        self.infra_failures = infra_failures
+        self.infra_streak = 0  # infrastructure failures in a row
+        self.infra_error: str | None = None  # the last one
         self.stats = DriverStats(finished_before=finished)
         self._commit = commit or (lambda: None)
         self._dists: dict[str, BaseDistribution] = dict(distributions(space))
@@ -153,10 +164,13 @@ class Driver:
 
     def run(self) -> str:
         """Run until ``target`` trials are finished. Returns ``"done"``, ``"interrupted"``
-        (Ctrl-C / SIGTERM) or ``"workers_lost"`` (every worker dead, restarts spent).
-        The study is left resumable in every case."""
+        (Ctrl-C / SIGTERM), ``"workers_lost"`` (every worker dead, restarts spent) or
+        ``"infrastructure"`` (``infra_failures`` infrastructure failures in a row; the last
+        one in :attr:`infra_error`). The study is left resumable in every case."""
         try:
             while True:
+                if self.infra_streak >= self.infra_failures:
+                    return self._stop("infrastructure")
                 if self.finished >= self.target and not self._running:
                     return "done"
                 self._dispatch()
@@ -229,15 +243,37 @@ class Driver:
         try:
             data = self.group.ray.get(ref)
         except self.group.ray.exceptions.RayError as err:  # the actor (or its node) died
-            reason = f"worker {run.slot.index} died: {short_cause(err)}"
+            reason = f"worker {run.slot.index} died: {ray_cause(err)}"
             self.group.replace(run.slot, reason)
             self._failed(run.job, reason, None, max(self.retries, 1))
             return
         result = TrialResult(**data)
         if result.ok:
+            self.infra_streak = 0
             self._tell_complete(run.job, result)
+        elif result.infrastructure:
+            self._infra_failed(run.job, result)
         else:
+            self.infra_streak = 0
             self._failed(run.job, result.error or "failed", result, self.retries)
+
+    def _infra_failed(self, job: _Job, result: TrialResult) -> None:
+        """Not the candidate's failure: try it again later without using up a retry (at most
+        ``infra_failures`` times); the loop stops once the streak reaches the limit."""
+        self.infra_streak += 1
+        self.infra_error = result.error or "infrastructure failure"
+        job.infra_attempts += 1
+        logger.warning(
+            "trial %d: infrastructure failure (%d in a row, the search stops at %d): %s",
+            job.trial.number,
+            self.infra_streak,
+            self.infra_failures,
+            self.infra_error,
+        )
+        if job.infra_attempts > self.infra_failures:  # not the endpoint after all
+            self._failed(job, self.infra_error, result, self.retries)
+        else:
+            self._queue.appendleft(job)
 
     def _check_timeouts(self) -> None:
         if self.trial_timeout_s is None:
@@ -306,19 +342,23 @@ class Driver:
 
     def _stop(self, why: str) -> str:
         """Leave the study resumable: trials in flight or queued go back for re-asking."""
-        numbers = [r.job.trial.number for r in self._running.values()] + [
-            j.trial.number for j in self._queue
-        ]
         self._running.clear()
         self._queue.clear()
-        if numbers:
-            recover_interrupted(self.study, self.storage, trial_numbers=numbers)
+        # every RUNNING trial is this driver's (it holds the run's lock): the ones in flight,
+        # queued for a retry, or just asked when the signal came
+        error = (
+            f"put back: the search stopped on infrastructure failures ({self.infra_error})"
+            if why == "infrastructure"
+            else INTERRUPTED_ERROR
+        )
+        put_back = recover_interrupted(self.study, self.storage, error=error)
         self._commit()
-        if why == "interrupted":
-            logger.warning(
-                "interrupted: %d trial(s) finished; run the same command again to resume",
-                self.finished,
-            )
+        logger.info(
+            "search stopped (%s): %d trial(s) finished, %d put back for the resume",
+            why,
+            self.finished,
+            put_back,
+        )
         return why
 
     @property

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 
+from evomerge.atomic import DISK_ERRNOS, write_error
 from evomerge.config import RunConfig, load_run_config
 from evomerge.exceptions import SearchError
+from evomerge.interrupt import interruptible
 from evomerge.run import (
     StudyView,
     build_run_space,
@@ -39,6 +38,7 @@ from evomerge.run import (
 from evomerge.run import attrs as A
 from evomerge.search._cluster import plan_workers, ray_session
 from evomerge.search._driver import Driver
+from evomerge.search._inputs import check_inputs
 from evomerge.search._sampler import make_sampler
 from evomerge.search._types import SearchSummary
 from evomerge.search._workers import WorkerGroup
@@ -52,23 +52,6 @@ __all__ = ["default_run_dir", "run_search"]
 def default_run_dir(config: RunConfig) -> Path:
     """``runs/<name>``: where a run goes when no ``--run-dir`` is given."""
     return Path("runs") / config.name
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so both stop the search cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
@@ -161,6 +144,13 @@ def _summary(
     )
 
 
+def _first_error(study: optuna.Study) -> str:
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(A.INTERRUPTED):
+            return str(t.user_attrs.get(A.ERROR, "no message"))
+    return "no message"
+
+
 def run_search(
     run_yaml: str | Path,
     *,
@@ -181,8 +171,10 @@ def run_search(
     of worker actors.
 
     Raises ConfigError for a bad config or a run directory holding a different search,
-    and SearchError when no worker can start or every worker died (the run stays
-    resumable). Ctrl-C / SIGTERM during the search stop it cleanly and return with
+    and SearchError when no worker can start, every worker died or
+    ``search.stop_after_infra_failures`` evaluations in a row failed for an infrastructure
+    reason (the run stays resumable in both cases), or the target was reached without one
+    completed trial. Ctrl-C / SIGTERM during the search stop it cleanly and return with
     ``stopped="interrupted"`` (during worker start-up, KeyboardInterrupt propagates).
     """
     started = time.monotonic()
@@ -191,7 +183,12 @@ def run_search(
     target = max_trials if max_trials is not None else config.search.n_trials
     if target < 1:
         raise SearchError(f"--max-trials must be >= 1, got {target}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise write_error(err, run_dir, what="the run directory") from err
+        raise
     with driver_lock(run_dir):
         stored = stored_canonical(run_dir)
         if stored is not None:
@@ -202,11 +199,12 @@ def run_search(
         if config.search.storage == "journal":
             repair_journal(storage_path(run_dir, "journal"))
         space = build_run_space(config)
+        check_inputs(config)  # every file a worker reads, before Ray starts
         logger.info("search space %s: %d dimensions", space.spec.name, space.dim)
         driver: Driver | None = None
         study: optuna.Study | None = None
         stopped = "interrupted"
-        with _sigterm_as_interrupt(), ray_session(config.ray, address=address):
+        with interruptible(), ray_session(config.ray, address=address):
             import ray
 
             plan = plan_workers(config.workers, resources=ray.cluster_resources(), num=workers)
@@ -235,6 +233,7 @@ def run_search(
                     progress=progress,
                     desc=config.name,
                     commit=commit,
+                    infra_failures=config.search.stop_after_infra_failures,
                 )
                 stopped = driver.run()
             finally:
@@ -251,6 +250,19 @@ def run_search(
         summary.best_trial,
         summary.best_values,
     )
+    if stopped == "infrastructure" and driver is not None:
+        raise SearchError(
+            f"stopped after {driver.infra_streak} evaluation(s) in a row failed for a reason outside "
+            f"the candidates (search.stop_after_infra_failures: {config.search.stop_after_infra_failures}): "
+            f"{driver.infra_error}. {summary.n_complete + summary.n_failed}/{target} trials finished and are "
+            "kept; fix the cause and run the same command again to resume"
+        )
+    if stopped == "done" and summary.n_complete == 0:
+        raise SearchError(
+            f"no trial completed: all {summary.n_failed} finished trial(s) failed (first error: "
+            f"{_first_error(study)}); see `evomerge status {run_dir}`, fix the cause, and use a new run "
+            "directory (or raise --max-trials to go on in this one)"
+        )
     if stopped == "workers_lost":
         raise SearchError(
             f"every worker died and none could be restarted ({summary.n_complete + summary.n_failed}/{target} trials "

@@ -29,7 +29,9 @@ class TrialResult:
     """What one evaluation produced. Crosses the Ray wire, so it holds only plain data.
 
     ``values`` has one entry per objective when the evaluation succeeded; ``error`` is set
-    (and ``values`` None) when it failed. ``scores`` are per-judge means, ``samples`` a few
+    (and ``values`` None) when it failed, with ``infrastructure`` True when the cause was
+    outside the candidate (:func:`evomerge.exceptions.is_infrastructure`: a judge endpoint
+    down, a dead generator). ``scores`` are per-judge means, ``samples`` a few
     ``{"question", "answer"}`` dicts, ``timings`` seconds per stage.
     """
 
@@ -42,6 +44,7 @@ class TrialResult:
     node_id: str = ""
     error: str | None = None
     traceback: str | None = None
+    infrastructure: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,7 +93,7 @@ class SearchSummary:
     directions: list[str]
     best_trial: int | None  # the run layer's best (StudyView.best), None before any completes
     best_values: list[float] | None
-    stopped: str  # "done", "interrupted", "workers_lost"
+    stopped: str  # "done", "interrupted", "workers_lost", "infrastructure"
     elapsed_s: float
     trials_per_hour: float
     driver_overhead_s: (

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.config import RunConfig
+from evomerge.exceptions import is_infrastructure
 from evomerge.search._build import build_evaluator
 from evomerge.search._types import TrialResult, genome_from_data
 
@@ -90,6 +91,7 @@ class Worker:
                 trial_number=trial_number,
                 error=f"{type(err).__name__}: {err}",
                 traceback=traceback_summary(err),
+                infrastructure=is_infrastructure(err),
             )
         result.trial_number = trial_number
         result.worker = str(self.worker_index)

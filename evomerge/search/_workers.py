@@ -8,6 +8,7 @@ times; then it is dead. Used only from the driver's thread.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +20,29 @@ from evomerge.search._worker import Worker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Slot", "WorkerGroup"]
+__all__ = ["Slot", "WorkerGroup", "ray_cause"]
 
-_CAUSE_CHARS = 600
+_CAUSE_CHARS = 4000
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def short_cause(err: BaseException) -> str:
-    """A one-paragraph reason from a Ray error (its last non-empty line, trimmed)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    text = lines[-1] if lines else type(err).__name__
-    return f"{type(err).__name__}: {text}"[:_CAUSE_CHARS]
+def ray_cause(err: BaseException) -> str:
+    """What went wrong, from a Ray error: the remote exception with its whole message (a
+    config error listing every bad line keeps every line), without Ray's traceback and
+    colour codes; else Ray's own message. At most a few thousand characters."""
+    lines = _ANSI.sub("", str(err)).strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if frames:  # a remote traceback: keep what follows its last frame (the exception)
+        i = frames[-1] + 1
+        while i < len(lines) and (lines[i].startswith("    ") or not lines[i].strip()):
+            i += 1  # the frame's source line and its ^^^ markers
+        text = "\n".join(lines[i:]).strip()
+    else:
+        text = "\n".join(line for line in lines if line.strip())
+    text = text or type(err).__name__
+    if not frames:
+        text = f"{type(err).__name__}: {text}"
+    return text if len(text) <= _CAUSE_CHARS else text[: _CAUSE_CHARS - 3] + "..."
 
 
 @dataclass
@@ -124,7 +138,7 @@ class WorkerGroup:
         while True:
             refs = self.starting_refs()
             if not refs:
-                causes = "; ".join(sorted({s.last_error or "?" for s in self.slots}))
+                causes = "\n".join(sorted({s.last_error or "?" for s in self.slots}))
                 raise SearchError(f"no worker could start: {causes}")
             ready, _ = self.ray.wait(refs, num_returns=1, timeout=1.0)
             for ref in ready:
@@ -162,7 +176,7 @@ class WorkerGroup:
                 slot.info.get("device"),
             )
         except self.ray.exceptions.RayError as err:
-            reason = f"worker {slot.index} failed to start: {short_cause(err)}"
+            reason = f"worker {slot.index} failed to start: {ray_cause(err)}"
             if getattr(err, "actor_init_failed", False):
                 # building the evaluator raised (bad config, missing files): a new actor
                 # would raise the same, so this slot is not restarted

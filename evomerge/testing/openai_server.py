@@ -14,10 +14,13 @@ Behaviours: ``reply`` (a string or ``callable(request_json) -> str``, called onc
 choice, so ``n`` is honoured); ``logprobs`` (``callable(request_json) -> positions``, each
 position a list of ``(token, logprob)`` whose first entry is the emitted token) for
 requests with ``logprobs: true`` (without it the whole reply is one token of logprob 0);
-scripted error statuses (429/500/401/...) and hangs; a fixed ``latency``; ``api_key``
-(requests without ``Authorization: Bearer <api_key>`` get 401); ``reject_field`` (requests
-carrying that top-level field get 400 naming it, as OpenAI's API answers fields it does
-not know, e.g. ``structured_outputs``). Counters:
+scripted error statuses (429/500/401/...) and hangs; ``fail_if`` (``callable(request_json)
+-> status or None``: an error for the requests it picks, every time); a fixed ``latency``;
+``api_key`` (requests without ``Authorization: Bearer <api_key>`` get 401);
+``reject_field`` (requests carrying that top-level field get 400 naming it, as OpenAI's API
+answers fields it does not know, e.g. ``structured_outputs``); ``echo_authorization``
+(replies start with a line repeating the request's Authorization header, as a careless
+proxy might). Counters:
 ``request_count``, ``requests`` (the JSON bodies), ``in_flight``, ``max_in_flight``.
 Thread-safe. Sleeps wake up at ``stop()``, so closing never waits on a hang.
 """
@@ -126,8 +129,12 @@ class FakeOpenAIServer:
         api_key: str | None = None,
         retry_after: float | None = None,
         model: str = "fake-judge",
+        fail_if: Callable[[dict[str, Any]], int | None] | None = None,
+        echo_authorization: bool = False,
     ) -> None:
+        self.echo_authorization = echo_authorization
         self.reply = reply
+        self.fail_if = fail_if
         self.logprobs = logprobs
         self.latency = latency
         self.api_key = api_key
@@ -222,6 +229,9 @@ class FakeOpenAIServer:
                 self._stop.wait(delay)
             if action and action[0] == "status":
                 return self._error(int(action[1]))
+            status = self.fail_if(request) if self.fail_if is not None else None
+            if status is not None:
+                return self._error(status)
             if self.api_key is not None and authorization != f"Bearer {self.api_key}":
                 sent = authorization.removeprefix("Bearer ")
                 return self._error(401, f"Incorrect API key provided: {sent}")  # as real servers do
@@ -229,6 +239,8 @@ class FakeOpenAIServer:
                 return self._error(
                     400, f"Unrecognized request argument supplied: {self.reject_field}"
                 )
+            if self.echo_authorization:
+                request = {**request, "_echo": f"you sent Authorization: {authorization}\n"}
             return 200, self._completion(request), {}
         finally:
             with self._lock:
@@ -254,7 +266,8 @@ class FakeOpenAIServer:
         return status, body, headers
 
     def _text(self, request: dict[str, Any]) -> str:
-        return self.reply(request) if callable(self.reply) else self.reply
+        text = self.reply(request) if callable(self.reply) else self.reply
+        return str(request.get("_echo", "")) + text
 
     def _choice(self, index: int, request: dict[str, Any]) -> dict[str, Any]:
         lp = None

@@ -5,6 +5,8 @@ options: {...}}`` in run.yaml. Options shared by every evaluator here (fault inj
 
     fail_trials: [3]         raise in these trial numbers (every attempt)
     fail_message: "boom"     the message raised
+    unreachable_trials: [4]  raise ConnectionRefusedError in these trials (every attempt): an
+                             infrastructure failure, as from a plug-in judge whose server is down
     crash_once_trials: [5]   kill the worker process (os._exit) the first time these run
     sleep_s: 0.1             seconds to sleep per evaluation (simulated work)
     slow_trials: {1: 3.0}    seconds to sleep in these trials instead
@@ -63,6 +65,7 @@ class FaultInjector:
         *,
         fail_trials: Sequence[int] = (),
         fail_message: str = "injected failure",
+        unreachable_trials: Sequence[int] = (),
         crash_once_trials: Sequence[int] = (),
         sleep_s: float = 0.0,
         slow_trials: dict[int, float] | None = None,
@@ -70,6 +73,7 @@ class FaultInjector:
     ) -> None:
         self.fail_trials = set(fail_trials)
         self.fail_message = fail_message
+        self.unreachable_trials = set(unreachable_trials)
         self.crash_once_trials = set(crash_once_trials)
         self.sleep_s = sleep_s
         self.slow_trials = {int(k): float(v) for k, v in (slow_trials or {}).items()}
@@ -88,6 +92,10 @@ class FaultInjector:
             time.sleep(delay)
         if trial_number in self.fail_trials:
             raise RuntimeError(f"{self.fail_message} (trial {trial_number})")
+        if trial_number in self.unreachable_trials:
+            raise ConnectionRefusedError(
+                f"injected: the scoring server refused the connection (trial {trial_number})"
+            )
 
 
 class QuadraticEvaluator:
@@ -138,7 +146,14 @@ class QuadraticEvaluator:
 
 
 def _faults(options: dict[str, Any], run_dir: Path) -> FaultInjector:
-    keys = ("fail_trials", "fail_message", "crash_once_trials", "sleep_s", "slow_trials")
+    keys = (
+        "fail_trials",
+        "fail_message",
+        "unreachable_trials",
+        "crash_once_trials",
+        "sleep_s",
+        "slow_trials",
+    )
     return FaultInjector(
         **{k: options.pop(k) for k in keys if k in options}, marker_dir=Path(run_dir)
     )

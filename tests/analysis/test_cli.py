@@ -91,3 +91,48 @@ def test_conflicts_command_reports_bad_arguments(
         app, ["conflicts", base, str(tmp_path / "missing"), "--out", str(tmp_path), "-q"]
     )
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def _conflicts(tiny_models: dict[str, Path], out: Path, *extra: str) -> object:
+    args = ["conflicts", str(tiny_models["base"]), str(tiny_models["ft_a"])]
+    return CliRunner().invoke(
+        app, [*args, str(tiny_models["ft_b"]), "--out", str(out), "--quiet", *extra]
+    )
+
+
+def test_conflicts_on_a_full_disk_keep_the_previous_analysis_whole(
+    tiny_models: dict[str, Path], small_disk
+) -> None:
+    """The outputs are replaced atomically: a disk that fills up mid-write leaves the
+    previous analysis, complete, and no partial CSV or PNG (one line, exit 2)."""
+    disk = small_disk("analysis", "2m")
+    out = disk / "conflicts"
+    first = _conflicts(tiny_models, out)
+    assert first.exit_code == 0, first.output  # type: ignore[attr-defined]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "conflicts.csv" in before and any(n.endswith(".png") for n in before)
+    filler = small_disk.fill(disk)
+    second = _conflicts(tiny_models, out, "--density", "0.3")
+    output = second.output  # type: ignore[attr-defined]
+    assert second.exit_code == 2, output  # type: ignore[attr-defined]
+    assert (
+        output.startswith(f"error: no space left on the device of {out}")
+        and len(output.strip().splitlines()) == 1
+    ), output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in disk.iterdir()) == ["conflicts", "filler"]  # no temp folder
+    filler.unlink()
+    third = _conflicts(tiny_models, out, "--density", "0.3")
+    assert third.exit_code == 0 and json.loads((out / "summary.json").read_text())  # type: ignore[attr-defined]
+
+
+def test_conflicts_refuse_a_folder_holding_other_files(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    result = _conflicts(tiny_models, out)
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    assert "notes.txt" in result.output  # type: ignore[attr-defined]
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

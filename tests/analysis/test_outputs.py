@@ -97,5 +97,5 @@ def test_no_overlap_says_so() -> None:
 def test_unwritable_directory_is_export_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ExportError, match="cannot write the conflict analysis"):
+    with pytest.raises(ExportError, match="cannot create a directory next to"):
         write_conflict_outputs(report(), blocker / "out")

@@ -142,7 +142,14 @@ def test_cli_refuses_an_existing_output_with_a_clean_message(tiny_models, tmp_pa
     result = CliRunner().invoke(app, ["merge", str(cfg), str(tmp_path / "out"), "--quiet"])
     assert result.exit_code == 2
     assert "exists and is not empty" in result.stderr
+    assert "--overwrite" in result.stderr  # an option that exists
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
+    again = CliRunner().invoke(
+        app, ["merge", str(cfg), str(tmp_path / "out"), "--quiet", "--overwrite"]
+    )
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert not (tmp_path / "out" / "keep.txt").exists()  # replaced, not mixed
 
 
 @pytest.mark.parametrize(

@@ -77,18 +77,35 @@ def test_bad_prompt_lines_all_reported_with_line_numbers(tmp_path: Path) -> None
         load_prompt_set(bad)
     msg = str(err.value)
     assert f"{bad}: 5 invalid line(s)" in msg
-    for needle in (
-        "line 2: invalid JSON",
-        "line 3: 'question'",
-        "line 4: expected a JSON object",
-        "line 5: duplicate id 'x' (first on line 1)",
-        "line 6: 'reference'",
+    for needle in (  # every bad line, each with the file's name and its line number
+        "2: invalid JSON",
+        "3: 'question'",
+        "4: expected a JSON object",
+        "5: duplicate id 'x' (first on line 1)",
+        "6: 'reference'",
     ):
-        assert needle in msg
+        assert f"{bad}:{needle}" in msg
     with pytest.raises(ConfigError, match="empty"):
         load_prompt_set(_write_jsonl(tmp_path / "empty.jsonl", [""]))
     with pytest.raises(ConfigError, match="cannot read"):
         load_prompt_set(tmp_path / "missing.jsonl")
+
+
+def test_a_file_that_is_not_utf8_is_named_with_line_and_column(tmp_path: Path) -> None:
+    sjis = tmp_path / "prompts.jsonl"
+    text = '{"question": "hello"}\n{"question": "お元気ですか"}\n'
+    sjis.write_bytes(text.encode("shift_jis"))
+    with pytest.raises(ConfigError) as err:
+        load_prompt_set(sjis)
+    msg = str(err.value)
+    assert msg.startswith(f"{sjis}:2:15: not UTF-8 text (byte 0x82)") and "iconv" in msg
+    persona = tmp_path / "persona.yaml"
+    persona.write_bytes("name: お嬢様\n".encode("cp932"))
+    with pytest.raises(ConfigError, match=r"persona.yaml:1:7: not UTF-8 text"):
+        load_persona(persona)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'{"question": "hi"}\n')
+    assert [r.question for r in load_prompt_set(bom)] == ["hi"]  # a UTF-8 BOM is fine
 
 
 def test_persona_yaml_and_json_agree(files: dict[str, Path], tmp_path: Path) -> None:
@@ -283,5 +300,5 @@ def test_per_prompt_facts_override_the_persona_facts(
 
 def test_prompt_facts_must_be_a_list_of_strings(tmp_path: Path) -> None:
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "a", "facts": "Kyoto"}])
-    with pytest.raises(ConfigError, match=r"line 1: 'facts' must be a list of strings"):
+    with pytest.raises(ConfigError, match=r"bad.jsonl:1: 'facts' must be a list of strings"):
         load_prompt_set(bad)

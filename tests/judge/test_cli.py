@@ -222,3 +222,57 @@ def test_judges_needing_a_model_cannot_score_files(tmp_path: Path, name: str):
     path = write_jsonl(tmp_path / "r.jsonl", [{"question": "q", "answer": "a"}])
     result = runner.invoke(app, ["judge", "--judge", name, "--input", str(path)])
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_nothing_scored_exits_non_zero_after_the_table(tmp_path: Path):
+    path = write_jsonl(
+        tmp_path / "r.jsonl", [{"question": "q", "answer": f"a{i}"} for i in range(3)]
+    )
+    with FakeOpenAIServer(reply="I will not give a number.") as srv:
+        result = runner.invoke(
+            app,
+            [
+                "judge",
+                "--judge",
+                "personality",
+                "--input",
+                str(path),
+                "--endpoint",
+                srv.url,
+                "--model",
+                "j",
+            ],
+        )
+    assert result.exit_code == 2, result.output
+    assert "mean nan over 0 scored answer(s); 3 unscored" in result.output
+    assert "scored none of the 3 answer(s)" in result.output
+
+
+def test_a_hanging_endpoint_is_bounded_by_timeout_and_retries(tmp_path: Path):
+    path = write_jsonl(tmp_path / "r.jsonl", [{"question": "q", "answer": "a"}])
+    with FakeOpenAIServer() as srv:
+        srv.hang_next(60.0, count=10)
+        t0 = time.monotonic()
+        result = runner.invoke(
+            app,
+            [
+                "judge",
+                "--judge",
+                "personality",
+                "--input",
+                str(path),
+                "--endpoint",
+                srv.url,
+                "--model",
+                "j",
+                "--timeout",
+                "0.5",
+                "--retries",
+                "1",
+            ],
+        )
+        elapsed = time.monotonic() - t0
+        assert srv.request_count == 2  # one attempt + one retry
+    assert result.exit_code == 2, result.output
+    assert "timed out after 0.5s" in result.output
+    assert elapsed < 10  # about 2 x 0.5 s plus a backoff; the endpoint hangs 60 s

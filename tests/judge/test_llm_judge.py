@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import math
+import socket
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from evomerge.exceptions import ConfigError, JudgeAuthError, JudgeError
+from evomerge.exceptions import (
+    ConfigError,
+    JudgeAuthError,
+    JudgeError,
+    JudgeUnavailableError,
+    is_infrastructure,
+)
 from evomerge.judge import ChatClient, JudgeCache, Sample, build_judge
 from evomerge.judge._client import api_key_source, resolve_api_key
 from evomerge.testing.openai_server import FakeOpenAIServer
@@ -78,10 +85,43 @@ def test_500_is_retried_and_gives_up_after_max_attempts(server, make_judge):
     [s] = make_judge().score(samples(1))
     assert s.value == 5.0 and server.request_count == 2
     server.reset_counters()
-    server.fail_next(503, count=5)
-    [s] = make_judge(max_attempts=3).score(samples(1, prefix="other"))
-    assert math.isnan(s.value) and "gave up after 3 attempt(s): HTTP 503" in (s.error or "")
-    assert server.request_count == 3
+    server.fail_if = lambda req: 503 if answer_of(req) == "other 0" else None
+    s0, s1 = make_judge(max_attempts=3).score(samples(2, prefix="other"))
+    assert math.isnan(s0.value) and "gave up after 3 attempt(s): HTTP 503" in (s0.error or "")
+    assert s1.value == 5.0  # the endpoint answers: one answer's failure stays that answer's
+    assert server.request_count == 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("fault", ["refused", "500", "hang"])
+def test_an_endpoint_that_answers_nothing_raises_unavailable(
+    fault: str, server, judges_dir: Path, make_judge
+):
+    """Connection refused, persistent 5xx or timeouts on every request: the endpoint is down,
+    an infrastructure failure (the search stops on it), not a NaN score per answer."""
+    if fault == "refused":
+        client = ChatClient(
+            endpoint=f"http://127.0.0.1:{free_port()}/v1", model="m", max_attempts=2, backoff=0.01
+        )
+        judge = build_judge("simple", judges_dirs=[judges_dir], client=client)
+    elif fault == "500":
+        server.fail_if = lambda req: 500
+        judge = make_judge(max_attempts=2)
+    else:
+        server.hang_next(30.0, count=10)
+        judge = make_judge(timeout=0.3, max_attempts=2)
+    with pytest.raises(JudgeUnavailableError) as info:
+        judge.score(samples(3))
+    assert is_infrastructure(info.value)
+    reason = {"refused": "connection error", "500": "HTTP 500", "hang": "timed out after 0.3s"}
+    assert "answered none of 3 request(s)" in str(info.value) and reason[fault] in str(info.value)
+    if fault == "refused":
+        client.close()
 
 
 def test_400_is_not_retried(server, make_judge):
@@ -92,8 +132,9 @@ def test_400_is_not_retried(server, make_judge):
 
 def test_404_raises(server, make_judge):
     server.fail_next(404)
-    with pytest.raises(JudgeError, match="404"):
+    with pytest.raises(JudgeUnavailableError, match="404") as info:
         make_judge().score(samples(1))
+    assert isinstance(info.value, JudgeError) and is_infrastructure(info.value)
 
 
 def test_401_fails_fast_with_a_clear_message(server, make_judge, monkeypatch, caplog):
@@ -103,6 +144,7 @@ def test_401_fails_fast_with_a_clear_message(server, make_judge, monkeypatch, ca
     with caplog.at_level(logging.DEBUG), pytest.raises(JudgeAuthError) as info:
         judge.score(samples(1))
     msg = str(info.value)
+    assert is_infrastructure(info.value)  # the search stops on it
     assert "HTTP 401" in msg and "EVOMERGE_TEST_JUDGE_KEY" in msg and server.url in msg
     assert "sk-wrong-key-123456" not in msg  # the server echoed it; we redact it
     assert "sk-wrong-key-123456" not in caplog.text
@@ -121,9 +163,9 @@ def test_timeout_is_bounded(server, make_judge):
     server.hang_next(30.0, count=10)
     judge = make_judge(timeout=0.3, max_attempts=2)
     t0 = time.monotonic()
-    [s] = judge.score(samples(1))
+    with pytest.raises(JudgeUnavailableError, match=r"timed out after 0\.3s"):
+        judge.score(samples(1))
     elapsed = time.monotonic() - t0
-    assert math.isnan(s.value) and "timed out after 0.3s" in (s.error or "")
     assert server.request_count == 2
     assert (
         0.55 < elapsed < 3.0
@@ -366,3 +408,40 @@ def test_fake_server_counts_and_closes_promptly():
     srv.stop()
     assert time.monotonic() - t0 < 2.0 and srv.request_count == 1
     client.close()
+
+
+def test_a_server_echoing_the_key_gets_nothing_cached_or_passed_on(
+    judges_dir: Path, tmp_path: Path, monkeypatch
+):
+    """A 200 reply that repeats the Authorization header: the key and the Bearer token
+    reach neither the cache file nor the Score (what the study and report keep)."""
+    secret = "sk-live-SECRET-abcdef0123456789"
+    monkeypatch.setenv("EVOMERGE_TEST_JUDGE_KEY", secret)
+    cache = JudgeCache(tmp_path / "judge_cache.sqlite")
+    with FakeOpenAIServer(reply="fine\n6", api_key=secret, echo_authorization=True) as srv:
+        judge = build_judge(
+            "simple",
+            judges_dirs=[judges_dir],
+            endpoint=srv.url,
+            model="judge-m",
+            api_key_env="EVOMERGE_TEST_JUDGE_KEY",
+            cache=cache,
+        )
+        scores = judge.score(samples(2))
+        judge.close()  # type: ignore[attr-defined]
+    cache.close()
+    assert [s.value for s in scores] == [6.0, 6.0]  # the reply is still parsed
+    assert all(s.raw.startswith("you sent Authorization: Bearer ***\n") for s in scores)
+    assert all(secret not in s.raw for s in scores)
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("judge_cache.sqlite*"))
+    assert b"Authorization: Bearer ***" in blob  # the reply was cached, redacted
+    assert secret.encode() not in blob and b"SECRET" not in blob
+
+
+def test_redact_hides_keys_and_bearer_tokens():
+    from evomerge.judge._client import redact
+
+    assert redact("key sk-abcdef here", ["sk-abcdef"]) == "key *** here"
+    assert redact("Authorization: bearer eyJhbGciOi.x.y,") == "Authorization: bearer ***,"
+    assert redact('{"a": "Bearer tok\\n5"}') == '{"a": "Bearer ***\\n5"}'  # JSON stays valid
+    assert redact("a 7 b", ["7"]) == "a 7 b"  # too short to be a key: text is left alone

@@ -128,6 +128,9 @@ def test_pickle_is_refused_then_loaded_with_allow_pickle(tiny_models, tmp_path: 
     with pytest.raises(UnsafeCheckpointError, match="allow_pickle=True") as err:
         Checkpoint.open(target)
     assert "pytorch_model.bin" in str(err.value)
+    # the way to opt in for each way of calling: run.yaml, the commands that have the flag
+    assert "`models.allow_pickle: true` in run.yaml (search)" in str(err.value)
+    assert "--allow-pickle (evomerge merge / conflicts)" in str(err.value)
     ck = Checkpoint.open(target, allow_pickle=True)
     assert ck.is_pickle and set(ck.names) == set(reference)
     for name in ck.names:

@@ -114,3 +114,46 @@ def test_resumable_fields_and_a_long_list_of_differences(tmp_path: Path) -> None
     assert text.endswith("... and 4 more")  # f00 is equal; 24 differ, 20 are listed
     with pytest.raises(ConfigError, match=r"models\.extra: '<unset>' \(run dir\) != 1 \(now\)"):
         check_same_run({"models": {}}, {"models": {"extra": 1}}, run_dir=tmp_path)
+
+
+def test_a_journal_append_that_hits_a_full_disk_leaves_no_partial_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated ENOSPC in the middle of an append (the tmpfs tests need root): the half
+    written line is cut back off, the error is one line naming the journal, and the study
+    reads back whole."""
+    import errno
+    import os
+
+    from evomerge.exceptions import WriteError
+
+    storage, commit = make_driver_storage(tmp_path, "journal")
+    study, _ = open_study(
+        storage=storage,
+        study_name="s",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        directions=["maximize"],
+    )
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    commit()
+    path = storage_path(tmp_path, "journal")
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd: int, data: Any) -> int:
+        def full(fd: int, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "write", full)  # the disk is full from now on
+        return real_write(fd, bytes(data)[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(WriteError) as info:
+        study.add_trial(optuna.trial.create_trial(value=2.0))
+    monkeypatch.undo()
+    assert str(info.value).startswith(f"no space left on the device of {path}")
+    assert "the study journal" in str(info.value) and "\n" not in str(info.value)
+    assert info.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before  # no partial line
+    reader = optuna.load_study(study_name="s", storage=make_storage(tmp_path, "journal"))
+    assert [t.value for t in reader.trials] == [1.0]

@@ -175,3 +175,46 @@ def run_yaml() -> Callable[..., Path]:
         return write_run_yaml(path, make_run(models, **kwargs))
 
     return write
+
+
+def trial_counts(run_dir: Path) -> tuple[int, int, int]:
+    """(complete, failed-after-retries, running) as read from the journal; 0s before it exists."""
+    from optuna.trial import TrialState
+
+    from evomerge.run import open_run
+
+    try:
+        study = open_run(run_dir).study.study
+    except Exception:
+        return 0, 0, 0
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") for t in trials)
+    return complete, failed, sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def start_cli(args: list[str], *, env: dict[str, str], log: Path) -> Any:
+    """``python -m evomerge.cli ARGS`` as a subprocess, its output in ``log`` (a file, not a
+    pipe: a full pipe would block the driver)."""
+    import subprocess
+    import sys
+
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "evomerge.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.fixture(scope="session")
+def counts() -> Callable[[Path], tuple[int, int, int]]:
+    """``counts(run_dir) -> (complete, failed, running)``, read from the run's journal."""
+    return trial_counts
+
+
+@pytest.fixture(scope="session")
+def cli_proc() -> Callable[..., Any]:
+    """``cli_proc(args, env=..., log=...)``: an ``evomerge`` command as a subprocess."""
+    return start_cli

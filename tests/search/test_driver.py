@@ -146,6 +146,21 @@ def test_export_then_mergekit_reproduces_the_weights(
         torch.testing.assert_close(exported[name], t, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_cli_export_overwrite(weight_run: dict[str, Any], tmp_path: Path) -> None:
+    from evomerge.cli import app
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    args = ["export", str(weight_run["run_dir"]), str(out), "--quiet"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "--overwrite (evomerge export" in refused.output
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    done = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert done.exit_code == 0, done.output
+    assert (out / "model.safetensors").is_file() and not (out / "old.txt").exists()
+
+
 def test_export_refuses_missing_or_failed_trials(
     weight_run: dict[str, Any], fault_run: dict[str, Any], tmp_path: Path
 ) -> None:

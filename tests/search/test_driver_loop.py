@@ -153,8 +153,10 @@ def config(run_yaml: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def make(config: Any, tmp_path: Path) -> Iterator[Callable[..., tuple[Driver, InProcessGroup]]]:
-    """``make(target=6, retries=1, workers=2, timeout=None, ray=None, resume=None, ...)``:
-    a Driver over an in-process group of real Workers (resume: a new session of a driver)."""
+    """``make(target=6, retries=1, workers=2, timeout=None, ray=None, resume=None,
+    options=None, infra_failures=3, ...)``: a Driver over an in-process group of real
+    Workers (resume: a new session of a driver; ``options`` add evaluator (fault
+    injection) options)."""
     level = logging.getLogger("evomerge").level  # a Worker quiets evomerge's loggers
 
     def build(
@@ -167,8 +169,11 @@ def make(config: Any, tmp_path: Path) -> Iterator[Callable[..., tuple[Driver, In
         resume: Driver | None = None,
         finished: int = 0,
         progress: bool = False,
+        options: dict[str, Any] | None = None,
+        infra_failures: int = 3,
     ) -> tuple[Driver, InProcessGroup]:
         data = config.model_dump(mode="json")
+        data["evaluator"]["options"].update(options or {})
         group = InProcessGroup(
             ray or InProcessRay(),
             lambda i: Worker(data, str(tmp_path), worker_index=i, device="cpu"),
@@ -193,6 +198,7 @@ def make(config: Any, tmp_path: Path) -> Iterator[Callable[..., tuple[Driver, In
             retries=retries,
             trial_timeout_s=timeout,
             progress=progress,
+            infra_failures=infra_failures,
         )
         return driver, group
 
@@ -421,3 +427,38 @@ def test_throughput_and_overhead_figures(make: Callable[..., Any]) -> None:
     wall = time.monotonic() - t0
     assert 3600 * 6 / wall <= driver.trials_per_hour < 3600 * 6 / 1e-3
     assert 0 < driver.mean_overhead_s < wall / 6
+
+
+def test_infrastructure_failures_in_a_row_stop_the_search_and_tell_no_trial_failed(
+    make: Callable[..., Any],
+) -> None:
+    driver, _ = make(target=8, workers=2, options={"unreachable_trials": list(range(100))})
+    assert driver.run() == "infrastructure"
+    assert driver.infra_streak == 3 and "ConnectionRefusedError" in (driver.infra_error or "")
+    assert not _trials(driver, TrialState.COMPLETE, TrialState.RUNNING)
+    failed = _trials(driver, TrialState.FAIL)
+    assert failed and all(t.user_attrs[attrs.INTERRUPTED] for t in failed)  # put back, not FAIL
+    assert "infrastructure" in failed[0].user_attrs[attrs.ERROR]
+    waiting = _trials(driver, TrialState.WAITING)
+    assert sorted(t.user_attrs[attrs.RETRY_OF] for t in waiting) == sorted(t.number for t in failed)
+    assert driver.finished == 0
+
+
+def test_the_limit_is_configurable(make: Callable[..., Any]) -> None:
+    driver, _ = make(
+        target=8, workers=1, infra_failures=5, options={"unreachable_trials": list(range(100))}
+    )
+    assert driver.run() == "infrastructure" and driver.infra_streak == 5
+
+
+def test_successes_in_between_reset_the_streak_and_a_trial_still_fails_in_the_end(
+    make: Callable[..., Any],
+) -> None:
+    """One trial that always fails 'by infrastructure' while others complete: the search
+    goes on, and after its infrastructure tries that trial fails like any other."""
+    driver, _ = make(target=6, workers=2, options={"unreachable_trials": [2]})
+    assert driver.run() == "done"
+    by_number = {t.number: t for t in _trials(driver)}
+    t2 = by_number[2]
+    assert t2.state == TrialState.FAIL and "ConnectionRefusedError" in t2.user_attrs[attrs.ERROR]
+    assert driver.stats.n_complete == 4 and driver.stats.n_failed == 2  # trials 2 and 3

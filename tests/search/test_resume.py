@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from optuna.trial import TrialState
 
@@ -18,38 +18,28 @@ from evomerge.exceptions import ConfigError
 from evomerge.run import INTERRUPTED_ERROR, open_run, write_run_yaml
 from evomerge.search import run_search
 
+from .conftest import start_cli, trial_counts
+
 TARGET = 12
 
 
-def _counts(run_dir: Path) -> tuple[int, int, int]:
-    """(complete, failed-after-retries, running) as read from the journal, 0s before it exists."""
+def _alive(proc: psutil.Process) -> bool:
     try:
-        study = open_run(run_dir).study.study
-    except Exception:
-        return 0, 0, 0
-    trials = study.get_trials(deepcopy=False)
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") for t in trials)
-    return complete, failed, sum(t.state == TrialState.RUNNING for t in trials)
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _counts(run_dir: Path) -> tuple[int, int, int]:
+    return trial_counts(run_dir)
 
 
 def _search(
     run_yaml: Path, run_dir: Path, env: dict[str, str], log: Path
 ) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "evomerge.cli",
-        "search",
-        str(run_yaml),
-        "--run-dir",
-        str(run_dir),
-        "--workers",
-        "1",
-        "--quiet",
-    ]
-    with open(log, "wb") as out:  # a file, not a pipe: a full pipe would block the driver
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    args = ["search", str(run_yaml), "--run-dir", str(run_dir), "--workers", "1", "--quiet"]
+    proc: subprocess.Popen[bytes] = start_cli(args, env=env, log=log)
+    return proc
 
 
 def test_sigkill_then_same_command_resumes(
@@ -73,9 +63,21 @@ def test_sigkill_then_same_command_resumes(
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             assert time.monotonic() < deadline, "the first search did not complete 3 trials in time"
             time.sleep(0.2)
+        tree = [
+            p
+            for p in psutil.Process(first.pid).children(recursive=True)
+            if "_watchdog.py" not in " ".join(p.cmdline())
+        ]
+        assert any("Agent" in p.name() or "Agent" in " ".join(p.cmdline()) for p in tree)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        reap(ray_tmp)  # the killed driver's local Ray cluster
+        # the watchdog ends the local cluster's orphans (Ray's agents outlive a killed
+        # driver by about a minute on their own)
+        gone_by = time.monotonic() + 15
+        while time.monotonic() < gone_by and any(_alive(p) for p in tree):
+            time.sleep(0.2)
+        assert not [p for p in tree if _alive(p)], [p.name() for p in tree if _alive(p)]
+        reap(ray_tmp)  # the killed driver's local Ray cluster, should anything be left
         done_before, _, running_before = _counts(run_dir)
         study = open_run(run_dir).study.study
         kept = {
