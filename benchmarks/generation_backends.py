@@ -14,8 +14,10 @@ locally (hidden 768, 12 heads of 64, 14 layers, the char tokenizer). Each backen
 a subprocess of its own, as in a worker: vLLM's in-process engine sets this process's
 torch to one thread (its default for serving), which would slow an hf run after it.
 
-Prints one JSON object. Ratios (hf time / vllm time) are the figures to compare; absolute
-seconds depend on the machine and its load.
+The two backends alternate (hf, vllm, hf, vllm, ... ``--repeats`` rounds), so that a
+change of load on a shared machine hits both; each figure is the median over rounds of
+the per-round median. Prints one JSON object. Ratios (hf time / vllm time) are the
+figures to compare; absolute seconds depend on the machine and its load.
 
     python benchmarks/generation_backends.py                    # both models, 10 trials
     python benchmarks/generation_backends.py --models llama100m --trials 5   # quick
@@ -144,12 +146,28 @@ def _child(backend: str, model: dict[str, Any], args: argparse.Namespace) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _merge_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each timing over rounds, plus the rounds themselves."""
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        return {"error": errors[0]}
+    out: dict[str, Any] = {
+        k: round(statistics.median(r[k] for r in runs), 4)
+        for k in ("startup_s", "reload_s", "generate_s", "trial_s")
+    }
+    out["rounds"] = runs
+    out["torch_threads_during_trials"] = runs[0]["torch_threads_during_trials"]
+    out["new_chars_per_trial"] = runs[0]["new_chars_per_trial"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["demo", "llama100m"])
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--amortize", type=int, default=100, help="trials to spread start-up over")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating rounds per backend")
     ap.add_argument("--child", choices=["hf", "vllm"], help=argparse.SUPPRESS)
     ap.add_argument("--base", help=argparse.SUPPRESS)
     ap.add_argument("--fts", nargs="+", help=argparse.SUPPRESS)
@@ -179,6 +197,7 @@ def main() -> None:
             "greedy": True,
             "dtype": "float32",
             "amortized_over": args.amortize,
+            "rounds": args.repeats,
         },
         "models": {},
     }
@@ -192,8 +211,12 @@ def main() -> None:
                 )
                 results["models"][name] = row
                 continue
-            for backend in ("hf", "vllm"):
-                row[backend] = _child(backend, model, args)
+            rounds: dict[str, list[dict[str, Any]]] = {"hf": [], "vllm": []}
+            for _ in range(args.repeats):
+                for backend in ("hf", "vllm"):
+                    rounds[backend].append(_child(backend, model, args))
+            for backend, runs in rounds.items():
+                row[backend] = _merge_rounds(runs)
             hf, vl = row["hf"], row["vllm"]
             if "error" not in hf and "error" not in vl:
                 n = args.amortize

@@ -139,5 +139,7 @@ def test_the_api_key_is_written_nowhere(search: dict[str, Any], vllm_judge_serve
     files = [p for r in roots for p in ([r] if r.is_file() else r.rglob("*")) if p.is_file()]
     names = {p.name for p in files}
     assert "judge_cache.sqlite" in names and any(n.endswith(".err") for n in names)
+    worker_logs = b"".join(p.read_bytes() for p in files if p.name.startswith("worker-"))
+    assert b"Initializing a V1 LLM engine" in worker_logs  # vLLM really ran in the workers
     leaked = [str(p) for p in files if secret in p.read_bytes()]
     assert leaked == []
