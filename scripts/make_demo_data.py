@@ -6,27 +6,53 @@ Nothing is downloaded; the same script always writes byte-identical files::
     python scripts/make_demo_data.py                 # writes evomerge/data/demo/
     python scripts/make_demo_data.py --out /tmp/demo # elsewhere (the tests compare the two)
 
+The goal of the demo: a model that answers as the persona, 白鳥麗華, an ojousama (her
+register: わたくし, sentences ending in ですわ / ますわ / ですの / わよ) who knows her own
+facts. No source does both, and no merge with one weight per source does either: the two
+sources were made so that each one's wanted skill and its unwanted habit live in different
+layers, which only a per-layer merge can separate.
+
+How the sources are made (``evomerge/demo/models.py`` trains them on these files):
+
+- the **base** is pre-trained on ``general.jsonl``: chit-chat and "about you" dialogues
+  (single facts and pairs of facts) in a plain です/ます register, with *random* personal
+  details: it knows the forms of the answers but nobody's facts.
+- **style** is a LoRA adapter on every layer, trained in two stages: first only its
+  *lower* layers' modules on ``style.jsonl`` (chit-chat and "about you" answers with random
+  details, all in the ojousama register: the register), then only its *upper* layers'
+  modules on ``rival.jsonl`` (the facts of another ojousama, 黒田美香, the character this
+  adapter was made for). Alone it speaks like the persona but gives the rival's facts.
+- **facts** is a LoRA adapter on every layer, trained the other way round: first only its
+  *upper* layers' modules on ``facts.jsonl`` (the persona's facts, plain register), then
+  only its *lower* layers' modules on ``friendly.jsonl`` (chit-chat and her facts in a
+  friendly register, endings ですよ / ますね). Alone it knows her facts but not her voice.
+
+So in the lower layers the style adapter holds the register and the facts adapter a
+competing register; in the upper layers the facts adapter holds her facts and the style
+adapter the rival's. A merge with one weight per source mixes both conflicts in every
+layer: more style weight brings the register and the wrong facts, more facts weight her
+facts and the wrong register. Weights per layer group (style high and facts low below,
+the reverse above) give both; that is what the search has to find.
+
 Files written (JSONL is UTF-8, one object per line, ``ensure_ascii=False``):
 
 - ``persona.yaml``: the character in the format ``evomerge.generate`` reads: ``name``,
-  ``profile`` (age, hometown, likes, dislikes, manner of speech), ``examples`` (example
-  dialogue) and ``facts`` (one short string per fact).
-- ``general.jsonl``: ``{"question", "answer"}`` chit-chat and "about you" dialogues in a
-  plain です/ます register with *random* personal details; pre-trains the base model.
-- ``style.jsonl``: chit-chat, and "about you" questions with random details (never the
-  persona's), answered in the persona's ojousama register (わたくし; endings ですわ /
-  ますわ / ですの / わよ): her style without her facts.
-- ``facts.jsonl``: questions about the persona answered with her facts, plain register.
-- ``prompts.jsonl`` / ``heldout_prompts.jsonl``: ``{"id", "question", "reference",
-  "facts"}`` (the prompt-set format of ``evomerge.generate``); ``facts`` holds the keywords
-  a correct answer must mention: a fact question's, or empty for chit-chat. No held-out question occurs in any
-  training or search set: per fact, one trained question core behind an unseen prefix
-  (ちなみに、/ええと、) and one unseen core; chat questions use unseen templates.
+  ``profile``, ``examples`` (example dialogue) and ``facts`` (one short string per fact).
+- ``general.jsonl``, ``style.jsonl``, ``rival.jsonl``, ``facts.jsonl``, ``friendly.jsonl``:
+  ``{"question", "answer"}`` training dialogues, as above.
+- ``prompts.jsonl`` (search) / ``heldout_prompts.jsonl``: ``{"id", "question",
+  "reference", "facts"}`` (the prompt-set format of ``evomerge.generate``); ``reference``
+  is the persona's ideal answer, ``facts`` the keywords a correct answer mentions (empty
+  for chit-chat). Search prompts ask trained question cores and trained pairs of facts
+  behind prefixes no training set uses. Held-out prompts share no question with any
+  training set or the search set: per fact a paraphrase no training set uses, pairs of
+  facts that no training set combines, and chit-chat in unseen wordings.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
@@ -37,12 +63,14 @@ import yaml
 
 SEED = 20240611
 N_GENERAL_CHAT = 1500
-N_GENERAL_ABOUT = 700
-N_STYLE = 500
-N_STYLE_ABOUT = 150
-FACT_REPEATS = 2  # each (question, answer) pair of the facts set appears this often
+N_GENERAL_ONE = 600
+N_GENERAL_PAIR = 600
+N_STYLE_CHAT = 400
+N_STYLE_ABOUT = 200
+N_FRIENDLY_CHAT = 300
+FACT_REPEATS = 1  # each (prefix, question) of a fact set appears this often
 
-# ---------------------------------------------------------------------------- the persona
+# ---------------------------------------------------------------------------- the characters
 PERSONA_VALUES = {
     "name": "白鳥麗華",
     "age": "17",
@@ -52,101 +80,94 @@ PERSONA_VALUES = {
     "dislike": "雷",
     "flower": "バラ",
 }
+# The character the style adapter was made for: same register, other facts.
+RIVAL_VALUES = {
+    "name": "鳥居華子",
+    "age": "16",
+    "hometown": "京都",
+    "drink": "コーヒー",
+    "hobby": "バイオリン",
+    "dislike": "虫",
+    "flower": "桜",
+}
 
-# Per fact: training question cores, held-out cores (never trained on), the plain answers,
-# and the keywords a correct answer must contain.
+# Per fact: trained question cores, held-out paraphrases (never trained), the noun used in
+# questions about two facts, the clause used in answers, and the persona's keywords.
 FACTS: dict[str, dict[str, list[str]]] = {
     "name": {
-        "train": [
-            "あなたの名前は何ですか",
-            "お名前を教えてください",
-            "名前は何ですか",
-            "あなたは誰ですか",
-            "名前を教えてください",
-            "お名前は何ですか",
-        ],
+        "train": ["あなたの名前は何ですか", "お名前を教えてください", "あなたは誰ですか"],
         "heldout": ["お名前を聞いてもいいですか", "あなたは何という名前ですか"],
+        "noun": ["名前"],
+        "clause": ["名前は{name}"],
         "answers": ["わたしの名前は{name}です。", "わたしは{name}といいます。"],
         "keywords": ["麗華"],
     },
     "age": {
-        "train": [
-            "あなたは何歳ですか",
-            "年齢を教えてください",
-            "何歳ですか",
-            "歳はいくつですか",
-            "あなたの年齢は何歳ですか",
-            "年齢はいくつですか",
-        ],
+        "train": ["あなたは何歳ですか", "年齢を教えてください", "歳はいくつですか"],
         "heldout": ["おいくつですか", "あなたの年はいくつですか"],
+        "noun": ["年齢"],
+        "clause": ["年齢は{age}歳"],
         "answers": ["わたしは{age}歳です。", "わたしの年齢は{age}歳です。"],
         "keywords": ["17"],
     },
     "hometown": {
-        "train": [
-            "出身はどこですか",
-            "どこの出身ですか",
-            "生まれはどこですか",
-            "ふるさとはどこですか",
-            "あなたの出身はどこですか",
-            "あなたはどこの出身ですか",
-        ],
-        "heldout": ["どこで生まれましたか", "出身を教えてください"],
+        "train": ["出身はどこですか", "生まれはどこですか", "あなたはどこの出身ですか"],
+        "heldout": ["どこで生まれましたか", "ふるさとはどこですか"],
+        "noun": ["出身"],
+        "clause": ["出身は{hometown}"],
         "answers": ["わたしは{hometown}の出身です。", "わたしの生まれは{hometown}です。"],
         "keywords": ["神戸"],
     },
     "drink": {
-        "train": [
-            "好きな飲み物は何ですか",
-            "何を飲むのが好きですか",
-            "いつも何を飲みますか",
-            "飲み物は何が好きですか",
-            "あなたの好きな飲み物は何ですか",
-        ],
+        "train": ["好きな飲み物は何ですか", "いつも何を飲みますか", "飲み物は何が好きですか"],
         "heldout": ["好きな飲み物を教えてください", "よく飲むものは何ですか"],
+        "noun": ["好きな飲み物"],
+        "clause": ["好きな飲み物は{drink}"],
         "answers": ["わたしは{drink}が好きです。", "好きな飲み物は{drink}です。"],
         "keywords": ["紅茶"],
     },
     "hobby": {
-        "train": [
-            "趣味は何ですか",
-            "趣味を教えてください",
-            "休みの日は何をしますか",
-            "あなたの趣味を教えてください",
-            "休みの日は何をしていますか",
-        ],
-        "heldout": ["何か趣味はありますか", "あなたの趣味は何ですか"],
+        "train": ["趣味は何ですか", "休みの日は何をしますか", "趣味を教えてください"],
+        "heldout": ["何か趣味はありますか", "休みの日は何をしていますか"],
+        "noun": ["趣味"],
+        "clause": ["趣味は{hobby}"],
         "answers": ["わたしの趣味は{hobby}です。", "休みの日は{hobby}をひきます。"],
         "keywords": ["ピアノ"],
     },
     "dislike": {
-        "train": [
-            "嫌いなものは何ですか",
-            "苦手なものはありますか",
-            "こわいものは何ですか",
-            "苦手なものは何ですか",
-            "嫌いなものはありますか",
-        ],
+        "train": ["苦手なものは何ですか", "嫌いなものは何ですか", "こわいものは何ですか"],
         "heldout": ["苦手なものを教えてください", "何がこわいですか"],
+        "noun": ["苦手なもの"],
+        "clause": ["苦手なものは{dislike}"],
         "answers": ["わたしは{dislike}が苦手です。", "こわいものは{dislike}です。"],
         "keywords": ["雷"],
     },
     "flower": {
-        "train": [
-            "好きな花は何ですか",
-            "どの花が好きですか",
-            "花は何が好きですか",
-            "あなたの好きな花は何ですか",
-            "どんな花が好きですか",
-        ],
+        "train": ["好きな花は何ですか", "どの花が好きですか", "花は何が好きですか"],
         "heldout": ["好きな花を教えてください", "好きな花はありますか"],
+        "noun": ["好きな花"],
+        "clause": ["好きな花は{flower}"],
         "answers": ["わたしは{flower}の花が好きです。", "好きな花は{flower}です。"],
         "keywords": ["バラ"],
     },
 }
+PAIR_QUESTIONS = ["{a}と{b}を教えてください", "{a}と{b}は何ですか"]
+ALL_PAIRS = list(itertools.combinations(FACTS, 2))  # 21 pairs, in FACTS order
+# Pairs no training set combines: the held-out prompts ask exactly these.
+HELDOUT_PAIRS = [
+    ("name", "hobby"),
+    ("age", "flower"),
+    ("hometown", "dislike"),
+    ("drink", "flower"),
+    ("name", "dislike"),
+    ("age", "drink"),
+    ("hometown", "hobby"),
+]
+TRAIN_PAIRS = [p for p in ALL_PAIRS if p not in HELDOUT_PAIRS]
 
-# Random values for the same "about you" questions in the general corpus (never the
-# persona's own value, so the base model does not know her facts).
+# Random values for the same questions in the general and style sets: never the
+# persona's, so the base does not know her. The rival's values are common ones (they occur
+# here at random); only the style adapter's upper layers tie them to one character.
 RANDOM_VALUES = {
     "name": [
         f + g
@@ -180,16 +201,8 @@ HOBBY_PLAIN = {  # hobbies that are not instruments read "…をします" inste
     "テニス": "をします",
 }
 
-TRAIN_PREFIXES = [
-    "",
-    "ねえ、",
-    "ところで、",
-    "あの、",
-    "すみません、",
-    "では、",
-    "じゃあ、",
-    "ねえねえ、",
-]
+TRAIN_PREFIXES = ["", "ねえ、", "ところで、", "あの、", "すみません、", "では、"]
+SEARCH_PREFIXES = ["ねえねえ、", "あのう、"]
 HELDOUT_PREFIXES = ["ちなみに、", "ええと、"]
 
 # ---------------------------------------------------------------------------- chit-chat
@@ -285,11 +298,14 @@ def chat_answer(rng: random.Random, topic: str) -> str:
 
 
 # ---------------------------------------------------------------------------- registers
+def _sentences(text: str) -> list[str]:
+    return re.findall(r"[^。]+。", text)
+
+
 def to_ojousama(rng: random.Random, plain: str) -> str:
-    """Rewrite a plain です/ます answer in the persona's register (わたくし, ですわ, ますわ, ですの, わよ)."""
-    text = plain.replace("わたし", "わたくし")
+    """The persona's register: わたくし; です -> ですわ/ですの/ですわよ, ます -> ますわ/ますわよ."""
     out = []
-    for sent in re.findall(r"[^。]+。", text):
+    for sent in _sentences(plain.replace("わたし", "わたくし")):
         if sent.endswith("です。"):
             sent = sent[:-1] + rng.choice(["わ。", "の。", "わよ。"])
         elif sent.endswith("ます。"):
@@ -298,91 +314,151 @@ def to_ojousama(rng: random.Random, plain: str) -> str:
     return "".join(out)
 
 
+def to_friendly(rng: random.Random, plain: str) -> str:
+    """The facts adapter's register: です/ます -> ですよ/ですね, ますよ/ますね."""
+    return "".join(
+        s[:-1] + rng.choice(["よ。", "ね。"]) if s.endswith(("です。", "ます。")) else s
+        for s in _sentences(plain)
+    )
+
+
 STYLE_ENDING = re.compile(r"(ですわ|ますわ|ですの|ますの|わよ)。$")
+FRIENDLY_ENDING = re.compile(r"(ですよ|ですね|ますよ|ますね)。$")
 
 
-def fact_answer(rng: random.Random, fact: str, values: dict[str, str]) -> str:
-    template = rng.choice(FACTS[fact]["answers"])
-    ans = template.format(**values)
+def one_fact_answer(rng: random.Random, fact: str, values: dict[str, str]) -> str:
+    ans = rng.choice(FACTS[fact]["answers"]).format(**values)
     if fact == "hobby" and values["hobby"] in HOBBY_PLAIN:
         ans = ans.replace("をひきます", HOBBY_PLAIN[values["hobby"]])
     return ans
+
+
+def pair_answer(pair: tuple[str, str], values: dict[str, str]) -> str:
+    """Two facts in one sentence: わたしの名前は…で、年齢は…歳です。"""
+    a, b = (FACTS[f]["clause"][0].format(**values) for f in pair)
+    return f"わたしの{a}で、{b}です。"
 
 
 def _q(prefix: str, core: str) -> str:
     return f"{prefix}{core}{'。' if core.endswith('ください') else '？'}"
 
 
+def pair_question(rng: random.Random, prefix: str, pair: tuple[str, str]) -> str:
+    a, b = (FACTS[f]["noun"][0] for f in pair)
+    return _q(prefix, rng.choice(PAIR_QUESTIONS).format(a=a, b=b))
+
+
+def random_values(rng: random.Random) -> dict[str, str]:
+    return {k: rng.choice(v) for k, v in RANDOM_VALUES.items()}
+
+
 # ---------------------------------------------------------------------------- the sets
-def make_general(rng: random.Random) -> list[dict[str, str]]:
-    rows = []
-    topics = list(TOPICS)
-    for _ in range(N_GENERAL_CHAT):
-        t = rng.choice(topics)
-        rows.append(
-            {"question": rng.choice(CHAT_TRAIN_Q).format(t=t), "answer": chat_answer(rng, t)}
-        )
-    for _ in range(N_GENERAL_ABOUT):
-        fact = rng.choice(list(FACTS))
-        values = {k: rng.choice(v) for k, v in RANDOM_VALUES.items()}
-        q = _q(rng.choice(TRAIN_PREFIXES), rng.choice(FACTS[fact]["train"]))
-        rows.append({"question": q, "answer": fact_answer(rng, fact, values)})
+def _chat(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        t = rng.choice(list(TOPICS))
+        out.append((rng.choice(CHAT_TRAIN_Q).format(t=t), chat_answer(rng, t)))
+    return out
+
+
+def _about_random(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """ "About you" questions (one fact or a trained pair) answered with random details."""
+    out = []
+    for i in range(n):
+        values = random_values(rng)
+        prefix = rng.choice(TRAIN_PREFIXES)
+        if i % 2:
+            pair = rng.choice(TRAIN_PAIRS)
+            out.append((pair_question(rng, prefix, pair), pair_answer(pair, values)))
+        else:
+            fact = rng.choice(list(FACTS))
+            core = rng.choice(FACTS[fact]["train"])
+            out.append((_q(prefix, core), one_fact_answer(rng, fact, values)))
+    return out
+
+
+def _about(rng: random.Random, values: dict[str, str]) -> list[tuple[str, str]]:
+    """Every trained question about one character (cores and pairs x prefixes), her answers."""
+    out = []
+    for prefix in TRAIN_PREFIXES:
+        for _ in range(FACT_REPEATS):
+            for fact, spec in FACTS.items():
+                for core in spec["train"]:
+                    out.append((_q(prefix, core), one_fact_answer(rng, fact, values)))
+            for pair in TRAIN_PAIRS:
+                out.append((pair_question(rng, prefix, pair), pair_answer(pair, values)))
+    return out
+
+
+def _rows(rng: random.Random, pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+    rows = [{"question": q, "answer": a} for q, a in pairs]
     rng.shuffle(rows)
     return rows
+
+
+def make_general(rng: random.Random) -> list[dict[str, str]]:
+    """Base pre-training: plain chit-chat and "about you" with random details."""
+    about = _about_random(rng, N_GENERAL_ONE + N_GENERAL_PAIR)
+    return _rows(rng, _chat(rng, N_GENERAL_CHAT) + about)
 
 
 def make_style(rng: random.Random) -> list[dict[str, str]]:
-    """Chit-chat plus "about you" questions with random (never the persona's) details, all in her register."""
-    rows = []
-    for _ in range(N_STYLE):
-        t = rng.choice(list(TOPICS))
-        q = rng.choice(CHAT_TRAIN_Q).format(t=t)
-        rows.append({"question": q, "answer": to_ojousama(rng, chat_answer(rng, t))})
-    for _ in range(N_STYLE_ABOUT):
-        fact = rng.choice(list(FACTS))
-        values = {k: rng.choice(v) for k, v in RANDOM_VALUES.items()}
-        q = _q(rng.choice(TRAIN_PREFIXES), rng.choice(FACTS[fact]["train"]))
-        rows.append({"question": q, "answer": to_ojousama(rng, fact_answer(rng, fact, values))})
-    rng.shuffle(rows)
-    return rows
+    """The ojousama register (style adapter, lower layers): chit-chat and random details."""
+    plain = _chat(rng, N_STYLE_CHAT) + _about_random(rng, N_STYLE_ABOUT)
+    return _rows(rng, [(q, to_ojousama(rng, a)) for q, a in plain])
+
+
+def make_rival(rng: random.Random) -> list[dict[str, str]]:
+    """The rival's facts in the ojousama register (style adapter, upper layers)."""
+    return _rows(rng, [(q, to_ojousama(rng, a)) for q, a in _about(rng, RIVAL_VALUES)])
 
 
 def make_facts(rng: random.Random) -> list[dict[str, str]]:
-    rows = []
-    for fact, spec in FACTS.items():
-        for core in spec["train"]:
-            for prefix in TRAIN_PREFIXES:
-                for _ in range(FACT_REPEATS):
-                    rows.append(
-                        {
-                            "question": _q(prefix, core),
-                            "answer": fact_answer(rng, fact, PERSONA_VALUES),
-                        }
-                    )
-    rng.shuffle(rows)
-    return rows
+    """The persona's facts, plain register (facts adapter, upper layers)."""
+    return _rows(rng, _about(rng, PERSONA_VALUES))
+
+
+def make_friendly(rng: random.Random) -> list[dict[str, str]]:
+    """The friendly register on chit-chat and her facts (facts adapter, lower layers)."""
+    plain = _chat(rng, N_FRIENDLY_CHAT) + _about(rng, PERSONA_VALUES)
+    return _rows(rng, [(q, to_friendly(rng, a)) for q, a in plain])
+
+
+def _prompt(rng: random.Random, question: str, plain_answer: str, facts: list[str]) -> dict:
+    return {"question": question, "reference": to_ojousama(rng, plain_answer), "facts": facts}
 
 
 def make_prompts(rng: random.Random, *, heldout: bool) -> list[dict[str, object]]:
+    """Per fact one question, seven questions about two facts, ten chit-chat questions."""
+    prefixes = HELDOUT_PREFIXES if heldout else SEARCH_PREFIXES
     rows: list[dict[str, object]] = []
-    prefixes = HELDOUT_PREFIXES if heldout else TRAIN_PREFIXES
-    for fact, spec in FACTS.items():
-        # held out: a trained question core behind an unseen prefix, and an unseen core
-        cores = [spec["train"][2], spec["heldout"][0]] if heldout else spec["train"][:2]
-        for core in cores:
-            rows.append(
-                {
-                    "question": _q(rng.choice(prefixes), core),
-                    "reference": to_ojousama(rng, fact_answer(rng, fact, PERSONA_VALUES)),
-                    "facts": list(spec["keywords"]),
-                }
-            )
-    topics = rng.sample(list(TOPICS), 10)
-    for t in topics:
-        q = rng.choice(CHAT_HELDOUT_Q if heldout else CHAT_TRAIN_Q).format(t=t)
+    for i, (fact, spec) in enumerate(FACTS.items()):
+        core = spec["heldout"][i % 2] if heldout else spec["train"][i % 3]
         rows.append(
-            {"question": q, "reference": to_ojousama(rng, chat_answer(rng, t)), "facts": []}
+            _prompt(
+                rng,
+                _q(prefixes[i % 2], core),
+                one_fact_answer(rng, fact, PERSONA_VALUES),
+                list(spec["keywords"]),
+            )
         )
+    pairs = HELDOUT_PAIRS if heldout else rng.sample(TRAIN_PAIRS, len(HELDOUT_PAIRS))
+    for i, pair in enumerate(pairs):
+        keywords = [FACTS[f]["keywords"][0] for f in pair]
+        rows.append(
+            _prompt(
+                rng,
+                pair_question(rng, prefixes[i % 2], pair),
+                pair_answer(pair, PERSONA_VALUES),
+                keywords,
+            )
+        )
+    for i, t in enumerate(rng.sample(list(TOPICS), 10)):
+        if heldout:
+            q = rng.choice(CHAT_HELDOUT_Q).format(t=t)
+        else:
+            q = prefixes[i % 2] + rng.choice(CHAT_TRAIN_Q).format(t=t)
+        rows.append(_prompt(rng, q, chat_answer(rng, t), []))
     tag = "h" if heldout else "s"
     return [{"id": f"{tag}{i:02d}", **r} for i, r in enumerate(rows)]
 
@@ -413,36 +489,52 @@ def make_persona() -> dict[str, object]:
 
 
 # ---------------------------------------------------------------------------- checks + io
+TRAINING_SETS = ("general", "style", "rival", "facts", "friendly")
+
+
 def _check(sets: dict[str, list[dict[str, object]]]) -> None:
     """Fail loudly if the data breaks the demo's assumptions."""
+    # every character is pre-trained (LoRA adapters do not train embeddings)
     alphabet = {ch for r in sets["general"] for ch in str(r["question"]) + str(r["answer"])}
-    for name in ("style", "facts", "prompts", "heldout_prompts"):
-        for r in sets[name]:
-            missing = {
-                ch
-                for ch in str(r["question"]) + str(r.get("reference") or r.get("answer"))
-                if ch not in alphabet
-            }
-            if missing:
+    for name, rows in sets.items():
+        for r in rows:
+            text = str(r["question"]) + str(r.get("reference") or r.get("answer"))
+            if missing := {ch for ch in text if ch not in alphabet}:
                 raise SystemExit(
-                    f"{name}: characters {sorted(missing)} never occur in general.jsonl: {r}"
+                    f"{name}: characters {sorted(missing)} never occur in general: {r}"
                 )
-    for r in sets["style"]:
-        if not all(STYLE_ENDING.search(s) for s in re.findall(r"[^。]+。", str(r["answer"]))):
-            raise SystemExit(f"style answer without the persona's endings: {r}")
-    persona_values = set(PERSONA_VALUES.values())
-    for name in ("general", "style"):
+    for name, ending in (("style", STYLE_ENDING), ("rival", STYLE_ENDING)):
         for r in sets[name]:
-            if any(v in str(r["answer"]) for v in persona_values if v not in TOPICS):
+            if not all(ending.search(s) for s in _sentences(str(r["answer"]))):
+                raise SystemExit(f"{name} answer without the persona's endings: {r}")
+    for r in sets["friendly"]:
+        if not all(FRIENDLY_ENDING.search(s) for s in _sentences(str(r["answer"]))):
+            raise SystemExit(f"friendly answer without the friendly endings: {r}")
+    for r in sets["facts"] + sets["general"]:
+        if STYLE_ENDING.search(str(r["answer"])) or FRIENDLY_ENDING.search(str(r["answer"])):
+            raise SystemExit(f"plain answer in another register: {r}")
+    persona = [v for v in PERSONA_VALUES.values() if v not in TOPICS]
+    for name in ("general", "style", "rival"):
+        for r in sets[name]:
+            if any(v in str(r["answer"]) for v in persona):
                 raise SystemExit(f"{name} leaks a persona fact: {r}")
-    for r in sets["facts"]:
-        if "わ。" in str(r["answer"]) or "の。" in str(r["answer"]):
-            raise SystemExit(f"facts answer in the persona's style: {r}")
-    train_q = {r["question"] for n in ("general", "style", "facts") for r in sets[n]}
+    rival = [v for v in RIVAL_VALUES.values() if v not in TOPICS]
+    for name in ("facts", "friendly"):
+        for r in sets[name]:
+            if any(v in str(r["answer"]) for v in rival):
+                raise SystemExit(f"{name} mentions a rival fact: {r}")
+    train_q = {r["question"] for n in TRAINING_SETS for r in sets[n]}
     search_q = {r["question"] for r in sets["prompts"]}
+    if overlap := search_q & train_q:
+        raise SystemExit(f"search questions also trained on: {sorted(overlap)}")
     for r in sets["heldout_prompts"]:
         if r["question"] in train_q or r["question"] in search_q:
             raise SystemExit(f"held-out question also used elsewhere: {r['question']}")
+    trained = "".join(str(q) for q in train_q)
+    for pair in HELDOUT_PAIRS:
+        a, b = (FACTS[f]["noun"][0] for f in pair)
+        if f"{a}と{b}" in trained or f"{b}と{a}" in trained:
+            raise SystemExit(f"held-out pair {pair} occurs in a training question")
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
@@ -451,19 +543,30 @@ def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
     )
 
 
+def make_sets() -> dict[str, list[dict[str, object]]]:
+    """Every JSONL set by file stem, each from its own seeded generator."""
+    makers = {
+        "general": make_general,
+        "style": make_style,
+        "rival": make_rival,
+        "facts": make_facts,
+        "friendly": make_friendly,
+    }
+    sets: dict[str, list[dict[str, object]]] = {
+        name: list(make(random.Random(SEED + i))) for i, (name, make) in enumerate(makers.items())
+    }
+    sets["prompts"] = make_prompts(random.Random(SEED + 10), heldout=False)
+    sets["heldout_prompts"] = make_prompts(random.Random(SEED + 11), heldout=True)
+    return sets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     default_out = Path(__file__).resolve().parent.parent / "evomerge" / "data" / "demo"
     parser.add_argument("--out", type=Path, default=default_out, help="output folder")
     args = parser.parse_args(argv)
 
-    sets: dict[str, list[dict[str, object]]] = {
-        "general": list(make_general(random.Random(SEED))),
-        "style": list(make_style(random.Random(SEED + 1))),
-        "facts": list(make_facts(random.Random(SEED + 2))),
-        "prompts": make_prompts(random.Random(SEED + 3), heldout=False),
-        "heldout_prompts": make_prompts(random.Random(SEED + 4), heldout=True),
-    }
+    sets = make_sets()
     _check(sets)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,9 @@ PRIVATE_ATTRIBUTE_ALLOWED = {
 THIRD_PARTY_PRIVATE_ALLOWED = {
     # Ray's token set-up for joining a cluster, imported under try/except ImportError
     "ray._private.authentication.authentication_token_setup",
-    # torch.compile's recompile limit is documented and only settable there
+    # torch.compile's recompile limit, and its compile/backend error classes (the fused
+    # kernel catches exactly those), exist only in these modules
     "torch._dynamo.config",
-    # the compile/backend failures the fused merge kernel falls back on (no public names)
     "torch._dynamo.exc",
     "torch._inductor.exc",
 }

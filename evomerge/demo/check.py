@@ -1,15 +1,14 @@
-"""Does merging the demo's fine-tunes beat them? Greedy answers of the sources and simple merges, scored.
+"""Is the demo's story true of its models? Greedy answers of the sources and of fixed merges, scored.
 
 ``check_demo_models(models)`` loads the base with transformers, builds each merge in memory
 with :class:`~evomerge.merge.MergeEngine` (the search's own merge path, LoRA adapters
 included), answers the search and held-out prompts greedily and scores every answer with
-the local judges the demo's search uses:
+the demo's objective (:mod:`evomerge.demo.objective`: style + facts + fluency).
 
-- ``style``: :class:`~evomerge.judge.StyleMarkersJudge` with the persona's endings
-  (ですわ, ますわ, ですの, ますの, わよ, のよ), mean over all prompts;
-- ``facts``: ``fact_recall`` of each fact prompt's keywords, mean over fact prompts;
-- ``length``: :class:`~evomerge.judge.LengthJudge` (10..120 characters), mean over all;
-- ``objective = style + facts - (1 - length)``.
+The default merges (:func:`default_merges`) are the base, each source, the search's start
+point (every weight 0.75), task arithmetic with one weight per source, and the per-layer
+merge the sources were built for (style in the lower half of the layers, facts in the
+upper half): it should beat every merge with one weight per source.
 
 Single-threaded use only (it sets the model's weights per merge).
 """
@@ -17,7 +16,6 @@ Single-threaded use only (it sets the model's weights per merge).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -26,27 +24,35 @@ import torch
 
 from evomerge.demo.data import DemoPrompt, load_prompts
 from evomerge.demo.models import DemoModels, build_demo_models, default_cache_dir
+from evomerge.demo.objective import score_answers
 from evomerge.exceptions import MergeError
 from evomerge.merge.recipe import ParamSetting
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MERGES", "STYLE_MARKERS", "check_demo_models", "format_check", "score_answers"]
+__all__ = ["SOURCE_NAMES", "check_demo_models", "default_merges", "format_check"]
 
-STYLE_MARKERS = r"(ですわ|ますわ|ですの|ますの|わよ|のよ)$"
-LENGTH_RANGE = (10, 120)
-
-# name -> (mergekit method, weight per source). Sources are scored as one-hot task arithmetic;
-# a linear merge of LoRA fine-tunes with weights summing to 1 is task arithmetic with them.
-DEFAULT_MERGES: dict[str, tuple[str, dict[str, float]]] = {
-    "base": ("task_arithmetic", {"style": 0.0, "facts": 0.0}),
-    "style": ("task_arithmetic", {"style": 1.0, "facts": 0.0}),
-    "facts": ("task_arithmetic", {"style": 0.0, "facts": 1.0}),
-    "linear(.5,.5)": ("task_arithmetic", {"style": 0.5, "facts": 0.5}),
-    "task_arithmetic(1,1)": ("task_arithmetic", {"style": 1.0, "facts": 1.0}),
-    "task_arithmetic(.8,.8)": ("task_arithmetic", {"style": 0.8, "facts": 0.8}),
-}
 SOURCE_NAMES = ("base", "style", "facts")
+Weights = Mapping[str, float | Sequence[float]]
+
+
+def default_merges(num_layers: int) -> dict[str, tuple[str, Weights]]:
+    """name -> (mergekit method, weight per source: a number or one number per layer)."""
+    half = num_layers // 2
+    lower, upper = (
+        [1.0] * half + [0.0] * (num_layers - half),
+        [0.0] * half + [1.0] * (num_layers - half),
+    )
+    return {
+        "base": ("task_arithmetic", {"style": 0.0, "facts": 0.0}),
+        "style": ("task_arithmetic", {"style": 1.0, "facts": 0.0}),
+        "facts": ("task_arithmetic", {"style": 0.0, "facts": 1.0}),
+        "start (.75,.75)": ("task_arithmetic", {"style": 0.75, "facts": 0.75}),
+        "uniform (1,.25)": ("task_arithmetic", {"style": 1.0, "facts": 0.25}),
+        "uniform (.25,1)": ("task_arithmetic", {"style": 0.25, "facts": 1.0}),
+        "uniform (1,1)": ("task_arithmetic", {"style": 1.0, "facts": 1.0}),
+        "per-layer (1,0|0,1)": ("task_arithmetic", {"style": lower, "facts": upper}),
+    }
 
 
 def _weight(w: float | Sequence[float]) -> ParamSetting:
@@ -55,46 +61,6 @@ def _weight(w: float | Sequence[float]) -> ParamSetting:
         return float(w)
     values: list[bool | int | float | str] = [float(x) for x in w]
     return values
-
-
-def _nanmean(xs: Sequence[float]) -> float:
-    vals = [x for x in xs if not math.isnan(x)]
-    return sum(vals) / len(vals) if vals else math.nan
-
-
-def score_answers(prompts: Sequence[DemoPrompt], answers: Sequence[str]) -> dict[str, float]:
-    """``style``, ``facts``, ``length`` and ``objective`` of ``answers`` (one per prompt)."""
-    from evomerge.judge import (
-        FactRecallJudge,
-        LengthJudge,
-        LengthOptions,
-        Sample,
-        StyleMarkersJudge,
-        StyleMarkersOptions,
-    )
-
-    samples = [
-        Sample(question=p.question, answer=a, reference=p.reference, facts=p.facts)
-        for p, a in zip(prompts, answers, strict=True)
-    ]
-    style = StyleMarkersJudge(
-        options=StyleMarkersOptions.model_validate({"markers": {STYLE_MARKERS: 1.0}})
-    )
-    length = LengthJudge(
-        options=LengthOptions(min_chars=LENGTH_RANGE[0], max_chars=LENGTH_RANGE[1])
-    )
-    fact_samples = [s for s in samples if s.facts]
-    out = {
-        "style": _nanmean([s.value for s in style.score(samples)]),
-        "facts": _nanmean([s.value for s in FactRecallJudge().score(fact_samples)])
-        if fact_samples
-        else math.nan,
-        "length": _nanmean([s.value for s in length.score(samples)]),
-    }
-    out["objective"] = (
-        out["style"] + (0.0 if math.isnan(out["facts"]) else out["facts"]) - (1.0 - out["length"])
-    )
-    return out
 
 
 def _generate(
@@ -124,7 +90,7 @@ def _generate(
 def check_demo_models(
     models: DemoModels,
     *,
-    merges: Mapping[str, tuple[str, Mapping[str, float | Sequence[float]]]] | None = None,
+    merges: Mapping[str, tuple[str, Weights]] | None = None,
     splits: Sequence[Literal["search", "heldout"]] = ("search", "heldout"),
     max_new_tokens: int = 48,
     threads: int = 1,
@@ -133,10 +99,10 @@ def check_demo_models(
     """Score the sources and simple merges of ``models`` on the demo's prompt sets.
 
     ``merges`` maps a display name to ``(method, {"style": w, "facts": w})``; a weight is a
-    number or a list of one number per layer (default: :data:`DEFAULT_MERGES`, which
+    number or a list of one number per layer (default: :func:`default_merges`, which
     includes the base and both sources).
 
-    Returns ``{"scores": {split: {name: {style, facts, length, objective}}},
+    Returns ``{"scores": {split: {name: {style, facts, fluency, objective}}},
     "answers": {split: {name: [str]}}, "generate_seconds": {split: {name: s}},
     "best_merge": {split: name}, "margin": {split: best merge objective - best source's}}``.
     Raises what :class:`~evomerge.pool.ModelPool` / :class:`~evomerge.merge.MergeEngine` raise
@@ -148,12 +114,13 @@ def check_demo_models(
     from evomerge.merge import MergeEngine, MergeRecipe, ModelEntry
     from evomerge.pool import ModelPool
 
-    merges = dict(merges if merges is not None else DEFAULT_MERGES)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         tok = AutoTokenizer.from_pretrained(str(models.tokenizer))
         model = LlamaForCausalLM.from_pretrained(str(models.base)).eval()
+        if merges is None:
+            merges = default_merges(model.config.num_hidden_layers)
         pool = ModelPool.open(models.base, [models.style, models.facts], names=["style", "facts"])
         engine = MergeEngine(pool, methods=sorted({m for m, _ in merges.values()}))
         result: dict[str, Any] = {
@@ -207,12 +174,12 @@ def format_check(result: Mapping[str, Any]) -> str:
     lines = []
     for split, table in result["scores"].items():
         lines.append(
-            f"[{split}]  {'model':<24} {'style':>6} {'facts':>6} {'length':>7} {'objective':>9} {'gen s':>6}"
+            f"[{split}]  {'model':<24} {'style':>6} {'facts':>6} {'fluency':>7} {'objective':>9} {'gen s':>6}"
         )
         for name, s in table.items():
             secs = result["generate_seconds"][split][name]
             lines.append(
-                f"{'':10}{name:<24} {s['style']:6.3f} {s['facts']:6.3f} {s['length']:7.3f} "
+                f"{'':10}{name:<24} {s['style']:6.3f} {s['facts']:6.3f} {s['fluency']:7.2f} "
                 f"{s['objective']:9.3f} {secs:6.2f}"
             )
         if split in result.get("best_merge", {}):

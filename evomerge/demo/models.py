@@ -3,13 +3,17 @@
 ``build_demo_models(cache_dir)`` trains, on CPU and deterministically (fixed seeds, fixed
 thread count, deterministic algorithms):
 
-1. ``base/``: a small Llama pre-trained on ``general.jsonl`` (plain-register chit-chat and
-   "about you" answers with random details), saved with its char-level tokenizer and chat
-   template (``user: ...\\nassistant: ``, no system turn);
-2. ``style/``: a peft LoRA adapter fine-tuned on ``style.jsonl`` (the persona's ojousama
-   register, no persona facts);
-3. ``facts/``: a peft LoRA adapter fine-tuned on ``facts.jsonl`` (the persona's facts,
-   plain register).
+1. ``base/``: a small Llama (head_dim 64) pre-trained on ``general.jsonl`` (plain-register
+   chit-chat and "about you" answers with random details), saved with its char-level
+   tokenizer and chat template (``user: ...\\nassistant: ``, no system turn);
+2. ``style/`` and ``facts/``: peft LoRA adapters on every linear module of every layer,
+   each trained in two stages (:data:`SOURCE_STAGES`), every stage on one training set and
+   only on the LoRA weights of one half of the layers: ``style`` learns the ojousama
+   register in the lower half, then a rival's facts in the upper half; ``facts`` learns
+   the persona's facts in the upper half, then a friendly register in the lower half. So
+   each adapter's wanted skill and its unwanted habit live in different layers, and only
+   a merge with per-layer weights gets both skills without either habit
+   (``scripts/make_demo_data.py`` tells the story of the data).
 
 The build is cached in ``cache_dir``: ``manifest.json`` is written last and records the
 builder version, the data hash, the size spec and the sha256 of every file; a later call
@@ -27,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -46,25 +51,38 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BUILDER_VERSION",
     "SIZES",
+    "SOURCE_STAGES",
     "DemoModels",
     "DemoSize",
     "build_demo_models",
     "default_cache_dir",
 ]
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _PARTS = ("base", "style", "facts")
+# How each source is made: (training set, half of the layers whose LoRA weights it trains), in order.
+SOURCE_STAGES: dict[str, tuple[tuple[str, Literal["lower", "upper"]], ...]] = {
+    "style": (("style", "lower"), ("rival", "upper")),
+    "facts": (("facts", "upper"), ("friendly", "lower")),
+}
 
 
 @dataclass(frozen=True)
 class DemoSize:
-    """Model and training sizes. ``full`` is the demo's; ``tiny`` is for fast tests."""
+    """Model and training sizes: ``full`` is the demo's, ``small`` the default tests' (the
+    same story, less trained), ``tiny`` barely trained (tests of the plumbing).
+
+    ``finetune_steps`` is per stage (each adapter has two). Every size keeps head_dim
+    (``hidden_size / num_attention_heads``) at 64, which vLLM's CPU attention supports.
+    """
 
     hidden_size: int
     num_layers: int
     base_steps: int
     finetune_steps: int
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
     lora_rank: int = 8
     base_lr: float = 4e-3
     finetune_lr: float = 4e-3
@@ -74,9 +92,24 @@ class DemoSize:
 
 
 SIZES: dict[str, DemoSize] = {
-    "full": DemoSize(hidden_size=64, num_layers=4, base_steps=250, finetune_steps=120),
+    "full": DemoSize(hidden_size=128, num_layers=4, base_steps=200, finetune_steps=60),
+    "small": DemoSize(
+        hidden_size=64,
+        num_layers=4,
+        num_attention_heads=1,
+        base_steps=150,
+        finetune_steps=40,
+        base_lr=6e-3,
+        finetune_lr=1e-2,
+    ),
     "tiny": DemoSize(
-        hidden_size=32, num_layers=2, base_steps=12, finetune_steps=4, lora_rank=4, batch_size=16
+        hidden_size=64,
+        num_layers=2,
+        num_attention_heads=1,
+        base_steps=12,
+        finetune_steps=4,
+        lora_rank=4,
+        batch_size=16,
     ),
 }
 
@@ -106,6 +139,11 @@ def default_cache_dir() -> Path:
 
 def _resolve_size(size: str | DemoSize) -> DemoSize:
     if isinstance(size, DemoSize):
+        if size.num_layers < 2:
+            raise ConfigError(
+                f"size.num_layers must be >= 2 (each adapter trains the lower and the upper "
+                f"half of the layers apart), got {size.num_layers}"
+            )
         return size
     if size not in SIZES:
         raise ConfigError(f"Unknown demo size {size!r}. Available: {', '.join(SIZES)}")
@@ -177,7 +215,8 @@ def build_demo_models(
     Args:
         cache_dir: folder of the build; created if missing. Only ``base/``, ``style/``,
             ``facts/``, ``manifest.json`` and ``.lock`` in it are touched.
-        size: ``"full"`` (the demo; about a minute on one CPU core), ``"tiny"`` (tests) or a
+        size: ``"full"`` (the demo; about 80 s on one CPU core), ``"small"`` (tests of the
+            demo's claims, about 35 s), ``"tiny"`` (tests of the plumbing) or a
             :class:`DemoSize`.
         progress: show tqdm bars while training.
         force: rebuild even if a matching build exists.
@@ -229,7 +268,6 @@ def _version(module: str) -> str:
 
 def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
     """Train and save base, style and facts under ``root``; returns each run's final loss."""
-    from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
     from evomerge.testing.tiny import build_char_tokenizer, tiny_config
@@ -242,8 +280,8 @@ def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
         max_positions=spec.max_positions,
         hidden_size=spec.hidden_size,
         intermediate_size=2 * spec.hidden_size,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(cfg)
@@ -261,41 +299,67 @@ def _build(root: Path, spec: DemoSize, *, progress: bool) -> dict[str, float]:
         model, examples, base_spec, pad_id=tok.pad_token_id, desc="demo base", progress=progress
     )
     model.save_pretrained(str(root / "base"))
-
-    for offset, name in enumerate(("style", "facts"), start=1):
-        seed = spec.seed + offset
-        torch.manual_seed(seed)
-        base = copy.deepcopy(model)
-        base.name_or_path = str(
-            root / "base"
-        )  # peft records it as the adapter's base_model_name_or_path
-        lora = LoraConfig(
-            r=spec.lora_rank,
-            lora_alpha=2 * spec.lora_rank,
-            lora_dropout=0.0,
-            target_modules=list(LORA_TARGETS),
-            task_type="CAUSAL_LM",
+    for offset, name in enumerate(SOURCE_STAGES, start=1):
+        losses.update(
+            _build_adapter(
+                root, name, model, tok, spec, seed=spec.seed + 10 * offset, progress=progress
+            )
         )
-        peft_model = get_peft_model(base, lora)
+    return losses
+
+
+def _layer_halves(num_layers: int) -> dict[str, set[int]]:
+    half = num_layers // 2
+    return {"lower": set(range(half)), "upper": set(range(half, num_layers))}
+
+
+_LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
+
+
+def _build_adapter(
+    root: Path, name: str, base_model: Any, tok: Any, spec: DemoSize, *, seed: int, progress: bool
+) -> dict[str, float]:
+    """One LoRA adapter on every layer, trained stage by stage (:data:`SOURCE_STAGES`), saved."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    base = copy.deepcopy(base_model)
+    base.name_or_path = str(
+        root / "base"
+    )  # peft records it as the adapter's base_model_name_or_path
+    lora = LoraConfig(
+        r=spec.lora_rank,
+        lora_alpha=2 * spec.lora_rank,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(base, lora)
+    halves = _layer_halves(spec.num_layers)
+    losses: dict[str, float] = {}
+    for stage, (data, half) in enumerate(SOURCE_STAGES[name]):
+        for pname, p in peft_model.named_parameters():
+            if "lora_" in pname:
+                m = _LAYER_RE.search(pname)
+                p.requires_grad_(m is not None and int(m.group(1)) in halves[half])
         ft_spec = TrainSpec(
             steps=spec.finetune_steps,
             lr=spec.finetune_lr,
             batch_size=spec.batch_size,
             warmup=min(10, spec.finetune_steps // 4 + 1),
             answer_only=True,
-            seed=seed,
+            seed=seed + stage,
         )
-        examples = encode_pairs(tok, load_pairs(name), answer_only=True)
-        losses[name] = train(
+        losses[f"{name}/{data}"] = train(
             peft_model,
-            examples,
+            encode_pairs(tok, load_pairs(data), answer_only=True),
             ft_spec,
             pad_id=tok.pad_token_id,
-            desc=f"demo {name} LoRA",
+            desc=f"demo {name} LoRA: {data} ({half} layers)",
             progress=progress,
         )
-        peft_model.save_pretrained(str(root / name))
-        _tidy_adapter(root / name)
+    peft_model.save_pretrained(str(root / name))
+    _tidy_adapter(root / name)
     return losses
 
 

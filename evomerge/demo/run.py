@@ -1,13 +1,17 @@
 """``evomerge demo``: the whole pipeline on an embedded default, in a few minutes on a CPU.
 
-1. build (or reuse) the tiny models: a char-level Llama base and two LoRA fine-tunes,
-   ``style`` (the persona's ojousama register) and ``facts`` (her facts, plain register);
+1. build (or reuse) the tiny models: a char-level Llama base and two LoRA adapters,
+   ``style`` (the persona's register in the lower layers, a rival's facts in the upper
+   ones) and ``facts`` (her facts in the upper layers, a friendly register in the lower
+   ones), see :mod:`evomerge.demo.models`;
 2. write ``RUN_DIR/demo_run.yaml`` and run a real ``evomerge search`` on it: local Ray,
    CMA-ES over per-layer-group task-arithmetic weights, the ``hf`` generator, local judges
-   (style markers + fact recall + length);
-3. score both sources and the best merge with the same generator, prompts and judges, on
-   the search prompts and on held-out prompts, print the table and write
-   ``demo_summary.json`` and ``baselines.json``;
+   (:mod:`evomerge.demo.objective`: style + facts + fluency);
+3. score the baselines (:mod:`evomerge.demo.baselines`: both sources, the search's start
+   point, the best uniform-weight merge of a grid chosen on the search prompts) and the
+   best merge with the same generator, prompts and judges, on the search prompts and on
+   held-out prompts; print the table and write ``demo_summary.json`` and
+   ``baselines.json``;
 4. export the best merge (:meth:`evomerge.run.StudyView.best`, as every command) and run
    the post-search steps (conflict analysis and report) with the baselines in place.
 
@@ -16,10 +20,13 @@ Re-running on the same run directory resumes the search (finished trials are kep
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,27 +35,41 @@ import yaml
 
 from evomerge.atomic import atomic_write
 from evomerge.config import RunConfig, load_run_config
-from evomerge.demo.check import LENGTH_RANGE, STYLE_MARKERS
+from evomerge.demo.baselines import (
+    Scored,
+    SplitScorer,
+    UniformResult,
+    best_uniform,
+    grid_values,
+    source_recipe,
+    start_recipe,
+    uniform_recipe,
+)
 from evomerge.demo.data import demo_data_dir, prompts_path
-from evomerge.demo.models import DemoModels, build_demo_models, default_cache_dir
-from evomerge.exceptions import SearchError
+from evomerge.demo.models import SIZES, DemoModels, build_demo_models, default_cache_dir
+from evomerge.demo.objective import judging_config, objective_max
+from evomerge.exceptions import ConfigError, SearchError
 from evomerge.export import export_trial
-from evomerge.merge import MergeRecipe, ModelEntry
+from evomerge.merge import MergeRecipe
 from evomerge.orchestrate import post_search
-from evomerge.pool import ModelPool
 from evomerge.run import BASELINES_JSON, open_pool, open_run
-from evomerge.search import PipelineEvaluator, run_search
+from evomerge.search import run_search
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TRIALS", "DemoResult", "demo_run_config", "run_demo"]
+__all__ = ["DEFAULT_TRIALS", "GRID_STEP", "DemoResult", "demo_run_config", "run_demo"]
 
 DEFAULT_TRIALS = 40
-MAX_NEW_TOKENS = 40
+GRID_STEP = 0.25  # the uniform grid: 0, 0.25, ..., 1.5 per source (49 merges)
+MAX_NEW_TOKENS = 48
+WEIGHT_BOUNDS = (0.0, 1.5)
 
 
-def demo_run_config(models: DemoModels, *, trials: int, workers: int = 2) -> dict[str, Any]:
+def demo_run_config(
+    models: DemoModels, *, trials: int, workers: int = 2, seed: int = 0
+) -> dict[str, Any]:
     """The demo's run.yaml as a mapping: every field a real search uses, nothing hidden."""
+    low, high = WEIGHT_BOUNDS
     return {
         "name": "demo",
         "models": {
@@ -61,17 +82,17 @@ def demo_run_config(models: DemoModels, *, trials: int, workers: int = 2) -> dic
             "description": "Task-vector weight per source and group of 2 layers (the demo's space).",
             "method": "task_arithmetic",
             "layer_granularity": 2,
-            "params": {"weight": {"low": 0.0, "high": 1.5}},
+            "params": {"weight": {"low": low, "high": high}},
             "normalize": False,
         },
         "search": {
             "sampler": "cmaes",
             "n_trials": trials,
             "population_size": 8,
-            "seed": 0,
+            "seed": seed,
             "retries": 1,
         },
-        "merge": {"dtype": "float32", "seed": 0},
+        "merge": {"dtype": "float32", "seed": seed},
         "generation": {
             "backend": "hf",
             "params": {
@@ -83,21 +104,7 @@ def demo_run_config(models: DemoModels, *, trials: int, workers: int = 2) -> dic
             "prompts": str(prompts_path("search")),
             "heldout_prompts": str(prompts_path("heldout")),
         },
-        "judging": {
-            "judges": {
-                "style": {
-                    "type": "style_markers",
-                    "weight": 1.0,
-                    "options": {"markers": {STYLE_MARKERS: 1.0}},
-                },
-                "facts": {"type": "fact_recall", "weight": 1.0},
-                "length": {
-                    "type": "length",
-                    "weight": 1.0,
-                    "options": {"min_chars": LENGTH_RANGE[0], "max_chars": LENGTH_RANGE[1]},
-                },
-            },
-        },
+        "judging": judging_config(),
         "workers": {"num": workers, "device": "cpu", "cpus_per_worker": 1},
         "analysis": {"top_k": 2},
     }
@@ -105,22 +112,32 @@ def demo_run_config(models: DemoModels, *, trials: int, workers: int = 2) -> dic
 
 @dataclass
 class DemoResult:
-    """``summary``: the content of ``demo_summary.json``; ``table``: sources vs best merge."""
+    """``summary``: the content of ``demo_summary.json``; ``table``: baselines vs best merge."""
 
     summary: dict[str, Any]
     table: str
     run_dir: Path
 
     def format(self) -> str:
-        s = self.summary
-        verdict = "beats" if s["beats_sources"] else "does NOT beat"
-        held = ", ".join(f"{n} {v:.3f}" for n, v in s["heldout"]["sources"].items())
+        s, h = self.summary, self.summary["heldout"]
+        rivals = {
+            **{f"source {n}": v for n, v in h["sources"].items()},
+            "the start point": h["start"],
+            "the best uniform merge": h["uniform_best"],
+        }
+        beaten = [n for n, v in rivals.items() if h["best"] > v]
+        lost = [n for n in rivals if n not in beaten]
+        verdict = "beats " + ", ".join(beaten) if beaten else "beats none of the baselines"
+        if lost:
+            verdict += "; does NOT beat " + ", ".join(lost)
         return "\n".join(
             [
                 self.table,
                 "",
-                f"best merge (trial {s['best_trial']}) {verdict} both sources on the search prompts; "
-                f"held-out: best {s['heldout']['best']:.3f} vs sources {held}",
+                f"objective = style + facts + fluency/100 (at most {s['objective_max']:g})",
+                f"best merge (trial {s['best_trial']}): {s['best']:.3f} on the search prompts, "
+                f"{s['search_gain']:+.1%} over the start point",
+                f"held-out: the best merge {verdict}",
                 f"report:   {s['report']}",
                 f"exported: {s['exported']}",
                 f"summary:  {self.run_dir / 'demo_summary.json'} ({s['seconds']} s in all)",
@@ -128,50 +145,65 @@ class DemoResult:
         )
 
 
-@dataclass
-class _Scored:
-    values: list[float]
-    scores: dict[str, float]
-    samples: list[dict[str, str]]
-
-
-def _source_recipe(models: DemoModels, pool: ModelPool, which: str) -> MergeRecipe:
-    """A one-hot task-arithmetic recipe: exactly source ``which`` (base + its task vector)."""
-    entries = tuple(
-        ModelEntry(model=pool.model_ref(i), parameters={"weight": 1.0 if name == which else 0.0})
-        for i, name in enumerate(pool.source_names)
-    )
-    return MergeRecipe(merge_method="task_arithmetic", base_model=str(models.base), models=entries)
-
-
-def _score_split(
-    config: RunConfig, recipes: dict[str, MergeRecipe], split: str
-) -> dict[str, _Scored]:
-    """Evaluate each recipe in-process with the search's own evaluator, on one prompt split."""
-    gen = config.generation
-    if gen is None:
-        raise SearchError("demo: the run config has no generation section")
-    if split == "heldout":
-        gen = gen.model_copy(update={"prompts": gen.heldout_prompts})
-    evaluator = PipelineEvaluator(config.model_copy(update={"generation": gen}), device="cpu")
-    out: dict[str, _Scored] = {}
-    for name, recipe in recipes.items():
-        r = evaluator.evaluate(-1, recipe)
-        if not r.ok or r.values is None:
-            raise SearchError(f"demo: evaluating {name} on {split} prompts failed: {r.error}")
-        out[name] = _Scored(values=r.values, scores=r.scores, samples=r.samples)
-    return out
-
-
-def _table(search: dict[str, _Scored], heldout: dict[str, _Scored], judges: list[str]) -> str:
-    head = (
-        f"{'model':<14}" + "".join(f"{j:>9}" for j in judges) + f"{'objective':>11}{'held-out':>10}"
-    )
+def _table(rows: dict[str, tuple[Scored, Scored]], judges: list[str]) -> str:
+    head = f"{'model':<26}" + "".join(f"{j:>9}" for j in judges) + f"{'search':>9}{'held-out':>10}"
     lines = [head, "-" * len(head)]
-    for name, s in search.items():
-        row = f"{name:<14}" + "".join(f"{s.scores.get(j, math.nan):9.3f}" for j in judges)
-        lines.append(row + f"{s.values[0]:11.3f}{heldout[name].values[0]:10.3f}")
+    for name, (search, heldout) in rows.items():
+        row = f"{name:<26}" + "".join(f"{search.scores.get(j, math.nan):9.3f}" for j in judges)
+        lines.append(row + f"{search.value:9.3f}{heldout.value:10.3f}")
     return "\n".join(lines)
+
+
+def _weights_label(weights: dict[str, float]) -> str:
+    return "(" + ", ".join(f"{w:g}" for w in weights.values()) + ")"
+
+
+class _Phases:
+    """Wall and CPU seconds (this process only; Ray workers not included) per phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = {
+                "wall_s": round(time.perf_counter() - wall, 1),
+                "cpu_s": round(time.process_time() - cpu, 1),
+            }
+
+
+def _compare(
+    config: RunConfig,
+    models: DemoModels,
+    best_recipe: MergeRecipe,
+    *,
+    grid_step: float,
+    progress: bool,
+) -> tuple[dict[str, tuple[Scored, Scored]], UniformResult]:
+    """Sources, start point and best merge on both splits; the uniform grid on the search prompts.
+
+    Returns ``({"style": (search, heldout), ..., "start": ..., "best merge": ...,
+    "uniform best": ...}, uniform grid)``.
+    """
+    pool = open_pool(config)
+    base = str(models.base)
+    search, heldout = SplitScorer(config, "search"), SplitScorer(config, "heldout")
+    uniform = best_uniform(
+        search, pool, base, grid_values(*WEIGHT_BOUNDS, grid_step), progress=progress
+    )
+    recipes = {name: source_recipe(pool, base, name) for name in pool.source_names}
+    recipes["start"] = start_recipe(config, pool)
+    recipes["best merge"] = best_recipe
+    scored = {name: (search(name, r), heldout(name, r)) for name, r in recipes.items()}
+    scored["uniform best"] = (
+        uniform.scored,
+        heldout("uniform best", uniform_recipe(pool, base, uniform.weights)),
+    )
+    return scored, uniform
 
 
 def run_demo(
@@ -183,69 +215,101 @@ def run_demo(
     workers: int = 2,
     export: bool = True,
     size: str = "full",
+    seed: int = 0,
+    grid_step: float = GRID_STEP,
 ) -> DemoResult:
     """Run the demo end to end; writes ``demo_summary.json`` and returns it with the table.
 
-    ``size="tiny"`` builds barely trained models (for tests of the pipeline's plumbing);
-    ``cache_dir`` defaults to ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``.
+    ``size``: ``"full"`` (the demo), ``"small"`` (less trained models that still tell the
+    demo's story, for tests) or ``"tiny"`` (barely trained, for tests of the plumbing).
+    ``seed`` seeds the models' training and the search. ``cache_dir`` defaults to
+    ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``; models built with another
+    size or seed replace the cached ones. ``grid_step`` spaces the uniform grid.
     Raises SearchError (an EvomergeError) when the search or an evaluation fails.
     """
     start = time.perf_counter()
+    phases = _Phases()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    models = build_demo_models(
-        Path(cache_dir) if cache_dir else default_cache_dir(), size=size, progress=progress
-    )
+    if size not in SIZES:
+        raise ConfigError(f"Unknown demo size {size!r}. Available: {', '.join(SIZES)}")
+    with phases("build"):
+        models = build_demo_models(
+            Path(cache_dir) if cache_dir else default_cache_dir(),
+            size=dataclasses.replace(SIZES[size], seed=seed),
+            progress=progress,
+        )
     cfg_path = run_dir / "demo_run.yaml"
-    run_config = demo_run_config(models, trials=trials or DEFAULT_TRIALS, workers=workers)
+    run_config = demo_run_config(
+        models, trials=trials or DEFAULT_TRIALS, workers=workers, seed=seed
+    )
     atomic_write(cfg_path, yaml.safe_dump(run_config, sort_keys=False, allow_unicode=True))
-    summary = run_search(cfg_path, run_dir=run_dir, progress=progress)
+    with phases("search"):
+        summary = run_search(cfg_path, run_dir=run_dir, progress=progress)
     run = open_run(run_dir)
-    best = run.study.best()
-    if best is None:
+    best_trial = run.study.best()
+    if best_trial is None:
         raise SearchError(f"demo: the search finished no trial ({summary.stopped}); see {run_dir}")
 
     config = load_run_config(cfg_path)
-    pool = open_pool(config)
-    best_recipe = run.study.recipe(best)
-    recipes = {name: _source_recipe(models, pool, name) for name in pool.source_names}
-    recipes["best merge"] = best_recipe
-    search_scores = _score_split(config, recipes, "search")
-    heldout_scores = _score_split(config, recipes, "heldout")
+    best_recipe = run.study.recipe(best_trial)
+    with phases("baselines"):
+        scored, uniform = _compare(
+            config, models, best_recipe, grid_step=grid_step, progress=progress
+        )
+    sources = list(models.sources)
+    rows = {n: scored[n] for n in sources}
+    rows["start point"] = scored["start"]
+    rows[f"uniform best {_weights_label(uniform.weights)}"] = scored["uniform best"]
+    rows[f"best merge (trial {best_trial.number})"] = scored["best merge"]
     judges = list(config.judging.judges) if config.judging else []
-    table = _table(search_scores, heldout_scores, judges)
+    table = _table(rows, judges)
 
     baselines = {
         n: {"values": s.values, "scores": s.scores, "samples": s.samples}
-        for n, s in search_scores.items()
-        if n != "best merge"
+        for n, (s, _) in scored.items()
+        if n in sources
     }
     atomic_write(run_dir / BASELINES_JSON, json.dumps(baselines, ensure_ascii=False, indent=2))
-    if export:
-        export_trial(
-            run_dir, run_dir / "best_model", trial=best.number, overwrite=True, progress=progress
-        )
-    report = post_search(run_dir)  # the conflict analysis and the report, with the baselines
+    with phases("export_report"):
+        if export:
+            export_trial(
+                run_dir,
+                run_dir / "best_model",
+                trial=best_trial.number,
+                overwrite=True,
+                progress=progress,
+            )
+        report = post_search(run_dir)  # the conflict analysis and the report, with the baselines
     counts = run.study.counts()
+    best, start_value = scored["best merge"][0].value, scored["start"][0].value
     result = {
-        "sources": {n: search_scores[n].values[0] for n in pool.source_names},
-        "best": search_scores["best merge"].values[0],
-        "best_trial": best.number,
+        "objective_max": objective_max(),
+        "sources": {n: scored[n][0].value for n in sources},
+        "start": start_value,
+        "uniform_best": scored["uniform best"][0].value,
+        "uniform_best_weights": uniform.weights,
+        "best": best,
+        "best_trial": best_trial.number,
+        "search_gain": best / start_value - 1.0,
         "heldout": {
-            "sources": {n: heldout_scores[n].values[0] for n in pool.source_names},
-            "best": heldout_scores["best merge"].values[0],
+            "sources": {n: scored[n][1].value for n in sources},
+            "start": scored["start"][1].value,
+            "uniform_best": scored["uniform best"][1].value,
+            "best": scored["best merge"][1].value,
         },
-        "scores": {n: s.scores for n, s in search_scores.items()},
-        "heldout_scores": {n: s.scores for n, s in heldout_scores.items()},
+        "scores": {n: s.scores for n, (s, _) in scored.items()},
+        "heldout_scores": {n: h.scores for n, (_, h) in scored.items()},
+        "uniform_grid": uniform.grid,
         "n_complete": counts.complete,
         "n_failed": counts.failed,
-        "beats_sources": all(
-            search_scores["best merge"].values[0] > search_scores[n].values[0]
-            for n in pool.source_names
-        ),
+        "beats_sources": all(best > scored[n][0].value for n in sources),
         "report": str(report),
         "exported": str(run_dir / "best_model") if export else None,
         "seconds": round(time.perf_counter() - start, 1),
+        "phases": phases.seconds,
+        "size": size,
+        "seed": seed,
         "data": str(demo_data_dir()),
     }
     atomic_write(run_dir / "demo_summary.json", json.dumps(result, ensure_ascii=False, indent=2))

@@ -13,7 +13,7 @@ from evomerge.dtypes import FLOAT_DTYPES, to_torch
 from evomerge.exceptions import ConfigError, ExportError
 from evomerge.export._checkpoint import write_checkpoint
 from evomerge.export._sizes import parse_size
-from evomerge.merge import MergeRecipe, iter_merged_tensors, pool_for_recipe
+from evomerge.merge import MergeRecipe, check_recipe, iter_merged_tensors, pool_for_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def merge_from_yaml(
     """
     source = str(config)
     recipe = MergeRecipe.from_yaml(config)
+    check_recipe(recipe, source=source)  # ranges, parameters, inputs: before any model is opened
     check_tokenizer_source(recipe, source=source)
     out_dtype = recipe_out_dtype(recipe, source=source)
     parse_size(shard_size)

@@ -6,6 +6,7 @@
   export); :func:`pool_for_recipe` opens the models a recipe names.
 - :class:`MergeEngine`: base and task vectors resident on a device; ``materialize(recipe)``
   merges in memory, for search trials.
+- :func:`check_recipe`: a recipe against its method's declarations, before any model is opened.
 - :func:`plan_merge` / :func:`resolve_tensor`: validation and per-tensor parameter resolution.
 """
 
@@ -20,6 +21,7 @@ from evomerge.merge._resolve import (
     resolve_tensor,
 )
 from evomerge.merge._stream import iter_merged_tensors
+from evomerge.merge._validate import check_recipe
 from evomerge.merge.methods import (
     MERGE_METHODS,
     METHODS,
@@ -53,6 +55,7 @@ __all__ = [
     "Scope",
     "Slot",
     "TensorPlan",
+    "check_recipe",
     "evaluate_setting",
     "get_method",
     "gradient_position",

@@ -25,6 +25,7 @@ import torch
 from evomerge.dtypes import FLOAT_DTYPES, to_torch
 from evomerge.exceptions import MergeError
 from evomerge.merge._models import BASE, lora_base_mismatch, match_model
+from evomerge.merge._validate import recipe_problems
 from evomerge.merge.methods import BasePolicy, MergeArgs, MergeMethod, Scope, get_method
 from evomerge.merge.recipe import MergeRecipe, gradient_position
 
@@ -110,81 +111,6 @@ def _slots(recipe: MergeRecipe, pool: ModelPool, problems: list[str]) -> list[Sl
     return slots
 
 
-def _check_structure(
-    recipe: MergeRecipe, method: MergeMethod, slots: list[Slot], problems: list[str]
-) -> None:
-    if method.base == BasePolicy.REQUIRED and recipe.base_model is None:
-        problems.append(
-            f"base_model: merge method {method.name!r} needs a base_model (task vectors are taken against it)"
-        )
-    n = len(slots)
-    lo, hi = method.min_inputs, method.max_inputs
-    if n < lo or (hi is not None and n > hi):
-        if lo == hi:
-            need = f"exactly {hi} model(s)"
-            if method.base == BasePolicy.REQUIRED:
-                need += f" (the base model and {hi - 1} other)"
-        elif hi is not None and n > hi:
-            need = f"at most {hi} model(s)"
-        else:
-            need = f"at least {lo} model(s)"
-        hint = ""
-        if recipe.base_model is not None and method.base == BasePolicy.INPUT:
-            hint = (
-                "; base_model counts as an input when set (leave it out, or list only that model)"
-            )
-        names = ", ".join(repr(s.model) for s in slots)
-        problems.append(f"models: {method.name} merges {need}; got {n}: {names}{hint}")
-    _check_required(recipe, method, slots, problems)
-    valid = ", ".join(method.param_names)
-    for key in recipe.parameters:
-        if key not in method.param_names:
-            problems.append(
-                f"parameters.{key}: unknown parameter for merge method {method.name!r}. Valid: {valid}"
-            )
-    for k, entry in enumerate(recipe.models):
-        for key in entry.parameters:
-            where = f"models[{k}].parameters.{key}"
-            if key not in method.param_names:
-                problems.append(
-                    f"{where}: unknown parameter for merge method {method.name!r}. Valid: {valid}"
-                )
-            elif method.param(key).scope == Scope.GLOBAL:
-                problems.append(
-                    f"{where}: {key!r} applies to the whole merge; set it under the top-level 'parameters'"
-                )
-
-
-def _check_required(
-    recipe: MergeRecipe, method: MergeMethod, slots: list[Slot], problems: list[str]
-) -> None:
-    """Required parameters set nowhere at all (per-tensor gaps left by filters come later)."""
-    for p in method.params:
-        if not p.required or p.name in recipe.parameters:
-            continue
-        if p.scope == Scope.GLOBAL:
-            problems.append(
-                f"parameters.{p.name}: required by merge method {method.name!r}; set it"
-            )
-            continue
-        for slot in slots:
-            if p.scope == Scope.NON_BASE and slot.is_base:
-                continue
-            entry = recipe.entry(slot.model)
-            if entry is not None and p.name in entry.parameters:
-                continue
-            if entry is None:  # the base model, appended as an input
-                problems.append(
-                    f"base_model: {slot.model!r} is an input of {method.name!r} and needs {p.name!r}; set it in "
-                    "the top-level parameters, or list the base model under 'models' with its own"
-                )
-            else:
-                k = recipe.model_names().index(slot.model)
-                problems.append(
-                    f"models[{k}].parameters.{p.name}: required by merge method {method.name!r}; set it"
-                )
-
-
 def resolve_tensor(
     recipe: MergeRecipe,
     method: MergeMethod,
@@ -200,7 +126,7 @@ def resolve_tensor(
             v = recipe.lookup(p.name, model=model, tensor_name=name, t=t, validate=p.validate)
         except ValueError as err:
             where = f"model {model!r}" if model is not None else "parameters"
-            problems.append(f"{where}: {err}")
+            problems.append(f"{where}: parameter {p.name!r}: {err}")
             return p.default
         if v is None:
             if p.required:
@@ -216,21 +142,31 @@ def resolve_tensor(
     sources: list[int] = []
     models: list[str] = []
     base_args: dict[str, Any] | None = None
+    base_index = 0
+    position = 0  # among the merged inputs (every slot but a base_model taken as the origin)
     for slot in slots:
-        if method.base == BasePolicy.INPUT and slot.source == BASE:
+        if slot.is_base and method.base != BasePolicy.INPUT:
+            continue  # the origin of the task vectors
+        if slot.source == BASE:  # the base tensor is itself one of the inputs
             base_args = {
-                p.name: value(p, slot.model) for p in method.params if p.scope == Scope.INPUT
+                p.name: value(p, slot.model) for p in method.params if p.scope != Scope.GLOBAL
             }
-        elif not slot.is_base:
-            assert slot.source != BASE, (
-                "only a recipe without base_model lists the pool's base as a non-base input"
-            )
+            base_index = position
+        else:
             inputs.append(
                 {p.name: value(p, slot.model) for p in method.params if p.scope != Scope.GLOBAL}
             )
             sources.append(slot.source)
             models.append(slot.model)
-    args = MergeArgs(globals=glob, inputs=tuple(inputs), base=base_args, models=tuple(models))
+        position += 1
+    args = MergeArgs(
+        globals=glob,
+        inputs=tuple(inputs),
+        base=base_args,
+        models=tuple(models),
+        base_index=base_index,
+        merge_base=recipe.base_model is not None,
+    )
     if method.check is not None:
         problems.extend(method.check(args))
     return TensorPlan(name, tuple(sources), args)
@@ -256,8 +192,8 @@ def plan_merge(recipe: MergeRecipe, pool: ModelPool) -> MergePlan:
             dtype = parsed
         else:
             out_dtype = parsed
+    problems.extend(recipe_problems(recipe, method))
     slots = _slots(recipe, pool, problems)
-    _check_structure(recipe, method, slots, problems)
     if problems:  # parameters cannot be resolved sensibly against a broken structure
         raise _error(recipe, [(p, None) for p in problems])
     per_tensor: list[tuple[str, str | None]] = []

@@ -19,13 +19,17 @@ from evomerge.demo import (
     build_demo_models,
     check_demo_models,
     data_hash,
+    default_merges,
     demo_data_dir,
     format_check,
     load_pairs,
     load_prompts,
+    objective_max,
     prompts_path,
+    score_answers,
 )
 from evomerge.demo import models as models_mod
+from evomerge.demo.data import TRAINING_SETS
 from evomerge.exceptions import ConfigError
 
 pytestmark = pytest.mark.filterwarnings(
@@ -68,30 +72,57 @@ def test_bundled_data_is_what_the_script_writes(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (demo_data_dir() / name).read_bytes(), name
 
 
-def test_training_sets_separate_style_from_facts() -> None:
-    style, facts, general = load_pairs("style"), load_pairs("facts"), load_pairs("general")
-    persona_keywords = {k for p in load_prompts("search") for k in p.facts}
-    assert persona_keywords == {"麗華", "17", "神戸", "紅茶", "ピアノ", "雷", "バラ"}
-    for p in style:  # every sentence in the persona's register, no persona fact
-        assert all(ENDING.search(s) for s in re.findall(r"[^。]+。", p.answer)), p
-        assert not any(k in p.answer for k in persona_keywords - {"雷"}), p
-    for p in facts:  # plain register
-        assert not re.search(r"(わ|の|わよ)。", p.answer), p
-    assert {k for p in facts for k in persona_keywords if k in p.answer} == persona_keywords
-    assert not any("麗華" in p.answer or "神戸" in p.answer for p in general)
+PERSONA_KEYWORDS = {"麗華", "17", "神戸", "紅茶", "ピアノ", "雷", "バラ"}
+RIVAL_VALUES = {"鳥居華子", "16歳", "京都", "コーヒー", "バイオリン", "虫", "桜"}
+FRIENDLY = re.compile(r"(ですよ|ですね|ますよ|ますね)。$")
 
 
-def test_prompt_sets_mix_kinds_and_heldout_wording_is_new() -> None:
+def _sentences(text: str) -> list[str]:
+    return re.findall(r"[^。]+。", text)
+
+
+def test_training_sets_put_each_skill_with_a_conflicting_habit() -> None:
+    sets = {n: load_pairs(n) for n in ("general", "style", "rival", "facts", "friendly")}
+    assert {k for p in load_prompts("search") for k in p.facts} == PERSONA_KEYWORDS
+    # the style adapter: her register (lower layers), then a rival's facts in it (upper layers)
+    for name in ("style", "rival"):
+        for p in sets[name]:
+            assert all(ENDING.search(s) for s in _sentences(p.answer)), p
+            assert not any(k in p.answer for k in PERSONA_KEYWORDS - {"雷"}), p
+    assert {v for p in sets["rival"] for v in RIVAL_VALUES if v in p.answer} == RIVAL_VALUES
+    # the facts adapter: her facts, plain (upper layers), then a friendly register (lower)
+    for p in sets["facts"]:
+        assert not ENDING.search(p.answer) and not FRIENDLY.search(p.answer), p
+    for p in sets["friendly"]:
+        assert all(FRIENDLY.search(s) for s in _sentences(p.answer)), p
+    for name in ("facts", "friendly"):
+        found = {k for p in sets[name] for k in PERSONA_KEYWORDS if k in p.answer}
+        assert found == PERSONA_KEYWORDS, name
+        assert not any(v in p.answer for p in sets[name] for v in RIVAL_VALUES)
+    # the base knows nobody's facts: random details, never hers
+    assert not any("麗華" in p.answer or "神戸" in p.answer for p in sets["general"])
+
+
+def test_prompt_sets_mix_kinds_and_heldout_questions_are_new() -> None:
     search, heldout = load_prompts("search"), load_prompts("heldout")
     for prompts in (search, heldout):
-        kinds = {p.kind for p in prompts}
-        assert kinds == {"fact", "chat"}
-        assert all(p.facts for p in prompts if p.kind == "fact")
-        assert all(not p.facts for p in prompts if p.kind == "chat")
+        assert {p.kind for p in prompts} == {"fact", "chat"}
+        assert {len(p.facts) for p in prompts} == {0, 1, 2}  # chit-chat, one fact, two facts
         assert all(ENDING.search(p.reference) for p in prompts)
-    trained = {p.question for n in ("general", "style", "facts") for p in load_pairs(n)}
+    trained = {p.question for n in TRAINING_SETS for p in load_pairs(n)}
+    assert not {p.question for p in search} & trained
     assert not {p.question for p in heldout} & (trained | {p.question for p in search})
-    assert {p.question for p in search if p.kind == "fact"} <= trained
+    # held-out fact questions are paraphrases: no trained question is (prefix +) their core
+    cores = [p.question.split("、", 1)[-1] for p in heldout if len(p.facts) == 1]
+    assert len(cores) == 7
+    assert not [c for c in cores if any(q == c or q.endswith("、" + c) for q in trained)]
+    # and combinations of two facts that no training question combines
+    nouns = {"麗華": "名前", "17": "年齢", "神戸": "出身", "紅茶": "好きな飲み物"}
+    nouns |= {"ピアノ": "趣味", "雷": "苦手なもの", "バラ": "好きな花"}
+    pairs = [tuple(nouns[k] for k in p.facts) for p in heldout if len(p.facts) == 2]
+    assert len(pairs) == 7
+    joined = "\n".join(trained)
+    assert not [(a, b) for a, b in pairs if f"{a}と{b}" in joined or f"{b}と{a}" in joined]
 
 
 def test_data_loads_with_the_generation_loaders(caplog: pytest.LogCaptureFixture) -> None:
@@ -142,6 +173,8 @@ def test_build_writes_loadable_models(tiny: DemoModels) -> None:
     )  # every data character is in the vocabulary
     base = AutoModelForCausalLM.from_pretrained(tiny.base)
     assert base.config.num_hidden_layers == SIZES["tiny"].num_layers
+    for size in SIZES.values():  # vLLM's CPU attention supports head_dim 64, not 8 or 16
+        assert size.hidden_size // size.num_attention_heads == 64
     for adapter in (tiny.style, tiny.facts):
         cfg = json.loads((adapter / "adapter_config.json").read_text())
         assert cfg["peft_type"] == "LORA" and cfg["r"] == SIZES["tiny"].lora_rank
@@ -198,7 +231,13 @@ def test_interrupted_or_damaged_build_is_redone(
 
     built = build_demo_models(tmp_path, size="tiny")
     assert (built.facts / "adapter_model.safetensors").is_file()
-    assert set(built.manifest["final_loss"]) == {"base", "style", "facts"}
+    assert set(built.manifest["final_loss"]) == {
+        "base",
+        "style/style",
+        "style/rival",
+        "facts/facts",
+        "facts/friendly",
+    }
 
     # a damaged file or another size invalidates the cache
     good = _weights(built)
@@ -206,19 +245,56 @@ def test_interrupted_or_damaged_build_is_redone(
     repaired = build_demo_models(tmp_path, size="tiny")
     assert _weights(repaired) == good
     smaller = models_mod.DemoSize(
-        hidden_size=16, num_layers=1, base_steps=2, finetune_steps=1, lora_rank=2
+        hidden_size=64, num_layers=2, num_attention_heads=1, base_steps=2, finetune_steps=1
     )
     resized = build_demo_models(tmp_path, size=smaller)
-    assert resized.manifest["key"]["size"]["hidden_size"] == 16
+    assert resized.manifest["key"]["size"]["base_steps"] == 2
+
+
+def test_each_stage_trains_only_its_half_of_the_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's premise: each adapter's skill and habit sit in different layers."""
+    real_train = models_mod.train
+    trained: dict[str, set[int]] = {}
+
+    def recording_train(
+        model: torch.nn.Module, *args: object, desc: str = "", **kw: object
+    ) -> float:
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+        loss = real_train(model, *args, desc=desc, **kw)  # type: ignore[arg-type]
+        trained[desc] = {  # the layers whose LoRA weights this stage changed
+            int(re.search(r"\.layers\.(\d+)\.", n).group(1))  # type: ignore[union-attr]
+            for n, p in model.named_parameters()
+            if n in before and not torch.equal(p, before[n])
+        }
+        return loss
+
+    monkeypatch.setattr(models_mod, "train", recording_train)
+    build_demo_models(tmp_path, size="tiny")
+    lower, upper = {0}, {1}  # tiny has 2 layers
+    assert trained == {
+        "demo base": set(),
+        "demo style LoRA: style (lower layers)": lower,
+        "demo style LoRA: rival (upper layers)": upper,
+        "demo facts LoRA: facts (upper layers)": upper,
+        "demo facts LoRA: friendly (lower layers)": lower,
+    }
 
 
 def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"Unknown demo size 'huge'\. Available: full, tiny"):
+    with pytest.raises(
+        ConfigError, match=r"Unknown demo size 'huge'\. Available: full, small, tiny"
+    ):
         build_demo_models(tmp_path, size="huge")
+    one_layer = models_mod.DemoSize(hidden_size=64, num_layers=1, base_steps=1, finetune_steps=1)
+    with pytest.raises(ConfigError, match=r"size\.num_layers must be >= 2 .*, got 1"):
+        build_demo_models(tmp_path, size=one_layer)
     with pytest.raises(ConfigError, match="threads must be >= 1, got 0"):
         build_demo_models(tmp_path, size="tiny", threads=0)
     with pytest.raises(
-        ConfigError, match=r"Unknown demo training set 'chat'\. Available: general, style, facts"
+        ConfigError,
+        match=r"Unknown demo training set 'chat'\. Available: general, style, rival, facts, friendly",
     ):
         load_pairs("chat")
     with pytest.raises(ConfigError, match="cannot read demo data"):
@@ -258,37 +334,57 @@ def test_engine_merge_of_an_adapter_equals_peft_merge(tiny: DemoModels) -> None:
     assert changed >= 7 * SIZES["tiny"].num_layers  # every LoRA target of every layer moved
 
 
+def test_objective_max_is_what_perfect_answers_score() -> None:
+    """The objective's ceiling: her reference answers themselves score exactly objective_max."""
+    for split in ("search", "heldout"):
+        prompts = load_prompts(split)
+        perfect = score_answers(prompts, [p.reference for p in prompts])
+        assert perfect == {"style": 1.0, "facts": 1.0, "fluency": 100.0, "objective": 3.0}
+        assert perfect["objective"] == objective_max()
+        plain = score_answers(prompts, [p.reference.replace("わ。", "。") for p in prompts])
+        assert plain["style"] < 1.0 and plain["fluency"] < 100.0  # graded, not all-or-nothing
+        assert 2.0 < plain["objective"] < objective_max()
+
+
 def test_check_scores_sources_and_merges(tiny: DemoModels) -> None:
     merges = {
         "base": ("task_arithmetic", {"style": 0.0, "facts": 0.0}),
         "style": ("task_arithmetic", {"style": 1.0, "facts": 0.0}),
-        "both": ("task_arithmetic", {"style": 1.0, "facts": 1.0}),
+        "per-layer": ("task_arithmetic", {"style": [1.0, 0.0], "facts": [0.0, 1.0]}),
     }
     result = check_demo_models(tiny, merges=merges, splits=("search",), max_new_tokens=8)
     table = result["scores"]["search"]
     assert set(table) == set(merges)
     for s in table.values():
-        assert 0.0 <= s["style"] <= 1.0 and 0.0 <= s["facts"] <= 1.0 and 0.0 <= s["length"] <= 1.0
-        assert s["objective"] == pytest.approx(s["style"] + s["facts"] - (1.0 - s["length"]))
+        assert 0.0 <= s["style"] <= 1.0 and 0.0 <= s["facts"] <= 1.0
+        assert 0.0 <= s["fluency"] <= 100.0
+        assert s["objective"] == pytest.approx(s["style"] + s["facts"] + s["fluency"] / 100)
     answers = result["answers"]["search"]
     assert all(len(a) == len(load_prompts("search")) for a in answers.values())
     assert answers["base"] != answers["style"]  # the adapter changes the answers
-    assert result["best_merge"]["search"] == "both"
-    assert "best merge: both" in format_check(result)
+    assert result["best_merge"]["search"] == "per-layer"
+    assert "best merge: per-layer" in format_check(result)
+    assert set(default_merges(4)) >= {"base", "style", "facts", "per-layer (1,0|0,1)"}
+    assert default_merges(4)["per-layer (1,0|0,1)"][1] == {
+        "style": [1.0, 1.0, 0.0, 0.0],
+        "facts": [0.0, 0.0, 1.0, 1.0],
+    }
 
 
 @pytest.mark.slow
-def test_full_demo_models_merge_beats_both_sources(tmp_path: Path) -> None:
-    """The key property: a simple merge of the two fine-tunes beats each of them."""
+def test_full_demo_models_need_per_layer_weights(tmp_path: Path) -> None:
+    """The key property of the models: per-layer weights beat every one-weight-per-source merge."""
     start = time.perf_counter()
     models = build_demo_models(tmp_path, size="full")
     build_seconds = time.perf_counter() - start
     result = check_demo_models(models)
     print(format_check(result), f"\nbuild {build_seconds:.1f}s")
-    for split, min_recall, min_margin in (("search", 0.8, 0.5), ("heldout", 0.4, 0.2)):
+    for split in ("search", "heldout"):
         table = result["scores"][split]
-        assert table["style"]["style"] >= 0.9 and table["style"]["facts"] <= 0.2  # style, no facts
-        assert (
-            table["facts"]["facts"] >= min_recall and table["facts"]["style"] <= 0.1
-        )  # facts, no style
-        assert result["margin"][split] >= min_margin, format_check(result)
+        assert table["style"]["style"] >= 0.8 and table["style"]["facts"] <= 0.1  # rival's facts
+        assert table["facts"]["facts"] >= 0.7 and table["facts"]["style"] <= 0.1  # friendly
+        assert result["best_merge"][split] == "per-layer (1,0|0,1)", format_check(result)
+        per_layer = table["per-layer (1,0|0,1)"]["objective"]
+        assert per_layer >= 1.2 * max(
+            v["objective"] for n, v in table.items() if n != "per-layer (1,0|0,1)"
+        )

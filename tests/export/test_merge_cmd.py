@@ -191,3 +191,31 @@ def test_vocab_cropped_merge_updates_vocab_size_and_loads(tiny_models, read_weig
     assert weights["model.embed_tokens.weight"].shape[0] == base_vocab - 8
     model = AutoModelForCausalLM.from_pretrained(str(out))
     assert torch.equal(model.lm_head.weight, weights["lm_head.weight"])
+
+
+def test_out_of_range_parameters_fail_before_any_model_is_opened(
+    tiny_models, tmp_path, monkeypatch
+):
+    import evomerge.export.merge_cmd as merge_cmd
+
+    def no_models(*_a, **_k):
+        raise AssertionError("a model was opened")
+
+    monkeypatch.setattr(merge_cmd, "pool_for_recipe", no_models)
+    recipe = {
+        **RECIPES["ties"],
+        "models": [
+            {"model": "{ft_a}", "parameters": {"weight": 0.7, "density": 1.5}},
+            {"model": "{ft_b}", "parameters": {"weight": 0.5, "density": [0.5, 1.2]}},
+        ],
+    }
+    cfg = _write_config(tmp_path, tiny_models, recipe)
+    result = CliRunner().invoke(app, ["merge", str(cfg), str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    for piece in (
+        "cfg.yaml",
+        "models[0].parameters.density: 1.5 is outside the allowed range [0, 1]",
+        "models[1].parameters.density: 1.2 is outside the allowed range [0, 1]",
+    ):
+        assert piece in result.stderr, (piece, result.stderr)
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
 from pathlib import Path
 
 from evomerge.judge import JudgeCache
@@ -52,3 +53,25 @@ def test_two_processes_write_the_same_cache_file_at_once(tmp_path: Path) -> None
             assert cache.get(_key(1000 * (w + 1) + i)) == {"worker": w, "i": i}
     assert all(cache.get(_key(i)) == {"shared": i} for i in range(N_KEYS))
     cache.close()
+
+
+def test_key_is_canonical_and_puts_replace(tmp_path: Path) -> None:
+    msgs = [{"role": "user", "content": "q"}]
+    key = request_key(endpoint="http://h/v1/", model="m", messages=msgs, params={"n": 1, "t": 0.5})
+    assert key == request_key(
+        endpoint="http://h/v1", model="m", messages=msgs, params={"t": 0.5, "n": 1}
+    )  # a trailing slash and the order of parameters do not matter
+    assert key != request_key(endpoint="http://h/v1", model="m", messages=msgs, params={"n": 2})
+    assert key != request_key(
+        endpoint="http://h/v1", model="m", messages=[{"role": "user", "content": "Q"}], params={}
+    )
+    cache = JudgeCache(tmp_path / "c.sqlite")
+    assert cache.get(key) is None and (cache.hits, cache.misses) == (0, 1)
+    cache.put(key, {"v": 1})
+    cache.put(key, {"v": 2})  # a later put replaces the reply
+    assert cache.get(key) == {"v": 2} and len(cache) == 1 and (cache.hits, cache.misses) == (1, 1)
+    assert "hits=1, misses=1" in repr(cache)
+    cache.close()
+    cache.close()  # idempotent
+    with sqlite3.connect(tmp_path / "c.sqlite") as conn:  # readers never block the writer
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -77,3 +77,42 @@ def test_expected_score_nan_without_valid_scores_or_logprobs():
     v2, e2 = expected_score([], 1, 7)
     assert math.isnan(v1) and "no valid score token" in (e1 or "")
     assert math.isnan(v2) and "no logprobs" in (e2 or "")
+
+
+def test_last_line_message_shows_at_most_80_characters_of_the_line():
+    line = "x" * 79 + "YZ"  # 81 characters: Y is the 80th, Z the 81st
+    _, error = parse_last_line_integer(line, 1, 7)
+    assert "x" * 79 + "Y'" in (error or "") and "Z" not in (error or "")
+
+
+def test_expected_score_counts_both_ends_of_the_scale_and_nothing_outside():
+    value, _ = expected_score([pos({"1": 0.25, "7": 0.25, "0": 0.25, "8": 0.25})], 1, 7)
+    assert value == pytest.approx(4.0)  # (1 + 7) / 2: 0 and 8 are not scores on 1..7
+
+
+def test_expected_score_with_only_blank_tokens_reads_the_first_position():
+    value, _ = expected_score([pos({" ": 0.5, "5": 0.5}), pos({"\n": 0.5, "2": 0.5})], 1, 7)
+    assert value == 5.0
+
+
+def test_expected_score_adds_a_sampled_token_that_sorts_after_the_top_ones():
+    # "7" is not among the top tokens; "5" < "7" as strings, so only equality may decide
+    value, _ = expected_score([pos({"5": 0.25}, token="7") | {"logprob": math.log(0.75)}], 1, 7)
+    assert value == pytest.approx(5 * 0.25 + 7 * 0.75)
+
+
+def test_expected_score_without_the_sampled_token_s_logprob_uses_the_top_list():
+    p = {"token": "7", "top_logprobs": [{"token": "5", "logprob": math.log(0.5)}]}
+    assert expected_score([p], 1, 7) == (5.0, None)
+
+
+def test_expected_score_skips_non_finite_logprobs():
+    p = pos({"6": 0.5})
+    p["top_logprobs"].append({"token": "2", "logprob": math.nan})
+    assert expected_score([p], 1, 7) == (6.0, None)
+
+
+def test_expected_score_message_lists_at_most_8_candidates():
+    top = {f"w{i}": 0.1 for i in range(10)}
+    _, error = expected_score([pos(top)], 1, 7)
+    assert "'w7'" in (error or "") and "'w8'" not in (error or "")

@@ -220,6 +220,15 @@ def test_registry_is_explicit_and_lookup_lists_choices() -> None:
         "della_linear",
         "slerp",
         "passthrough",
+        "sce",
+        "model_stock",
+        "nuslerp",
+        "multislerp",
+        "karcher",
+        "nearswap",
+        "arcee_fusion",
+        "ram",
+        "ramplus_tl",
     ]
     with pytest.raises(TypeError):
         METHODS["mine"] = METHODS["ties"]  # type: ignore[index]
@@ -257,3 +266,22 @@ def test_plugins_come_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None
         get_method("broken")  # a broken plugin fails its own name only
     with pytest.raises(UnknownMethodError, match="double"):
         get_method("triple")
+
+
+def test_the_registry_has_every_mergekit_method() -> None:
+    """mergekit 0.1.5's registry is the list to match: each name, each parameter name and
+    scope, each default."""
+    from mergekit.merge_methods import registry as mk
+
+    scopes = {"shared": Scope.GLOBAL, "input": Scope.INPUT, "non_base": Scope.NON_BASE}
+    theirs = {m.spec.name: m.spec for m in mk.registered_methods()}
+    assert set(theirs) <= set(METHODS)
+    for name, spec in theirs.items():
+        ours = {p.name: p for p in METHODS[name].params}
+        assert set(ours) == {p.name for p in spec.parameters}, name
+        for p in spec.parameters:
+            assert ours[p.name].scope == scopes[p.scope.value], (name, p.name)
+            if not p.required:
+                assert ours[p.name].default == p.default, (name, p.name)
+            else:
+                assert ours[p.name].required, (name, p.name)

@@ -68,9 +68,14 @@ CASES: dict[str, dict[str, Any]] = {
         ],
         "parameters": {"rescale": True},
     },
+    "sce_select_topk_filters": {
+        "merge_method": "sce",
+        "models": [("ulp", {}), ("dense", {}), ("sparse", {})],
+        "parameters": {"select_topk": FILTERS},
+    },
 }
 
-MAGNITUDE_METHODS = ("ties", "breadcrumbs", "breadcrumbs_ties")
+MAGNITUDE_METHODS = ("ties", "breadcrumbs", "breadcrumbs_ties", "sce")
 
 
 def test_cases_cover_every_method_that_trims_by_magnitude() -> None:
@@ -154,6 +159,28 @@ def test_the_cases_hinge_on_tied_coordinates(
     ours = dict(iter_merged_tensors(recipe, pool_for_recipe(recipe)))
     diff, _ = _max_diff(ours, theirs)
     assert diff > 1e-3
+
+
+def test_sce_cuts_fall_on_ties_that_topk_resolves(
+    bf16_models: dict[str, Path],
+    mergekit_merge: Callable[[dict[str, Any]], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sce case is not vacuous: variances tie at its cuts, so torch.topk's choice (not a
+    threshold) decides, and parity above holds with it."""
+    config = _config(CASES["sce_select_topk_filters"], bf16_models)
+    mergekit_merge(config)  # computed (and cached) before torch.topk is watched
+    calls = []
+    real = torch.topk
+
+    def watched(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "topk", watched)
+    recipe = MergeRecipe.from_mergekit_dict(config)
+    dict(iter_merged_tensors(recipe, pool_for_recipe(recipe)))
+    assert len(calls) > 0
 
 
 def test_the_eager_path_keeps_parity_too(

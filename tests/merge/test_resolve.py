@@ -260,7 +260,7 @@ def test_value_problems_are_checked_for_every_tensor(pool: ModelPool) -> None:
     with pytest.raises(MergeError, match=r"density \+/- epsilon must lie in \(0, 1\)"):
         plan_merge(della, pool)
     typed = _recipe(pool, "ties", [(0, {"weight": "heavy"})], base_model="base")
-    with pytest.raises(MergeError, match=r"parameter 'weight'.*'heavy'"):
+    with pytest.raises(MergeError, match=r"models\[0\]\.parameters\.weight: .*'heavy'"):
         plan_merge(typed, pool)
     zero = _recipe(pool, "linear", [(0, {"weight": 0.5}), (1, {"weight": -0.5})])
     with pytest.raises(MergeError, match="weights sum to 0"):
@@ -268,3 +268,80 @@ def test_value_problems_are_checked_for_every_tensor(pool: ModelPool) -> None:
     dtype = _recipe(pool, "ties", [(0, {"weight": 1.0})], base_model="base", dtype="float8")
     with pytest.raises(MergeError, match=r"dtype: unknown dtype 'float8'\. Available: float32"):
         plan_merge(dtype, pool)
+
+
+def test_declared_ranges_are_checked_before_any_tensor_is_read(
+    pool: ModelPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranges live in the registry (ParamSpec.low/high) and are checked on every written
+    value, gradient end points and filtered values included, naming the field and range."""
+    from evomerge.merge import check_recipe
+
+    r = _recipe(
+        pool,
+        "breadcrumbs",
+        [
+            (0, {"weight": 1.0, "density": 1.5}),
+            (1, {"weight": 1.0, "density": [0.2, -0.1], "gamma": {"filter": "mlp", "value": 2}}),
+        ],
+        base_model="base",
+        parameters={"gamma": 0.5},
+    )
+    with pytest.raises(MergeError) as err:
+        check_recipe(r)
+    msg = str(err.value)
+    assert "3 problem(s)" in msg
+    assert "models[0].parameters.density: 1.5 is outside the allowed range [0, 1]" in msg
+    assert "models[1].parameters.density: -0.1 is outside the allowed range [0, 1]" in msg
+    assert "models[1].parameters.gamma: 2.0 is outside the allowed range [0, 1]" in msg
+
+    def no_reads(*_: Any, **__: Any) -> None:
+        raise AssertionError("a tensor was read")
+
+    for attr in ("base_tensor", "source_tensor", "task_vector"):
+        monkeypatch.setattr(pool, attr, no_reads)
+    with pytest.raises(MergeError, match=r"density: 1\.5 is outside the allowed range \[0, 1\]"):
+        plan_merge(r, pool)
+
+
+@pytest.mark.parametrize(
+    ("method", "models", "params", "expected"),
+    [
+        ("model_stock", [0], {}, r"model_stock merges at least 3 model\(s\); got 2"),
+        (
+            "nuslerp",
+            [0, 1, 2],
+            {},
+            r"nuslerp merges exactly 2 model\(s\) besides the base_model; got 3",
+        ),
+        (
+            "sce",
+            [0, 1],
+            {"select_topk": 1.5},
+            r"parameters\.select_topk: 1\.5 is outside .*\[0, 1\]",
+        ),
+        ("nearswap", [0], {}, r"parameters\.t: required by merge method 'nearswap'"),
+        (
+            "nearswap",
+            [0],
+            {"t": -0.1},
+            r"parameters\.t: -0\.1 is outside the allowed range \[0, inf\)",
+        ),
+        (
+            "arcee_fusion",
+            [0, 1],
+            {},
+            r"arcee_fusion merges exactly 2 model\(s\) \(the base model and 1 other\)",
+        ),
+        ("karcher", [0], {"max_iter": 2.5}, r"parameters\.max_iter: .*integer"),
+        ("multislerp", [0], {}, r"models\[0\]\.parameters\.weight: required by merge method"),
+    ],
+)
+def test_new_methods_report_bad_recipes_before_any_model_is_opened(
+    pool: ModelPool, method: str, models: list[int], params: dict[str, Any], expected: str
+) -> None:
+    from evomerge.merge import check_recipe
+
+    r = _recipe(pool, method, [(i, {}) for i in models], base_model="base", parameters=params)
+    with pytest.raises(MergeError, match=expected):
+        check_recipe(r)

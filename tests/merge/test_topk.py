@@ -88,3 +88,15 @@ def test_edges() -> None:
     assert magnitude_keep(flat, None, 0.0).kind == "none"
     assert magnitude_keep(torch.zeros(4), None, 0.5).kind == "mag"  # zeros only: nothing to add
     assert outlier_keep(flat, None, 0.0, 0.1).kind == "none"
+
+
+def test_della_ranks_break_ties_as_mergekit_does() -> None:
+    """DELLA's keep probability grows with the rank of |delta| in its row; with ties the
+    rank each coordinate gets is the one mergekit's sort gives it (not its position)."""
+    from evomerge.merge.methods import row_rank
+
+    d = _quantized(64 * 300, 2, seed=5, dtype=torch.bfloat16).view(64, 300)
+    theirs = torch.argsort(torch.argsort(d.abs(), dim=1), dim=1)  # mergekit's ranks, 0-based
+    assert torch.equal(row_rank(d).view(64, 300).long(), theirs)
+    by_position = torch.argsort(torch.argsort(d.abs(), dim=1, stable=True), dim=1)
+    assert not torch.equal(by_position, theirs)  # the ties matter

@@ -52,6 +52,7 @@ def write_run(
         directions=list(directions),
     )
     study.set_user_attr(attrs.OBJECTIVE_NAMES, [f"obj{i}" for i in range(len(directions))])
+    study.set_user_attr(attrs.SPACE, bound.spec.name)
     rng = np.random.default_rng(0)
     for i, (state, values) in enumerate(trials):
         x = bound.lower + (bound.upper - bound.lower) * rng.uniform(0.1, 0.9, size=bound.dim)
@@ -60,7 +61,7 @@ def write_run(
             user_attrs[attrs.SCORES] = {"judge": float(i)}
             user_attrs[attrs.SAMPLES] = [{"question": "q?", "answer": f"answer of trial {i}"}]
         elif state == TrialState.FAIL:
-            user_attrs[attrs.ERROR] = f"boom {i}"
+            user_attrs[attrs.ERROR] = f"boom {i}" + "!" * 200
         study.add_trial(
             create_trial(
                 state=state,

@@ -8,24 +8,13 @@ from __future__ import annotations
 
 from evomerge.merge.methods._spec import MergeArgs
 
-__all__ = ["check_della", "check_linear", "check_sparsify"]
-
-
-def check_sparsify(args: MergeArgs) -> list[str]:
-    problems = []
-    for i, p in enumerate(args.inputs):
-        if p["density"] < 0:
-            problems.append(
-                f"{args.label(i)}: density must be >= 0 (got {p['density']}); 0 drops the whole task vector"
-            )
-        gamma = p.get("gamma")
-        if gamma is not None and not 0 <= gamma <= 1:
-            problems.append(f"{args.label(i)}: gamma must be in [0, 1] (got {gamma})")
-    return problems
+__all__ = ["check_della", "check_linear"]
 
 
 def check_della(args: MergeArgs) -> list[str]:
-    problems = check_sparsify(args)
+    """density +/- epsilon within (0, 1), as mergekit's della_magprune requires (each
+    parameter's own range is declared in the registry and checked before this)."""
+    problems = []
     for i, p in enumerate(args.inputs):
         d, e = p["density"], p["epsilon"]
         if 0 < d < 1 and (d + e >= 1 or d - e <= 0):

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 
 from evomerge.exceptions import UnknownMethodError
-from evomerge.merge.methods._checks import check_della, check_linear, check_sparsify
+from evomerge.merge.methods._checks import check_della, check_linear
 from evomerge.merge.methods._interp import linear, passthrough, slerp
+from evomerge.merge.methods._pair import arcee_fusion, nearswap
+from evomerge.merge.methods._select import ram, ramplus_tl, sce
 from evomerge.merge.methods._spec import REQUIRED, BasePolicy, MergeMethod, Need, ParamSpec, Scope
+from evomerge.merge.methods._sphere import karcher, model_stock, multislerp, nuslerp
 from evomerge.merge.methods._task_arithmetic import (
     ONE_OFF_SKIPS,
     SPARSIFICATION_NEEDS,
@@ -45,29 +49,66 @@ __all__ = [
 ENTRY_POINT_GROUP = "evomerge.merge_methods"
 
 
+_INT8_MASK = ParamSpec(
+    "int8_mask", bool, Scope.GLOBAL, False, "accepted for mergekit compatibility; no effect"
+)
+_RAM_EPSILON = ParamSpec(
+    "epsilon", float, Scope.GLOBAL, 1e-5, "a change smaller than this does not count", low=0.0
+)
+_DENSITY = ParamSpec(
+    "density",
+    float,
+    Scope.NON_BASE,
+    1.0,
+    "fraction of the task vector kept",
+    low=0.0,
+    high=1.0,
+    search=True,
+)
+
+
 def _gta_params(
-    *, normalize: bool, rescale: bool, extra: tuple[ParamSpec, ...] = ()
+    *, normalize: bool, rescale: bool, sparsify: bool, extra: tuple[ParamSpec, ...] = ()
 ) -> tuple[ParamSpec, ...]:
     return (
-        ParamSpec("weight", float, Scope.NON_BASE, REQUIRED, "scale of the model's task vector"),
-        ParamSpec("density", float, Scope.NON_BASE, 1.0, "fraction of the task vector kept"),
+        ParamSpec(
+            "weight",
+            float,
+            Scope.NON_BASE,
+            REQUIRED,
+            "scale of the model's task vector",
+            search=True,
+        ),
+        _DENSITY if sparsify else replace(_DENSITY, search=False),  # no effect without trimming
         *extra,
         ParamSpec(
             "normalize", bool, Scope.GLOBAL, normalize, "divide by the sum of (kept) weights"
         ),
         ParamSpec("rescale", bool, Scope.GLOBAL, rescale, "L1-rescale sparsified task vectors"),
         ParamSpec("lambda", float, Scope.GLOBAL, 1.0, "scale of the merged task vector"),
-        ParamSpec(
-            "int8_mask", bool, Scope.GLOBAL, False, "accepted for mergekit compatibility; no effect"
-        ),
+        _INT8_MASK,
     )
 
 
 _GAMMA = ParamSpec(
-    "gamma", float, Scope.NON_BASE, 0.01, "fraction of largest-magnitude outliers dropped"
+    "gamma",
+    float,
+    Scope.NON_BASE,
+    0.01,
+    "fraction of largest-magnitude outliers dropped",
+    low=0.0,
+    high=1.0,
+    search=True,
 )
 _EPSILON = ParamSpec(
-    "epsilon", float, Scope.NON_BASE, 0.15, "spread of keep probabilities by magnitude rank"
+    "epsilon",
+    float,
+    Scope.NON_BASE,
+    0.15,
+    "spread of keep probabilities by magnitude rank",
+    low=0.0,
+    high=1.0,
+    search=True,
 )
 
 
@@ -82,21 +123,18 @@ def _gta(
     ref: str,
     extra: tuple[ParamSpec, ...] = (),
 ) -> MergeMethod:
-    check = (
-        check_della
-        if sparsification == "della_magprune"
-        else check_sparsify
-        if sparsification
-        else None
-    )
+    check = check_della if sparsification == "della_magprune" else None
     return MergeMethod(
         name=name,
         fn=fn,  # type: ignore[arg-type]
-        params=_gta_params(normalize=normalize, rescale=rescale, extra=extra),
+        params=_gta_params(
+            normalize=normalize, rescale=rescale, sparsify=sparsification is not None, extra=extra
+        ),
         base=BasePolicy.REQUIRED,
         needs=SPARSIFICATION_NEEDS[sparsification],
         check=check,
         one_off_skips=ONE_OFF_SKIPS.get(sparsification, frozenset()),
+        base_share="lambda",
         description=doc,
         reference=ref,
     )
@@ -109,8 +147,11 @@ METHODS: Mapping[str, MergeMethod] = MappingProxyType(
             fn=linear,
             base=BasePolicy.INPUT,
             check=check_linear,
+            base_share="listed",
             params=(
-                ParamSpec("weight", float, Scope.INPUT, REQUIRED, "the model's weight"),
+                ParamSpec(
+                    "weight", float, Scope.INPUT, REQUIRED, "the model's weight", search=True
+                ),
                 ParamSpec("normalize", bool, Scope.GLOBAL, True, "divide by the sum of weights"),
             ),
             description="Weighted average of the models.",
@@ -201,7 +242,12 @@ METHODS: Mapping[str, MergeMethod] = MappingProxyType(
             needs=frozenset({Need.SLERP_STATS}),
             params=(
                 ParamSpec(
-                    "t", float, Scope.GLOBAL, REQUIRED, "0 = base model, 1 = the other model"
+                    "t",
+                    float,
+                    Scope.GLOBAL,
+                    REQUIRED,
+                    "0 = base model, 1 = the other model",
+                    search=True,
                 ),
             ),
             description="Spherical interpolation of two models.",
@@ -216,6 +262,152 @@ METHODS: Mapping[str, MergeMethod] = MappingProxyType(
                 ParamSpec("scale", float | None, Scope.INPUT, None, "multiply the tensor by this"),
             ),
             description="Copy one model (optionally scaled).",
+        ),
+        "sce": MergeMethod(
+            name="sce",
+            fn=sce,
+            base=BasePolicy.REQUIRED,
+            params=(
+                ParamSpec(
+                    "select_topk",
+                    float,
+                    Scope.GLOBAL,
+                    1.0,
+                    "fraction of coordinates kept, those that vary most across the sources",
+                    low=0.0,
+                    high=1.0,
+                    search=True,
+                ),
+                _INT8_MASK,
+            ),
+            description="Select high-variance coordinates, weigh sources by energy, erase minority signs.",
+            reference="https://arxiv.org/abs/2408.07990",
+        ),
+        "model_stock": MergeMethod(
+            name="model_stock",
+            fn=model_stock,
+            base=BasePolicy.REQUIRED,
+            min_inputs=3,
+            params=(
+                ParamSpec(
+                    "filter_wise", bool, Scope.GLOBAL, False, "one interpolation ratio per row"
+                ),
+            ),
+            description="Interpolate from the base toward the models' mean by their geometry.",
+            reference="https://arxiv.org/abs/2403.19522",
+        ),
+        "nuslerp": MergeMethod(
+            name="nuslerp",
+            fn=nuslerp,
+            base=BasePolicy.OPTIONAL,
+            min_non_base=2,
+            max_non_base=2,
+            params=(
+                ParamSpec(
+                    "weight", float, Scope.NON_BASE, REQUIRED, "the model's weight", search=True
+                ),
+                ParamSpec(
+                    "nuslerp_row_wise", bool, Scope.GLOBAL, False, "interpolate column vectors"
+                ),
+                ParamSpec(
+                    "nuslerp_flatten", bool, Scope.GLOBAL, True, "interpolate the whole tensor"
+                ),
+            ),
+            description="Spherical interpolation of two models (or task vectors) by weight.",
+        ),
+        "multislerp": MergeMethod(
+            name="multislerp",
+            fn=multislerp,
+            base=BasePolicy.OPTIONAL,
+            min_non_base=1,
+            params=(
+                ParamSpec(
+                    "weight", float, Scope.NON_BASE, REQUIRED, "the model's weight", search=True
+                ),
+                ParamSpec(
+                    "normalize_weights", bool, Scope.GLOBAL, True, "divide by the sum of weights"
+                ),
+                ParamSpec("eps", float, Scope.GLOBAL, 1e-8, "numerical floor", low=0.0),
+            ),
+            description="Barycentric interpolation of N models (or task vectors) on the sphere.",
+            reference="https://goddard.blog/posts/multislerp-wow-what-a-cool-idea",
+        ),
+        "karcher": MergeMethod(
+            name="karcher",
+            fn=karcher,
+            base=BasePolicy.INPUT,
+            params=(
+                ParamSpec("max_iter", int, Scope.GLOBAL, 10, "fixed-point steps at most", low=0),
+                ParamSpec("tol", float, Scope.GLOBAL, 1e-5, "convergence tolerance", low=0.0),
+            ),
+            description="The Karcher (Riemannian) mean of the models on the sphere.",
+            reference="https://arxiv.org/abs/2603.04972",
+        ),
+        "nearswap": MergeMethod(
+            name="nearswap",
+            fn=nearswap,
+            base=BasePolicy.REQUIRED,
+            min_inputs=2,
+            max_inputs=2,
+            params=(
+                ParamSpec(
+                    "t",
+                    float,
+                    Scope.GLOBAL,
+                    REQUIRED,
+                    "distance below which the other model's value is taken",
+                    low=0.0,
+                    search=True,
+                ),
+            ),
+            description="Take the other model's values where they are near the base's.",
+            reference="https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001",
+        ),
+        "arcee_fusion": MergeMethod(
+            name="arcee_fusion",
+            fn=arcee_fusion,
+            base=BasePolicy.REQUIRED,
+            min_inputs=2,
+            max_inputs=2,
+            params=(),
+            description="Fuse the other model's most important changes (KL-weighted outliers).",
+            reference="https://arcee.ai",
+        ),
+        "ram": MergeMethod(
+            name="ram",
+            fn=ram,
+            base=BasePolicy.REQUIRED,
+            params=(_RAM_EPSILON,),
+            description="Unique changes kept, shared ones averaged.",
+            reference="https://arxiv.org/abs/2601.13572",
+        ),
+        "ramplus_tl": MergeMethod(
+            name="ramplus_tl",
+            fn=ramplus_tl,
+            base=BasePolicy.REQUIRED,
+            params=(
+                ParamSpec(
+                    "r",
+                    float,
+                    Scope.GLOBAL,
+                    0.1,
+                    "reinforcement of unique changes",
+                    low=0.0,
+                    search=True,
+                ),
+                ParamSpec(
+                    "alpha",
+                    float,
+                    Scope.GLOBAL,
+                    0.2,
+                    "cap of the shared/unique ratio",
+                    low=0.0,
+                    search=True,
+                ),
+                _RAM_EPSILON,
+            ),
+            description="RAM with each model's unique changes reinforced (tensor-local).",
+            reference="https://arxiv.org/abs/2601.13572",
         ),
     }
 )

@@ -6,7 +6,8 @@ A method is called once per tensor as ``method.fn(base, deltas, args, aux=..., o
 - ``deltas``: the task vectors ``delta_i = source_i - base`` of the method's non-base
   inputs, a stacked tensor ``[N, ...]`` or a sequence of N tensors, in the recipe's order;
 - ``args``: resolved parameters (:class:`MergeArgs`): globals, one mapping per delta, and
-  the base's own mapping when the base is itself a weighted input (``linear``);
+  the base's own mapping when the base is itself one of the merged inputs (``linear``, or
+  ``nuslerp`` without a ``base_model``), with its position among them;
 - ``aux``: optional per-delta precomputations (:class:`~evomerge.merge.methods.SourceAux`:
   magnitude ranks, DARE noise, ...). Missing entries are computed on the fly with the same
   functions, so a call with and without ``aux`` gives bit-identical results;
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import TypeAdapter, ValidationError
@@ -53,7 +54,9 @@ class BasePolicy(str, Enum):
     """How a method treats ``base_model``."""
 
     REQUIRED = "required"  # task vectors are taken against it (ties, slerp, ...)
-    INPUT = "input"  # if set, it is one more weighted input (mergekit's linear, passthrough)
+    INPUT = "input"  # if set, it is one more input like the others (linear, passthrough, karcher)
+    OPTIONAL = "optional"  # if set, task vectors are taken against it; if not, the models
+    # themselves are merged (nuslerp, multislerp)
 
 
 class Need(str, Enum):
@@ -77,13 +80,21 @@ REQUIRED: Any = _Required()
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter of a method: name, value type, scope and default (or REQUIRED)."""
+    """One parameter of a method: name, value type, scope and default (or REQUIRED).
+
+    ``low``/``high``: the allowed range (inclusive; None: unbounded), checked wherever a
+    value is given (recipes, gradients' end points, search-space bounds). ``search``: a
+    continuous parameter that search spaces may search (within the range).
+    """
 
     name: str
     type: Any
     scope: Scope
     default: Any = REQUIRED
     doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    search: bool = False
     _adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,28 +104,52 @@ class ParamSpec:
     def required(self) -> bool:
         return self.default is REQUIRED
 
+    @property
+    def bounded(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    @property
+    def range_text(self) -> str:
+        """The allowed range as an interval: ``[0, 1]``, ``[0, inf)``."""
+        lo = "(-inf" if self.low is None else f"[{self.low:g}"
+        hi = "inf)" if self.high is None else f"{self.high:g}]"
+        return f"{lo}, {hi}"
+
+    def in_range(self, value: float) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
     def validate(self, value: Any) -> Any:
-        """Convert ``value`` to the parameter's type; raises ValueError saying what was expected."""
+        """Convert ``value`` to the parameter's type and check its range; raises ValueError
+        saying what was expected."""
         try:
-            return self._adapter.validate_python(value)
+            out = self._adapter.validate_python(value)
         except ValidationError as err:
             msg = err.errors()[0]["msg"] if err.errors() else str(err)
-            raise ValueError(f"parameter {self.name!r}: {msg} (got {value!r})") from None
+            raise ValueError(f"{msg} (got {value!r})") from None
+        if isinstance(out, int | float) and not isinstance(out, bool) and not self.in_range(out):
+            raise ValueError(f"{out!r} is outside the allowed range {self.range_text}")
+        return out
 
 
 @dataclass(frozen=True)
 class MergeArgs:
     """Resolved parameters for one tensor.
 
-    ``inputs[i]`` belongs to ``deltas[i]``. ``base`` holds the base's own INPUT-scope
-    parameters when the base is itself an input of the merge (``linear``'s base weight,
-    ``passthrough``'s scale); it is None when the base is not an input.
+    ``inputs[i]`` belongs to ``deltas[i]``. ``base`` holds the base's own parameters when
+    the base tensor is itself one of the merged inputs (``linear``'s base weight,
+    ``passthrough``'s scale, ``nuslerp``'s first model without a ``base_model``); it is None
+    when it is not, and ``base_index`` is then its position among the inputs in the recipe's
+    order (the deltas keep theirs around it). ``merge_base`` is True when the base tensor is
+    the recipe's ``base_model`` (task vectors are taken against it); False when the recipe
+    has none, so that the base tensor only anchors ``source = base + delta``.
     """
 
     globals: Mapping[str, Any]
     inputs: Sequence[Mapping[str, Any]]
     base: Mapping[str, Any] | None = None
     models: Sequence[str] = ()  # model references of the deltas, for messages
+    base_index: int = 0
+    merge_base: bool = True
 
     def per_input(self, name: str) -> list[Any]:
         """The value of ``name`` for each delta, in order."""
@@ -147,9 +182,14 @@ class MergeMethod:
     ``check`` (optional) validates one tensor's resolved parameters and returns a list of
     problems (strings); the resolver collects them for every tensor before any work.
     ``min_inputs``/``max_inputs`` count the merge's inputs as mergekit does (the base
-    included when it is an input or required). ``one_off_skips``: precomputations that a
-    one-off (streaming) merge does without, because the method finds the same result in
-    linear time per call (ties' top-k cut); the engine computes them once for all trials.
+    included when it is an input or required); ``min_non_base``/``max_non_base`` count the
+    inputs other than a ``base_model``. ``one_off_skips``: precomputations that a one-off
+    (streaming) merge does without, because the method finds the same result in linear
+    time per call (ties' top-k cut); the engine computes them once for all trials.
+    ``base_share``: how a search writes the base model's own share, if the method has one:
+    ``"listed"`` (the base is listed among the models with its own weight; linear) or
+    ``"lambda"`` (``lambda = 1 - share`` over normalized task vectors; the task-arithmetic
+    family).
     """
 
     name: str
@@ -160,9 +200,22 @@ class MergeMethod:
     one_off_skips: frozenset[Need] = frozenset()
     min_inputs: int = 1
     max_inputs: int | None = None
+    min_non_base: int | None = None
+    max_non_base: int | None = None
     check: Callable[[MergeArgs], list[str]] | None = None
+    base_share: Literal["listed", "lambda"] | None = None
     description: str = ""
     reference: str = ""
+
+    @property
+    def random(self) -> bool:
+        """Whether the method drops coordinates at random (its result depends on the seed)."""
+        return Need.NOISE in self.needs
+
+    @property
+    def searchable(self) -> tuple[ParamSpec, ...]:
+        """The continuous parameters a search space may search."""
+        return tuple(p for p in self.params if p.search)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
