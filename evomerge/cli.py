@@ -242,13 +242,16 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A search's run director
 def demo(
     run_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     trials: Annotated[int | None, typer.Option(help="Override the number of trials.")] = None,
+    backend: Annotated[
+        str, typer.Option(help="Generator: hf, or vllm (vLLM's CPU build on a CPU machine).")
+    ] = "hf",
     quiet: Quiet = False,
 ) -> None:
     """The embedded demo: tiny models, local judges, local Ray, CMA-ES; beats its sources."""
     _setup_logging(quiet)
     from evomerge.demo.run import run_demo
 
-    result = run_demo(run_dir, trials=trials, progress=not quiet)
+    result = run_demo(run_dir, trials=trials, progress=not quiet, backend=backend)
     typer.echo(result.format())
 
 

@@ -201,3 +201,10 @@ def vllm_judge_server(
     log = root / "server.log"
     with VLLMServer(model, api_key=key, max_model_len=1024, log_path=log) as srv:
         yield VLLMJudgeServer(url=srv.url, model_name=srv.model_name, api_key=key, log=log)
+
+
+def pytest_collection_modifyitems(config: _pytest.Config, items: list[_pytest.Item]) -> None:
+    """Run the ``vllm`` tests last (in their collected order): an in-process vLLM engine
+    changes its process for good (one torch thread, ``torch.set_num_threads`` disabled,
+    NUMA memory binding), which the other tests should not inherit."""
+    items.sort(key=lambda item: item.get_closest_marker("vllm") is not None)
