@@ -276,6 +276,9 @@ def demo(
     run_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     trials: Annotated[int | None, typer.Option(help="Override the number of trials.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the models' training and the search.")] = 0,
+    backend: Annotated[
+        str, typer.Option(help="Generator: hf, or vllm (vLLM's CPU build on a CPU machine).")
+    ] = "hf",
     quiet: Quiet = False,
 ) -> None:
     """The embedded demo: tiny models, local judges, local Ray, CMA-ES; compares the best
@@ -283,7 +286,7 @@ def demo(
     _setup_logging(quiet)
     from evomerge.demo.run import run_demo
 
-    result = run_demo(run_dir, trials=trials, progress=not quiet, seed=seed)
+    result = run_demo(run_dir, trials=trials, progress=not quiet, seed=seed, backend=backend)
     typer.echo(result.format())
 
 

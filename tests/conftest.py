@@ -100,8 +100,8 @@ class VLLMModels:
     """Tiny models vLLM's CPU attention accepts (head_dim 64; ``VLLM_CPU_KWARGS``), 4 layers,
     512 positions, vocab 96, float32. ``llama`` and three dense fine-tunes ``llama_ft``;
     ``qwen2`` (q/k/v biases) and a fine-tune; ``tied`` (tied embeddings) and a fine-tune;
-    ``lora_a``/``lora_b``: peft LoRA adapters of ``llama``. The tokenizers' chat template
-    starts with the BOS token (as Llama's do)."""
+    ``lora_a``/``lora_b``: peft LoRA adapters of ``llama``. The tokenizers add a BOS token
+    and their chat template writes it (as Llama's do)."""
 
     llama: _Path
     llama_ft: tuple[_Path, ...]
@@ -113,9 +113,18 @@ class VLLMModels:
     lora_b: _Path
 
 
-def _bos_chat_template(model_dir: _Path) -> None:
+def _llama_like_tokenizer(model_dir: _Path) -> None:
+    """Make the char tokenizer behave as Llama's: encoding adds the BOS token, and the
+    chat template writes it itself (so a rendered prompt must not get a second one)."""
     import json
 
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    tok.save(str(model_dir / "tokenizer.json"))
     path = model_dir / "tokenizer_config.json"
     cfg = json.loads(path.read_text())
     cfg["chat_template"] = (
@@ -142,7 +151,7 @@ def vllm_models(tmp_path_factory: _pytest.TempPathFactory) -> VLLMModels:
 
     def build(name: str, seed: int, **kw: object) -> _Path:
         out = build_tiny_model(root / name, seed=seed, max_positions=512, **VLLM_CPU_KWARGS, **kw)
-        _bos_chat_template(out)
+        _llama_like_tokenizer(out)
         return out
 
     llama = build("llama", 0)
@@ -292,3 +301,10 @@ def small_disk(tmp_path: _Path) -> _Iterator[SmallDisk]:
     disk = SmallDisk(tmp_path / "disks")
     yield disk
     disk.unmount_all()
+
+
+def pytest_collection_modifyitems(config: _pytest.Config, items: list[_pytest.Item]) -> None:
+    """Run the ``vllm`` tests last (in their collected order): an in-process vLLM engine
+    changes its process for good (one torch thread, ``torch.set_num_threads`` disabled,
+    NUMA memory binding), which the other tests should not inherit."""
+    items.sort(key=lambda item: item.get_closest_marker("vllm") is not None)

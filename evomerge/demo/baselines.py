@@ -55,11 +55,13 @@ class SplitScorer:
     """Scores recipes on one prompt split (``search`` or ``heldout``) of a run's config.
 
     Each call runs with ``threads`` torch CPU threads (default 1, as the search's CPU
-    workers: tiny models gain nothing from more, and a busy machine loses).
+    workers: tiny models gain nothing from more, and a busy machine loses); None leaves
+    them alone (vLLM's in-process CPU engine sets its own and refuses changes).
+    :meth:`close` releases the generator (a vLLM engine) at a known point.
     """
 
     def __init__(
-        self, config: Any, split: Literal["search", "heldout"], *, threads: int = 1
+        self, config: Any, split: Literal["search", "heldout"], *, threads: int | None = 1
     ) -> None:
         from evomerge.search import PipelineEvaluator
 
@@ -78,14 +80,22 @@ class SplitScorer:
         import torch
 
         old = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         try:
             r = self.evaluator.evaluate(-1, recipe)
         finally:
-            torch.set_num_threads(old)
+            if self.threads is not None:
+                torch.set_num_threads(old)
         if not r.ok or r.values is None:
             raise SearchError(f"demo: evaluating {name} on {self.split} prompts failed: {r.error}")
         return Scored(values=list(r.values), scores=dict(r.scores), samples=list(r.samples))
+
+    def close(self) -> None:
+        """Release the generator when it can be closed (idempotent)."""
+        close = getattr(self.evaluator.generator, "close", None)
+        if callable(close):
+            close()
 
 
 def uniform_recipe(pool: Any, base: str, weights: Mapping[str, float]) -> Any:

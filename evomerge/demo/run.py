@@ -16,6 +16,8 @@
    the post-search steps (conflict analysis and report) with the baselines in place.
 
 Re-running on the same run directory resumes the search (finished trials are kept).
+``backend="vllm"`` (``evomerge demo --backend vllm``) generates with vLLM (its CPU build
+here) in the workers and in the baselines, instead of the default ``hf``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ LAYER_GRANULARITY = 2  # 4 layers: a lower and an upper group, as the adapters w
 GRID_STEP = 0.25  # the uniform grid: 0, 0.25, ..., 1.5 per source (49 merges)
 MAX_NEW_TOKENS = 48
 WEIGHT_BOUNDS = (0.0, 1.5)
+#: ``generation.backend_options`` with ``backend: vllm``: a KV cache sized for the demo.
+VLLM_OPTIONS: dict[str, Any] = {"kv_cache_memory_bytes": 128 << 20}
 
 
 def demo_run_config(
@@ -80,6 +84,7 @@ def demo_run_config(
     workers: int = 1,
     seed: int = 0,
     layer_granularity: int = LAYER_GRANULARITY,
+    backend: str = "hf",
 ) -> dict[str, Any]:
     """The demo's run.yaml as a mapping: every field a real search uses, nothing hidden.
 
@@ -112,7 +117,8 @@ def demo_run_config(
         },
         "merge": {"dtype": "float32", "seed": seed},
         "generation": {
-            "backend": "hf",
+            "backend": backend,
+            **({"backend_options": VLLM_OPTIONS} if backend == "vllm" else {}),
             "params": {
                 "max_new_tokens": MAX_NEW_TOKENS,
                 "temperature": 0.0,
@@ -209,18 +215,24 @@ def _compare(
     """
     pool = open_pool(config)
     base = str(models.base)
-    search, heldout = SplitScorer(config, "search"), SplitScorer(config, "heldout")
-    uniform = best_uniform(
-        search, pool, base, grid_values(*WEIGHT_BOUNDS, grid_step), progress=progress
-    )
-    recipes = {name: source_recipe(pool, base, name) for name in pool.source_names}
-    recipes["start"] = start_recipe(config, pool)
-    recipes["best merge"] = best_recipe
-    scored = {name: (search(name, r), heldout(name, r)) for name, r in recipes.items()}
-    scored["uniform best"] = (
-        uniform.scored,
-        heldout("uniform best", uniform_recipe(pool, base, uniform.weights)),
-    )
+    threads = None if config.generation is not None and config.generation.backend == "vllm" else 1
+    search = SplitScorer(config, "search", threads=threads)
+    heldout = SplitScorer(config, "heldout", threads=threads)
+    try:
+        uniform = best_uniform(
+            search, pool, base, grid_values(*WEIGHT_BOUNDS, grid_step), progress=progress
+        )
+        recipes = {name: source_recipe(pool, base, name) for name in pool.source_names}
+        recipes["start"] = start_recipe(config, pool)
+        recipes["best merge"] = best_recipe
+        scored = {name: (search(name, r), heldout(name, r)) for name, r in recipes.items()}
+        scored["uniform best"] = (
+            uniform.scored,
+            heldout("uniform best", uniform_recipe(pool, base, uniform.weights)),
+        )
+    finally:  # both at once: vLLM tears down process-wide state with an in-process engine
+        heldout.close()
+        search.close()
     return scored, uniform
 
 
@@ -236,6 +248,7 @@ def run_demo(
     seed: int = 0,
     grid_step: float = GRID_STEP,
     layer_granularity: int = LAYER_GRANULARITY,
+    backend: str = "hf",
 ) -> DemoResult:
     """Run the demo end to end; writes ``demo_summary.json`` and returns it with the table.
 
@@ -247,6 +260,7 @@ def run_demo(
     ``$EVOMERGE_CACHE/demo`` or ``~/.cache/evomerge/demo``; models built with another
     size or seed replace the cached ones. ``grid_step`` spaces the uniform grid;
     ``layer_granularity`` sizes the search space's layer groups (see :func:`demo_run_config`).
+    ``backend``: the generator (``hf``, or ``vllm``: vLLM's CPU build on a CPU machine).
     Raises SearchError (an EvomergeError) when the search or an evaluation fails.
     """
     start = time.perf_counter()
@@ -268,6 +282,7 @@ def run_demo(
         workers=workers,
         seed=seed,
         layer_granularity=layer_granularity,
+        backend=backend,
     )
     atomic_write(cfg_path, yaml.safe_dump(run_config, sort_keys=False, allow_unicode=True))
     with phases("search"):
@@ -336,6 +351,7 @@ def run_demo(
         "phases": phases.seconds,
         "size": size,
         "seed": seed,
+        "backend": backend,
         "data": str(demo_data_dir()),
     }
     atomic_write(run_dir / "demo_summary.json", json.dumps(result, ensure_ascii=False, indent=2))

@@ -215,6 +215,7 @@ def test_partial_layer_updates_are_refused(
     assert gen.generate(PROMPTS, GREEDY) == hf.generate(PROMPTS, GREEDY)
 
 
+@pytest.mark.slow  # two more processes import vLLM: a minute on a loaded 2-core machine
 def test_multiprocess_engine_reloads_without_insecure_serialization(
     vllm_cpu: Any, vllm_models: Any
 ) -> None:

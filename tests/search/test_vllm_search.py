@@ -1,10 +1,10 @@
 """``evomerge search`` with ``generation.backend: vllm`` on CPU through Ray workers, judged
-by an LLM judge served by vLLM's OpenAI server (API key required), against the same
-search with the hf backend: same recipes, same answers. Afterwards no file the runs wrote
-(run directories, Ray's session logs, the command's output) holds the key.
+by an LLM judge served by vLLM's OpenAI server (API key required); the same recipes
+evaluated with the hf backend give the same answers. Afterwards no file the run wrote
+(run directory, Ray's session logs, the command's output) holds the key.
 
-Both searches run as ``evomerge search`` subprocesses with their own Ray temp dir, so
-that Ray's worker logs can be read here, and the key only in the environment.
+The search runs as an ``evomerge search`` subprocess with its own Ray temp dir, so that
+Ray's worker logs can be read here, and the key only in the environment.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from optuna.trial import TrialState
 
 from evomerge.run import attrs, open_run
 
@@ -82,62 +81,65 @@ def _run_yaml(root: Path, models: Any, server: Any, backend: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def searches(
+def search(
     vllm_judge_server: Any,
     vllm_models: Any,
     tmp_path_factory: pytest.TempPathFactory,
     reap: Callable[..., list[int]],
-) -> dict[str, Any]:
+) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("vllm_search")
-    out: dict[str, Any] = {"root": root, "ray_tmp": []}
-    for backend in ("hf", "vllm"):
-        ray_tmp = tempfile.mkdtemp(prefix="evv", dir="/tmp")  # short: Ray's socket paths
-        out["ray_tmp"].append(Path(ray_tmp))
-        env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
-        env.update(OPENAI_API_KEY=vllm_judge_server.api_key, RAY_TMPDIR=ray_tmp)
-        cmd = [sys.executable, "-m", "evomerge.cli", "search"]
-        cmd += [str(_run_yaml(root, vllm_models, vllm_judge_server, backend))]
-        cmd += ["--run-dir", str(root / f"run_{backend}")]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, cwd=root, timeout=1500
+    ray_tmp = Path(tempfile.mkdtemp(prefix="evv", dir="/tmp"))  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
+    env.update(OPENAI_API_KEY=vllm_judge_server.api_key, RAY_TMPDIR=str(ray_tmp))
+    cmd = [sys.executable, "-m", "evomerge.cli", "search"]
+    cmd += [str(_run_yaml(root, vllm_models, vllm_judge_server, "vllm")), "--run-dir"]
+    cmd += [str(root / "run")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=1500)
+    finally:
+        reap(str(ray_tmp))
+    (root / "search.stdout").write_text(proc.stdout)
+    (root / "search.stderr").write_text(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    yield {"root": root, "run": root / "run", "ray_tmp": ray_tmp}
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_vllm_search_completes_and_gives_the_hf_answers(
+    search: dict[str, Any], vllm_judge_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evomerge.search import PipelineEvaluator
+
+    run = open_run(search["run"])
+    done = run.study.complete()
+    assert len(done) >= N_TRIALS, [(t.number, t.state, t.user_attrs) for t in run.study.trials()]
+    assert len({t.user_attrs[attrs.WORKER] for t in done}) == 2  # both Ray workers worked
+    assert all(1.0 <= t.values[0] <= 7.0 for t in done)  # scores from vLLM's judge server
+    # the same recipes through the hf backend (the search's own evaluator, in this process)
+    assert run.config.generation is not None
+    hf_cfg = run.config.model_copy(
+        update={
+            "generation": run.config.generation.model_copy(
+                update={"backend": "hf", "backend_options": {}}
             )
-        finally:
-            reap(ray_tmp)
-        (root / f"search_{backend}.stdout").write_text(proc.stdout)
-        (root / f"search_{backend}.stderr").write_text(proc.stderr)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        out[backend] = root / f"run_{backend}"
-    yield out
-    for d in out["ray_tmp"]:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def _trials(run_dir: Path) -> dict[int, Any]:
-    return {t.number: t for t in open_run(run_dir).study.trials()}
-
-
-def test_vllm_search_completes_and_gives_the_hf_answers(searches: dict[str, Any]) -> None:
-    hf, vl = _trials(searches["hf"]), _trials(searches["vllm"])
-    done = [t for t in vl.values() if t.state == TrialState.COMPLETE]
-    assert len(done) >= N_TRIALS, [(t.number, t.state, t.user_attrs) for t in vl.values()]
-    for n, t in vl.items():
-        if t.state != TrialState.COMPLETE:
-            continue
-        assert t.params == hf[n].params  # the same recipe ...
-        assert (
-            t.user_attrs[attrs.SAMPLES] == hf[n].user_attrs[attrs.SAMPLES]
-        )  # ... the same answers
-        assert 1.0 <= t.values[0] <= 7.0  # a real score from the judge on vLLM's server
+        }
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", vllm_judge_server.api_key)
+    hf = PipelineEvaluator(hf_cfg, device="cpu")
+    for t in done:
+        want = hf.evaluate(t.number, run.study.recipe(t)).samples
+        assert t.user_attrs[attrs.SAMPLES] == want, f"trial {t.number}"
     answers = {s["answer"] for t in done for s in t.user_attrs[attrs.SAMPLES]}
     assert len(answers) > 3  # different recipes, different answers
 
 
-def test_the_api_key_is_written_nowhere(searches: dict[str, Any], vllm_judge_server: Any) -> None:
+def test_the_api_key_is_written_nowhere(search: dict[str, Any], vllm_judge_server: Any) -> None:
     secret = vllm_judge_server.api_key.encode()
-    roots = [searches["root"], *searches["ray_tmp"], vllm_judge_server.log]
+    roots = [search["root"], search["ray_tmp"], vllm_judge_server.log]
     files = [p for r in roots for p in ([r] if r.is_file() else r.rglob("*")) if p.is_file()]
     names = {p.name for p in files}
     assert "judge_cache.sqlite" in names and any(n.endswith(".err") for n in names)
+    worker_logs = b"".join(p.read_bytes() for p in files if p.name.startswith("worker-"))
+    assert b"Initializing a V1 LLM engine" in worker_logs  # vLLM really ran in the workers
     leaked = [str(p) for p in files if secret in p.read_bytes()]
     assert leaked == []
