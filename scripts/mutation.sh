@@ -16,4 +16,4 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 [ -x .venv-mutation/bin/python ] || "$PY" -m venv .venv-mutation
 .venv-mutation/bin/python -m pip install --quiet "cosmic-ray==8.7.0"
-exec nice -n 15 .venv-mutation/bin/python scripts/mutation.py "$@"
+exec nice -n 10 .venv-mutation/bin/python scripts/mutation.py "$@"

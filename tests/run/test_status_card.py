@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from evomerge.run import attrs, compact_setting, format_status, model_card, open_run, study_status
+from evomerge.merge import LayerPath, PathSlot, PathSource
+from evomerge.run import (
+    attrs,
+    compact_setting,
+    format_status,
+    model_card,
+    open_run,
+    path_card,
+    study_status,
+)
 
 C, F, R, W = TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING
 
@@ -133,3 +142,29 @@ def test_model_card_of_a_random_method_names_the_seed(make_run_dir: Callable[...
     card = model_card(run.config, run.study, best, run.study.recipe(best))
     assert "evomerge used merge seed 0 (`evomerge merge --seed 0` gives the same weights)" in card
     assert "| `" in card and "density = " in card and "weight = " in card
+
+
+def test_path_card_lists_the_path_and_the_command_that_rebuilds_it(
+    make_run_dir: Callable[..., Path],
+) -> None:
+    run = open_run(make_run_dir(["maximize"], [(C, [0.5]), (C, [0.75])]))
+    best = run.study.best()
+    plain = LayerPath(
+        sources={"a": PathSource(model="/m/a"), "b": PathSource(model="/m/b")},
+        embedding="a",
+        slots=(PathSlot(source="a", layer=0), PathSlot(source="b", layer=1, scale=0.5)),
+    )
+    card = path_card(run.config, run.study, best, plain)
+    lines = card.splitlines()
+    assert "# views: trial 1" in lines and "| obj0 | maximize | 0.75 |" in lines
+    assert "2 decoder layers taken from `a`, `b`" in card
+    assert "| 0 | a | 0 | 1 |" in lines and "| 1 | b | 1 | 0.5 |" in lines
+    assert "| a | /m/a |" in lines and "| b | /m/b |" in lines
+    assert "`mergekit-yaml mergekit.yaml OUT_DIR` rebuilds these weights" in card
+    assert "mergekit-multi" not in card  # only models: one passthrough merge
+    hybrid = plain.model_copy(
+        update={"sources": {**plain.sources, "b": PathSource(recipe=run.study.recipe(best))}}
+    )
+    card = path_card(run.config, run.study, best, hybrid)
+    assert "| b | linear merge of " in card
+    assert "`mergekit-multi mergekit.yaml --intermediate-dir TMP --out-path OUT_DIR`" in card
