@@ -111,6 +111,8 @@ def test_counts_names_and_recipes_of_odd_trials(make_run_dir: Callable[..., Path
     assert view.attr("missing", "d") == "d" and view.attr("space") == "linear_layerwise"
     assert _numbers(view.trials(F, P)) == [1, 2, 3] and len(view.trials()) == 7
     assert view.name == "views" and view.best().number == 0
+    with pytest.raises(SearchError, match=r"no trial 9 in the study \(trials 0\.\.6\)"):
+        view.pick(9)
     with pytest.raises(SearchError, match="trial 6 has no recorded recipe"):
         view.recipe(view.pick(6))
     assert view.recipe(view.pick("0")).merge_method == "linear"
