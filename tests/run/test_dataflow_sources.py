@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from evomerge.config import RunConfig
 from evomerge.exceptions import ConfigError
 from evomerge.run import open_run
-from evomerge.run._dataflow import resolve_path_sources
+from evomerge.run._dataflow import build_dataflow_space, resolve_path_sources
 
 
 def _config(tiny_models: Any, sources: list[Any] | None = None) -> RunConfig:
@@ -68,3 +68,22 @@ def test_a_bad_run_source_names_the_field(
     cfg = _config(tiny_models, [{"name": "ps", "run": str(tmp_path / "nowhere")}])
     with pytest.raises(ConfigError, match=r"space\.sources\.0\.run"):
         resolve_path_sources(cfg, cfg.space_spec())  # type: ignore[arg-type]
+
+
+def test_the_dataflow_space_opens_and_checks_every_source(tiny_models: Any) -> None:
+    """No ``embedding`` given: the first source's layout is the one the others must match."""
+    cfg = RunConfig.model_validate(
+        {
+            "name": "dfs",
+            "models": {
+                "base": str(tiny_models.base),
+                "sources": [str(tiny_models.ft_a), str(tiny_models.ft_b)],
+                "names": ["a", "b"],
+            },
+            "space": {"type": "dataflow"},
+            "evaluator": {"factory": "evomerge.testing.search:quadratic_evaluator"},
+        }
+    )
+    space = build_dataflow_space(cfg, cfg.space_spec())  # type: ignore[arg-type]
+    assert list(space.sources) == ["a", "b"] and space.num_layers == {"a": 4, "b": 4}
+    assert space.sources["b"].model == str(tiny_models.ft_b)

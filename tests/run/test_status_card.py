@@ -29,6 +29,7 @@ C, F, R, W = TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialStat
     [
         ([0.1, 0.1, 0.2, 0.2, 0.1], "[0.1 0.2 0.1]"),  # per-layer lists as their distinct runs
         ([1, 1, 1], "[1]"),
+        (json.loads("[0.25, 0.25, 0.5]"), "[0.25 0.5]"),  # equal values, distinct objects
         ({"x": 1}, "{'x': 1}"),
         (
             [{"filter": "mlp", "value": [1.0, 1.0, 2.0]}, {"value": 0.5}],
