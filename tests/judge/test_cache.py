@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from evomerge.judge import JudgeCache
 from evomerge.judge._cache import request_key
@@ -97,3 +100,24 @@ def test_the_cache_creates_missing_folders(tmp_path: Path) -> None:
     again = JudgeCache(tmp_path / "runs" / "a" / "judge_cache.sqlite")  # the folder exists now
     assert len(again) == 1
     again.close()
+
+
+def test_a_full_cache_logs_once_and_stops_storing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's own "database or disk is full" (the file capped at its current size): the
+    reply in hand is still good, so put() does not raise; it warns once and stores no more."""
+    cache = JudgeCache(tmp_path / "c.sqlite")
+    cache.put("small", {"v": 1})
+    pages = cache._conn.execute("PRAGMA page_count").fetchone()[0]
+    cache._conn.execute(f"PRAGMA max_page_count = {pages}")
+    with caplog.at_level(logging.WARNING, logger="evomerge.judge._cache"):
+        cache.put("big", {"v": "x" * 100_000})
+        cache.put("next", {"v": 2})  # not tried again
+    assert cache.write_error is not None and "full" in cache.write_error
+    assert [r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()] == [
+        f"judge cache {cache.path} cannot be written ({cache.write_error}); "
+        "replies are no longer cached"
+    ]
+    assert cache.get("small") == {"v": 1} and cache.get("big") is None and len(cache) == 1
+    cache.close()
