@@ -18,6 +18,11 @@ listed apart as ``equivalent_annotations``: every module here starts with ``from
 __future__ import annotations``, so those annotations are never evaluated (pydantic
 models, which do evaluate theirs, are not counted there). ``kill_rate_effective`` leaves
 them out. ``--classify FILE`` re-reads such JSON lines and adds that split.
+
+``--recheck DIR`` (a working copy kept with ``--keep``) runs the real survivors again after
+tests were added: it copies the current tree's tracked files into ``DIR``, forgets the
+results of the survivors that are not annotation-only, re-runs just those with the
+module's current test command, and prints the new tally.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTEST = f"{ROOT / '.venv' / 'bin' / 'python'} -m pytest -x -q -p no:cacheprovider"
@@ -53,7 +60,8 @@ MODULES: dict[str, tuple[str, str, float]] = {
     ),
     "merge_methods": (
         "evomerge/merge/methods",
-        "tests/merge/test_methods.py tests/merge/test_fused.py tests/merge/test_topk.py",
+        "tests/merge/test_methods.py tests/merge/test_fused.py tests/merge/test_topk.py"
+        " tests/merge/test_resolve.py tests/merge/test_parity_methods.py",
         600.0,
     ),
 }
@@ -91,6 +99,13 @@ def _sample(db: Path, n: int, seed: int) -> None:
         work_db.set_multiple_results([i for i in ids if i not in keep], skipped)
 
 
+def _label(m: Any, root: Path) -> str:
+    """``path:line Operator`` of one mutation."""
+    path = Path(m.module_path)
+    rel = path.relative_to(root) if path.is_absolute() else path
+    return f"{rel}:{m.start_pos[0]} {m.operator_name.removeprefix('core/')}"
+
+
 def _tally(db: Path, root: Path) -> dict[str, object]:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
@@ -107,10 +122,7 @@ def _tally(db: Path, root: Path) -> dict[str, object]:
             counts["error"] += 1
         elif result.test_outcome == TestOutcome.SURVIVED:
             counts["survived"] += 1
-            m = items[job_id].mutations[0]
-            path = Path(m.module_path)
-            rel = path.relative_to(root) if path.is_absolute() else path
-            survivors.append(f"{rel}:{m.start_pos[0]} {m.operator_name.removeprefix('core/')}")
+            survivors.append(_label(items[job_id].mutations[0], root))
         elif result.test_outcome == TestOutcome.INCOMPETENT:
             counts["incompetent"] += 1
         else:
@@ -140,10 +152,7 @@ def _annotation_lines(path: Path) -> set[int]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             args = node.args
             annotations = [a.annotation for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
-            annotations += [
-                args.vararg and args.vararg.annotation,
-                args.kwarg and args.kwarg.annotation,
-            ]
+            annotations += [a.annotation for a in (args.vararg, args.kwarg) if a is not None]
             annotations.append(node.returns)
             for ann in annotations:
                 if ann is not None:
@@ -153,9 +162,10 @@ def _annotation_lines(path: Path) -> set[int]:
 
 def classify(result: dict[str, object], root: Path = ROOT) -> dict[str, object]:
     """Split ``result["survivors"]`` into real survivors and annotation-only mutants."""
-    real, equivalent = [], []
+    real: list[str] = []
+    equivalent: list[str] = []
     cache: dict[str, set[int]] = {}
-    for entry in result.get("survivors", []):  # type: ignore[union-attr]
+    for entry in cast("list[str]", result.get("survivors", [])):
         where, op = str(entry).split(" ", 1)
         file, line = where.rsplit(":", 1)
         if file not in cache:
@@ -172,25 +182,31 @@ def classify(result: dict[str, object], root: Path = ROOT) -> dict[str, object]:
     }
 
 
-def run_module(name: str, *, sample: int | None, seed: int, keep: bool) -> dict[str, object]:
+def _write_config(work: Path, name: str) -> Path:
     path, tests, timeout = MODULES[name]
+    config = work / "cosmic-ray.toml"
+    config.write_text(
+        "[cosmic-ray]\n"
+        f'module-path = "{path}"\n'
+        f"timeout = {timeout}\n"
+        "excluded-modules = []\n"
+        f'test-command = "{PYTEST} {tests}"\n'
+        "[cosmic-ray.distributor]\n"
+        'name = "local"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def run_module(name: str, *, sample: int | None, seed: int, keep: bool) -> dict[str, object]:
+    path, tests, _ = MODULES[name]
     work = Path(tempfile.mkdtemp(prefix=f"evomut-{name}-"))
     started = time.monotonic()
     try:
         _copy_tree(work)
         (work / ".cache-evomerge").mkdir()
         os.environ["EVOMERGE_CACHE"] = str(work / ".cache-evomerge")
-        config = work / "cosmic-ray.toml"
-        config.write_text(
-            "[cosmic-ray]\n"
-            f'module-path = "{path}"\n'
-            f"timeout = {timeout}\n"
-            "excluded-modules = []\n"
-            f'test-command = "{PYTEST} {tests}"\n'
-            "[cosmic-ray.distributor]\n"
-            'name = "local"\n',
-            encoding="utf-8",
-        )
+        config = _write_config(work, name)
         db = work / "session.sqlite"
         _cosmic("init", str(config), str(db), cwd=work)
         if sample is not None:
@@ -207,6 +223,39 @@ def run_module(name: str, *, sample: int | None, seed: int, keep: bool) -> dict[
             shutil.rmtree(work, ignore_errors=True)
 
 
+def recheck(work: Path) -> dict[str, object]:
+    """Run the real survivors of the kept working copy ``work`` again with the current
+    tests (see the module docstring)."""
+    config_text = (work / "cosmic-ray.toml").read_text(encoding="utf-8")
+    name = next(n for n, (path, _, _) in MODULES.items() if f'"{path}"' in config_text)
+    path, tests, _ = MODULES[name]
+    db = work / "session.sqlite"
+    before = classify({"module": name, **_tally(db, work)}, work)
+    again = set(cast("list[str]", before["survivors"]))
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    with use_db(str(db), WorkDB.Mode.open) as work_db:
+        items = {item.job_id: item for item in work_db.work_items}
+        jobs = [
+            job_id
+            for job_id, r in work_db.results
+            if r.test_outcome == TestOutcome.SURVIVED
+            and _label(items[job_id].mutations[0], work) in again
+        ]
+    with sqlite3.connect(db) as conn:
+        conn.executemany("DELETE FROM work_results WHERE job_id = ?", [(j,) for j in jobs])
+    started = time.monotonic()
+    _copy_tree(work)
+    os.environ["EVOMERGE_CACHE"] = str(work / ".cache-evomerge")
+    config = _write_config(work, name)
+    _cosmic("exec", str(config), str(db), cwd=work)
+    out = classify({"module": name, "path": path, "tests": tests, **_tally(db, work)}, work)
+    out["rechecked"] = len(jobs)
+    out["seconds"] = round(time.monotonic() - started, 1)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
@@ -214,7 +263,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the working copies (for cr-report)")
     p.add_argument("--classify", type=Path, help="re-read JSON lines and split the survivors")
+    p.add_argument("--recheck", type=Path, help="re-run a kept copy's survivors (see above)")
     args = p.parse_args()
+    if args.recheck is not None:
+        print(json.dumps(recheck(args.recheck)))
+        return
     if args.classify is not None:
         for line in args.classify.read_text(encoding="utf-8").splitlines():
             if line.strip():
