@@ -18,6 +18,7 @@ from evomerge.merge.methods import (
     MergeMethod,
     Need,
     Scope,
+    Workspace,
     build_aux,
     get_method,
     list_methods,
@@ -286,3 +287,20 @@ def test_the_registry_has_every_mergekit_method() -> None:
                 assert ours[p.name].default == p.default, (name, p.name)
             else:
                 assert ours[p.name].required, (name, p.name)
+
+
+def test_the_workspace_reuses_grows_and_counts_its_bytes() -> None:
+    """Scratch buffers: a smaller request is a view of the same storage, a larger one
+    replaces the buffer; ``nbytes`` (the engine's memory figure) counts bytes, not elements."""
+    ws = Workspace()
+    cpu = torch.device("cpu")
+    a = ws.get("a", (2, 5), torch.float32, cpu)
+    assert a.shape == (2, 5) and ws.nbytes() == 10 * 4
+    assert ws.get("a", (5,), torch.float32, cpu).data_ptr() == a.data_ptr()  # reused
+    assert ws.get("a", (2, 5), torch.float32, cpu) is a
+    big = ws.get("a", (20,), torch.float32, cpu)
+    assert big.numel() == 20 and ws.nbytes() == 20 * 4  # grown in place of the old one
+    ws.get("b", (3,), torch.float64, cpu)
+    assert ws.nbytes() == 20 * 4 + 3 * 8
+    assert ws.zero(torch.float32, cpu).item() == 0 and ws.scalar(2.5, torch.float32, cpu) == 2.5
+    assert ws.nbytes() == 20 * 4 + 3 * 8 + 2 * 4

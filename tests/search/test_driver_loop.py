@@ -394,6 +394,8 @@ def test_the_progress_bar_counts_trials_and_shows_best_and_failures(
     best = driver.stats.best_values
     assert best is not None and "6/6" in err and f"best={best[0]:.4g}" in err
     assert "failed=1" in err and "per_h=" in err
+    final = [f for f in err.replace("\n", "\r").split("\r") if f.strip()][-1]
+    assert "6/6" in final and "failed=1" in final  # a failure counts one trial, like a success
 
 
 def test_results_keep_three_samples_and_every_extra(make: Callable[..., Any]) -> None:
