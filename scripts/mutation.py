@@ -79,6 +79,7 @@ def _copy_tree(dest: Path) -> None:
         src = ROOT / rel
         if src.is_file() or src.is_symlink():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).unlink(missing_ok=True)  # a recheck copies over an earlier copy
             shutil.copy2(src, dest / rel, follow_symlinks=False)
 
 
