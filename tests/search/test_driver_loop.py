@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from evomerge.config import load_run_config
-from evomerge.run import StudyView, attrs, build_space
+from evomerge.run import INTERRUPTED_ERROR, StudyView, attrs, build_space
 from evomerge.search import distributions
 from evomerge.search._driver import Driver
 from evomerge.search._worker import Worker
@@ -318,6 +318,7 @@ def test_every_worker_lost_leaves_the_study_resumable(make: Callable[..., Any]) 
     assert [t.user_attrs[attrs.RETRY_OF] for t in waiting] == [0]  # re-asked on resume
     lost = _trials(driver)[0]
     assert lost.state == TrialState.FAIL and lost.user_attrs[attrs.INTERRUPTED]
+    assert lost.user_attrs[attrs.ERROR] == INTERRUPTED_ERROR  # not the infrastructure message
 
 
 def test_ctrl_c_reenqueues_the_trials_in_flight(make: Callable[..., Any]) -> None:
@@ -327,6 +328,7 @@ def test_ctrl_c_reenqueues_the_trials_in_flight(make: Callable[..., Any]) -> Non
     assert driver.run() == "interrupted"
     running = [t for t in _trials(driver) if t.user_attrs.get(attrs.INTERRUPTED)]
     assert len(running) == 2  # both workers had a trial
+    assert all(t.user_attrs[attrs.ERROR] == INTERRUPTED_ERROR for t in running)
     waiting = _trials(driver, TrialState.WAITING)
     assert sorted(t.user_attrs[attrs.RETRY_OF] for t in waiting) == sorted(
         t.number for t in running
@@ -396,6 +398,10 @@ def test_the_progress_bar_counts_trials_and_shows_best_and_failures(
     assert "failed=1" in err and "per_h=" in err
     final = [f for f in err.replace("\n", "\r").split("\r") if f.strip()][-1]
     assert "6/6" in final and "failed=1" in final  # a failure counts one trial, like a success
+    # trials per hour as of the last update: at least the figure read now (more time has
+    # elapsed since; no upper bound, a loaded machine may stall in between)
+    shown = float(final.split("per_h=")[1].split(",")[0].rstrip("]"))
+    assert shown >= driver.trials_per_hour - 1
 
 
 def test_results_keep_three_samples_and_every_extra(make: Callable[..., Any]) -> None:
