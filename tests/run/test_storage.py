@@ -15,6 +15,7 @@ from evomerge.exceptions import ConfigError, SearchError
 from evomerge.run import (
     RUN_YAML,
     check_same_run,
+    count_finished,
     is_finished,
     load_run_dir_config,
     make_driver_storage,
@@ -94,6 +95,12 @@ def test_finished_trials_exclude_the_interrupted() -> None:
     assert not is_finished(frozen(TrialState.RUNNING)) and not is_finished(
         frozen(TrialState.WAITING)
     )
+    study = optuna.create_study()
+    for t in [frozen(C), frozen(C), frozen(TrialState.FAIL)]:
+        study.add_trial(t)
+    study.add_trial(frozen(TrialState.FAIL, interrupted=True))
+    study.enqueue_trial({})
+    assert count_finished(study) == (2, 1)  # neither the interrupted nor the waiting one
 
 
 def test_resumable_fields_and_a_long_list_of_differences(tmp_path: Path) -> None:
