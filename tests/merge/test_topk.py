@@ -7,13 +7,21 @@ same ones, with a precomputed order (the engine) and without (a one-off merge).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from mergekit import sparsify as mk
 
-from evomerge.merge.methods import CHUNK, SourceAux
-from evomerge.merge.methods._aux import ascending_rank, magnitude_rank
-from evomerge.merge.methods._sparsify import kept_at, magnitude_keep, outlier_keep
+from evomerge.merge.methods import CHUNK, SourceAux, Workspace
+from evomerge.merge.methods._aux import ascending_rank, magnitude_rank, make_noise, row_rank
+from evomerge.merge.methods._sparsify import (
+    Keep,
+    emit_kept,
+    kept_at,
+    magnitude_keep,
+    outlier_keep,
+)
 
 
 def _quantized(n: int, levels: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -119,3 +127,25 @@ def test_a_tie_found_by_the_selection_falls_back_to_mergekits_sort() -> None:
     keep = outlier_keep(flat, None, 0.2, 0.3)  # drops the 6000 largest: the upper cut in the run
     assert keep.kind == "rank"
     assert torch.equal(_mask(flat, keep), mk.magnitude_outliers(flat, 0.2, gamma=0.3) != 0)
+
+
+def test_dare_and_della_chunks_keep_what_the_plain_rule_keeps() -> None:
+    """The chunked kernel (``emit_kept``, what merges run) and the plain rule (``kept_at``,
+    what the tests compare masks with) agree on DARE's ``noise < threshold`` and DELLA's
+    ``noise < a + b * row_rank``, chunk borders included."""
+    n = 1000
+    g = torch.Generator().manual_seed(0)
+    flat = torch.randn(n, generator=g)
+    aux = SourceAux(
+        noise=make_noise(n, seed=0, tensor_name="t", source_key="s"),
+        row_rank=row_rank(flat.reshape(10, 100)).reshape(-1),
+    )
+    ws = Workspace()
+    for keep in (Keep("noise", threshold=-10_000), Keep("della", a=-30_000.0, b=600.0)):
+        dst = torch.full((n,), math.nan)
+        for s in range(0, n, 300):
+            e = min(n, s + 300)
+            emit_kept(dst[s:e], flat[s:e], keep, aux, s, e, ws)
+        mask = kept_at(flat, torch.arange(n), keep, aux)
+        assert 0.1 * n < int(mask.sum()) < 0.9 * n, keep.kind
+        assert torch.equal(dst, flat * mask), keep.kind
