@@ -14,7 +14,13 @@ import torch
 from mergekit import sparsify as mk
 
 from evomerge.merge.methods import CHUNK, SourceAux, Workspace
-from evomerge.merge.methods._aux import ascending_rank, magnitude_rank, make_noise, row_rank
+from evomerge.merge.methods._aux import (
+    ascending_rank,
+    magnitude_rank,
+    make_noise,
+    noise_l1_table,
+    row_rank,
+)
 from evomerge.merge.methods._sparsify import (
     Keep,
     emit_kept,
@@ -149,3 +155,17 @@ def test_dare_and_della_chunks_keep_what_the_plain_rule_keeps() -> None:
         mask = kept_at(flat, torch.arange(n), keep, aux)
         assert 0.1 * n < int(mask.sum()) < 0.9 * n, keep.kind
         assert torch.equal(dst, flat * mask), keep.kind
+
+
+def test_the_noise_l1_table_spans_every_chunk() -> None:
+    """DARE's rescale table over a tensor of more than one precomputation chunk (2**20):
+    ``table[T]`` is the L1 norm of the elements with ``noise + 32768 < T``."""
+    n = (1 << 21) + 4321  # three chunks, the last one partial
+    flat = torch.randn(n, generator=torch.Generator().manual_seed(1))
+    noise = make_noise(n, seed=3, tensor_name="t", source_key="s")
+    table = noise_l1_table(flat, noise)
+    assert table.shape == (65537,) and table[0] == 0
+    mag = flat.abs().double()
+    for t in (1, 20_000, 32_768, 65_536):
+        want = float(mag[noise.long() + 32768 < t].sum())
+        assert float(table[t]) == pytest.approx(want, rel=1e-5), t
