@@ -60,8 +60,9 @@ MODULES: dict[str, tuple[str, str, float]] = {
     ),
     "merge_methods": (
         "evomerge/merge/methods",
-        "tests/merge/test_methods.py tests/merge/test_fused.py tests/merge/test_topk.py"
-        " tests/merge/test_resolve.py tests/merge/test_parity_methods.py",
+        # quick files first: -x stops at the first failure
+        "tests/merge/test_topk.py tests/merge/test_resolve.py tests/merge/test_parity_methods.py"
+        " tests/merge/test_random_masks.py tests/merge/test_methods.py tests/merge/test_fused.py",
         600.0,
     ),
 }
