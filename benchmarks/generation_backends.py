@@ -114,7 +114,9 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "hf":
         gen: Any = HFGenerator.from_pretrained(base, device="cpu", dtype="float32")
     else:
-        opts = VLLMOptions(max_model_len=512, kv_cache_memory_bytes=256 << 20)
+        cfg = json.loads((base / "config.json").read_text())
+        max_len = min(512, int(cfg.get("max_position_embeddings", 512)))  # the demo's is 128
+        opts = VLLMOptions(max_model_len=max_len, kv_cache_memory_bytes=256 << 20)
         gen = VLLMGenerator.from_pretrained(base, device="cpu", dtype="float32", options=opts)
     startup = time.perf_counter() - t0
     gen.generate(PROMPTS[:1], params)  # warm-up, not timed
