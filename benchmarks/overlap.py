@@ -11,10 +11,12 @@ answers so that generation takes about as long as the judging measured in a shor
 sequential probe run (client and server overheads included). Both
 modes run in the same process on the same Ray cluster with the same models, prompts,
 sampler and seed; each search's worker start-up is reported apart from its search loop
-(trials per hour count from the first dispatch). Prints one JSON object.
+(trials per hour count from the first dispatch). The modes alternate, sequential,
+overlapped, overlapped, sequential (``--rounds`` searches each), so that a load that drifts
+during the run weighs on both alike. Prints one JSON object.
 
-    python benchmarks/overlap.py                     # 12 trials per mode
-    python benchmarks/overlap.py --trials 6 --max-new-tokens 40   # quick
+    python benchmarks/overlap.py          # 2 searches of 8 trials per mode (ABBA order)
+    python benchmarks/overlap.py --rounds 1 --trials 4 --max-new-tokens 40   # quick
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--trials", type=int, default=12, help="trials per mode")
+    p.add_argument("--trials", type=int, default=8, help="trials per search")
+    p.add_argument("--rounds", type=int, default=2, help="searches per mode, in the order ABBA...")
     p.add_argument("--prompts", type=int, default=4, choices=range(1, len(QUESTIONS) + 1))
     p.add_argument("--latency", type=float, nargs=2, default=[0.5, 2.0], metavar=("LO", "HI"))
     p.add_argument("--max-new-tokens", default="auto", help="an int, or auto (probe run)")
@@ -186,7 +189,8 @@ def main() -> None:
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "load_avg_before": [round(x, 2) for x in os.getloadavg()],
-        "trials_per_mode": args.trials,
+        "trials_per_search": args.trials,
+        "rounds": args.rounds,
         "prompts_per_trial": args.prompts,
         "latency_s": [lo, hi],
         "expected_judge_s": round(judge_target, 3),
@@ -212,7 +216,7 @@ def main() -> None:
                         args,
                         name="probe",
                         overlap=False,
-                        trials=3,
+                        trials=2,
                         max_new_tokens=probe_tokens,
                     )
                     probe = search(path, root / "rd_probe")
@@ -225,9 +229,11 @@ def main() -> None:
                 else:
                     tokens = int(args.max_new_tokens)
                 out["max_new_tokens"] = tokens
-                runs = {}
-                for overlap in (False, True):
-                    name = "overlapped" if overlap else "sequential"
+                runs: list[dict[str, Any]] = []
+                # ABBA...: load that drifts during the benchmark falls on both modes alike
+                order = [i % 4 in (1, 2) for i in range(2 * args.rounds)]
+                for i, overlap in enumerate(order):
+                    name = f"{'overlapped' if overlap else 'sequential'}{i}"
                     path = run_config(
                         root,
                         models,
@@ -239,22 +245,36 @@ def main() -> None:
                         max_new_tokens=tokens,
                     )
                     server.reset_counters()
-                    runs[name] = search(path, root / f"rd_{name}")
-                    runs[name]["judge_requests"] = server.request_count
-                    runs[name]["max_requests_in_flight"] = server.max_in_flight
+                    run = {"mode": name[:-1], **search(path, root / f"rd_{name}")}
+                    run["judge_requests"] = server.request_count
+                    run["max_requests_in_flight"] = server.max_in_flight
+                    runs.append(run)
             finally:
                 ray.shutdown()
     out["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     out["runs"] = runs
-    seq, ovl = runs["sequential"], runs["overlapped"]
-    st = seq["stage_means_s"]
-    out["judge_over_generation"] = round(
-        st["judge_s"] / (st["generate_s"] + st.get("merge_s", 0.0)), 3
-    )
-    busy = st["generate_s"] + st.get("merge_s", 0.0)
+    modes: dict[str, dict[str, Any]] = {}
+    for mode in ("sequential", "overlapped"):
+        mine = [r for r in runs if r["mode"] == mode]
+        trials = sum(r["trials"] for r in mine)
+        loop_s = sum(r["search_loop_s"] for r in mine)
+        modes[mode] = {
+            "trials": trials,
+            "search_loop_s": round(loop_s, 2),
+            "trials_per_hour": round(3600 * trials / loop_s, 1),
+            "startup_s_mean": round(statistics.mean(r["startup_s"] for r in mine), 2),
+            **{
+                k: round(statistics.mean(r["stage_means_s"][k] for r in mine), 3)
+                for k in ("merge_s", "generate_s", "judge_s")
+            },
+        }
+    out["modes"] = modes
+    seq = modes["sequential"]
+    busy = seq["generate_s"] + seq["merge_s"]
+    out["judge_over_generation"] = round(seq["judge_s"] / busy, 3)
     # the most overlap can give: a trial costs max(generation, judging) instead of the sum
-    out["ideal_speedup"] = round((busy + st["judge_s"]) / max(busy, st["judge_s"]), 3)
-    out["speedup"] = round(ovl["trials_per_hour"] / seq["trials_per_hour"], 3)
+    out["ideal_speedup"] = round((busy + seq["judge_s"]) / max(busy, seq["judge_s"]), 3)
+    out["speedup"] = round(modes["overlapped"]["trials_per_hour"] / seq["trials_per_hour"], 3)
     print(json.dumps(out, indent=2))
 
 
