@@ -8,7 +8,8 @@ OpenAI-compatible test server on 127.0.0.1 answering each request after a latenc
 uniformly from ``--latency`` (0.5-2 s), all of a trial's requests at once. The judge time
 of a trial is then about the largest of its draws; ``--max-new-tokens auto`` sizes the
 answers so that generation takes about as long as the judging measured in a short
-sequential probe run (client and server overheads included). Both
+sequential probe run (medians over its trials after the first; client and server
+overheads included). Both
 modes run in the same process on the same Ray cluster with the same models, prompts,
 sampler and seed; each search's worker start-up is reported apart from its search loop
 (trials per hour count from the first dispatch). The modes alternate, sequential,
@@ -122,19 +123,18 @@ def run_config(
     return path
 
 
-def stage_means(run_dir: Path) -> dict[str, float]:
-    """Mean seconds per stage over the run's complete trials (from their stored timings)."""
+def stage_times(run_dir: Path) -> dict[str, list[float]]:
+    """Seconds per stage of the run's complete trials, in trial order (stored timings)."""
     from optuna.trial import TrialState
 
     from evomerge.run import open_run
 
     trials = [t for t in open_run(run_dir).study.study.trials if t.state == TrialState.COMPLETE]
-    keys = ("merge_s", "generate_s", "judge_s", "wait_s", "total_s")
-    out = {}
-    for k in keys:
+    out: dict[str, list[float]] = {}
+    for k in ("merge_s", "generate_s", "judge_s", "wait_s", "total_s"):
         vals = [t.user_attrs["timings"][k] for t in trials if k in t.user_attrs["timings"]]
         if vals:
-            out[k] = round(statistics.mean(vals), 3)
+            out[k] = vals
     return out
 
 
@@ -145,6 +145,7 @@ def search(path: Path, run_dir: Path) -> dict[str, Any]:
     s = run_search(path, run_dir=run_dir, progress=False)
     wall = time.perf_counter() - t0
     finished = s.n_complete + s.n_failed
+    times = stage_times(run_dir)
     loop_s = finished * 3600 / s.trials_per_hour  # first dispatch to last tell
     return {
         "trials": finished,
@@ -153,7 +154,8 @@ def search(path: Path, run_dir: Path) -> dict[str, Any]:
         "search_loop_s": round(loop_s, 2),
         "startup_s": round(wall - loop_s, 2),
         "trials_per_hour": round(s.trials_per_hour, 1),
-        "stage_means_s": stage_means(run_dir),
+        "stage_means_s": {k: round(statistics.mean(v), 3) for k, v in times.items()},
+        "_times": times,
     }
 
 
@@ -216,14 +218,16 @@ def main() -> None:
                         args,
                         name="probe",
                         overlap=False,
-                        trials=2,
+                        trials=4,
                         max_new_tokens=probe_tokens,
                     )
                     probe = search(path, root / "rd_probe")
-                    st = probe["stage_means_s"]
-                    # the judge time as measured (client and server overheads included)
-                    per_token = st["generate_s"] / probe_tokens
-                    want = st["judge_s"] - st.get("merge_s", 0.0)
+                    times = probe.pop("_times")
+                    # the first trial warms up (connections, kernels): leave it out
+                    per_token = statistics.median(times["generate_s"][1:]) / probe_tokens
+                    want = statistics.median(times["judge_s"][1:]) - statistics.median(
+                        times["merge_s"][1:]
+                    )
                     tokens = min(int(max(8, want / per_token)), 200)  # 256 positions
                     out["probe"] = {**probe, "max_new_tokens": probe_tokens}
                 else:
@@ -246,6 +250,7 @@ def main() -> None:
                     )
                     server.reset_counters()
                     run = {"mode": name[:-1], **search(path, root / f"rd_{name}")}
+                    run.pop("_times")
                     run["judge_requests"] = server.request_count
                     run["max_requests_in_flight"] = server.max_in_flight
                     runs.append(run)
