@@ -12,7 +12,9 @@ sequential probe run (medians over its trials after the first; client and server
 overheads included). Both
 modes run in the same process on the same Ray cluster with the same models, prompts,
 sampler and seed; each search's worker start-up is reported apart from its search loop
-(trials per hour count from the first dispatch). The modes alternate, sequential,
+(trials per hour count from the first dispatch). ``accelerator_busy``: the share of the
+search loop spent merging and generating (idle while the worker waits for its judge). The
+modes alternate, sequential,
 overlapped, overlapped, sequential (``--rounds`` searches each), so that a load that drifts
 during the run weighs on both alike. Prints one JSON object.
 
@@ -159,6 +161,12 @@ def search(path: Path, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def busy_fraction(trials: int, loop_s: float, merge_s: float, generate_s: float) -> float:
+    """The share of the search loop the accelerator worked (merge + generation): less
+    sensitive than trials/hour to a CPU load that slows generation during one search."""
+    return round(trials * (merge_s + generate_s) / loop_s, 3)
+
+
 def expected_judge_s(lo: float, hi: float, n: int) -> float:
     """E[max of n uniform(lo, hi) draws]: a trial's judge time when all n run at once."""
     return lo + (hi - lo) * n / (n + 1)
@@ -273,12 +281,17 @@ def main() -> None:
                 for k in ("merge_s", "generate_s", "judge_s")
             },
         }
+    for m in modes.values():
+        m["accelerator_busy"] = busy_fraction(
+            m["trials"], m["search_loop_s"], m["merge_s"], m["generate_s"]
+        )
     out["modes"] = modes
     seq = modes["sequential"]
     busy = seq["generate_s"] + seq["merge_s"]
     out["judge_over_generation"] = round(seq["judge_s"] / busy, 3)
     # the most overlap can give: a trial costs max(generation, judging) instead of the sum
     out["ideal_speedup"] = round((busy + seq["judge_s"]) / max(busy, seq["judge_s"]), 3)
+    out["busy_gain"] = round(modes["overlapped"]["accelerator_busy"] / seq["accelerator_busy"], 3)
     out["speedup"] = round(modes["overlapped"]["trials_per_hour"] / seq["trials_per_hour"], 3)
     print(json.dumps(out, indent=2))
 
