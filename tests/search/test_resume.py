@@ -170,6 +170,7 @@ def test_sigkill_with_two_trials_per_worker_then_resume_loses_and_doubles_nothin
         done_before, _, running_before = _counts(run_dir)
         study = open_run(run_dir).study.study
         kept = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+        assert len(kept) == done_before >= 3
         assert running_before == 2  # both of the worker's trials were in flight
         second = _search(path, run_dir, env, tmp_path / "second.log")
         assert second.wait(timeout=240) == 0, (tmp_path / "second.log").read_text()
