@@ -102,7 +102,14 @@ class SearchConfig(_Frozen):
 
     ``stop_after_infra_failures``: evaluations failed in a row by an infrastructure error
     (judge endpoint down or refusing the key, a dead generator) after which the search
-    stops, keeping what finished and putting the rest back for the resume."""
+    stops, keeping what finished and putting the rest back for the resume.
+
+    ``overlap_judging``: each worker merges and generates the next trial while the previous
+    trial's judges (an LLM judge behind a network) are still scoring, so the accelerator
+    does not wait for them: two trials in flight per worker, the accelerator used by one at
+    a time. It needs an evaluator with separate generate and judge stages (the built-in
+    ``pipeline`` one) and a judge that does not score the model itself; with ``cmaes`` an
+    explicit ``population_size`` must hold both trials of every worker."""
 
     sampler: Literal["cmaes", "tpe", "random", "nsga2"] = "cmaes"
     n_trials: int = Field(default=100, ge=1)
@@ -113,6 +120,7 @@ class SearchConfig(_Frozen):
     trial_timeout_s: float | None = Field(default=None, gt=0)
     stop_after_infra_failures: int = Field(default=3, ge=1)
     x0: Literal["equal", "none"] = "equal"
+    overlap_judging: bool = False
 
 
 class MergeConfig(_Frozen):
@@ -246,7 +254,36 @@ class RunConfig(_Frozen):
             )
             if problems:
                 raise ValueError("; ".join(problems))
+        if self.search.overlap_judging:
+            problems = self._overlap_problems()
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
+
+    def _overlap_problems(self) -> list[str]:
+        """Why ``search.overlap_judging`` cannot be honoured by this run (empty: it can)."""
+        from evomerge.judge import type_needs_model
+
+        out = []
+        if self.judging is not None and self.evaluator is None:
+            on_model = [n for n, j in self.judging.judges.items() if type_needs_model(j.type)]
+            if len(on_model) == len(self.judging.judges):
+                out.append(
+                    f"search.overlap_judging: every judge ({', '.join(on_model)}) scores the "
+                    "candidate model itself, so judging needs the accelerator and cannot overlap "
+                    "the next trial's generation; set it to false"
+                )
+        workers, pop = self.workers.num, self.search.population_size
+        cmaes = self.search.sampler == "cmaes"
+        if cmaes and pop is not None and isinstance(workers, int) and pop < 2 * workers:
+            out.append(
+                f"search.overlap_judging: keeps 2 trials in flight per worker, {2 * workers} "
+                f"with workers.num {workers}, more than search.population_size {pop}: CMA-ES "
+                "would ask the extra trials from a generation already full and drop them "
+                f"from its update; raise population_size to >= {2 * workers} or set "
+                "overlap_judging to false"
+            )
+        return out
 
     def space_spec(self) -> SpaceSpec | DataflowSpec:
         """The validated :class:`evomerge.space.SpaceSpec`, or :class:`DataflowSpec` for

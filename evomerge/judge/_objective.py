@@ -198,12 +198,38 @@ class Objective:
             )
         return list(scores)
 
-    def evaluate(self, samples: Sequence[Sample], *, generator: Any = None) -> ObjectiveResult:
-        """Score ``samples`` with every judge; see the class docstring for errors."""
+    @property
+    def model_judges(self) -> list[str]:
+        """The judges that need the candidate model (``needs_generator``), in order."""
+        return [n for n, j in self.judges.items() if needs_generator(j)]
+
+    def score_on_model(self, samples: Sequence[Sample], generator: Any) -> dict[str, list[Score]]:
+        """Run only the judges that need the candidate model (:attr:`model_judges`), in the
+        caller's thread, while ``generator`` holds the candidate; pass the result to
+        :meth:`evaluate` as ``model_scores`` once the model is free for the next candidate."""
+        samples = list(samples)
+        return {n: self._run(n, self.judges[n], samples, generator) for n in self.model_judges}
+
+    def evaluate(
+        self,
+        samples: Sequence[Sample],
+        *,
+        generator: Any = None,
+        model_scores: Mapping[str, list[Score]] | None = None,
+    ) -> ObjectiveResult:
+        """Score ``samples`` with every judge; see the class docstring for errors.
+
+        ``model_scores`` (from :meth:`score_on_model`): the model judges' scores, already
+        computed; then no judge uses ``generator``."""
         samples = list(samples)
         if not samples:
             raise JudgeError("no samples to judge (the prompt set is empty?)")
         scores: dict[str, list[Score]] = {}
+        if model_scores is not None:
+            missing = sorted(set(self.model_judges) - set(model_scores))
+            if missing:
+                raise JudgeError(f"model_scores lacks the model judge(s) {', '.join(missing)}")
+            scores.update({n: list(model_scores[n]) for n in self.model_judges})
         parallel = [n for n, j in self.judges.items() if not needs_generator(j)]
         with ThreadPoolExecutor(
             max_workers=max(1, len(parallel)), thread_name_prefix="evomerge-judge"
@@ -212,7 +238,7 @@ class Objective:
                 n: pool.submit(self._run, n, self.judges[n], samples, generator) for n in parallel
             }
             for n, j in self.judges.items():
-                if n not in futures:
+                if n not in futures and n not in scores:
                     scores[n] = self._run(n, j, samples, generator)
             for n, fut in futures.items():
                 scores[n] = fut.result()

@@ -48,6 +48,7 @@ __all__ = [
     "build_judge",
     "is_code_judge",
     "register_judge",
+    "type_needs_model",
 ]
 
 ENTRY_POINT_GROUP = "evomerge.judges"
@@ -178,3 +179,17 @@ def build_judge(
 def is_code_judge(type_name: str) -> bool:
     """True for local, registered and plugin judges; False for LLM judge YAMLs (or unknown names)."""
     return type_name in JUDGES
+
+
+def type_needs_model(type_name: str) -> bool:
+    """Whether judges of ``type_name`` score the candidate model itself (``needs_generator``,
+    e.g. ``perplexity``, ``lm_eval``), read from the factory's class without building one.
+    False for LLM judge YAMLs, unknown names and factories that are not a class's method."""
+    if not is_code_judge(type_name):
+        return False
+    try:
+        factory = JUDGES.get(type_name)
+    except Exception:  # a plug-in that fails to load is reported when it is built
+        return False
+    owner = getattr(factory, "__self__", factory)
+    return bool(getattr(owner, "needs_generator", False))

@@ -60,6 +60,7 @@ _RESUMABLE_CHANGES = (
     "search.n_trials",
     "search.retries",
     "search.trial_timeout_s",
+    "search.overlap_judging",  # how trials are scheduled, not what they are
     "merge.cache",
     "search.stop_after_infra_failures",
     "root",
@@ -124,8 +125,9 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], *, run_dir: Path) -> None:
     """Refuse to resume a search with a different definition.
 
-    Only the budget (``search.n_trials``), ``search.retries``/``trial_timeout_s`` and the
-    runtime sections (``workers``, ``ray``, ``analysis``) may change.
+    Only the budget (``search.n_trials``), ``search.retries``/``trial_timeout_s``/
+    ``overlap_judging`` and the runtime sections (``workers``, ``ray``, ``analysis``) may
+    change.
 
     Raises ConfigError listing every differing field with both values.
     """

@@ -24,13 +24,20 @@ from evomerge.search._cluster import WorkerPlan, plan_workers
 from evomerge.search._pipeline import PipelineEvaluator
 from evomerge.search._run import default_run_dir, run_search
 from evomerge.search._sampler import distributions, make_sampler
-from evomerge.search._types import SearchSummary, TrialEvaluator, TrialResult
+from evomerge.search._types import (
+    SearchSummary,
+    StagedEvaluator,
+    TrialEvaluator,
+    TrialResult,
+    is_staged,
+)
 
 __all__ = [
     "EVALUATORS",
     "EvaluatorFactory",
     "PipelineEvaluator",
     "SearchSummary",
+    "StagedEvaluator",
     "TrialEvaluator",
     "TrialResult",
     "WorkerPlan",
@@ -38,6 +45,7 @@ __all__ = [
     "default_run_dir",
     "distributions",
     "get_evaluator_factory",
+    "is_staged",
     "make_sampler",
     "plan_workers",
     "register_evaluator",

@@ -21,7 +21,7 @@ from evomerge.generate import HFGenerator, HFOptions, PathModel, resolve_dtype
 from evomerge.judge import build_objective
 from evomerge.merge import LayerPath, open_path_sources
 from evomerge.run import build_run_space
-from evomerge.search._pipeline import answer_items, generate_and_judge
+from evomerge.search._pipeline import Generated, answer_items, generate_answers, judge_answers
 from evomerge.search._types import Genome, TrialResult
 from evomerge.space import DataflowSpace
 
@@ -31,7 +31,8 @@ __all__ = ["DataflowEvaluator"]
 
 
 class DataflowEvaluator:
-    """Generate-and-judge evaluation of data-flow paths. One per worker, one call at a time."""
+    """Generate-and-judge evaluation of data-flow paths. One per worker; staged like
+    :class:`~evomerge.search._pipeline.PipelineEvaluator`."""
 
     def __init__(self, config: RunConfig, *, device: str, run_dir: Path | None = None) -> None:
         import torch
@@ -67,7 +68,8 @@ class DataflowEvaluator:
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
-    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
+    def generate_stage(self, trial_number: int, recipe: Genome) -> Generated:
+        """Re-wire the path model and generate (the accelerator's part)."""
         if not isinstance(recipe, LayerPath):
             raise SearchError("the data-flow evaluator got a merge recipe; check the space")
         if recipe.sources != self.space.sources:
@@ -77,7 +79,7 @@ class DataflowEvaluator:
             )
         t0 = time.perf_counter()
         self.model.set_path(recipe)
-        result = generate_and_judge(
+        generated = generate_answers(
             trial_number,
             self.generator,
             self.items,
@@ -85,5 +87,12 @@ class DataflowEvaluator:
             self.objective,
             merge_s=time.perf_counter() - t0,
         )
-        result.extra["path_length"] = len(recipe)
-        return result
+        generated.extra["path_length"] = len(recipe)
+        return generated
+
+    def judge_stage(self, generated: Generated) -> TrialResult:
+        """Judge what :meth:`generate_stage` produced (needs no accelerator)."""
+        return judge_answers(generated, self.objective)
+
+    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
+        return self.judge_stage(self.generate_stage(trial_number, recipe))

@@ -11,6 +11,14 @@ the judge endpoint is down or refuses the key, the generator died) is not the
 candidate's fault: it does not use up a retry, and after ``infra_failures`` such failures
 in a row (no evaluation succeeding or failing on its own in between) the driver stops with
 ``"infrastructure"``, keeping what finished and putting the rest back like Ctrl-C does.
+
+With ``search.overlap_judging`` a worker holds two trials (``WorkerGroup.per_worker``):
+it generates one while it judges the other. Each result comes back on its own Ray ref and
+is told to its own trial. When such a worker dies, every trial it held is retried (each
+charged an attempt: which one killed it is unknown); when one of them times out, the
+worker is replaced, that trial is charged and the other goes back to the queue uncharged.
+A trial's timeout counts from its dispatch, so it includes waiting for the accelerator
+behind the other trial's generation.
 """
 
 from __future__ import annotations
@@ -111,7 +119,7 @@ class Driver:
         self._dists: dict[str, BaseDistribution] = dict(distributions(space))
         self._queue: deque[_Job] = deque()
         self._running: dict[Any, _Running] = {}  # ObjectRef -> running trial
-        self._busy: set[int] = set()  # slot indices with a trial
+        self._load: dict[int, int] = {}  # slot index -> trials in flight on it
         self._directions = [d.name.lower() for d in study.directions]
         self._rank = rank_key(self._directions)
         self._init_best()
@@ -197,21 +205,23 @@ class Driver:
             self._bar.close()
 
     def _dispatch(self) -> None:
-        for slot in self.group.ready_slots:
-            if slot.index in self._busy:
-                continue
-            job: _Job | None
-            if self._queue:
-                job = self._queue.popleft()
-            elif self.finished + len(self._running) + len(self._queue) < self.target:
-                job = self._ask()
-            else:
-                return
-            if job is None:
-                continue
-            ref = slot.actor.evaluate.remote(job.trial.number, job.recipe)
-            self._running[ref] = _Running(job=job, slot=slot, started=time.monotonic())
-            self._busy.add(slot.index)
+        # every free worker gets a trial before any gets its second (overlap_judging)
+        for depth in range(self.group.per_worker):
+            for slot in self.group.ready_slots:
+                if self._load.get(slot.index, 0) > depth:
+                    continue
+                job: _Job | None
+                if self._queue:
+                    job = self._queue.popleft()
+                elif self.finished + len(self._running) + len(self._queue) < self.target:
+                    job = self._ask()
+                else:
+                    return
+                if job is None:
+                    continue
+                ref = slot.actor.evaluate.remote(job.trial.number, job.recipe)
+                self._running[ref] = _Running(job=job, slot=slot, started=time.monotonic())
+                self._load[slot.index] = self._load.get(slot.index, 0) + 1
 
     def _ask(self) -> _Job | None:
         t0 = time.perf_counter()
@@ -235,8 +245,12 @@ class Driver:
 
     def _release(self, ref: Any) -> _Running:
         run = self._running.pop(ref)
-        self._busy.discard(run.slot.index)
+        self._load[run.slot.index] -= 1
         return run
+
+    def _release_slot(self, slot: Slot) -> list[_Running]:
+        """Take every trial in flight on ``slot`` out of the loop (its actor is going)."""
+        return [self._release(r) for r, run in list(self._running.items()) if run.slot is slot]
 
     def _on_result(self, ref: Any) -> None:
         run = self._release(ref)
@@ -244,8 +258,10 @@ class Driver:
             data = self.group.ray.get(ref)
         except self.group.ray.exceptions.RayError as err:  # the actor (or its node) died
             reason = f"worker {run.slot.index} died: {ray_cause(err)}"
+            lost = [run, *self._release_slot(run.slot)]  # overlap: the other trial died too
             self.group.replace(run.slot, reason)
-            self._failed(run.job, reason, None, max(self.retries, 1))
+            for gone in lost:
+                self._failed(gone.job, reason, None, max(self.retries, 1))
             return
         result = TrialResult(**data)
         if result.ok:
@@ -280,11 +296,19 @@ class Driver:
             return
         now = time.monotonic()
         for ref, run in list(self._running.items()):
-            if now - run.started > self.trial_timeout_s:
+            if ref in self._running and now - run.started > self.trial_timeout_s:
                 self._release(ref)
+                beside = self._release_slot(run.slot)  # overlap: killed with the worker
                 reason = f"trial timed out after {self.trial_timeout_s:g}s"
                 self.group.replace(run.slot, reason)
                 self._failed(run.job, reason, None, self.retries)
+                for other in beside:  # not its fault: again, without using up a retry
+                    logger.info(
+                        "trial %d put back: its worker was restarted for trial %d's timeout",
+                        other.job.trial.number,
+                        run.job.trial.number,
+                    )
+                    self._queue.appendleft(other.job)
 
     def _failed(self, job: _Job, reason: str, result: TrialResult | None, retries: int) -> None:
         job.attempts += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,30 @@ from evomerge.config import RunConfig
 from evomerge.dtypes import to_torch
 from evomerge.exceptions import ConfigError, SearchError
 from evomerge.generate import GenerationParams, PromptItem, build_generator, build_prompt_items
-from evomerge.judge import Objective, Sample, build_objective, needs_answers
+from evomerge.judge import Objective, Sample, Score, build_objective, needs_answers
 from evomerge.merge import MergeEngine, MergeRecipe
 from evomerge.run import MERGE_CACHE_DIR, build_space, open_pool
 from evomerge.search._types import Genome, TrialEvaluator, TrialResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PipelineEvaluator", "answer_items", "build_pipeline_evaluator", "generate_and_judge"]
+__all__ = [
+    "Generated",
+    "PipelineEvaluator",
+    "answer_items",
+    "build_pipeline_evaluator",
+    "generate_and_judge",
+    "generate_answers",
+    "judge_answers",
+]
 
 _SAMPLES_KEPT = 3
 
 
 class PipelineEvaluator:
-    """Generate-and-judge evaluation of merge recipes. One per worker, one call at a time."""
+    """Generate-and-judge evaluation of merge recipes. One per worker. A
+    :class:`StagedEvaluator`: ``generate_stage`` one call at a time, ``judge_stage`` of the
+    previous trial may run beside it (``search.overlap_judging``)."""
 
     def __init__(self, config: RunConfig, *, device: str, run_dir: Path | None = None) -> None:
         if config.generation is None or config.judging is None:
@@ -67,16 +78,24 @@ class PipelineEvaluator:
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
-    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
+    def generate_stage(self, trial_number: int, recipe: Genome) -> Generated:
+        """Merge, load and generate (the accelerator's part); see :class:`StagedEvaluator`."""
         if not isinstance(recipe, MergeRecipe):
             raise SearchError("the weight-merge evaluator got a data-flow path; check the space")
         t0 = time.perf_counter()
         tensors = self.engine.materialize(recipe)
         t1 = time.perf_counter()
         self.generator.load_weights(tensors.items())
-        return generate_and_judge(
+        return generate_answers(
             trial_number, self.generator, self.items, self.params, self.objective, merge_s=t1 - t0
         )
+
+    def judge_stage(self, generated: Generated) -> TrialResult:
+        """Judge what :meth:`generate_stage` produced (needs no accelerator)."""
+        return judge_answers(generated, self.objective)
+
+    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
+        return self.judge_stage(self.generate_stage(trial_number, recipe))
 
 
 def answer_items(
@@ -97,6 +116,72 @@ def answer_items(
     return build_prompt_items(config.generation, tokenizer_path=tokenizer_path, split="search")
 
 
+@dataclass
+class Generated:
+    """One trial between its stages: the judged samples, the model judges' scores (taken
+    while the candidate was loaded), timings and extras so far. Owned by that trial only."""
+
+    trial_number: int
+    samples: list[Sample]
+    answered: bool  # False: no prompt items, the samples are one empty placeholder
+    model_scores: dict[str, list[Score]]
+    timings: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def generate_answers(
+    trial_number: int,
+    generator: Any,
+    items: list[PromptItem],
+    params: GenerationParams,
+    objective: Objective,
+    *,
+    merge_s: float,
+) -> Generated:
+    """Generate an answer per prompt item with ``generator`` (its weights already set) and
+    run the judges that score the model itself (``merge_s``: the time taken to set the
+    weights). No items: nothing is generated, answer-free judges score the model itself."""
+    t1 = time.perf_counter()
+    answers = generator.generate([p.prompt for p in items], params) if items else []
+    t2 = time.perf_counter()
+    samples = [Sample.of(p, a) for p, a in zip(items, answers, strict=True)] or [
+        Sample(question="", answer="")  # answer-free judges score the model itself
+    ]
+    model_scores = objective.score_on_model(samples, generator)
+    timings = {"merge_s": merge_s, "generate_s": t2 - t1}
+    if model_scores:
+        timings["model_judge_s"] = time.perf_counter() - t2
+    return Generated(
+        trial_number=trial_number,
+        samples=samples,
+        answered=bool(items),
+        model_scores=model_scores,
+        timings=timings,
+    )
+
+
+def judge_answers(generated: Generated, objective: Objective) -> TrialResult:
+    """Run the judges that score answers (no model needed) and return the trial's result."""
+    t2 = time.perf_counter()
+    result = objective.evaluate(generated.samples, model_scores=generated.model_scores)
+    timings = {**generated.timings, "judge_s": time.perf_counter() - t2}
+    extra: dict[str, Any] = dict(generated.extra)
+    if result.errors:
+        extra["judge_errors"] = list(result.errors)[:5]
+    return TrialResult(
+        trial_number=generated.trial_number,
+        values=[float(v) for v in result.values],
+        scores={k: float(v) for k, v in result.judge_means.items()},
+        samples=[
+            {"question": s.question, "answer": s.answer}
+            for s in generated.samples[:_SAMPLES_KEPT]
+            if generated.answered
+        ],
+        timings=timings,
+        extra=extra,
+    )
+
+
 def generate_and_judge(
     trial_number: int,
     generator: Any,
@@ -106,30 +191,9 @@ def generate_and_judge(
     *,
     merge_s: float,
 ) -> TrialResult:
-    """Generate an answer per prompt item with ``generator`` (its weights already set),
-    judge them, and return the trial's result (``merge_s``: the time taken to set the
-    weights). No items: nothing is generated, answer-free judges score the model itself."""
-    t1 = time.perf_counter()
-    answers = generator.generate([p.prompt for p in items], params) if items else []
-    t2 = time.perf_counter()
-    samples = [Sample.of(p, a) for p, a in zip(items, answers, strict=True)] or [
-        Sample(question="", answer="")  # answer-free judges score the model itself
-    ]
-    result = objective.evaluate(samples, generator=generator)
-    t3 = time.perf_counter()
-    extra: dict[str, Any] = {}
-    if result.errors:
-        extra["judge_errors"] = list(result.errors)[:5]
-    return TrialResult(
-        trial_number=trial_number,
-        values=[float(v) for v in result.values],
-        scores={k: float(v) for k, v in result.judge_means.items()},
-        samples=[
-            {"question": s.question, "answer": s.answer} for s in samples[:_SAMPLES_KEPT] if items
-        ],
-        timings={"merge_s": merge_s, "generate_s": t2 - t1, "judge_s": t3 - t2},
-        extra=extra,
-    )
+    """Both stages in a row: :func:`generate_answers`, then :func:`judge_answers`."""
+    generated = generate_answers(trial_number, generator, items, params, objective, merge_s=merge_s)
+    return judge_answers(generated, objective)
 
 
 def build_pipeline_evaluator(

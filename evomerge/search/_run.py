@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage
 
 from evomerge.atomic import DISK_ERRNOS, write_error
 from evomerge.config import RunConfig, load_run_config
-from evomerge.exceptions import SearchError
+from evomerge.exceptions import ConfigError, SearchError
 from evomerge.interrupt import interruptible
 from evomerge.run import (
     StudyView,
@@ -144,6 +144,22 @@ def _summary(
     )
 
 
+def _per_worker(config: RunConfig, n_workers: int) -> int:
+    """Trials in flight per worker: 2 with ``search.overlap_judging`` (one generating, one
+    judging), else 1. The config checked a CMA-ES population against ``workers.num``; the
+    number of workers is known only now (``auto``, ``--workers``), so check it again."""
+    if not config.search.overlap_judging:
+        return 1
+    pop = config.search.population_size
+    if config.search.sampler == "cmaes" and pop is not None and pop < 2 * n_workers:
+        raise ConfigError(
+            f"search.overlap_judging: keeps 2 trials in flight on each of {n_workers} worker(s), "
+            f"more than search.population_size {pop}; raise population_size to >= "
+            f"{2 * n_workers}, use fewer workers, or set overlap_judging to false"
+        )
+    return 2
+
+
 def _first_error(study: optuna.Study) -> str:
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(A.INTERRUPTED):
@@ -208,12 +224,14 @@ def run_search(
             import ray
 
             plan = plan_workers(config.workers, resources=ray.cluster_resources(), num=workers)
+            per_worker = _per_worker(config, plan.num)
             group = WorkerGroup(
                 config_data=config.model_dump(mode="json"),
                 run_dir=run_dir.resolve(),
                 plan=plan,
                 max_restarts=config.workers.max_restarts,
                 start_timeout_s=config.workers.start_timeout_s,
+                per_worker=per_worker,
             )
             try:
                 logger.info("starting %d %s worker(s)", plan.num, plan.device)

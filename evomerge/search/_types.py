@@ -10,7 +10,15 @@ from typing import Any, Protocol, runtime_checkable
 from evomerge.merge.path import LayerPath
 from evomerge.merge.recipe import MergeRecipe
 
-__all__ = ["Genome", "SearchSummary", "TrialEvaluator", "TrialResult", "genome_from_data"]
+__all__ = [
+    "Genome",
+    "SearchSummary",
+    "StagedEvaluator",
+    "TrialEvaluator",
+    "TrialResult",
+    "genome_from_data",
+    "is_staged",
+]
 
 #: What a trial evaluates: a weight merge (a recipe) or a data-flow path.
 Genome = MergeRecipe | LayerPath
@@ -80,6 +88,32 @@ class TrialEvaluator(Protocol):
     directions: list[str]
 
     def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult: ...
+
+
+@runtime_checkable
+class StagedEvaluator(TrialEvaluator, Protocol):
+    """A :class:`TrialEvaluator` whose evaluation splits in two, so that a worker can judge
+    one trial while it generates the next (``search.overlap_judging``).
+
+    ``generate_stage(trial_number, genome)`` does the accelerator's work (merge, generate,
+    judges that score the model itself) and returns an opaque value holding everything
+    the trial needs afterwards; it is called from one thread at a time. ``judge_stage(that
+    value)`` finishes the trial without the accelerator and may run in another thread at
+    the same time as the next ``generate_stage``: it must read only its argument and
+    thread-safe state (never "the last trial" kept on the evaluator). Either may raise,
+    which fails that trial. ``evaluate`` must give the same result as the two in a row.
+    """
+
+    def generate_stage(self, trial_number: int, recipe: Genome) -> Any: ...
+
+    def judge_stage(self, generated: Any) -> TrialResult: ...
+
+
+def is_staged(evaluator: object) -> bool:
+    """Whether ``evaluator`` has both stages of :class:`StagedEvaluator`."""
+    return callable(getattr(evaluator, "generate_stage", None)) and callable(
+        getattr(evaluator, "judge_stage", None)
+    )
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The worker: one per GPU (or CPU slot), holding its evaluator resident for the whole run.
 
 :class:`Worker` is a plain class; the driver wraps it with ``ray.remote`` and sends it the
-run config (as JSON data) and recipes (as mergekit dicts), never weights. Every method is
-called by Ray one at a time (the actor runs one task at a time).
+run config (as JSON data) and recipes (as mergekit dicts), never weights. Ray calls one
+method at a time, or, with ``search.overlap_judging``, up to two ``evaluate`` calls at once
+(a threaded actor): a lock lets one trial at a time use the accelerator (its evaluator's
+``generate_stage``) while the trial before it is judged (``judge_stage``) outside the lock.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from evomerge.config import RunConfig
-from evomerge.exceptions import is_infrastructure
+from evomerge.exceptions import ConfigError, is_infrastructure
 from evomerge.search._build import build_evaluator
-from evomerge.search._types import TrialResult, genome_from_data
+from evomerge.search._types import TrialResult, genome_from_data, is_staged
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,15 @@ class Worker:
             self.config, device=self.device, worker_index=worker_index, run_dir=Path(run_dir)
         )
         self.startup_s = time.perf_counter() - started
+        self.overlap = self.config.search.overlap_judging
+        if self.overlap and not is_staged(self.evaluator):
+            spec = self.config.evaluator.factory if self.config.evaluator else "pipeline"
+            raise ConfigError(
+                f"search.overlap_judging: evaluator {spec!r} ({type(self.evaluator).__name__}) "
+                "has no separate generate_stage/judge_stage methods, so its judging cannot "
+                "overlap the next trial's generation; add them or set overlap_judging to false"
+            )
+        self._accelerator = threading.Lock()  # one trial at a time in generate_stage
 
     def describe(self) -> dict[str, Any]:
         """Objective names and directions, plus where this worker runs."""
@@ -78,7 +90,10 @@ class Worker:
         started = time.perf_counter()
         try:
             recipe = genome_from_data(recipe_data, source=f"trial {trial_number}")
-            result = self.evaluator.evaluate(trial_number, recipe)
+            if self.overlap:
+                result = self._staged(trial_number, recipe, started)
+            else:
+                result = self.evaluator.evaluate(trial_number, recipe)
             n_obj = len(self.evaluator.directions)
             if result.error is None:
                 if result.values is None or len(result.values) != n_obj:
@@ -98,6 +113,16 @@ class Worker:
         result.node_id = self.node_id
         result.timings.setdefault("total_s", time.perf_counter() - started)
         return result.to_dict()
+
+    def _staged(self, trial_number: int, recipe: Any, started: float) -> TrialResult:
+        """The accelerator's stage under the lock, then judging outside it (beside the next
+        trial's generation). ``wait_s``: time spent waiting for the accelerator."""
+        with self._accelerator:
+            waited = time.perf_counter() - started
+            generated = self.evaluator.generate_stage(trial_number, recipe)  # type: ignore[attr-defined]
+        result: TrialResult = self.evaluator.judge_stage(generated)  # type: ignore[attr-defined]
+        result.timings["wait_s"] = waited
+        return result
 
 
 def _node_id() -> str:

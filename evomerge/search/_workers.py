@@ -1,6 +1,7 @@
 """WorkerGroup: the driver's worker actors, started, watched and restarted.
 
-Each slot holds at most one actor running at most one trial. A slot whose actor dies
+Each slot holds at most one actor running at most ``per_worker`` trials (1, or 2 with
+``search.overlap_judging``: one generating, one judging). A slot whose actor dies
 (process crash, node death, start timeout) gets a new actor, at most ``max_restarts``
 times; then it is dead. Used only from the driver's thread.
 """
@@ -61,7 +62,8 @@ class Slot:
 
 
 class WorkerGroup:
-    """Starts ``plan.num`` actors of :class:`Worker` and keeps them alive (bounded)."""
+    """Starts ``plan.num`` actors of :class:`Worker` and keeps them alive (bounded).
+    ``per_worker``: the evaluations an actor runs at once (its ``max_concurrency``)."""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class WorkerGroup:
         plan: WorkerPlan,
         max_restarts: int,
         start_timeout_s: float,
+        per_worker: int = 1,
     ) -> None:
         import ray
 
@@ -80,8 +83,12 @@ class WorkerGroup:
         self.plan = plan
         self.max_restarts = max_restarts
         self.start_timeout_s = start_timeout_s
+        self.per_worker = per_worker
         self._cls = ray.remote(Worker).options(
-            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0
+            num_cpus=plan.num_cpus,
+            num_gpus=plan.num_gpus,
+            max_restarts=0,
+            max_concurrency=per_worker,  # > 1: a threaded actor, see Worker
         )
         self.slots = [Slot(index=i) for i in range(plan.num)]
 

@@ -15,7 +15,8 @@ choice, so ``n`` is honoured); ``logprobs`` (``callable(request_json) -> positio
 position a list of ``(token, logprob)`` whose first entry is the emitted token) for
 requests with ``logprobs: true`` (without it the whole reply is one token of logprob 0);
 scripted error statuses (429/500/401/...) and hangs; ``fail_if`` (``callable(request_json)
--> status or None``: an error for the requests it picks, every time); a fixed ``latency``;
+-> status or None``: an error for the requests it picks, every time); ``latency``, fixed
+seconds or a ``(low, high)`` range drawn uniformly per request (``latency_seed``);
 ``api_key`` (requests without ``Authorization: Bearer <api_key>`` get 401);
 ``reject_field`` (requests carrying that top-level field get 400 naming it, as OpenAI's API
 answers fields it does not know, e.g. ``structured_outputs``); ``echo_authorization``
@@ -28,6 +29,7 @@ Thread-safe. Sleeps wake up at ``stop()``, so closing never waits on a hang.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections import deque
@@ -125,7 +127,8 @@ class FakeOpenAIServer:
         reply: str | Callable[[dict[str, Any]], str] = "7",
         logprobs: Callable[[dict[str, Any]], Positions] | None = None,
         errors: Iterable[int] = (),
-        latency: float = 0.0,
+        latency: float | tuple[float, float] = 0.0,
+        latency_seed: int = 0,
         api_key: str | None = None,
         retry_after: float | None = None,
         model: str = "fake-judge",
@@ -137,6 +140,7 @@ class FakeOpenAIServer:
         self.fail_if = fail_if
         self.logprobs = logprobs
         self.latency = latency
+        self._rng = random.Random(latency_seed)
         self.api_key = api_key
         self.reject_field: str | None = None
         self.retry_after = retry_after
@@ -223,8 +227,13 @@ class FakeOpenAIServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             action = self._script.popleft() if self._script else None
+            base = (
+                self._rng.uniform(*self.latency)
+                if isinstance(self.latency, tuple)
+                else self.latency
+            )
         try:
-            delay = self.latency + (action[1] if action and action[0] == "hang" else 0.0)
+            delay = base + (action[1] if action and action[0] == "hang" else 0.0)
             if delay > 0:
                 self._stop.wait(delay)
             if action and action[0] == "status":

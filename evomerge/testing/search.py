@@ -14,6 +14,9 @@ options: {...}}`` in run.yaml. Options shared by every evaluator here (fault inj
 - :func:`quadratic_evaluator`: ``-mean(((x - x*) / range)^2)`` of the recipe's genome ``x``
   (``space.encode``) around a hidden optimum ``x*`` (value 0 at the optimum); with
   ``n_objectives: 2`` a second optimum gives a trade-off (a Pareto front).
+- :func:`staged_quadratic_evaluator`: the same value in two stages (``generate_stage``,
+  ``judge_stage``) for ``search.overlap_judging``; options ``judge_sleep_s`` (a simulated
+  remote judge) and ``judge_fail_trials`` (raise in the judge stage).
 - :func:`weight_distance_evaluator`: the real merge path: the recipe is materialized by
   :class:`evomerge.merge.MergeEngine`, and the value is minus the distance of the merged
   weights to a hidden target merge, relative to the start point's (start: -1, optimum: 0).
@@ -26,6 +29,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +47,11 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FaultInjector",
     "QuadraticEvaluator",
+    "StagedQuadraticEvaluator",
     "WeightDistanceEvaluator",
     "hidden_optimum",
     "quadratic_evaluator",
+    "staged_quadratic_evaluator",
     "weight_distance_evaluator",
 ]
 
@@ -145,6 +151,58 @@ class QuadraticEvaluator:
         )
 
 
+@dataclass
+class _Encoded:
+    """A staged quadratic trial between its stages."""
+
+    trial_number: int
+    x: np.ndarray
+    generate_s: float
+
+
+class StagedQuadraticEvaluator(QuadraticEvaluator):
+    """:class:`QuadraticEvaluator` in two stages, for ``search.overlap_judging``: the fault
+    options (``sleep_s``: simulated generation) act in ``generate_stage``; ``judge_sleep_s``
+    simulates a remote judge in ``judge_stage``, which raises in ``judge_fail_trials``."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        judge_sleep_s: float = 0.0,
+        judge_fail_trials: Sequence[int] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(space, **kwargs)
+        self.judge_sleep_s = judge_sleep_s
+        self.judge_fail_trials = set(judge_fail_trials)
+
+    def generate_stage(self, trial_number: int, recipe: MergeRecipe) -> _Encoded:
+        t0 = time.perf_counter()
+        self.faults.before(trial_number)
+        x = self.space.encode(recipe)
+        return _Encoded(trial_number, x, time.perf_counter() - t0)
+
+    def judge_stage(self, encoded: _Encoded) -> TrialResult:
+        t0 = time.perf_counter()
+        if self.judge_sleep_s > 0:
+            time.sleep(self.judge_sleep_s)
+        if encoded.trial_number in self.judge_fail_trials:
+            raise RuntimeError(f"injected judge failure (trial {encoded.trial_number})")
+        values = [self.value(encoded.x, self.target)]
+        if len(self.directions) == 2:
+            values.append(self.value(encoded.x, self.second))
+        return TrialResult(
+            trial_number=encoded.trial_number,
+            values=values,
+            scores={"distance": -values[0]},
+            timings={"generate_s": encoded.generate_s, "judge_s": time.perf_counter() - t0},
+        )
+
+    def evaluate(self, trial_number: int, recipe: MergeRecipe) -> TrialResult:
+        return self.judge_stage(self.generate_stage(trial_number, recipe))
+
+
 def _faults(options: dict[str, Any], run_dir: Path) -> FaultInjector:
     keys = (
         "fail_trials",
@@ -165,6 +223,15 @@ def quadratic_evaluator(
     """Factory for run.yaml: options ``target``, ``seed``, ``n_objectives`` + fault options."""
     faults = _faults(options, run_dir)
     return QuadraticEvaluator(build_space(config), faults=faults, **options)
+
+
+def staged_quadratic_evaluator(
+    config: RunConfig, *, device: str, worker_index: int, run_dir: Path, **options: Any
+) -> StagedQuadraticEvaluator:
+    """Factory for run.yaml: :func:`quadratic_evaluator`'s options + ``judge_sleep_s``,
+    ``judge_fail_trials``."""
+    faults = _faults(options, run_dir)
+    return StagedQuadraticEvaluator(build_space(config), faults=faults, **options)
 
 
 class WeightDistanceEvaluator:

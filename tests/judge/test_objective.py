@@ -109,6 +109,47 @@ def test_generator_is_passed_to_judges_that_need_it():
     )
 
 
+def test_model_judges_run_in_the_first_stage_and_are_not_run_again():
+    """score_on_model runs only the judges needing the candidate model (while it is loaded);
+    evaluate(model_scores=...) reuses them and runs the others without the generator."""
+    gen = object()
+    needs = FakeJudge(fn=lambda s, g: 1.0 if g is gen else 0.0, needs_generator=True)
+    plain = FakeJudge(values=[2.0])
+    obj = Objective(judges={"n": needs, "p": plain})
+    assert obj.model_judges == ["n"]
+    first = obj.score_on_model(SAMPLES, gen)
+    assert list(first) == ["n"] and needs.generators == [gen] and plain.generators == []
+    res = obj.evaluate(SAMPLES, model_scores=first)
+    assert res.judge_means == {"n": 1.0, "p": 2.0}
+    assert needs.generators == [gen] and plain.generators == [None]  # "n" ran once
+    with pytest.raises(JudgeError, match="lacks the model judge"):
+        obj.evaluate(SAMPLES, model_scores={})
+
+
+def test_judge_types_that_score_the_model_are_known_without_building_one():
+    from evomerge.judge import type_needs_model
+
+    assert type_needs_model("perplexity") and type_needs_model("lm_eval")
+    assert not type_needs_model("length") and not type_needs_model("personality")
+
+
+def test_the_test_server_draws_a_latency_per_request_from_a_range():
+    import random
+    import time
+
+    import openai
+
+    rng = random.Random(3)
+    draws = [rng.uniform(0.05, 0.5) for _ in range(5)]
+    with FakeOpenAIServer(latency=(0.05, 0.5), latency_seed=3) as srv:
+        client = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0)
+        for want in draws:  # one request at a time: the server draws in request order
+            t0 = time.perf_counter()
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+            took = time.perf_counter() - t0
+            assert want <= took < want + 0.3, (want, took)
+
+
 def test_objective_rejects_unknown_terms():
     with pytest.raises(ConfigError, match="unknown judge"):
         Objective(judges={"a": FakeJudge()}, objectives=[ObjectiveSpec(name="x", terms={"b": 1.0})])

@@ -104,6 +104,7 @@ class InProcessGroup:
         self.ray = ray
         self._make = make_worker
         self.max_restarts = 1
+        self.per_worker = 1  # trials in flight per slot (WorkerGroup.per_worker)
         self.slots = [
             Slot(index=i, actor=_Actor(ray, make_worker(i)), ready=True) for i in range(num)
         ]

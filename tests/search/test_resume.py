@@ -137,3 +137,56 @@ def test_resume_refuses_a_changed_config(tiny_models: Any, run_yaml: Any, tmp_pa
     )
     with pytest.raises(ConfigError, match=r"search.sampler: 'cmaes' \(run dir\) != 'tpe' \(now\)"):
         run_search(changed, run_dir=run_dir, progress=False)
+
+
+def test_sigkill_with_two_trials_per_worker_then_resume_loses_and_doubles_nothing(
+    tiny_models: Any, run_yaml: Any, reap: Any, tmp_path: Path
+) -> None:
+    """search.overlap_judging: the driver is killed while its worker holds two trials (one
+    generating, one judging); the resume fails both as interrupted, re-asks each once with
+    its parameters, and finishes exactly the target."""
+    path = run_yaml(
+        tmp_path / "run.yaml",
+        tiny_models.as_dict(),
+        name="resume_overlap",
+        factory="evomerge.testing.search:staged_quadratic_evaluator",
+        options={"sleep_s": 0.5, "judge_sleep_s": 0.5},
+        search={"n_trials": 10, "population_size": 4, "overlap_judging": True},
+        workers={"cpus_per_worker": 1},
+    )
+    run_dir = tmp_path / "rd"
+    ray_tmp = tempfile.mkdtemp(prefix="evo", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    try:
+        first = _search(path, run_dir, env, tmp_path / "first.log")
+        deadline = time.monotonic() + 240
+        while not (_counts(run_dir)[0] >= 3 and _counts(run_dir)[2] >= 2):  # two in flight
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
+            assert time.monotonic() < deadline, "no moment with 3 complete and 2 in flight"
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        reap(ray_tmp)
+        done_before, _, running_before = _counts(run_dir)
+        study = open_run(run_dir).study.study
+        kept = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+        assert len(kept) == done_before >= 3
+        assert running_before == 2  # both of the worker's trials were in flight
+        second = _search(path, run_dir, env, tmp_path / "second.log")
+        assert second.wait(timeout=240) == 0, (tmp_path / "second.log").read_text()
+    finally:
+        reap(ray_tmp)
+    complete, failed, running = _counts(run_dir)
+    assert (complete, failed, running) == (10, 0, 0)
+    study = open_run(run_dir).study.study
+    for number, values in kept.items():  # completed trials are kept, not re-run
+        assert study.trials[number].values == values
+    lost = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert len(lost) == 2
+    for t in lost:  # each re-asked exactly once, with its parameters, and completed
+        again = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
+        assert len(again) == 1 and again[0].params == t.params
+        assert again[0].state == TrialState.COMPLETE
+    # nothing counted twice: the finished trials are the kept ones, the two re-runs and
+    # new ones, and the study holds exactly those plus the two interrupted records
+    assert len(study.trials) == 10 + 2
