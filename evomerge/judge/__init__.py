@@ -36,6 +36,7 @@ from evomerge.judge._registry import (
     available_judges,
     build_judge,
     register_judge,
+    scores_answers,
 )
 from evomerge.judge._spec import (
     TEMPLATE_FIELDS,
@@ -97,4 +98,5 @@ __all__ = [
     "not_applicable",
     "parse_options",
     "register_judge",
+    "scores_answers",
 ]

@@ -21,7 +21,8 @@ from evomerge.generate import HFGenerator, HFOptions, PathModel, resolve_dtype
 from evomerge.judge import build_objective
 from evomerge.merge import LayerPath, open_path_sources
 from evomerge.run import build_run_space
-from evomerge.search._pipeline import answer_items, generate_and_judge
+from evomerge.search._pipeline import answer_items, generate_and_judge, prune_order
+from evomerge.search._prune import PruneGuide
 from evomerge.search._types import Genome, TrialResult
 from evomerge.space import DataflowSpace
 
@@ -63,11 +64,16 @@ class DataflowEvaluator:
         self.params = gen.params
         cache_dir = run_dir if run_dir is not None and Path(run_dir).is_dir() else None
         self.objective = build_objective(config.judging, run_dir=cache_dir, base_dir=config.root)
-        self.items = answer_items(config, self.objective, tokenizer_path=tok_dir)
+        self.items = prune_order(
+            config, self.objective, answer_items(config, self.objective, tokenizer_path=tok_dir)
+        )
+        self.prompt_order = [it.id for it in self.items] if config.search.pruning.enabled else None
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
-    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
+    def evaluate(
+        self, trial_number: int, recipe: Genome, *, guide: PruneGuide | None = None
+    ) -> TrialResult:
         if not isinstance(recipe, LayerPath):
             raise SearchError("the data-flow evaluator got a merge recipe; check the space")
         if recipe.sources != self.space.sources:
@@ -84,6 +90,7 @@ class DataflowEvaluator:
             self.params,
             self.objective,
             merge_s=time.perf_counter() - t0,
+            guide=guide,
         )
         result.extra["path_length"] = len(recipe)
         return result
