@@ -20,6 +20,24 @@ from evomerge.run import open_run, study_status
 from .conftest import make_run, start_cli, write_run_yaml
 
 N_PROMPTS = 10
+
+
+@pytest.fixture(scope="module")
+def spread_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny base and two far-apart "fine-tunes" (noise 1x each tensor's std): merges with
+    other weights answer differently, so their per-prompt scores differ and some trials are
+    clearly worse than the best (with the shared tiny models every merge answers alike)."""
+    from evomerge.testing.tiny import build_tiny_model, perturb_model
+
+    root = tmp_path_factory.mktemp("prune_models")
+    base = build_tiny_model(root / "base", seed=0)
+    return {
+        "base": base,
+        "ft_a": perturb_model(base, root / "ft_a", seed=1, scale=1.0),
+        "ft_b": perturb_model(base, root / "ft_b", seed=2, scale=1.0),
+    }
+
+
 PRUNING = {"enabled": True, "chunk_size": 2, "n_startup_steps": 2, "p_threshold": 0.5}
 
 
@@ -84,10 +102,10 @@ def _check_trials(run_dir: Path) -> dict[str, int]:
 
 
 def test_sigkill_mid_pruned_search_then_resume_loses_and_double_counts_nothing(
-    tiny_models: Any, reap: Any, tmp_path: Path
+    spread_models: dict[str, Path], reap: Any, tmp_path: Path
 ) -> None:
     target = 12
-    path = _run_yaml(tmp_path / "cfg", tiny_models.as_dict(), n_trials=target, name="prkill")
+    path = _run_yaml(tmp_path / "cfg", spread_models, n_trials=target, name="prkill")
     run_dir = tmp_path / "rd"
     ray_tmp = tempfile.mkdtemp(prefix="evp", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
@@ -142,12 +160,12 @@ def test_sigkill_mid_pruned_search_then_resume_loses_and_double_counts_nothing(
 
 @pytest.mark.usefixtures("ray_local")
 def test_a_pruned_search_stops_hopeless_trials_and_counts_them_apart(
-    tiny_models: Any, tmp_path: Path
+    spread_models: dict[str, Path], tmp_path: Path
 ) -> None:
     from evomerge.report import write_report
     from evomerge.search import run_search
 
-    path = _run_yaml(tmp_path / "cfg", tiny_models.as_dict(), n_trials=8, name="pruned")
+    path = _run_yaml(tmp_path / "cfg", spread_models, n_trials=8, name="pruned")
     run_dir = tmp_path / "rd"
     summary = run_search(path, run_dir=run_dir, progress=False)
     counts = _check_trials(run_dir)
