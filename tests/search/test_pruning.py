@@ -49,7 +49,9 @@ def test_should_stop_follows_the_wilcoxon_pruner_rules() -> None:
     best: list[float | None] = [1.0, 0.9, 1.1, 1.0, 0.8, 1.2, 1.0, 1.0]
     worse = [0.1, 0.2, 0.0, 0.3, 0.1, 0.2]
     assert should_stop(worse, _guide(None)) == (False, 1.0)  # no incumbent yet
-    assert should_stop(worse[:3], _guide(best))[0] is False  # fewer pairs than n_startup_steps
+    # 3 negative differences: p = 1/8; not before n_startup_steps (4) pairs
+    assert should_stop(worse[:3], _guide(best, p_threshold=0.2))[0] is False
+    assert should_stop(worse[:3], _guide(best, p_threshold=0.2, n_startup_steps=3))[0] is True
     stop, p = should_stop(worse[:4], _guide(best))
     assert stop and p == pytest.approx(1 / 16)  # 4 negative differences: exact p = 2^-4
     assert should_stop(worse[:4], _guide(best, p_threshold=0.05))[0] is False
