@@ -37,8 +37,8 @@ def _run(
     models: Any, seed: int, trials: int, pruning: dict[str, Any], root: Path
 ) -> dict[str, Any]:
     from evomerge.config import load_run_config
-    from evomerge.demo.run import demo_run_config
     from evomerge.demo.baselines import SplitScorer
+    from evomerge.demo.run import demo_run_config
     from evomerge.run import attrs as A
     from evomerge.run import open_run
     from evomerge.search import run_search

@@ -165,7 +165,10 @@ class Driver:
         ).to_dict()
 
     def _note_best(
-        self, number: int, values: list[float], prompt_scores: list[float | None] | None
+        self,
+        number: int,
+        values: list[float],
+        prompt_scores: list[float | None] | None = None,
     ) -> None:
         """Keep the incumbent up to date by the run layer's ranking (no study scan per tell)."""
         if len(values) != 1:
