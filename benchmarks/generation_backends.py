@@ -21,6 +21,10 @@ figures to compare; absolute seconds depend on the machine and its load.
 
     python benchmarks/generation_backends.py                    # both models, 10 trials
     python benchmarks/generation_backends.py --models llama100m --trials 5   # quick
+
+On a shared CPU pass ``--threads 1``: both backends then run one torch thread (vLLM's CPU
+build already defaults to one while it serves; hf would take every core, and two threads
+stall each other on an oversubscribed machine).
 """
 
 from __future__ import annotations
@@ -110,7 +114,9 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "hf":
         gen: Any = HFGenerator.from_pretrained(base, device="cpu", dtype="float32")
     else:
-        opts = VLLMOptions(max_model_len=512, kv_cache_memory_bytes=256 << 20)
+        cfg = json.loads((base / "config.json").read_text())
+        max_len = min(512, int(cfg.get("max_position_embeddings", 512)))  # the demo's is 128
+        opts = VLLMOptions(max_model_len=max_len, kv_cache_memory_bytes=256 << 20)
         gen = VLLMGenerator.from_pretrained(base, device="cpu", dtype="float32", options=opts)
     startup = time.perf_counter() - t0
     gen.generate(PROMPTS[:1], params)  # warm-up, not timed
@@ -140,7 +146,10 @@ def _child(backend: str, model: dict[str, Any], args: argparse.Namespace) -> dic
     cmd = [sys.executable, __file__, "--child", backend, "--base", str(model["base"])]
     cmd += ["--fts", *map(str, model["fts"]), "--trials", str(args.trials)]
     cmd += ["--new-tokens", str(args.new_tokens)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    env = dict(os.environ)
+    if args.threads is not None:  # both backends alike (vLLM's CPU default is one thread)
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -168,6 +177,12 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--amortize", type=int, default=100, help="trials to spread start-up over")
     ap.add_argument("--repeats", type=int, default=2, help="alternating rounds per backend")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per backend process (OMP/MKL_NUM_THREADS); 1 on a shared CPU",
+    )
     ap.add_argument("--child", choices=["hf", "vllm"], help=argparse.SUPPRESS)
     ap.add_argument("--base", help=argparse.SUPPRESS)
     ap.add_argument("--fts", nargs="+", help=argparse.SUPPRESS)
@@ -198,6 +213,7 @@ def main() -> None:
             "dtype": "float32",
             "amortized_over": args.amortize,
             "rounds": args.repeats,
+            "threads": args.threads,
         },
         "models": {},
     }

@@ -85,6 +85,7 @@ SIZES: dict[str, ForgettingSize] = {
         skill_steps=40,
         batch_size=8,
         skill_lr=1e-3,
+        threads=1,  # on a shared CPU two threads stall each other (minutes per step)
     ),
 }
 

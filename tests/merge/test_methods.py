@@ -18,11 +18,14 @@ from evomerge.merge.methods import (
     MergeMethod,
     Need,
     Scope,
+    _aux,
     build_aux,
     get_method,
     list_methods,
 )
 from evomerge.merge.methods import _registry as registry
+from evomerge.merge.methods._sparsify import bernoulli_keep, kept_l1
+from evomerge.merge.methods._workspace import Workspace
 
 
 def _args(method: str, inputs: list[dict[str, Any]], **globals_: Any) -> MergeArgs:
@@ -286,3 +289,28 @@ def test_the_registry_has_every_mergekit_method() -> None:
                 assert ours[p.name].default == p.default, (name, p.name)
             else:
                 assert ours[p.name].required, (name, p.name)
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_dare_l1_table_equals_the_sum_over_kept_coordinates(
+    density: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large tensors rescale DARE from a cumulative table (no pass per trial); it must give
+    the L1 the direct sum gives, to the last bin (one bin off moves it by ~1/(n density))."""
+    d = torch.randn((256, 256), generator=torch.Generator().manual_seed(5))
+    assert d.numel() < _aux.NOISE_TABLE_MIN  # so the default builds no table here
+    plain = build_aux(
+        {Need.NOISE_L1}, torch.zeros_like(d), d, seed=1, tensor_name="w", source_key="a"
+    )
+    assert plain.noise_l1 is None
+    monkeypatch.setattr(_aux, "NOISE_TABLE_MIN", d.numel())
+    aux = build_aux(
+        {Need.NOISE_L1}, torch.zeros_like(d), d, seed=1, tensor_name="w", source_key="a"
+    )
+    assert aux.noise_l1 is not None and aux.noise is not None
+    assert torch.equal(aux.noise, plain.noise)
+    keep = bernoulli_keep(density)
+    expected = float(d.reshape(-1)[aux.noise < keep.threshold].abs().double().sum())
+    ws = Workspace()
+    assert kept_l1(d.reshape(-1), keep, aux, ws) == pytest.approx(expected, rel=1e-6)
+    assert kept_l1(d.reshape(-1), keep, plain, ws) == pytest.approx(expected, rel=1e-6)
