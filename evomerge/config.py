@@ -54,6 +54,7 @@ __all__ = [
     "EvaluatorConfig",
     "MergeConfig",
     "ModelsConfig",
+    "PruningConfig",
     "RayConfig",
     "RunConfig",
     "SearchConfig",
@@ -97,6 +98,34 @@ class ModelsConfig(_Frozen):
         return self
 
 
+class PruningConfig(_Frozen):
+    """Stopping hopeless trials early (``search.pruning``; ``true``/``false`` is short for
+    ``{enabled: ...}``).
+
+    A trial's prompts are generated and judged ``chunk_size`` at a time, in one shuffled
+    order shared by every trial of the run (seeded by ``search.seed``). After each chunk a
+    one-sided Wilcoxon signed-rank test pairs the trial's per-prompt scores with the best
+    trial's on the same prompts; the trial stops as PRUNED when the p-value of "worse" is
+    below ``p_threshold`` (and its mean so far is below the best's), once at least
+    ``n_startup_steps`` prompts are paired (Optuna's ``WilcoxonPruner`` semantics). A
+    pruned trial counts toward ``n_trials``; samplers see only complete trials (CMA-ES
+    ignores pruned ones; see :mod:`evomerge.search._sampler`).
+
+    Needs the generate-and-judge evaluator, one objective, judges that score answers
+    (not the model itself), and the ``cmaes``, ``tpe`` or ``random`` sampler: otherwise the
+    config is refused."""
+
+    enabled: bool = False
+    chunk_size: int = Field(default=4, ge=1)
+    p_threshold: float = Field(default=0.1, gt=0.0, lt=1.0)
+    n_startup_steps: int = Field(default=4, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, data: Any) -> Any:
+        return {"enabled": data} if isinstance(data, bool) else data
+
+
 class SearchConfig(_Frozen):
     """The study. ``n_trials`` counts finished trials (complete, or failed after retries).
 
@@ -121,6 +150,7 @@ class SearchConfig(_Frozen):
     stop_after_infra_failures: int = Field(default=3, ge=1)
     x0: Literal["equal", "none"] = "equal"
     overlap_judging: bool = False
+    pruning: PruningConfig = PruningConfig()
 
 
 class MergeConfig(_Frozen):
@@ -254,10 +284,12 @@ class RunConfig(_Frozen):
             )
             if problems:
                 raise ValueError("; ".join(problems))
-        if self.search.overlap_judging:
-            problems = self._overlap_problems()
-            if problems:
-                raise ValueError("; ".join(problems))
+        problems = self._overlap_problems() if self.search.overlap_judging else []
+        pruning = self._pruning_problem()
+        if pruning:
+            problems.append(f"search.pruning: {pruning}; or set search.pruning: false")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def _overlap_problems(self) -> list[str]:
@@ -284,6 +316,38 @@ class RunConfig(_Frozen):
                 "overlap_judging to false"
             )
         return out
+
+    def _pruning_problem(self) -> str | None:
+        """Why this run cannot stop trials early (None: it can, or pruning is off)."""
+        if not self.search.pruning.enabled:
+            return None
+        if self.search.overlap_judging:
+            return (
+                "a trial judges each chunk before generating the next, so its judging cannot "
+                "overlap the next trial (search.overlap_judging); choose one of the two"
+            )
+        if self.search.sampler == "nsga2":
+            return "the nsga2 sampler (a Pareto front) does not use pruned trials; use cmaes, tpe or random"
+        if self.evaluator is not None:
+            return (
+                f"the evaluator {self.evaluator.factory!r} does not score prompts one by one; "
+                "pruning needs the generate-and-judge evaluator (no 'evaluator:' section)"
+            )
+        assert self.judging is not None
+        if len(self.judging.objectives) > 1:
+            return (
+                f"judging.objectives has {len(self.judging.objectives)} objectives; pruning "
+                "compares one objective per prompt"
+            )
+        from evomerge.judge import scores_answers
+
+        whole = [n for n, j in self.judging.judges.items() if not scores_answers(j.type)]
+        if whole:
+            return (
+                f"judge(s) {', '.join(whole)} score the model as a whole, not each prompt's "
+                "answer, so a trial cannot be compared prompt by prompt"
+            )
+        return None
 
     def space_spec(self) -> SpaceSpec | DataflowSpec:
         """The validated :class:`evomerge.space.SpaceSpec`, or :class:`DataflowSpec` for

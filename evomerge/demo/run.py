@@ -344,6 +344,7 @@ def run_demo(
         "uniform_grid": uniform.grid,
         "n_complete": counts.complete,
         "n_failed": counts.failed,
+        "n_pruned": counts.pruned,
         "beats_sources": all(best > scored[n][0].value for n in sources),
         "report": str(report),
         "exported": str(run_dir / "best_model") if export else None,

@@ -36,6 +36,7 @@ from evomerge.judge._registry import (
     available_judges,
     build_judge,
     register_judge,
+    scores_answers,
     type_needs_model,
 )
 from evomerge.judge._spec import (
@@ -98,5 +99,6 @@ __all__ = [
     "not_applicable",
     "parse_options",
     "register_judge",
+    "scores_answers",
     "type_needs_model",
 ]

@@ -221,6 +221,18 @@ class Objective:
 
         ``model_scores`` (from :meth:`score_on_model`): the model judges' scores, already
         computed; then no judge uses ``generator``."""
+        return self.combine(self.score(samples, generator=generator, model_scores=model_scores))
+
+    def score(
+        self,
+        samples: Sequence[Sample],
+        *,
+        generator: Any = None,
+        model_scores: Mapping[str, list[Score]] | None = None,
+    ) -> dict[str, list[Score]]:
+        """Every judge's scores of ``samples`` (one per sample, in order), not combined:
+        :meth:`combine` turns scores gathered over several calls into the objective.
+        ``model_scores``: as in :meth:`evaluate`."""
         samples = list(samples)
         if not samples:
             raise JudgeError("no samples to judge (the prompt set is empty?)")
@@ -242,7 +254,15 @@ class Objective:
                     scores[n] = self._run(n, j, samples, generator)
             for n, fut in futures.items():
                 scores[n] = fut.result()
-        scores = {n: scores[n] for n in self.judges}  # keep the configured order
+        return {n: scores[n] for n in self.judges}  # keep the configured order
+
+    def combine(
+        self, scores: Mapping[str, Sequence[Score]], *, partial: bool = False
+    ) -> ObjectiveResult:
+        """The objective of :meth:`score`'s scores (concatenated per judge when gathered in
+        parts). A judge with no scored answer raises JudgeError; with ``partial`` (a trial
+        stopped early: some judges may not apply to any of its first prompts) it is left
+        out of the means instead, and the values are NaN when an objective needs it."""
         means: dict[str, float] = {}
         errors: list[str] = []
         for n, ss in scores.items():
@@ -252,6 +272,8 @@ class Objective:
                 (s.raw for s in ss if not s.ok), "no error message"
             )
             if not good:
+                if partial:
+                    continue
                 raise JudgeError(
                     f"judge {n!r} could not score any of the {len(ss)} answers: {first}"
                 )
@@ -261,8 +283,39 @@ class Objective:
                     "judge %r: %d/%d answers unscored (first: %s)", n, len(failed), len(ss), first
                 )
             means[n] = sum(good) / len(good)
-        values = [sum(w * means[j] for j, w in o.terms.items()) for o in self.objectives]
-        return ObjectiveResult(values=values, judge_means=means, scores=scores, errors=errors)
+        values = [
+            sum(w * means.get(j, math.nan) for j, w in o.terms.items()) for o in self.objectives
+        ]
+        return ObjectiveResult(
+            values=values,
+            judge_means=means,
+            scores={n: list(v) for n, v in scores.items()},
+            errors=errors,
+        )
+
+    def per_sample(self, scores: Mapping[str, Sequence[Score]]) -> list[float]:
+        """Each sample's own share of the (first) objective, for a paired comparison of two
+        candidates on the same prompts: the weighted sum of its judges' scores, a judge
+        that does not apply to the sample counting 0 (the same for every candidate, so a
+        difference is unaffected), NaN when a judge that applies failed to score it.
+
+        The objective is a weighted sum of per-judge means, not the mean of these numbers
+        when some judge applies to only part of the prompts; the paired test only needs
+        that a better answer gets a higher number on its prompt."""
+        terms = self.objectives[0].terms
+        n = len(next(iter(scores.values()), []))
+        out = []
+        for i in range(n):
+            total = 0.0
+            for j, w in terms.items():
+                s = scores[j][i]
+                if s.ok:
+                    total += w * s.value
+                elif not s.not_applicable:
+                    total = math.nan
+                    break
+            out.append(total)
+        return out
 
     def close(self) -> None:
         """Close HTTP clients and the cache (idempotent)."""

@@ -48,6 +48,7 @@ __all__ = [
     "build_judge",
     "is_code_judge",
     "register_judge",
+    "scores_answers",
     "type_needs_model",
 ]
 
@@ -87,6 +88,18 @@ JUDGES: Registry[JudgeFactory] = Registry(
 def register_judge(name: str, factory: JudgeFactory, *, replace: bool = False) -> None:
     """Make ``name`` build judges with ``factory`` in this process (plugins use entry points)."""
     JUDGES.register(name, factory, replace=replace)
+
+
+def scores_answers(type_name: str) -> bool:
+    """Whether judges of ``type_name`` score each generated answer (False for those that
+    score the model itself, such as ``perplexity`` and ``lm_eval``), known without
+    building one: a code judge says so with its class's ``needs_answers``; LLM judges and
+    unknown names score answers."""
+    factory = JUDGES.find(type_name)
+    if factory is None:
+        return True
+    owner = getattr(factory, "__self__", factory)  # a bound ``from_options`` -> its class
+    return bool(getattr(owner, "needs_answers", True))
 
 
 def available_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, str]:

@@ -16,7 +16,7 @@ from evomerge.run._view import StudyView
 if TYPE_CHECKING:
     from evomerge.merge import MergeRecipe
 
-__all__ = ["model_card"]
+__all__ = ["model_card", "pruned_note"]
 
 
 def _num(v: Any) -> str:
@@ -47,6 +47,11 @@ def _plain(v: Any) -> Any:
     return v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v
 
 
+def pruned_note(n: int) -> str:
+    """``", N pruned"`` when ``search.pruning`` stopped trials early, else nothing."""
+    return f", {n} pruned (stopped early)" if n else ""
+
+
 def model_card(config: RunConfig, study: StudyView, trial: FrozenTrial, recipe: MergeRecipe) -> str:
     """Markdown with a YAML header: the search summary, the trial's values, scores and recipe."""
     names, directions = study.objective_names, study.directions
@@ -62,7 +67,7 @@ def model_card(config: RunConfig, study: StudyView, trial: FrozenTrial, recipe: 
         "",
         f"A `{recipe.merge_method}` merge found by evomerge's evolutionary search "
         f"(search space `{study.attr(A.SPACE, '?')}`, sampler `{config.search.sampler}`, "
-        f"{counts.complete} complete and {counts.failed} failed trials).",
+        f"{counts.complete} complete{pruned_note(counts.pruned)} and {counts.failed} failed trials).",
         "",
         "## Scores",
         "",

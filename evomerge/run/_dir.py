@@ -122,12 +122,31 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
+_NO_DEFAULT = object()
+
+
+def _default_of(key: str) -> Any:
+    """The JSON value a RunConfig field (dotted ``key``) takes when not given, or
+    ``_NO_DEFAULT`` (required, or not a field of nested sections)."""
+    head, *rest = key.split(".")
+    field = RunConfig.model_fields.get(head)
+    if field is None or field.is_required():
+        return _NO_DEFAULT
+    value: Any = field.get_default(call_default_factory=True)
+    for part in rest:
+        if not hasattr(value, "model_fields") or part not in type(value).model_fields:
+            return _NO_DEFAULT
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
 def check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], *, run_dir: Path) -> None:
     """Refuse to resume a search with a different definition.
 
     Only the budget (``search.n_trials``), ``search.retries``/``trial_timeout_s``/
     ``overlap_judging`` and the runtime sections (``workers``, ``ray``, ``analysis``) may
-    change.
+    change. A field the stored config lacks (written before the field existed, e.g.
+    ``search.pruning``) is the same when the current value is the field's default.
 
     Raises ConfigError listing every differing field with both values.
     """
@@ -136,6 +155,7 @@ def check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], *, run
         k
         for k in sorted(set(a) | set(b))
         if a.get(k) != b.get(k)
+        and not (k not in a and k in b and b[k] == _default_of(k))
         and k not in _RESUMABLE_CHANGES
         and not k.startswith(_RESUMABLE_SECTIONS)
     ]

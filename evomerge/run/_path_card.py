@@ -8,7 +8,7 @@ from optuna.trial import FrozenTrial
 
 from evomerge.config import RunConfig
 from evomerge.run import attrs as A
-from evomerge.run._card import _num
+from evomerge.run._card import _num, pruned_note
 from evomerge.run._view import StudyView
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ def path_card(config: RunConfig, study: StudyView, trial: FrozenTrial, path: Lay
         "",
         f"A data-flow merge found by evomerge's evolutionary search (search space "
         f"`{study.attr(A.SPACE, '?')}`, sampler `{config.search.sampler}`, {counts.complete} "
-        f"complete and {counts.failed} failed trials): {len(path)} decoder layers taken from "
+        f"complete{pruned_note(counts.pruned)} and {counts.failed} failed trials): {len(path)} "
+        "decoder layers taken from "
         f"{', '.join(f'`{n}`' for n in path.used_sources())}, with the embeddings, final "
         f"norm, head and tokenizer of `{path.embedding}`. It is a standard checkpoint: the "
         "transition scales are folded into each layer's `o_proj` and `down_proj`.",

@@ -161,14 +161,16 @@ def open_study(
 
 
 def is_finished(t: FrozenTrial) -> bool:
-    """A trial that counts toward ``n_trials``: COMPLETE, or FAIL and not interrupted."""
-    if t.state == TrialState.COMPLETE:
+    """A trial that counts toward ``n_trials``: COMPLETE, PRUNED (stopped early by
+    ``search.pruning``), or FAIL and not interrupted."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return t.state == TrialState.FAIL and not t.user_attrs.get(A.INTERRUPTED, False)
 
 
 def count_finished(study: optuna.Study) -> tuple[int, int]:
-    """``(n_complete, n_failed)``; interrupted trials are not counted."""
+    """``(n_complete, n_failed)``; interrupted trials are not counted, nor pruned ones
+    (:meth:`StudyView.counts` has every state; its ``finished`` includes pruned trials)."""
     trials = study.get_trials(deepcopy=False)
     n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
     n_failed = sum(t.state == TrialState.FAIL and is_finished(t) for t in trials)

@@ -50,7 +50,8 @@ def rank_key(directions: Sequence[str]) -> RankKey:
 
 @dataclass(frozen=True)
 class Counts:
-    """Trials by state. ``failed`` counts toward the budget; ``interrupted`` does not."""
+    """Trials by state. ``complete``, ``failed`` and ``pruned`` count toward the budget
+    (``finished``); ``interrupted`` does not."""
 
     complete: int
     failed: int
@@ -61,7 +62,7 @@ class Counts:
 
     @property
     def finished(self) -> int:
-        return self.complete + self.failed
+        return self.complete + self.failed + self.pruned
 
 
 class StudyView:

@@ -16,11 +16,20 @@ Trial attributes::
                  re-enqueued and it does not count as finished
     retry_of     on a re-enqueued trial: the number of the interrupted trial
     start_point  True on the enqueued start point x0
+    prompt_scores  with search.pruning: each prompt's score in the run's fixed order (None
+                 where unscored), as far as the trial got; a PRUNED trial also has its
+                 per-prompt scores as intermediate values (step = position in that order)
+    prompt_ids   on a PRUNED trial: the ids of the prompts it used
+    partial_values  on a PRUNED trial: the objective over the prompts it used (NaN/None
+                 where a judge applied to none of them); optuna's own value of a pruned
+                 trial (its last intermediate value) means nothing here
+    prune_p      with search.pruning: the last p-value of the early-stopping test
 
 Study attributes: ``objective_names``, ``space`` (the space's name), ``sampler``,
 ``genome`` (the parameter names in genome order), ``n_target`` (finished trials to reach),
 ``path_sources`` (a data-flow run: each source as resolved when the study was created; a
-resume must resolve them the same).
+resume must resolve them the same), ``prompt_order`` (with search.pruning: the prompt ids
+in the fixed order the trials use; a resume must find the same).
 """
 
 from __future__ import annotations
@@ -34,8 +43,12 @@ __all__ = [
     "NODE_ID",
     "N_TARGET",
     "OBJECTIVE_NAMES",
+    "PARTIAL_VALUES",
     "PATH",
     "PATH_SOURCES",
+    "PROMPT_IDS",
+    "PROMPT_ORDER",
+    "PROMPT_SCORES",
     "RECIPE",
     "RETRY_OF",
     "SAMPLER",
@@ -62,6 +75,9 @@ TRACEBACK = "traceback"
 INTERRUPTED = "interrupted"
 RETRY_OF = "retry_of"
 START_POINT = "start_point"
+PROMPT_SCORES = "prompt_scores"
+PROMPT_IDS = "prompt_ids"
+PARTIAL_VALUES = "partial_values"
 
 OBJECTIVE_NAMES = "objective_names"
 SPACE = "space"
@@ -69,3 +85,4 @@ SAMPLER = "sampler"
 GENOME = "genome"
 N_TARGET = "n_target"
 PATH_SOURCES = "path_sources"
+PROMPT_ORDER = "prompt_order"

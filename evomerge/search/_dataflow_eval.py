@@ -21,7 +21,15 @@ from evomerge.generate import HFGenerator, HFOptions, PathModel, resolve_dtype
 from evomerge.judge import build_objective
 from evomerge.merge import LayerPath, open_path_sources
 from evomerge.run import build_run_space
-from evomerge.search._pipeline import Generated, answer_items, generate_answers, judge_answers
+from evomerge.search._pipeline import (
+    Generated,
+    answer_items,
+    generate_and_judge,
+    generate_answers,
+    judge_answers,
+    prune_order,
+)
+from evomerge.search._prune import PruneGuide
 from evomerge.search._types import Genome, TrialResult
 from evomerge.space import DataflowSpace
 
@@ -64,12 +72,15 @@ class DataflowEvaluator:
         self.params = gen.params
         cache_dir = run_dir if run_dir is not None and Path(run_dir).is_dir() else None
         self.objective = build_objective(config.judging, run_dir=cache_dir, base_dir=config.root)
-        self.items = answer_items(config, self.objective, tokenizer_path=tok_dir)
+        self.items = prune_order(
+            config, self.objective, answer_items(config, self.objective, tokenizer_path=tok_dir)
+        )
+        self.prompt_order = [it.id for it in self.items] if config.search.pruning.enabled else None
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
-    def generate_stage(self, trial_number: int, recipe: Genome) -> Generated:
-        """Re-wire the path model and generate (the accelerator's part)."""
+    def _set_path(self, trial_number: int, recipe: Genome) -> tuple[LayerPath, float]:
+        """Re-wire the path model to ``recipe``; returns it and the time taken."""
         if not isinstance(recipe, LayerPath):
             raise SearchError("the data-flow evaluator got a merge recipe; check the space")
         if recipe.sources != self.space.sources:
@@ -79,20 +90,36 @@ class DataflowEvaluator:
             )
         t0 = time.perf_counter()
         self.model.set_path(recipe)
+        return recipe, time.perf_counter() - t0
+
+    def generate_stage(self, trial_number: int, recipe: Genome) -> Generated:
+        """Re-wire the path model and generate (the accelerator's part)."""
+        path, merge_s = self._set_path(trial_number, recipe)
         generated = generate_answers(
-            trial_number,
-            self.generator,
-            self.items,
-            self.params,
-            self.objective,
-            merge_s=time.perf_counter() - t0,
+            trial_number, self.generator, self.items, self.params, self.objective, merge_s=merge_s
         )
-        generated.extra["path_length"] = len(recipe)
+        generated.extra["path_length"] = len(path)
         return generated
 
     def judge_stage(self, generated: Generated) -> TrialResult:
         """Judge what :meth:`generate_stage` produced (needs no accelerator)."""
         return judge_answers(generated, self.objective)
 
-    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
-        return self.judge_stage(self.generate_stage(trial_number, recipe))
+    def evaluate(
+        self, trial_number: int, recipe: Genome, *, guide: PruneGuide | None = None
+    ) -> TrialResult:
+        """Both stages in a row; with ``guide`` (``search.pruning``) chunked, may stop early."""
+        if guide is None:
+            return self.judge_stage(self.generate_stage(trial_number, recipe))
+        path, merge_s = self._set_path(trial_number, recipe)
+        result = generate_and_judge(
+            trial_number,
+            self.generator,
+            self.items,
+            self.params,
+            self.objective,
+            merge_s=merge_s,
+            guide=guide,
+        )
+        result.extra["path_length"] = len(path)
+        return result

@@ -19,6 +19,14 @@ charged an attempt: which one killed it is unknown); when one of them times out,
 worker is replaced, that trial is charged and the other goes back to the queue uncharged.
 A trial's timeout counts from its dispatch, so it includes waiting for the accelerator
 behind the other trial's generation.
+
+With ``pruning`` (``search.pruning``) each job carries a :class:`PruneGuide`: the
+incumbent's per-prompt scores (the ``prompt_scores`` of the best complete trial). A trial
+the worker stopped early is told PRUNED after its per-prompt scores are reported as
+intermediate values (step = the prompt's position in the run's fixed order); it counts
+toward ``target`` and never becomes the incumbent. Only complete trials (all prompts) are
+told with values, so the sampler ranks full evaluations only (CMA-ES ignores PRUNED
+trials; see :mod:`evomerge.search._sampler`).
 """
 
 from __future__ import annotations
@@ -37,9 +45,11 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from evomerge.config import PruningConfig
 from evomerge.merge.path import LayerPath
 from evomerge.run import INTERRUPTED_ERROR, StudyView, rank_key, recover_interrupted
 from evomerge.run import attrs as A
+from evomerge.search._prune import PruneGuide
 from evomerge.search._sampler import distributions
 from evomerge.search._types import TrialResult
 from evomerge.search._workers import Slot, WorkerGroup, ray_cause
@@ -75,6 +85,7 @@ class DriverStats:
     finished_before: int = 0
     n_complete: int = 0
     n_failed: int = 0
+    n_pruned: int = 0
     overhead_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
     best_values: list[float] | None = None
@@ -82,7 +93,7 @@ class DriverStats:
 
     @property
     def finished_now(self) -> int:
-        return self.n_complete + self.n_failed
+        return self.n_complete + self.n_failed + self.n_pruned
 
 
 class Driver:
@@ -103,6 +114,7 @@ class Driver:
         desc: str = "search",
         commit: Callable[[], None] | None = None,
         infra_failures: int = 3,
+        pruning: PruningConfig | None = None,
     ) -> None:
         self.study = study
         self.storage = storage
@@ -122,6 +134,8 @@ class Driver:
         self._load: dict[int, int] = {}  # slot index -> trials in flight on it
         self._directions = [d.name.lower() for d in study.directions]
         self._rank = rank_key(self._directions)
+        self.pruning = pruning if pruning is not None and pruning.enabled else None
+        self._incumbent: list[float | None] | None = None  # the best's prompt_scores
         self._init_best()
         self._bar = tqdm(
             total=target,
@@ -145,8 +159,25 @@ class Driver:
         best = StudyView(self.study).best()
         if best is not None:
             self.stats.best_values, self.stats.best_trial = list(best.values), best.number
+            self._incumbent = best.user_attrs.get(A.PROMPT_SCORES)
 
-    def _note_best(self, number: int, values: list[float]) -> None:
+    def _guide(self) -> dict[str, Any] | None:
+        if self.pruning is None:
+            return None
+        return PruneGuide(
+            incumbent=self._incumbent,
+            chunk_size=self.pruning.chunk_size,
+            p_threshold=self.pruning.p_threshold,
+            n_startup_steps=self.pruning.n_startup_steps,
+            maximize=self._directions[0] == "maximize",
+        ).to_dict()
+
+    def _note_best(
+        self,
+        number: int,
+        values: list[float],
+        prompt_scores: list[float | None] | None = None,
+    ) -> None:
         """Keep the incumbent up to date by the run layer's ranking (no study scan per tell)."""
         if len(values) != 1:
             return
@@ -157,6 +188,7 @@ class Driver:
             or self._rank(values, number) < self._rank(best, best_number)
         ):
             self.stats.best_values, self.stats.best_trial = list(values), number
+            self._incumbent = prompt_scores
 
     def _update_bar(self) -> None:
         elapsed = max(time.monotonic() - self.stats.started, 1e-9)
@@ -165,6 +197,8 @@ class Driver:
             post["best"] = f"{self.stats.best_values[0]:.4g}"
         if self.stats.n_failed:
             post["failed"] = self.stats.n_failed
+        if self.stats.n_pruned:
+            post["pruned"] = self.stats.n_pruned
         self._bar.set_postfix(post, refresh=False)
         self._bar.refresh()
 
@@ -219,7 +253,11 @@ class Driver:
                     return
                 if job is None:
                     continue
-                ref = slot.actor.evaluate.remote(job.trial.number, job.recipe)
+                guide = self._guide()
+                if guide is None:
+                    ref = slot.actor.evaluate.remote(job.trial.number, job.recipe)
+                else:
+                    ref = slot.actor.evaluate.remote(job.trial.number, job.recipe, guide)
                 self._running[ref] = _Running(job=job, slot=slot, started=time.monotonic())
                 self._load[slot.index] = self._load.get(slot.index, 0) + 1
 
@@ -264,7 +302,10 @@ class Driver:
                 self._failed(gone.job, reason, None, max(self.retries, 1))
             return
         result = TrialResult(**data)
-        if result.ok:
+        if result.pruned and result.error is None:
+            self.infra_streak = 0
+            self._tell_pruned(run.job, result)
+        elif result.ok:
             self.infra_streak = 0
             self._tell_complete(run.job, result)
         elif result.infrastructure:
@@ -356,11 +397,40 @@ class Driver:
         trial.set_user_attr(A.ATTEMPTS, job.attempts + 1)
         if job.errors:  # it succeeded on a retry: keep why the earlier attempts failed
             trial.set_user_attr(A.ERRORS, job.errors)
+        if result.prompt_scores is not None:
+            trial.set_user_attr(A.PROMPT_SCORES, result.prompt_scores)
         values = [float(v) for v in result.values or []]
         self.study.tell(trial, values)
         self.stats.overhead_s += time.perf_counter() - t0
         self.stats.n_complete += 1
-        self._note_best(trial.number, values)
+        self._note_best(trial.number, values, result.prompt_scores)
+        self._bar.update(1)
+        self._update_bar()
+
+    def _tell_pruned(self, job: _Job, result: TrialResult) -> None:
+        """Stopped early: keep its partial scores and the prompts it used, report its
+        per-prompt scores as intermediate values, tell it PRUNED (no values)."""
+        t0 = time.perf_counter()
+        trial = job.trial
+        self._set_result_attrs(trial, result)
+        trial.set_user_attr(A.ATTEMPTS, job.attempts + 1)
+        if job.errors:
+            trial.set_user_attr(A.ERRORS, job.errors)
+        scores = result.prompt_scores or []
+        trial.set_user_attr(A.PROMPT_SCORES, scores)
+        trial.set_user_attr(A.PROMPT_IDS, result.prompt_ids or [])
+        for step, value in enumerate(scores):
+            if value is not None and math.isfinite(value):
+                trial.report(float(value), step)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.stats.overhead_s += time.perf_counter() - t0
+        self.stats.n_pruned += 1
+        logger.info(
+            "trial %d pruned after %d prompt(s) (p=%.3g)",
+            trial.number,
+            len(scores),
+            result.extra.get("prune_p", math.nan),
+        )
         self._bar.update(1)
         self._update_bar()
 

@@ -12,6 +12,7 @@ instead of merging weights and shares :func:`generate_and_judge`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,18 @@ from evomerge.config import RunConfig
 from evomerge.dtypes import to_torch
 from evomerge.exceptions import ConfigError, SearchError
 from evomerge.generate import GenerationParams, PromptItem, build_generator, build_prompt_items
-from evomerge.judge import Objective, Sample, Score, build_objective, needs_answers
+from evomerge.judge import (
+    Objective,
+    ObjectiveResult,
+    Sample,
+    Score,
+    build_objective,
+    needs_answers,
+)
 from evomerge.merge import MergeEngine, MergeRecipe
 from evomerge.run import MERGE_CACHE_DIR, build_space, open_pool
+from evomerge.run import attrs as A
+from evomerge.search._prune import PruneGuide, fixed_order, should_stop
 from evomerge.search._types import Genome, TrialEvaluator, TrialResult
 
 logger = logging.getLogger(__name__)
@@ -36,6 +46,7 @@ __all__ = [
     "generate_and_judge",
     "generate_answers",
     "judge_answers",
+    "prune_order",
 ]
 
 _SAMPLES_KEPT = 3
@@ -68,7 +79,12 @@ class PipelineEvaluator:
         )
         self.params = config.generation.params
         self.objective = build_objective(config.judging, run_dir=seen, base_dir=config.root)
-        self.items = answer_items(config, self.objective, tokenizer_path=self.pool.base_path)
+        self.items = prune_order(
+            config,
+            self.objective,
+            answer_items(config, self.objective, tokenizer_path=self.pool.base_path),
+        )
+        self.prompt_order = [it.id for it in self.items] if config.search.pruning.enabled else None
         self.generator = build_generator(
             config.generation,
             model_path=self.pool.base_path,
@@ -78,24 +94,44 @@ class PipelineEvaluator:
         self.objective_names = list(self.objective.names)
         self.directions = list(self.objective.directions)
 
-    def generate_stage(self, trial_number: int, recipe: Genome) -> Generated:
-        """Merge, load and generate (the accelerator's part); see :class:`StagedEvaluator`."""
+    def _load(self, recipe: Genome) -> float:
+        """Merge ``recipe`` and load it into the generator; returns the merge time."""
         if not isinstance(recipe, MergeRecipe):
             raise SearchError("the weight-merge evaluator got a data-flow path; check the space")
         t0 = time.perf_counter()
         tensors = self.engine.materialize(recipe)
         t1 = time.perf_counter()
         self.generator.load_weights(tensors.items())
+        return t1 - t0
+
+    def generate_stage(self, trial_number: int, recipe: Genome) -> Generated:
+        """Merge, load and generate (the accelerator's part); see :class:`StagedEvaluator`."""
+        merge_s = self._load(recipe)
         return generate_answers(
-            trial_number, self.generator, self.items, self.params, self.objective, merge_s=t1 - t0
+            trial_number, self.generator, self.items, self.params, self.objective, merge_s=merge_s
         )
 
     def judge_stage(self, generated: Generated) -> TrialResult:
         """Judge what :meth:`generate_stage` produced (needs no accelerator)."""
         return judge_answers(generated, self.objective)
 
-    def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult:
-        return self.judge_stage(self.generate_stage(trial_number, recipe))
+    def evaluate(
+        self, trial_number: int, recipe: Genome, *, guide: PruneGuide | None = None
+    ) -> TrialResult:
+        """Both stages in a row; with ``guide`` (``search.pruning``) prompts are generated
+        and judged in chunks and the trial may stop early (:func:`generate_and_judge`)."""
+        if guide is None:
+            return self.judge_stage(self.generate_stage(trial_number, recipe))
+        merge_s = self._load(recipe)
+        return generate_and_judge(
+            trial_number,
+            self.generator,
+            self.items,
+            self.params,
+            self.objective,
+            merge_s=merge_s,
+            guide=guide,
+        )
 
 
 def answer_items(
@@ -165,21 +201,26 @@ def judge_answers(generated: Generated, objective: Objective) -> TrialResult:
     t2 = time.perf_counter()
     result = objective.evaluate(generated.samples, model_scores=generated.model_scores)
     timings = {**generated.timings, "judge_s": time.perf_counter() - t2}
-    extra: dict[str, Any] = dict(generated.extra)
-    if result.errors:
-        extra["judge_errors"] = list(result.errors)[:5]
-    return TrialResult(
-        trial_number=generated.trial_number,
-        values=[float(v) for v in result.values],
-        scores={k: float(v) for k, v in result.judge_means.items()},
-        samples=[
-            {"question": s.question, "answer": s.answer}
-            for s in generated.samples[:_SAMPLES_KEPT]
-            if generated.answered
-        ],
-        timings=timings,
-        extra=extra,
-    )
+    samples = generated.samples if generated.answered else []
+    return _result(generated.trial_number, result, samples, timings, extra=generated.extra)
+
+
+def prune_order(
+    config: RunConfig, objective: Objective, items: list[PromptItem]
+) -> list[PromptItem]:
+    """``items`` in the run's fixed shuffled order when ``search.pruning`` is on (else as
+    given). ConfigError (the objective is closed) when a judge built here scores the model
+    as a whole (a plug-in the config check could not see), or no prompt is scored."""
+    if not config.search.pruning.enabled:
+        return items
+    whole = [n for n, j in objective.judges.items() if not needs_answers(j)]
+    if whole or not items:
+        objective.close()
+        raise ConfigError(
+            f"search.pruning: judge(s) {', '.join(whole) or 'of this run'} do not score "
+            "each prompt's answer; set search.pruning: false"
+        )
+    return fixed_order(items, config.search.seed)
 
 
 def generate_and_judge(
@@ -190,10 +231,87 @@ def generate_and_judge(
     objective: Objective,
     *,
     merge_s: float,
+    guide: PruneGuide | None = None,
 ) -> TrialResult:
-    """Both stages in a row: :func:`generate_answers`, then :func:`judge_answers`."""
+    """Generate an answer per prompt item with ``generator`` (its weights already set),
+    judge them, and return the trial's result (``merge_s``: the time taken to set the
+    weights): :func:`generate_answers`, then :func:`judge_answers`.
+
+    With ``guide`` (``search.pruning``; ``items`` in the run's fixed order) the items are
+    generated and judged ``guide.chunk_size`` at a time and the trial stops early, as
+    ``pruned`` with the scores of the prompts it used, once :func:`should_stop` says so;
+    ``prompt_scores`` holds each used prompt's score (:meth:`Objective.per_sample`)."""
+    if guide is not None and items:
+        return _chunked(trial_number, generator, items, params, objective, merge_s, guide)
     generated = generate_answers(trial_number, generator, items, params, objective, merge_s=merge_s)
     return judge_answers(generated, objective)
+
+
+def _result(
+    trial_number: int,
+    result: ObjectiveResult,
+    samples: list[Sample],
+    timings: dict[str, float],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> TrialResult:
+    out_extra: dict[str, Any] = dict(extra or {})
+    if result.errors:
+        out_extra["judge_errors"] = list(result.errors)[:5]
+    return TrialResult(
+        trial_number=trial_number,
+        values=[float(v) for v in result.values],
+        scores={k: float(v) for k, v in result.judge_means.items()},
+        samples=[{"question": s.question, "answer": s.answer} for s in samples[:_SAMPLES_KEPT]],
+        timings=timings,
+        extra=out_extra,
+    )
+
+
+def _chunked(
+    trial_number: int,
+    generator: Any,
+    items: list[PromptItem],
+    params: GenerationParams,
+    objective: Objective,
+    merge_s: float,
+    guide: PruneGuide,
+) -> TrialResult:
+    gen_s = judge_s = 0.0
+    samples: list[Sample] = []
+    scores: dict[str, list[Score]] = {}
+    per_prompt: list[float] = []
+    stop, p = False, 1.0
+    for start in range(0, len(items), guide.chunk_size):
+        chunk = items[start : start + guide.chunk_size]
+        t1 = time.perf_counter()
+        answers = generator.generate([it.prompt for it in chunk], params)
+        t2 = time.perf_counter()
+        part = [Sample.of(it, a) for it, a in zip(chunk, answers, strict=True)]
+        chunk_scores = objective.score(part, generator=generator)
+        judge_s += time.perf_counter() - t2
+        gen_s += t2 - t1
+        samples.extend(part)
+        for name, ss in chunk_scores.items():
+            scores.setdefault(name, []).extend(ss)
+        per_prompt.extend(objective.per_sample(chunk_scores))
+        stop, p = should_stop(per_prompt, guide)
+        if stop and len(samples) < len(items):
+            break
+    pruned = stop and len(samples) < len(items)
+    t3 = time.perf_counter()
+    combined = objective.combine(scores, partial=pruned)
+    judge_s += time.perf_counter() - t3
+    timings = {"merge_s": merge_s, "generate_s": gen_s, "judge_s": judge_s}
+    out = _result(trial_number, combined, samples, timings)
+    out.prompt_scores = [v if math.isfinite(v) else None for v in per_prompt]
+    out.extra["prune_p"] = p
+    if pruned:
+        out.pruned = True
+        out.prompt_ids = [it.id for it in items[: len(samples)]]
+        out.extra[A.PARTIAL_VALUES] = [v if math.isfinite(v) else None for v in out.values or []]
+        out.values = None
+    return out
 
 
 def build_pipeline_evaluator(

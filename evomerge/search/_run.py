@@ -25,7 +25,6 @@ from evomerge.run import (
     StudyView,
     build_run_space,
     check_same_run,
-    count_finished,
     driver_lock,
     make_driver_storage,
     open_study,
@@ -90,6 +89,7 @@ def _prepare_study(
         )
     if isinstance(space, DataflowSpace):
         _pin_sources(study, space, created=created)
+    _pin_prompt_order(study, info.get("prompt_order"), created=created)
     recover_interrupted(study, storage)
     trials = study.get_trials(deepcopy=False)
     if config.search.x0 == "equal" and not any(t.user_attrs.get(A.START_POINT) for t in trials):
@@ -116,6 +116,25 @@ def _pin_sources(study: optuna.Study, space: DataflowSpace, *, created: bool) ->
     )
 
 
+def _pin_prompt_order(study: optuna.Study, order: list[str] | None, *, created: bool) -> None:
+    """With search.pruning the trials' per-prompt scores are paired by position in one fixed
+    prompt order: a resume must use the same (the prompt set must not have changed)."""
+    if order is None:
+        return
+    stored = study.user_attrs.get(A.PROMPT_ORDER)
+    if stored is None:
+        if not created and any(
+            A.PROMPT_SCORES in t.user_attrs for t in study.get_trials(deepcopy=False)
+        ):
+            raise SearchError("search.pruning: the study's prompt order was not recorded")
+        study.set_user_attr(A.PROMPT_ORDER, list(order))
+    elif list(stored) != list(order):
+        raise SearchError(
+            "generation.prompts: the search prompts differ from the ones this pruned study "
+            "started with (per-prompt scores would be paired wrongly); use a new run directory"
+        )
+
+
 def _summary(
     study: optuna.Study,
     run_dir: Path,
@@ -124,8 +143,9 @@ def _summary(
     driver: Driver | None,
     elapsed: float,
 ) -> SearchSummary:
-    n_complete, n_failed = count_finished(study)
     view = StudyView(study)
+    counts = view.counts()
+    n_complete, n_failed = counts.complete, counts.failed
     directions = view.directions
     best = view.best()
     return SearchSummary(
@@ -141,6 +161,7 @@ def _summary(
         trials_per_hour=driver.trials_per_hour if driver is not None else 0.0,
         driver_overhead_s=driver.mean_overhead_s if driver is not None else math.nan,
         extra={"pareto_size": len(view.pareto())} if len(directions) > 1 else {},
+        n_pruned=counts.pruned,
     )
 
 
@@ -182,7 +203,7 @@ def run_search(
     Re-running with the same config on the same run directory resumes: completed trials
     are kept, trials a dead driver left running are marked failed and re-asked, the
     sampler's state carries over. ``max_trials`` replaces ``search.n_trials`` as the
-    number of finished trials to reach (COMPLETE + FAIL after retries). ``address`` joins
+    number of finished trials to reach (COMPLETE + PRUNED + FAIL after retries). ``address`` joins
     a Ray cluster (default: a local one on 127.0.0.1); ``workers`` overrides the number
     of worker actors.
 
@@ -238,20 +259,20 @@ def run_search(
                 info = group.start()
                 study, storage, commit = _prepare_study(config, run_dir, space, info)
                 study.set_user_attr(A.N_TARGET, target)
-                n_complete, n_failed = count_finished(study)
                 driver = Driver(
                     study=study,
                     storage=storage,
                     space=space,
                     group=group,
                     target=target,
-                    finished=n_complete + n_failed,
+                    finished=StudyView(study).counts().finished,
                     retries=config.search.retries,
                     trial_timeout_s=config.search.trial_timeout_s,
                     progress=progress,
                     desc=config.name,
                     commit=commit,
                     infra_failures=config.search.stop_after_infra_failures,
+                    pruning=config.search.pruning,
                 )
                 stopped = driver.run()
             finally:
@@ -260,9 +281,10 @@ def run_search(
             raise SearchError("the study could not be opened")
         summary = _summary(study, run_dir, target, stopped, driver, time.monotonic() - started)
     logger.info(
-        "search %s: %d complete, %d failed of %d; best trial %s %s",
+        "search %s: %d complete, %d pruned, %d failed of %d; best trial %s %s",
         stopped,
         summary.n_complete,
+        summary.n_pruned,
         summary.n_failed,
         target,
         summary.best_trial,
@@ -272,7 +294,7 @@ def run_search(
         raise SearchError(
             f"stopped after {driver.infra_streak} evaluation(s) in a row failed for a reason outside "
             f"the candidates (search.stop_after_infra_failures: {config.search.stop_after_infra_failures}): "
-            f"{driver.infra_error}. {summary.n_complete + summary.n_failed}/{target} trials finished and are "
+            f"{driver.infra_error}. {summary.n_complete + summary.n_failed + summary.n_pruned}/{target} trials finished and are "
             "kept; fix the cause and run the same command again to resume"
         )
     if stopped == "done" and summary.n_complete == 0:
@@ -283,7 +305,7 @@ def run_search(
         )
     if stopped == "workers_lost":
         raise SearchError(
-            f"every worker died and none could be restarted ({summary.n_complete + summary.n_failed}/{target} trials "
+            f"every worker died and none could be restarted ({summary.n_complete + summary.n_failed + summary.n_pruned}/{target} trials "
             f"finished); the run is resumable: fix the cluster and run the same command again"
         )
     return summary

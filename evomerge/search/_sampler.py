@@ -1,4 +1,17 @@
-"""The study's sampler and the distributions it samples the genome from."""
+"""The study's sampler and the distributions it samples the genome from.
+
+Pruned trials (``search.pruning``): every sampler ranks complete trials only, by their
+values over all prompts. CMA-ES keeps optuna's default ``consider_pruned_trials=False``:
+a pruned trial is left out of its generation, which is filled with further samples from
+the same distribution until ``population_size`` trials are complete, so each update ranks
+full evaluations of the one objective (a pruned trial's only number, its last
+intermediate value, is one prompt's score and would rank it at random). The cost: a
+generation takes more trials, so with a fixed ``n_trials`` the search makes fewer
+updates, and the selection sees the survivors of a test against the incumbent rather
+than a plain sample (slightly stronger selection). TPE uses pruned trials only below all
+complete ones, ordered by how far they got; random ignores them. NSGA-II (several
+objectives) is refused with pruning by the config.
+"""
 
 from __future__ import annotations
 

@@ -41,6 +41,11 @@ class TrialResult:
     outside the candidate (:func:`evomerge.exceptions.is_infrastructure`: a judge endpoint
     down, a dead generator). ``scores`` are per-judge means, ``samples`` a few
     ``{"question", "answer"}`` dicts, ``timings`` seconds per stage.
+
+    With ``search.pruning``: ``prompt_scores`` holds each prompt's score in the run's fixed
+    order (None where unscored), as far as the trial got; ``pruned`` is True when it was
+    stopped early (then ``values`` is None, ``prompt_ids`` names the prompts it used and
+    ``scores`` are the judges' means over them).
     """
 
     trial_number: int
@@ -54,11 +59,16 @@ class TrialResult:
     traceback: str | None = None
     infrastructure: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    prompt_scores: list[float | None] | None = None
+    pruned: bool = False
+    prompt_ids: list[str] | None = None
 
     @property
     def ok(self) -> bool:
+        """A complete evaluation (not failed, not pruned)."""
         return (
             self.error is None
+            and not self.pruned
             and self.values is not None
             and all(math.isfinite(v) for v in self.values)
         )
@@ -88,6 +98,11 @@ class TrialEvaluator(Protocol):
     directions: list[str]
 
     def evaluate(self, trial_number: int, recipe: Genome) -> TrialResult: ...
+
+    # An evaluator that can stop hopeless trials (``search.pruning``) also accepts a
+    # keyword ``guide`` (:class:`evomerge.search._prune.PruneGuide`) and has a
+    # ``prompt_order`` attribute (the prompt ids in its fixed order); the pipeline and
+    # data-flow evaluators do.
 
 
 @runtime_checkable
@@ -134,3 +149,4 @@ class SearchSummary:
         float  # mean driver-side seconds per finished trial (ask + tell + bookkeeping)
     )
     extra: dict[str, Any] = field(default_factory=dict)
+    n_pruned: int = 0  # stopped early (search.pruning); they count toward n_target

@@ -22,6 +22,7 @@ from typing import Any
 from evomerge.config import RunConfig
 from evomerge.exceptions import ConfigError, is_infrastructure
 from evomerge.search._build import build_evaluator
+from evomerge.search._prune import PruneGuide
 from evomerge.search._types import TrialResult, genome_from_data, is_staged
 
 logger = logging.getLogger(__name__)
@@ -82,20 +83,30 @@ class Worker:
             "pid": os.getpid(),
             "device": self.device,
             "startup_s": self.startup_s,
+            "prompt_order": getattr(self.evaluator, "prompt_order", None),
         }
 
-    def evaluate(self, trial_number: int, recipe_data: dict[str, Any]) -> dict[str, Any]:
-        """Evaluate one recipe (or data-flow path). Never raises: a failure comes back as a TrialResult with
-        ``error`` and ``traceback`` set."""
+    def evaluate(
+        self,
+        trial_number: int,
+        recipe_data: dict[str, Any],
+        guide_data: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate one recipe (or data-flow path); with ``guide_data`` (a
+        :class:`PruneGuide`'s dict) the trial may stop early. Never raises: a failure comes
+        back as a TrialResult with ``error`` and ``traceback`` set."""
         started = time.perf_counter()
         try:
             recipe = genome_from_data(recipe_data, source=f"trial {trial_number}")
-            if self.overlap:
+            if self.overlap:  # the config refuses overlap_judging with pruning
                 result = self._staged(trial_number, recipe, started)
-            else:
+            elif guide_data is None:
                 result = self.evaluator.evaluate(trial_number, recipe)
+            else:
+                guide = PruneGuide(**guide_data)
+                result = self.evaluator.evaluate(trial_number, recipe, guide=guide)  # type: ignore[call-arg]
             n_obj = len(self.evaluator.directions)
-            if result.error is None:
+            if result.error is None and not result.pruned:
                 if result.values is None or len(result.values) != n_obj:
                     got = None if result.values is None else len(result.values)
                     result.error = f"the evaluator returned {got} value(s) for {n_obj} objective(s)"

@@ -106,7 +106,8 @@ def test_counts_names_and_recipes_of_odd_trials(make_run_dir: Callable[..., Path
     view = open_run(run_dir).study
     counts = view.counts()
     assert (counts.complete, counts.failed, counts.interrupted) == (2, 1, 1)
-    assert (counts.running, counts.waiting, counts.pruned, counts.finished) == (1, 1, 1, 3)
+    # a pruned trial (search.pruning) counts toward the budget: finished = 2 + 1 + 1
+    assert (counts.running, counts.waiting, counts.pruned, counts.finished) == (1, 1, 1, 4)
     assert view.objective_names == ["objective0"] and view.directions == ["minimize"]
     assert view.attr("missing", "d") == "d" and view.attr("space") == "linear_layerwise"
     assert _numbers(view.trials(F, P)) == [1, 2, 3] and len(view.trials()) == 7

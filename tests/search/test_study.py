@@ -210,3 +210,15 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     text = str(err.value)
     assert "search.sampler: 'cmaes' (run dir) != 'tpe' (now)" in text
     assert "space.layer_granularity: 4 (run dir) != 2 (now)" in text
+
+
+def test_a_run_written_before_a_new_field_resumes_when_the_field_keeps_its_default(
+    tmp_path: Path,
+) -> None:
+    stored = {"name": "a", "search": {"sampler": "cmaes", "n_trials": 10}}
+    pruning = {"enabled": False, "chunk_size": 4, "p_threshold": 0.1, "n_startup_steps": 4}
+    now = {"name": "a", "search": {"sampler": "cmaes", "n_trials": 10, "pruning": pruning}}
+    check_same_run(stored, now, run_dir=tmp_path)  # search.pruning did not exist then
+    on = {**now, "search": {**now["search"], "pruning": {**pruning, "enabled": True}}}
+    with pytest.raises(ConfigError, match=r"search.pruning.enabled: '<unset>' \(run dir\) != True"):
+        check_same_run(stored, on, run_dir=tmp_path)
