@@ -1,20 +1,30 @@
 """Search scaling on the demo's real pipeline: trials/hour with 1 and 2 Ray workers, start-up
 apart, driver overhead per trial; the evaluator in this process as the peer.
 
-Each measured search is a real ``evomerge search`` session (``run_search``: a local Ray
-cluster on 127.0.0.1 started by the search itself, worker actors each holding the demo's
+Each measured search is a real ``evomerge search`` session (``run_search``: Ray on 127.0.0.1, worker actors each holding the demo's
 pool, merge engine, ``hf`` generator and judges, the Driver asking CMA-ES and telling it
 results) on the demo's run.yaml (``demo_run_config``: task-arithmetic weights per source
 and group of 2 layers, 24 search prompts, style + facts + fluency), with ``--trials``
 trials and ``workers.num`` set to 1, then 2, in a fresh run directory each time. Reported
 per worker count:
 
-- ``startup_s``: from the call to the first dispatch (Ray start, worker actors building
-  their evaluators, opening the study), i.e. ``wall_s - search_loop_s``;
+- ``startup_s``: from the call to the first dispatch (worker actors building their
+  evaluators, opening the study), i.e. ``wall_s - search_loop_s``; the local Ray cluster
+  is started once for all searches (the search's own ``ray_session``, reused by each
+  ``run_search`` as it would be on a running cluster) and its start reported apart
+  (``ray_start_s``: an ``evomerge search`` without ``--address`` pays it once per call);
+- ``workers_started``: the worker actors the search started; ``workers_used``: those that
+  ran a trial (a worker still starting when the last trial ends takes none);
+- ``worker_first_trial_s``: when each worker took its first trial, seconds since the
+  call (the first worker up starts the loop, the others join when ready);
 - ``trials_per_hour``: over the search loop (first dispatch to last tell), start-up
   excluded; ``trials_per_hour_end_to_end``: over the whole call, start-up included;
+  ``trials_per_hour_all_up``: over the trials finished after every worker had joined
+  (None when fewer than 4 per worker did);
 - ``driver_overhead_s_per_trial``: driver-side seconds per trial (ask, decode, tell,
-  journal writes), from the Driver's own counters;
+  journal writes), from the Driver's own counters; the sampler's first ask in a process
+  (CMA-ES imports its numerical code: seconds) is made before the searches and reported
+  apart (``sampler_warm_up_s``);
 - ``worker_eval_s_per_trial``: the workers' own seconds per trial (merge + generate +
   judge, from the trials' stored timings), and ``dispatch_overhead_s_per_trial``: what
   the loop spent per trial and worker beyond that (Ray round trips, driver, idle).
@@ -26,8 +36,8 @@ workers x the peer's rate; ``efficiency`` the measured rate over it. On a CPU sh
 other jobs, 2 workers only help as far as a second core is free: the figures say what this
 machine gave, under the load recorded in ``load_average``.
 
-    python benchmarks/scaling.py                    # full-size demo models, 60 trials, 1 and 2 workers
-    python benchmarks/scaling.py --quick            # tiny models, 6 trials
+    python benchmarks/scaling.py                    # full-size demo models, 80 trials, 1 and 2 workers
+    python benchmarks/scaling.py --quick            # tiny models, 8 trials
 """
 
 from __future__ import annotations
@@ -56,9 +66,56 @@ def _models(size: str, cache_dir: Path | None) -> tuple[Any, float]:
     return build_demo_models(cache, size=SIZES[size], progress=False), time.perf_counter() - t0
 
 
+class _StartedWorkers(logging.Handler):
+    """How many worker actors the search started: the count in its ``starting N <device>
+    worker(s)`` record (``evomerge.search`` logs it once per search, at INFO)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count: int | None = None
+        self._logger = logging.getLogger("evomerge.search")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("starting %d") and record.args:
+            self.count = int(record.args[0])  # type: ignore[index]
+
+    def __enter__(self) -> _StartedWorkers:
+        self._level = self._logger.level
+        self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+
 def _since(t0: datetime.datetime, t: datetime.datetime | None) -> float:
     assert t is not None
     return (t - t0).total_seconds()
+
+
+def warm_up_sampler(models: Any, root: Path) -> float:
+    """Seconds for the demo's sampler to answer its first asks in this process (CMA-ES's
+    first ask imports its numerical code): paid once per process, so not per trial."""
+    import optuna
+
+    from evomerge.config import load_run_config
+    from evomerge.demo.run import demo_run_config
+    from evomerge.run import build_space, open_pool
+    from evomerge.search import distributions, make_sampler
+
+    path = root / "warm_up.yaml"
+    path.write_text(yaml.safe_dump(demo_run_config(models, trials=1), allow_unicode=True))
+    config = load_run_config(path)
+    dists = distributions(build_space(config, open_pool(config)))
+    t0 = time.perf_counter()
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(config.search, n_objectives=1, seed=0)
+    )
+    for i in range(3):
+        study.tell(study.ask(dists), float(i))
+    return time.perf_counter() - t0
 
 
 def measure_search(models: Any, root: Path, workers: int, trials: int) -> dict[str, Any]:
@@ -72,7 +129,8 @@ def measure_search(models: Any, root: Path, workers: int, trials: int) -> dict[s
     path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     run_dir = root / f"rd{workers}"
     called, t0 = datetime.datetime.now(), time.perf_counter()  # optuna's trial times: local, naive
-    s = run_search(path, run_dir=run_dir, progress=False)
+    with _StartedWorkers() as started:
+        s = run_search(path, run_dir=run_dir, progress=False)
     wall = time.perf_counter() - t0
     finished = s.n_complete + s.n_failed
     loop_s = finished * 3600 / s.trials_per_hour  # first dispatch to last tell
@@ -90,6 +148,7 @@ def measure_search(models: Any, root: Path, workers: int, trials: int) -> dict[s
         "workers": workers,
         "trials": finished,
         "failed": s.n_failed,
+        "workers_started": started.count,
         "workers_used": len(first),
         "worker_first_trial_s": sorted(round(v, 2) for v in first.values()),
         "wall_s": round(wall, 2),
@@ -98,7 +157,9 @@ def measure_search(models: Any, root: Path, workers: int, trials: int) -> dict[s
         "trials_per_hour": round(s.trials_per_hour, 1),
         "trials_per_hour_end_to_end": round(finished * 3600 / wall, 1),
         # from the moment every worker that ran a trial had taken its first one
-        "trials_per_hour_all_up": round(after * 3600 / (end - all_up), 1) if end > all_up else None,
+        "trials_per_hour_all_up": (
+            round(after * 3600 / (end - all_up), 1) if after >= 4 * workers else None
+        ),
         "driver_overhead_s_per_trial": round(s.driver_overhead_s, 4),
         "worker_eval_s_per_trial": round(statistics.mean(evals), 4),
         "dispatch_overhead_s_per_trial": round(per_trial_slot - statistics.mean(evals), 4),
@@ -147,16 +208,16 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--trials", type=int, default=None, help="trials per search (default 60)")
+    p.add_argument("--trials", type=int, default=None, help="trials per search (default 80)")
     p.add_argument("--size", choices=["full", "small", "tiny"], default="full", help="demo models")
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="demo models (default: the demo's cache)"
     )
-    p.add_argument("--quick", action="store_true", help="tiny models, 6 trials")
+    p.add_argument("--quick", action="store_true", help="tiny models, 8 trials")
     args = p.parse_args(argv)
     if args.quick:
-        args.size, args.trials = "tiny", args.trials or 6
-    args.trials = args.trials or 60
+        args.size, args.trials = "tiny", args.trials or 8
+    args.trials = args.trials or 80
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     import optuna
 
@@ -165,9 +226,16 @@ def main(argv: list[str] | None = None) -> None:
     t0, load0 = time.perf_counter(), os.getloadavg()
     models, build_s = _models(args.size, args.cache_dir)
     results = []
+    from evomerge.config import RayConfig
+    from evomerge.search._cluster import ray_session  # the search's own Ray start-up
+
     with tempfile.TemporaryDirectory(prefix="evbench-scale") as tmp:
-        for n in args.workers:
-            results.append(measure_search(models, Path(tmp), n, args.trials))
+        warm_up_s = warm_up_sampler(models, Path(tmp))
+        t1 = time.perf_counter()
+        with ray_session(RayConfig()):  # local, 127.0.0.1, no dashboard; the searches reuse it
+            ray_start_s = time.perf_counter() - t1
+            for n in args.workers:
+                results.append(measure_search(models, Path(tmp), n, args.trials))
         peer = measure_in_process(results[0]["_run_dir"], args.trials)
     for r in results:
         del r["_run_dir"]
@@ -183,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         "size": args.size,
         "trials": args.trials,
         "build_models_s": round(build_s, 1),
+        "ray_start_s": round(ray_start_s, 2),
+        "sampler_warm_up_s": round(warm_up_s, 2),
         "results": results,
         "in_process": peer,
         "machine": {
