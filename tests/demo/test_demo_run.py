@@ -160,4 +160,10 @@ def test_cli_demo_passes_its_options(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     assert "the table" in result.output
-    assert seen == {"run_dir": tmp_path, "trials": 7, "seed": 2, "progress": False}
+    assert seen == {
+        "run_dir": tmp_path,
+        "trials": 7,
+        "seed": 2,
+        "progress": False,
+        "backend": "hf",
+    }
