@@ -111,12 +111,16 @@ def test_sigkill_mid_pruned_search_then_resume_loses_and_double_counts_nothing(
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     args = ["search", str(path), "--run-dir", str(run_dir), "--workers", "1", "--quiet"]
 
-    def states() -> tuple[int, int, int]:  # finished (complete + pruned + failed), pruned, running
+    def states() -> tuple[int, int, int]:
+        """finished (complete + pruned + failed), pruned, running with its parameters set
+        (a trial just asked has none yet; it is not re-asked, there is nothing to re-ask)"""
         try:
-            c = open_run(run_dir).study.counts()
+            view = open_run(run_dir).study
+            c = view.counts()
+            sampled = sum(t.state == TrialState.RUNNING and bool(t.params) for t in view.trials())
         except Exception:
             return 0, 0, 0
-        return c.finished, c.pruned, c.running
+        return c.finished, c.pruned, sampled
 
     try:
         first = start_cli(args, env=env, log=tmp_path / "first.log")
@@ -135,7 +139,14 @@ def test_sigkill_mid_pruned_search_then_resume_loses_and_double_counts_nothing(
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         }
         running = [
-            t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING
+            t.number
+            for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.RUNNING and t.params
+        ]
+        bare = [  # asked, killed before its parameters were set: failed, not re-asked
+            t.number
+            for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.RUNNING and not t.params
         ]
         assert running and len(kept) < target
         second = start_cli(args, env=env, log=tmp_path / "second.log")
@@ -152,6 +163,9 @@ def test_sigkill_mid_pruned_search_then_resume_loses_and_double_counts_nothing(
     for number in running:  # failed as interrupted, re-asked exactly once
         assert trials[number].state == TrialState.FAIL and trials[number].user_attrs[A.INTERRUPTED]
         assert sum(t.user_attrs.get(A.RETRY_OF) == number for t in trials) == 1
+    for number in bare:
+        assert trials[number].state == TrialState.FAIL
+        assert not any(t.user_attrs.get(A.RETRY_OF) == number for t in trials)
     counts = open_run(run_dir).study.counts()
     assert counts.finished == target and counts.running == 0 and counts.waiting == 0
     assert counts.complete + counts.pruned + counts.failed == target
