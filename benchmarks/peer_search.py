@@ -295,6 +295,8 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
     }
     # 3. the on-disk path (merge to a folder, evaluate from it): mergekit-evolve's other mode
     cmd = [*wrapper, "--logical-gpu", "--", *(c for c in common if c != "--in-memory")]
+    if "on_disk" not in modes:
+        cmd = ["true"]
     res = _run(cmd, log=work / "logs" / "mergekit_on_disk.log", env=env)
     received = [
         (t, int(m.group(1)))
@@ -362,7 +364,7 @@ def run_mergenetic(
         tried = re.findall(r"Downloading vllm-([\w.]+?)-cp", text)
         out["plain_install"] = {
             "command": "pip install --dry-run mergenetic==0.1.1 torch==2.13.0 (benchmarks/peers/setup.sh)",
-            "exit": (re.findall(r"^exit (\d+)$", text, re.MULTILINE) or [None])[-1],
+            "exit": (re.findall(r"^exit (\d+)", text, re.MULTILINE) or [None])[-1],
             "vllm_releases_downloaded_while_backtracking": len(tried),
             "vllm_range": [tried[0], tried[-1]] if tried else [],
             "last_lines": [
@@ -371,8 +373,11 @@ def run_mergenetic(
                 if ln.strip() and not ln.startswith("WARNING: Location")
             ][-3:],
         }
+    modes = set(args.mergenetic_modes)
     stock = _run(
-        [*base, "--stock"], log=work / "logs" / "mergenetic_stock.log", timeout=args.stock_timeout
+        [*base, "--stock"] if "stock" in modes else ["true"],
+        log=work / "logs" / "mergenetic_stock.log",
+        timeout=args.stock_timeout,
     )
     records = _mergenetic_lines(stock["lines"])
     out["stock"] = {
@@ -382,7 +387,9 @@ def run_mergenetic(
             {"rc": stock["rc"], "last_lines": [ln for _, ln in stock["lines"][-4:]]},
         ),
     }
-    res = _run(base, log=work / "logs" / "mergenetic_adapted.log")
+    res = _run(
+        base if "adapted" in modes else ["true"], log=work / "logs" / "mergenetic_adapted.log"
+    )
     records = _mergenetic_lines(res["lines"])
     trials = [r for r in records if "trial" in r]
     setup = next((r["setup_s"] for r in records if "setup_s" in r), 0.0)
@@ -412,6 +419,9 @@ def _params(path: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=REPO / ".cache-evomerge" / "peer_search")
+    ap.add_argument(
+        "--models-dir", type=Path, default=None, help="where the models are built (WORK/models)"
+    )
     ap.add_argument("--size", default="bench60m")
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--pop-size", type=int, default=6)
@@ -425,7 +435,13 @@ def main() -> None:
         default=["stock", "in_memory", "on_disk"],
         help="which to run",
     )
+    ap.add_argument(
+        "--mergenetic-modes", nargs="+", default=["stock", "adapted"], help="which to run"
+    )
     args = ap.parse_args()
+    args.work = args.work.resolve()  # the tools run with their log folder as cwd
+    if args.models_dir is not None:
+        args.models_dir = args.models_dir.resolve()
 
     from evomerge.demo.forgetting import build_forgetting_models
 
@@ -436,7 +452,7 @@ def main() -> None:
     if needed:
         _setup_peers(needed)
     models = build_forgetting_models(
-        args.work / "models", size=args.size, skills=("register", "facts")
+        args.models_dir or args.work / "models", size=args.size, skills=("register", "facts")
     )
     _portable_tokenizers(models)
     tasks = _task_folder(args.work)
