@@ -361,7 +361,7 @@ def run_mergenetic(
     plain = MERGENETIC_VENV / "plain_install.log"
     if plain.exists():
         text = plain.read_text(errors="replace")
-        tried = re.findall(r"Downloading vllm-([\w.]+?)-cp", text)
+        tried = re.findall(r"Downloading vllm-([\w.]+?)(?:-\d+)?-cp", text)  # -N: build tag
         out["plain_install"] = {
             "command": "pip install --dry-run mergenetic==0.1.1 torch==2.13.0 (benchmarks/peers/setup.sh)",
             "exit": (re.findall(r"^exit (\d+)", text, re.MULTILINE) or [None])[-1],
