@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--dtype", default="bfloat16")  # Mergenetic's own load_model: bfloat16
     ap.add_argument("--stock", action="store_true")
     args = ap.parse_args()
 
@@ -86,7 +87,10 @@ def main() -> None:
             from lm_eval.models.huggingface import HFLM
 
             return HFLM(
-                pretrained=str(path), device="cpu", dtype="float32", batch_size=self.eval_batch_size
+                pretrained=str(path),
+                device="cpu",
+                dtype=args.dtype,
+                batch_size=self.eval_batch_size,
             )
 
     merger = TaskArithmeticMerger(
@@ -95,7 +99,7 @@ def main() -> None:
         model_paths=args.models,
         path_to_store_yaml=f"{args.work}/yaml",
         path_to_store_merged_model=f"{args.work}/merged",
-        dtype="float32",
+        dtype=args.dtype,
     )
     if not args.stock:
         import mergenetic.merging.merger as merger_module
