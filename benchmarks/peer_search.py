@@ -25,7 +25,7 @@ what the tool prints before evaluating), ``trials_per_hour`` (budget over the tr
 ``trials_per_hour_end_to_end`` (budget over ``wall_s``) and ``best`` (best ``acc``).
 Prints one JSON object. The machine is shared: compare ratios measured in the same run.
 
-    python benchmarks/peer_search.py                         # 12 trials each, ~20-40 min
+    python benchmarks/peer_search.py                         # 12 trials each, ~10 min idle
     python benchmarks/peer_search.py --trials 6 --only evomerge mergekit
 """
 
