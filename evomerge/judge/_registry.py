@@ -90,16 +90,26 @@ def register_judge(name: str, factory: JudgeFactory, *, replace: bool = False) -
     JUDGES.register(name, factory, replace=replace)
 
 
+def _class_flag(type_name: str, attr: str, default: bool) -> bool:
+    """Flag ``attr`` of the class behind a code judge's factory (a bound ``from_options``,
+    or the class itself), read without building a judge. ``default`` for LLM judge YAMLs,
+    unknown names and plug-ins that fail to load (reported when the judge is built)."""
+    try:
+        factory = JUDGES.find(type_name)
+    except Exception:
+        return default
+    if factory is None:
+        return default
+    owner = getattr(factory, "__self__", factory)
+    return bool(getattr(owner, attr, default))
+
+
 def scores_answers(type_name: str) -> bool:
     """Whether judges of ``type_name`` score each generated answer (False for those that
     score the model itself, such as ``perplexity`` and ``lm_eval``), known without
     building one: a code judge says so with its class's ``needs_answers``; LLM judges and
     unknown names score answers."""
-    factory = JUDGES.find(type_name)
-    if factory is None:
-        return True
-    owner = getattr(factory, "__self__", factory)  # a bound ``from_options`` -> its class
-    return bool(getattr(owner, "needs_answers", True))
+    return _class_flag(type_name, "needs_answers", True)
 
 
 def available_judges(judges_dirs: Iterable[str | Path] = ()) -> dict[str, str]:
@@ -198,11 +208,4 @@ def type_needs_model(type_name: str) -> bool:
     """Whether judges of ``type_name`` score the candidate model itself (``needs_generator``,
     e.g. ``perplexity``, ``lm_eval``), read from the factory's class without building one.
     False for LLM judge YAMLs, unknown names and factories that are not a class's method."""
-    if not is_code_judge(type_name):
-        return False
-    try:
-        factory = JUDGES.get(type_name)
-    except Exception:  # a plug-in that fails to load is reported when it is built
-        return False
-    owner = getattr(factory, "__self__", factory)
-    return bool(getattr(owner, "needs_generator", False))
+    return _class_flag(type_name, "needs_generator", False)

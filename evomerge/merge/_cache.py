@@ -15,7 +15,9 @@ worker, never by the others nor by a resumed run.
 - Several processes: each entry is computed under an exclusive lock on
   ``<key>.lock``. :meth:`PrecomputeCache.fill` never waits for a lock another process
   holds (it returns what it could not do), so workers starting together split the work;
-  a second pass with ``wait=True`` then picks up what the others computed.
+  a second pass with ``wait=True`` then picks up what the others computed. Threads of one
+  process (the engine fills its sources concurrently) exclude each other the same way:
+  each opens its own descriptor, and ``flock`` locks are per descriptor.
 
 Disk use: 4 bytes per parameter and source for each order/rank kept, 2 for noise.
 """
@@ -27,6 +29,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -72,6 +75,14 @@ class PrecomputeCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
+        self._counting = threading.Lock()  # fill runs on several threads at once
+
+    def _count(self, *, hit: bool) -> None:
+        with self._counting:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
 
     def __repr__(self) -> str:
         return f"PrecomputeCache({str(self.root)!r})"
@@ -186,7 +197,7 @@ class PrecomputeCache:
                         continue
                     value = self._read(key, delta.device)  # another process may have finished
                     if value is None:
-                        self.misses += 1
+                        self._count(hit=False)
                         built = build_aux(
                             {need},
                             base,
@@ -200,9 +211,9 @@ class PrecomputeCache:
                         assert value is not None
                         self._write(key, value, noise=need == Need.NOISE)
                     else:
-                        self.hits += 1
+                        self._count(hit=True)
             else:
-                self.hits += 1
+                self._count(hit=True)
             fields: dict[str, torch.Tensor] = {field: value}
             aux = replace(aux, **fields)  # type: ignore[arg-type]
         return aux, complete

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from evomerge.merge._cache import PrecomputeCache
 from evomerge.merge._memory import available_bytes, estimate_resident_bytes, format_bytes
 from evomerge.merge._resolve import plan_merge
 from evomerge.merge._stream import load_deltas, source_keys
-from evomerge.merge.methods import Need, SourceAux, Workspace, build_aux, get_method
+from evomerge.merge.methods import Need, SourceAux, Workspace, build_aux, get_method, map_sources
 from evomerge.merge.recipe import MergeRecipe
 
 if TYPE_CHECKING:
@@ -176,12 +177,12 @@ class MergeEngine:
                 ).contiguous()
                 self._base[name] = base
                 self._deltas[name] = load_deltas(self.pool, name, sources, base)  # [N, ...]
-                self._aux[name] = []
-                for i in sources:
-                    aux, complete = self._build(name, i, SourceAux(), wait=False)
-                    self._aux[name].append(aux)
-                    if not complete:  # another process is computing it: read it later
-                        deferred.append((name, i))
+                built = map_sources(
+                    partial(self._build, name, previous=None, wait=False), len(sources)
+                )
+                self._aux[name] = [aux for aux, _ in built]
+                # another process is computing what is not complete: read it later
+                deferred += [(name, i) for i, (_, complete) in enumerate(built) if not complete]
             for name, i in deferred:
                 self._aux[name][i], _ = self._build(name, i, self._aux[name][i], wait=True)
         logger.info(
@@ -198,7 +199,7 @@ class MergeEngine:
         )
 
     def _build(
-        self, name: str, i: int, previous: SourceAux, *, wait: bool = True
+        self, name: str, i: int, previous: SourceAux | None, *, wait: bool = True
     ) -> tuple[SourceAux, bool]:
         """Source ``i``'s precomputations for tensor ``name``: ``(aux, complete)``."""
         base, delta, key = self._base[name], self._deltas[name][i], self._keys[i]
@@ -237,7 +238,11 @@ class MergeEngine:
         self._needs |= missing
         with torch.no_grad():
             for name, auxes in self._aux.items():
-                self._aux[name] = [self._build(name, i, a)[0] for i, a in enumerate(auxes)]
+
+                def extend(i: int, name: str = name, auxes: list[SourceAux] = auxes) -> SourceAux:
+                    return self._build(name, i, auxes[i])[0]
+
+                self._aux[name] = map_sources(extend, len(auxes))
 
     # -- merging ------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ import numpy as np
 from evomerge.exceptions import SearchError
 from evomerge.merge.path import LayerPath, PathSlot, PathSource
 from evomerge.space._dataflow_spec import SOURCE_NAME_PATTERN, DataflowSpec
+from evomerge.space._genome import Genome
 from evomerge.space._names import format_scale_name, format_slot_name
 from evomerge.space._spec import Bounds
 
@@ -59,9 +60,11 @@ class Gene:
     src: Layer | None = None
 
 
-class DataflowSpace:
+class DataflowSpace(Genome):
     """A :class:`DataflowSpec` bound to its sources (``name -> PathSource``, in order) and
     their layer counts. Immutable and thread-safe."""
+
+    dimensions: tuple[Gene, ...]
 
     def __init__(
         self,
@@ -130,22 +133,6 @@ class DataflowSpace:
                     seen.setdefault((a, b), None)
         return list(seen)
 
-    @property
-    def dim(self) -> int:
-        return len(self.dimensions)
-
-    @property
-    def names_in_order(self) -> list[str]:
-        return [g.name for g in self.dimensions]
-
-    @property
-    def lower(self) -> np.ndarray:
-        return np.array([g.bounds.low for g in self.dimensions])
-
-    @property
-    def upper(self) -> np.ndarray:
-        return np.array([g.bounds.high for g in self.dimensions])
-
     def start_path(self) -> LayerPath:
         """The embedding source's own layers in order."""
         n = self.num_layers[self.embedding]
@@ -156,28 +143,6 @@ class DataflowSpace:
         """The start point's genome. When the start path breaks the length limits, its
         indicators are set anyway and decoding adds or drops slots as for any genome."""
         return self._encode(self.start_path(), check_length=False)
-
-    def to_params(self, x: Sequence[float] | np.ndarray) -> dict[str, float]:
-        arr = self._check(x)
-        return {g.name: float(v) for g, v in zip(self.dimensions, arr, strict=True)}
-
-    def from_params(self, params: Mapping[str, float]) -> np.ndarray:
-        missing = [g.name for g in self.dimensions if g.name not in params]
-        if missing:
-            raise SearchError(
-                f"trial parameters lack {len(missing)} genome dimension(s), e.g. {missing[:3]}"
-            )
-        return np.array([float(params[g.name]) for g in self.dimensions])
-
-    def _check(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
-        arr = np.asarray(x, dtype=np.float64).reshape(-1)  # (d,)
-        if arr.shape[0] != self.dim:
-            raise SearchError(
-                f"genome has {arr.shape[0]} values, space {self.spec.name} needs {self.dim}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise SearchError(f"genome has non-finite values: {arr.tolist()}")
-        return arr
 
     # -- decode / encode ------------------------------------------------------------
 

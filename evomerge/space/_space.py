@@ -32,6 +32,7 @@ import numpy as np
 from evomerge.exceptions import SearchError
 from evomerge.merge.methods import get_method
 from evomerge.merge.recipe import MergeRecipe, ModelEntry, gradient_position
+from evomerge.space._genome import Genome
 from evomerge.space._names import BASE, SHARED, format_genome_name
 from evomerge.space._spec import (
     BASE_WEIGHT,
@@ -66,13 +67,15 @@ class Dimension:
     bounds: Bounds
 
 
-class SearchSpace:
+class SearchSpace(Genome):
     """A :class:`SpaceSpec` bound to a base model and its sources.
 
     ``sources`` are the model references recipes use (``pool.model_ref(i)``), ``base`` the
     base model's reference (its path). ``names`` (default ``source0, source1, ...``) name
     the sources in parameter names. Instances are immutable and thread-safe.
     """
+
+    dimensions: tuple[Dimension, ...]
 
     def __init__(
         self,
@@ -119,7 +122,6 @@ class SearchSpace:
         self.dtype = dtype
         self.num_groups = math.ceil(num_layers / spec.layer_granularity)
         self.dimensions = tuple(self._build_dimensions())
-        self._index = {d.name: i for i, d in enumerate(self.dimensions)}
 
     # -- geometry -------------------------------------------------------------------
 
@@ -142,22 +144,6 @@ class SearchSpace:
                     dims.append(Dimension(name, g, f, None, BASE_WEIGHT, spec.params[BASE_WEIGHT]))
         return dims
 
-    @property
-    def dim(self) -> int:
-        return len(self.dimensions)
-
-    @property
-    def names_in_order(self) -> list[str]:
-        return [d.name for d in self.dimensions]
-
-    @property
-    def lower(self) -> np.ndarray:
-        return np.array([d.bounds.low for d in self.dimensions])
-
-    @property
-    def upper(self) -> np.ndarray:
-        return np.array([d.bounds.high for d in self.dimensions])
-
     def x0(self) -> np.ndarray:
         """The start point: every parameter at its ``init`` (default: the middle of its
         bounds), so every source starts with the same weight."""
@@ -169,30 +155,6 @@ class SearchSpace:
     def layers_of_group(self, group: int) -> range:
         g = self.spec.layer_granularity
         return range(group * g, min(self.num_layers, (group + 1) * g))
-
-    def to_params(self, x: Sequence[float] | np.ndarray) -> dict[str, float]:
-        """``x`` as a ``{parameter name: value}`` dict (optuna's ``trial.params``)."""
-        x = self._check(x)
-        return {d.name: float(v) for d, v in zip(self.dimensions, x, strict=True)}
-
-    def from_params(self, params: dict[str, float]) -> np.ndarray:
-        """The inverse of :meth:`to_params`; a missing name is a SearchError."""
-        missing = [n for n in self._index if n not in params]
-        if missing:
-            raise SearchError(
-                f"trial parameters lack {len(missing)} genome dimension(s), e.g. {missing[:3]}"
-            )
-        return np.array([float(params[d.name]) for d in self.dimensions])
-
-    def _check(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
-        arr = np.asarray(x, dtype=np.float64).reshape(-1)  # (d,)
-        if arr.shape[0] != self.dim:
-            raise SearchError(
-                f"genome has {arr.shape[0]} values, space {self.spec.name} needs {self.dim}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise SearchError(f"genome has non-finite values: {arr.tolist()}")
-        return arr
 
     # -- decode -----------------------------------------------------------------------
 

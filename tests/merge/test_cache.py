@@ -142,3 +142,37 @@ def test_processes_starting_together_compute_each_entry_once(
     first, second = load(results[0][2]), load(results[1][2])
     for name, t in first.items():
         assert torch.equal(second[name], t), name
+
+
+def test_sources_are_precomputed_on_threads_with_the_same_result(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 2 torch threads each source's sort and noise run on a thread of their own (the
+    set-up and a one-off merge take the time of one source), through the cache's locks,
+    and give the same precomputations and merges as one thread; its counters stay exact."""
+    import threading
+
+    from evomerge.merge.methods import _aux
+
+    seen: set[int] = set()
+    sort = _aux._mergekit_sort
+
+    def watched(delta: torch.Tensor, *, descending: bool) -> torch.Tensor:
+        seen.add(threading.get_ident())
+        return sort(delta, descending=descending)
+
+    monkeypatch.setattr(_aux, "_mergekit_sort", watched)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = MergeEngine(_pool(models), methods=METHODS, seed=3)
+        assert seen == {threading.get_ident()}  # one thread: a plain loop
+        seen.clear()
+        torch.set_num_threads(2)
+        two = MergeEngine(_pool(models), methods=METHODS, seed=3, cache_dir=tmp_path / "c")
+        assert threading.get_ident() not in seen and len(seen) >= 2  # sources on worker threads
+    finally:
+        torch.set_num_threads(threads)
+    assert two.cache is not None and (two.cache.hits, two.cache.misses) == (0, two.cache.misses)
+    assert two.cache.misses == sum(1 for _ in (two.cache.root).rglob("*.safetensors"))
+    _same(_merges(two), _merges(one))

@@ -81,11 +81,10 @@ def test_no_tie_needs_no_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     """Distinct magnitudes: the linear-time cut alone, no sort, the same coordinates."""
     from evomerge.merge.methods import _sparsify
 
-    def no_sort(_: torch.Tensor) -> torch.Tensor:
+    def no_sort(*_: object, **__: object) -> torch.Tensor:
         raise AssertionError("sorted although no tie straddles the cut")
 
-    monkeypatch.setattr(_sparsify, "magnitude_rank", no_sort)
-    monkeypatch.setattr(_sparsify, "ascending_rank", no_sort)
+    monkeypatch.setattr(_sparsify, "window_ranks", no_sort)
     flat = torch.randn(10_000, generator=torch.Generator().manual_seed(3))
     keep = magnitude_keep(flat, None, 0.3)
     assert keep.kind == "mag"

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import torch
 
@@ -48,11 +50,13 @@ __all__ = [
     "magnitude_order",
     "magnitude_rank",
     "make_noise",
+    "map_sources",
     "noise_l1_table",
     "noise_seed",
     "ranks_of",
     "row_rank",
     "slerp_stats",
+    "window_ranks",
 ]
 
 CHUNK = 1 << 16  # elements per chunk on CPU (N sources' chunks stay in L2 across passes)
@@ -106,6 +110,23 @@ def chunks(numel: int, device: torch.device) -> Iterator[tuple[int, int]]:
         yield s, min(numel, s + size)
 
 
+_T = TypeVar("_T")
+
+
+def map_sources(fn: Callable[[int], _T], n: int) -> list[_T]:
+    """``[fn(0), ..., fn(n - 1)]``, up to ``torch.get_num_threads()`` of them at once.
+
+    For the per-source precomputations: mergekit's sort and the noise draws are
+    single-threaded torch ops that release the GIL, so N sources on N free cores take the
+    time of one. With one torch thread (``OMP_NUM_THREADS=1``) this is a plain loop.
+    """
+    workers = min(n, torch.get_num_threads())
+    if workers <= 1:
+        return [fn(i) for i in range(n)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evomerge-aux") as pool:
+        return list(pool.map(fn, range(n)))
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)  # [numel]
 
@@ -123,8 +144,9 @@ def l1_norm(delta: torch.Tensor) -> float:
 
 
 def _mergekit_sort(delta: torch.Tensor, *, descending: bool) -> torch.Tensor:
-    """int32 ``[numel]``: flat indices of ``delta`` by ``|delta|``, sorted as mergekit 0.1.5's
-    ``sparsify`` sorts them: float32 magnitudes, torch's default (unstable) sort, on the CPU.
+    """int64 ``[numel]`` on the CPU: flat indices of ``delta`` by ``|delta|``, sorted as
+    mergekit 0.1.5's ``sparsify`` sorts them: float32 magnitudes, torch's default (unstable)
+    sort, on the CPU.
 
     Equal magnitudes come in the order that sort leaves them (it depends on the whole
     tensor), which is what decides the coordinates kept at a cut; computing on the CPU
@@ -132,36 +154,46 @@ def _mergekit_sort(delta: torch.Tensor, *, descending: bool) -> torch.Tensor:
     """
     mag = _flat(delta).abs().float().cpu()
     # the very calls mergekit makes: TIES argsorts descending, breadcrumbs sorts ascending
-    order = torch.argsort(mag, descending=True) if descending else torch.sort(mag).indices
-    del mag
-    return order.to(device=delta.device, dtype=torch.int32)
+    return torch.argsort(mag, descending=True) if descending else torch.sort(mag).indices
 
 
 def magnitude_order(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: mergekit's descending magnitude order (TIES' ``magnitude``)."""
-    return _mergekit_sort(delta, descending=True)
+    return _mergekit_sort(delta, descending=True).to(device=delta.device, dtype=torch.int32)
 
 
 def ascending_order(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: mergekit's ascending magnitude order (``magnitude_outliers``)."""
-    return _mergekit_sort(delta, descending=False)
+    return _mergekit_sort(delta, descending=False).to(device=delta.device, dtype=torch.int32)
 
 
 def ranks_of(order: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: the inverse permutation, each element's position in ``order``."""
-    rank = torch.empty(order.numel(), dtype=torch.int32, device=order.device)
-    rank[order.long()] = torch.arange(order.numel(), dtype=torch.int32, device=order.device)
-    return rank
+    n, dev = order.numel(), order.device
+    rank = torch.empty(n, dtype=torch.int32, device=dev)
+    return rank.scatter_(0, order.long(), torch.arange(n, dtype=torch.int32, device=dev))
 
 
 def magnitude_rank(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: each element's position in mergekit's descending order."""
-    return ranks_of(magnitude_order(delta))
+    return ranks_of(_mergekit_sort(delta, descending=True)).to(delta.device)
 
 
 def ascending_rank(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: each element's position in mergekit's ascending order."""
-    return ranks_of(ascending_order(delta))
+    return ranks_of(_mergekit_sort(delta, descending=False)).to(delta.device)
+
+
+def window_ranks(delta: torch.Tensor, lo: int, hi: int, *, descending: bool) -> torch.Tensor:
+    """int32 ``[numel]`` that is in ``[lo, hi)`` exactly for the elements at positions
+    ``[lo, hi)`` of mergekit's order (``lo`` there, ``hi`` elsewhere): what one cut needs of
+    :func:`magnitude_rank` / :func:`ascending_rank`, at the cost of the sort alone (a
+    one-off merge cuts each task vector once, so it skips the full inverse permutation).
+    """
+    window = _mergekit_sort(delta, descending=descending)[lo:hi]
+    rank = torch.full((delta.numel(),), hi, dtype=torch.int32)
+    rank[window] = lo
+    return rank.to(delta.device)
 
 
 def _rows(delta: torch.Tensor) -> torch.Tensor:

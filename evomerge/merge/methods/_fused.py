@@ -17,7 +17,7 @@ uses the eager path for that tensor only. One graph is compiled per pattern of k
 kinds (a static tuple), number of sources, normalize and dtypes.
 
 torch.compile needs a C++ compiler on CPU. Only compile/backend failures
-(:data:`COMPILE_ERRORS`) are caught: they disable the kernel for the process with a
+(:func:`compile_errors`) are caught: they disable the kernel for the process with a
 warning naming the cause (a missing compiler does not appear later); any other exception
 is a bug and propagates. :func:`fused_status` says why it is off.
 """
@@ -31,8 +31,6 @@ import threading
 from collections.abc import Callable, Sequence
 
 import torch
-from torch._dynamo.exc import BackendCompilerFailed
-from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
 
 from evomerge.merge.methods._aux import SourceAux
 from evomerge.merge.methods._sparsify import Keep
@@ -40,19 +38,25 @@ from evomerge.merge.methods._sparsify import Keep
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "COMPILE_ERRORS",
     "FUSED_MIN_NUMEL",
+    "compile_errors",
     "fused_consensus",
     "fused_enabled",
     "fused_status",
 ]
 
-#: The failures of compiling a kernel (no C++ compiler, a backend that cannot build it).
-COMPILE_ERRORS: tuple[type[BaseException], ...] = (
-    BackendCompilerFailed,
-    CppCompileError,
-    InvalidCxxCompiler,
-)
+
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """The failures of compiling a kernel (no C++ compiler, a backend that cannot build it).
+
+    Imported on first use: importing torch's compiler takes about a second, which a merge
+    that never compiles (a one-off below ``ONE_OFF_COMPILE_MIN``) should not pay.
+    """
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
+    return (BackendCompilerFailed, CppCompileError, InvalidCxxCompiler)
+
 
 _LOCK = threading.Lock()
 _KERNELS: dict[str, Callable[..., None]] = {}
@@ -190,7 +194,7 @@ def fused_consensus(
     """Write the consensus merge of flat ``rows`` onto flat ``base`` into ``out``; False if
     these keeps are not supported (or the kernel is unavailable): nothing written then.
 
-    Raises whatever the kernel raises other than :data:`COMPILE_ERRORS` (those disable the
+    Raises whatever the kernel raises other than :func:`compile_errors` (those disable the
     kernel with a warning and return False).
     """
     n = base.numel()
@@ -244,7 +248,7 @@ def fused_consensus(
         with _LOCK:
             fn = _compiled(_KIND)
         fn(*args)
-    except COMPILE_ERRORS as err:  # no compiler, an unsupported backend: eager from now on
+    except compile_errors() as err:  # no compiler, an unsupported backend: eager from now on
         _DISABLED[_KIND] = f"{type(err).__name__}: {err}"
         logger.warning(
             "fused merge kernel cannot be compiled; ties/dare_ties use the slower eager path "

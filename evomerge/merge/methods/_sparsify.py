@@ -44,9 +44,8 @@ import torch
 from evomerge.merge.methods._aux import (
     NOISE_LEVELS,
     SourceAux,
-    ascending_rank,
     chunks,
-    magnitude_rank,
+    window_ranks,
 )
 from evomerge.merge.methods._workspace import Workspace
 
@@ -73,7 +72,7 @@ class Keep:
 
     ``mag``: ``above < |x| < below`` (``below`` None: no upper bound). ``rank``:
     ``lo <= ranks < hi`` (``ranks``: each element's position in mergekit's magnitude
-    order). ``noise``: ``noise < threshold``. ``della``: ``noise < a + b * row_rank``.
+    order, or, for one cut, any int32 that lies in ``[lo, hi)`` exactly there). ``noise``: ``noise < threshold``. ``della``: ``noise < a + b * row_rank``.
     """
 
     kind: Literal["all", "none", "mag", "rank", "noise", "della"]
@@ -139,7 +138,7 @@ def magnitude_keep(flat: torch.Tensor, ranks: torch.Tensor | None, density: floa
         if last > first_out or first_out == 0:  # no tie at the cut, or only zeros tied
             return Keep("mag", above=first_out)
     if ranks is None:
-        ranks = magnitude_rank(flat)
+        ranks = window_ranks(flat, 0, k, descending=True)
     return Keep("rank", ranks=ranks, lo=0, hi=k)
 
 
@@ -175,7 +174,7 @@ def outlier_keep(
         if not tie:
             return Keep("mag", above=above, below=below)
     if ranks is None:
-        ranks = ascending_rank(flat)
+        ranks = window_ranks(flat, start, stop, descending=False)
     return Keep("rank", ranks=ranks, lo=start, hi=stop)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from evomerge.merge.methods._aux import SourceAux, build_aux, chunks, row_length
+from evomerge.merge.methods._aux import SourceAux, build_aux, chunks, map_sources, row_length
 from evomerge.merge.methods._fused import fused_consensus
 from evomerge.merge.methods._sparsify import (
     RESCALE_EPS,
@@ -136,26 +136,28 @@ def generalized_task_arithmetic(
         return writer.finish()
     g = args.globals
     needs = SPARSIFICATION_NEEDS[sparsification]
-    keeps: list[Keep] = []
-    auxes: list[SourceAux] = []
-    coefs: list[float] = []
-    weights: list[float] = []
-    for i, (flat, p) in enumerate(zip(rows, args.inputs, strict=True)):
-        a = aux[i] if aux is not None else None
-        if (sparsification is not None and p["density"] < 1) or g[
-            "rescale"
-        ]:  # fill in what is missing
+
+    def prepare(i: int) -> tuple[SourceAux, Keep]:  # what is missing, then the cut
+        a, p = aux[i] if aux is not None else None, args.inputs[i]
+        if (sparsification is not None and p["density"] < 1) or g["rescale"]:
             a = build_aux(
                 needs - ONE_OFF_SKIPS.get(sparsification, frozenset()),
                 base,
-                flat.view(base.shape),
+                rows[i].view(base.shape),
                 seed=seed,
                 tensor_name=tensor_name,
                 source_key=str(i),
                 previous=a,
             )
         a = a or SourceAux()
-        keep = _keep(sparsification, flat, a, p, base.shape)
+        return a, _keep(sparsification, rows[i], a, p, base.shape)
+
+    prepared = map_sources(prepare, len(rows))
+    keeps: list[Keep] = []
+    auxes: list[SourceAux] = []
+    coefs: list[float] = []
+    weights: list[float] = []
+    for (a, keep), flat, p in zip(prepared, rows, args.inputs, strict=True):
         w = _round(p["weight"], dtype)
         scale = 1.0
         if g["rescale"] and keep.kind != "all":
