@@ -176,12 +176,12 @@ def ranks_of(order: torch.Tensor) -> torch.Tensor:
 
 def magnitude_rank(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: each element's position in mergekit's descending order."""
-    return ranks_of(_mergekit_sort(delta, descending=True)).to(delta.device)
+    return ranks_of(_mergekit_sort(delta, descending=True).to(delta.device))
 
 
 def ascending_rank(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: each element's position in mergekit's ascending order."""
-    return ranks_of(_mergekit_sort(delta, descending=False)).to(delta.device)
+    return ranks_of(_mergekit_sort(delta, descending=False).to(delta.device))
 
 
 def window_ranks(delta: torch.Tensor, lo: int, hi: int, *, descending: bool) -> torch.Tensor:
@@ -190,10 +190,10 @@ def window_ranks(delta: torch.Tensor, lo: int, hi: int, *, descending: bool) -> 
     :func:`magnitude_rank` / :func:`ascending_rank`, at the cost of the sort alone (a
     one-off merge cuts each task vector once, so it skips the full inverse permutation).
     """
-    window = _mergekit_sort(delta, descending=descending)[lo:hi]
-    rank = torch.full((delta.numel(),), hi, dtype=torch.int32)
+    window = _mergekit_sort(delta, descending=descending)[lo:hi].to(delta.device)
+    rank = torch.full((delta.numel(),), hi, dtype=torch.int32, device=delta.device)
     rank[window] = lo
-    return rank.to(delta.device)
+    return rank
 
 
 def _rows(delta: torch.Tensor) -> torch.Tensor:
