@@ -39,6 +39,7 @@ __all__ = [
     "GPU_CHUNK",
     "NOISE_LEVELS",
     "NOISE_TABLE_MIN",
+    "TENSOR_FIELDS",
     "SlerpStats",
     "SourceAux",
     "ascending_order",
@@ -68,6 +69,14 @@ NOISE_LEVELS = 1 << 16  # noise: 65536 equally likely values (int16 range)
 #: layer matrices (262k-754k elements) were all below the former 1 << 20.
 NOISE_TABLE_MIN = 1 << 18
 _BIG_CHUNK = 1 << 20  # precomputation chunks (mergekit's slerp statistics use this size too)
+#: The :class:`SourceAux` field each tensor-valued precomputation fills.
+TENSOR_FIELDS: dict[Need, str] = {
+    Need.MAGNITUDE_RANK: "rank",
+    Need.ASCENDING_RANK: "ascending_rank",
+    Need.ROW_RANK: "row_rank",
+    Need.NOISE: "noise",
+    Need.NOISE_L1: "noise_l1",
+}
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,10 @@ class SourceAux:
     noise: torch.Tensor | None = None
     noise_l1: torch.Tensor | None = None
     slerp: SlerpStats | None = None
+
+    def lacks(self, needs: Iterable[Need]) -> bool:
+        """Whether a tensor-valued precomputation among ``needs`` is still missing."""
+        return any(getattr(self, TENSOR_FIELDS[n]) is None for n in needs if n in TENSOR_FIELDS)
 
     def nbytes(self) -> int:
         return sum(
