@@ -7,8 +7,9 @@ on, the same trial budget and seed. The peer of each pruned run is the unpruned 
 same seed, measured in the same process. Reported per run: prompts generated and judged
 (per trial and in all), complete / pruned trials, the best value on the search prompts,
 the best trial's score on the demo's held-out prompts (scored afterwards with the same
-generator and judges, all 24 prompts), and the search's wall seconds (worker start-up
-included; under load, compare ratios). The demo's models are built once (``--size``,
+generator and judges, all 24 prompts), the search's wall seconds (worker start-up
+included) and the driver loop's seconds (``loop_s``: trials over trials per hour, start-up
+excluded; under load, compare ratios). The demo's models are built once (``--size``,
 model seed 0) and shared by every run: the seeds vary the search only. Prints one JSON
 object (and writes it to ``--out`` after every run, so a cut-short run keeps its part).
 
@@ -92,6 +93,8 @@ def _run(
         "heldout_best": float(held),
         "search_s": round(search_s, 1),
         "trials_per_hour": round(summary.trials_per_hour, 1),
+        # the driver's loop alone (worker start-up excluded): trials / trials per second
+        "loop_s": round(3600 * counts.finished / max(summary.trials_per_hour, 1e-9), 1),
     }
 
 
@@ -180,6 +183,10 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "search_s_ratio_on_over_off": spread(
             [on[s]["search_s"] / off[s]["search_s"] for s in seeds]
+        ),
+        "loop_s_ratio_on_over_off": spread([on[s]["loop_s"] / off[s]["loop_s"] for s in seeds]),
+        "heldout_on_minus_off": spread(
+            [on[s]["heldout_best"] - off[s]["heldout_best"] for s in seeds]
         ),
     }
 

@@ -108,8 +108,8 @@ class PruningConfig(_Frozen):
     trial's on the same prompts; the trial stops as PRUNED when the p-value of "worse" is
     below ``p_threshold`` (and its mean so far is below the best's), once at least
     ``n_startup_steps`` prompts are paired (Optuna's ``WilcoxonPruner`` semantics). A
-    pruned trial counts toward ``n_trials``; samplers see only complete trials (CMA-ES
-    ignores pruned ones; see :mod:`evomerge.search._sampler`).
+    pruned trial counts toward ``n_trials``; the sampler ranks it by a paired estimate of
+    its full value held below the incumbent's (see :mod:`evomerge.search._sampler`).
 
     Needs the generate-and-judge evaluator, one objective, judges that score answers
     (not the model itself), and the ``cmaes``, ``tpe`` or ``random`` sampler: otherwise the
@@ -127,7 +127,7 @@ class PruningConfig(_Frozen):
 
 
 class SearchConfig(_Frozen):
-    """The study. ``n_trials`` counts finished trials (complete, or failed after retries).
+    """The study. ``n_trials`` counts finished trials (complete, pruned, or failed after retries).
 
     ``stop_after_infra_failures``: evaluations failed in a row by an infrastructure error
     (judge endpoint down or refusing the key, a dead generator) after which the search

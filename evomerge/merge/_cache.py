@@ -39,21 +39,16 @@ from safetensors.torch import load_file, save
 
 from evomerge.atomic import atomic_write
 from evomerge.merge.methods import Need, SourceAux, build_aux
-from evomerge.merge.methods._aux import NOISE_TABLE_MIN
+from evomerge.merge.methods._aux import NOISE_TABLE_MIN, TENSOR_FIELDS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CACHED_NEEDS", "PrecomputeCache"]
 
 _FORMAT = "1"
-#: Precomputations worth keeping (the cheap ones, L1 norms and slerp statistics, are redone).
-CACHED_NEEDS: dict[Need, str] = {
-    Need.MAGNITUDE_RANK: "rank",
-    Need.ASCENDING_RANK: "ascending_rank",
-    Need.ROW_RANK: "row_rank",
-    Need.NOISE: "noise",
-    Need.NOISE_L1: "noise_l1",
-}
+#: Precomputations worth keeping: the tensors (the cheap ones, L1 norms and slerp
+#: statistics, are redone).
+CACHED_NEEDS: dict[Need, str] = dict(TENSOR_FIELDS)
 _BY_CONTENT = {Need.MAGNITUDE_RANK, Need.ASCENDING_RANK, Need.ROW_RANK, Need.NOISE_L1}
 _BY_NAME = {Need.NOISE, Need.NOISE_L1}
 

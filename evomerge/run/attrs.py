@@ -17,12 +17,16 @@ Trial attributes::
     retry_of     on a re-enqueued trial: the number of the interrupted trial
     start_point  True on the enqueued start point x0
     prompt_scores  with search.pruning: each prompt's score in the run's fixed order (None
-                 where unscored), as far as the trial got; a PRUNED trial also has its
-                 per-prompt scores as intermediate values (step = position in that order)
+                 where unscored), as far as the trial got
+    prompt_judge_scores  with search.pruning: {judge: each prompt's score by that judge},
+                 in the same order (None where the judge did not apply or failed)
     prompt_ids   on a PRUNED trial: the ids of the prompts it used
     partial_values  on a PRUNED trial: the objective over the prompts it used (NaN/None
-                 where a judge applied to none of them); optuna's own value of a pruned
-                 trial (its last intermediate value) means nothing here
+                 where a judge applied to none of them)
+    pruned_value  on a PRUNED trial: the value the sampler ranks it by (a paired estimate
+                 of its value over all prompts, held below the incumbent's; see
+                 evomerge.search._sampler); it is also the trial's one intermediate value
+                 (step = the number of prompts it used), hence optuna's value of the trial
     prune_p      with search.pruning: the last p-value of the early-stopping test
 
 Study attributes: ``objective_names``, ``space`` (the space's name), ``sampler``,
@@ -47,8 +51,10 @@ __all__ = [
     "PATH",
     "PATH_SOURCES",
     "PROMPT_IDS",
+    "PROMPT_JUDGE_SCORES",
     "PROMPT_ORDER",
     "PROMPT_SCORES",
+    "PRUNED_VALUE",
     "RECIPE",
     "RETRY_OF",
     "SAMPLER",
@@ -78,6 +84,8 @@ START_POINT = "start_point"
 PROMPT_SCORES = "prompt_scores"
 PROMPT_IDS = "prompt_ids"
 PARTIAL_VALUES = "partial_values"
+PROMPT_JUDGE_SCORES = "prompt_judge_scores"
+PRUNED_VALUE = "pruned_value"
 
 OBJECTIVE_NAMES = "objective_names"
 SPACE = "space"

@@ -21,12 +21,12 @@ A trial's timeout counts from its dispatch, so it includes waiting for the accel
 behind the other trial's generation.
 
 With ``pruning`` (``search.pruning``) each job carries a :class:`PruneGuide`: the
-incumbent's per-prompt scores (the ``prompt_scores`` of the best complete trial). A trial
-the worker stopped early is told PRUNED after its per-prompt scores are reported as
-intermediate values (step = the prompt's position in the run's fixed order); it counts
-toward ``target`` and never becomes the incumbent. Only complete trials (all prompts) are
-told with values, so the sampler ranks full evaluations only (CMA-ES ignores PRUNED
-trials; see :mod:`evomerge.search._sampler`).
+incumbent's value and per-prompt scores (summed and per judge) of the best complete
+trial. A trial the worker stopped early is told PRUNED after its ``pruned_value`` (a
+paired estimate of its full value, held below that incumbent's) is reported as its one
+intermediate value, at step = the number of prompts it used; it counts toward ``target``
+and never becomes the incumbent. The samplers read that value (CMA-ES ranks the trial in
+its generation by it; see :mod:`evomerge.search._sampler`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from evomerge.space import DataflowSpace, SearchSpace
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Driver", "DriverStats"]
+__all__ = ["Driver", "DriverStats", "report_pruned"]
 
 _SAMPLE_LIMIT = 3
 
@@ -94,6 +94,16 @@ class DriverStats:
     @property
     def finished_now(self) -> int:
         return self.n_complete + self.n_failed + self.n_pruned
+
+
+def report_pruned(trial: optuna.Trial, prompt_scores: list[Any], value: float | None) -> None:
+    """Report a pruned trial's ranking value (``pruned_value``) as its one intermediate
+    value, at step = the number of prompts it used: optuna then takes it as the PRUNED
+    trial's value, CMA-ES (``consider_pruned_trials``) ranks the trial by it and TPE orders
+    pruned trials by (step, value). Nothing is reported without a finite value (then every
+    sampler leaves the trial out of its ranking, as before any incumbent existed)."""
+    if value is not None and math.isfinite(value):
+        trial.report(float(value), len(prompt_scores))
 
 
 class Driver:
@@ -136,6 +146,7 @@ class Driver:
         self._rank = rank_key(self._directions)
         self.pruning = pruning if pruning is not None and pruning.enabled else None
         self._incumbent: list[float | None] | None = None  # the best's prompt_scores
+        self._incumbent_judges: dict[str, list[float | None]] | None = None  # ... per judge
         self._init_best()
         self._bar = tqdm(
             total=target,
@@ -160,16 +171,20 @@ class Driver:
         if best is not None:
             self.stats.best_values, self.stats.best_trial = list(best.values), best.number
             self._incumbent = best.user_attrs.get(A.PROMPT_SCORES)
+            self._incumbent_judges = best.user_attrs.get(A.PROMPT_JUDGE_SCORES)
 
     def _guide(self) -> dict[str, Any] | None:
         if self.pruning is None:
             return None
+        best = self.stats.best_values
         return PruneGuide(
             incumbent=self._incumbent,
             chunk_size=self.pruning.chunk_size,
             p_threshold=self.pruning.p_threshold,
             n_startup_steps=self.pruning.n_startup_steps,
             maximize=self._directions[0] == "maximize",
+            incumbent_value=None if best is None else best[0],
+            incumbent_judges=self._incumbent_judges,
         ).to_dict()
 
     def _note_best(
@@ -177,6 +192,7 @@ class Driver:
         number: int,
         values: list[float],
         prompt_scores: list[float | None] | None = None,
+        judge_scores: dict[str, list[float | None]] | None = None,
     ) -> None:
         """Keep the incumbent up to date by the run layer's ranking (no study scan per tell)."""
         if len(values) != 1:
@@ -189,6 +205,7 @@ class Driver:
         ):
             self.stats.best_values, self.stats.best_trial = list(values), number
             self._incumbent = prompt_scores
+            self._incumbent_judges = judge_scores
 
     def _update_bar(self) -> None:
         elapsed = max(time.monotonic() - self.stats.started, 1e-9)
@@ -403,13 +420,15 @@ class Driver:
         self.study.tell(trial, values)
         self.stats.overhead_s += time.perf_counter() - t0
         self.stats.n_complete += 1
-        self._note_best(trial.number, values, result.prompt_scores)
+        self._note_best(
+            trial.number, values, result.prompt_scores, result.extra.get(A.PROMPT_JUDGE_SCORES)
+        )
         self._bar.update(1)
         self._update_bar()
 
     def _tell_pruned(self, job: _Job, result: TrialResult) -> None:
         """Stopped early: keep its partial scores and the prompts it used, report its
-        per-prompt scores as intermediate values, tell it PRUNED (no values)."""
+        ``pruned_value`` as its intermediate value at step = prompts used, tell it PRUNED."""
         t0 = time.perf_counter()
         trial = job.trial
         self._set_result_attrs(trial, result)
@@ -419,9 +438,7 @@ class Driver:
         scores = result.prompt_scores or []
         trial.set_user_attr(A.PROMPT_SCORES, scores)
         trial.set_user_attr(A.PROMPT_IDS, result.prompt_ids or [])
-        for step, value in enumerate(scores):
-            if value is not None and math.isfinite(value):
-                trial.report(float(value), step)
+        report_pruned(trial, scores, result.extra.get(A.PRUNED_VALUE))
         self.study.tell(trial, state=TrialState.PRUNED)
         self.stats.overhead_s += time.perf_counter() - t0
         self.stats.n_pruned += 1

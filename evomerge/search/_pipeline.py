@@ -33,7 +33,7 @@ from evomerge.judge import (
 from evomerge.merge import MergeEngine, MergeRecipe
 from evomerge.run import MERGE_CACHE_DIR, build_space, open_pool
 from evomerge.run import attrs as A
-from evomerge.search._prune import PruneGuide, fixed_order, should_stop
+from evomerge.search._prune import PruneGuide, fixed_order, pruned_value, should_stop
 from evomerge.search._types import Genome, TrialEvaluator, TrialResult
 
 logger = logging.getLogger(__name__)
@@ -306,10 +306,16 @@ def _chunked(
     out = _result(trial_number, combined, samples, timings)
     out.prompt_scores = [v if math.isfinite(v) else None for v in per_prompt]
     out.extra["prune_p"] = p
+    by_judge = {
+        name: [s.value if s.ok and math.isfinite(s.value) else None for s in ss]
+        for name, ss in scores.items()
+    }
+    out.extra[A.PROMPT_JUDGE_SCORES] = by_judge
     if pruned:
         out.pruned = True
         out.prompt_ids = [it.id for it in items[: len(samples)]]
         out.extra[A.PARTIAL_VALUES] = [v if math.isfinite(v) else None for v in out.values or []]
+        out.extra[A.PRUNED_VALUE] = pruned_value(by_judge, objective.objectives[0].terms, guide)
         out.values = None
     return out
 

@@ -11,6 +11,11 @@ least ``n_startup_steps`` prompts are paired, and the trial's mean so far is bel
 incumbent's mean over all its prompts (in the objective's direction). Unlike Optuna's, a
 prompt that either side failed to score is left out of the pairs rather than disabling
 the test.
+
+A stopped trial also gets :func:`pruned_value`, the value the sampler ranks it by (see
+:mod:`evomerge.search._sampler` for why): a paired estimate of its objective over all
+prompts, from each judge's differences to the incumbent on the prompts both scored, held
+strictly below the incumbent's value.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, TypeVar
 
 from evomerge.search._wilcoxon import p_worse
 
-__all__ = ["PruneGuide", "fixed_order", "should_stop"]
+__all__ = ["PruneGuide", "fixed_order", "pruned_value", "should_stop"]
 
 T = TypeVar("T")
 
@@ -32,13 +37,18 @@ T = TypeVar("T")
 class PruneGuide:
     """What a worker needs to stop a trial early. ``incumbent``: the best complete trial's
     per-prompt scores in the fixed order (None where unscored), or None before any trial
-    completed (then nothing is stopped, the prompts are still scored in chunks)."""
+    completed (then nothing is stopped, the prompts are still scored in chunks).
+    ``incumbent_value``: its (first) objective value; ``incumbent_judges``: each judge's
+    score of each of its prompts in the fixed order (None where the judge did not apply or
+    failed), for :func:`pruned_value`."""
 
     incumbent: list[float | None] | None
     chunk_size: int
     p_threshold: float
     n_startup_steps: int
     maximize: bool = True
+    incumbent_value: float | None = None
+    incumbent_judges: dict[str, list[float | None]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,3 +88,32 @@ def should_stop(own: Sequence[float | None], guide: PruneGuide) -> tuple[bool, f
     if sign * own_mean >= sign * best_mean:  # its mean is no worse: never stop it
         return False, p
     return p < guide.p_threshold, p
+
+
+def pruned_value(
+    own: dict[str, list[float | None]], weights: dict[str, float], guide: PruneGuide
+) -> float | None:
+    """The value a trial stopped against ``guide``'s incumbent is ranked by: the
+    incumbent's value plus, for each judge ``j`` of the objective (weight ``w_j``), ``w_j``
+    times the mean of the trial's minus the incumbent's scores on the prompts both scored
+    with ``j`` (``own``: the trial's per-judge scores, a prefix of the fixed order; a judge
+    with no such prompt adds 0). The objective is the weighted sum of per-judge means, so
+    this is the paired estimate of the trial's value over all prompts: the prompts' own
+    difficulty cancels in each difference. It is held strictly below the incumbent's value
+    (the test found the trial worse on these prompts). None when the guide lacks the
+    incumbent's value or per-judge scores."""
+    base, theirs = guide.incumbent_value, guide.incumbent_judges
+    if base is None or theirs is None or not math.isfinite(base):
+        return None
+    estimate = float(base)
+    for name, w in weights.items():
+        pairs = [
+            (float(a), float(b))  # type: ignore[arg-type]
+            for a, b in zip(own.get(name, []), theirs.get(name, []), strict=False)
+            if _finite(a) and _finite(b)
+        ]
+        if pairs:
+            estimate += w * sum(a - b for a, b in pairs) / len(pairs)
+    if guide.maximize:
+        return min(estimate, math.nextafter(base, -math.inf))
+    return max(estimate, math.nextafter(base, math.inf))

@@ -1,20 +1,47 @@
 """The study's sampler and the distributions it samples the genome from.
 
-Pruned trials (``search.pruning``): every sampler ranks complete trials only, by their
-values over all prompts. CMA-ES keeps optuna's default ``consider_pruned_trials=False``:
-a pruned trial is left out of its generation, which is filled with further samples from
-the same distribution until ``population_size`` trials are complete, so each update ranks
-full evaluations of the one objective (a pruned trial's only number, its last
-intermediate value, is one prompt's score and would rank it at random). The cost: a
-generation takes more trials, so with a fixed ``n_trials`` the search makes fewer
-updates, and the selection sees the survivors of a test against the incumbent rather
-than a plain sample (slightly stronger selection). TPE uses pruned trials only below all
-complete ones, ordered by how far they got; random ignores them. NSGA-II (several
-objectives) is refused with pruning by the config.
+Pruned trials (``search.pruning``). A trial stopped early has no value over all prompts;
+the worker gives it ``pruned_value`` (:func:`evomerge.search._prune.pruned_value`): the
+incumbent's value plus each judge's weighted mean difference between the trial and the
+incumbent on the prompts both scored, held strictly below the incumbent's value. The
+driver reports it as the trial's one intermediate value (step = prompts used), so it is
+optuna's value of the PRUNED trial.
+
+Why this value. The prompts come in one shuffled order, so the prompts a trial used are a
+random sample of the prompt set, and the same first prompts for every trial. The trial's
+raw mean on them carries those prompts' difficulty (the same offset for every pruned
+trial, none for complete ones, so it would misrank pruned against complete trials); the
+difference to the incumbent on the same prompts cancels it, and the objective is a
+weighted sum of per-judge means, so the incumbent's value plus the weighted per-judge
+mean differences estimates the trial's full value on the objective's own scale. The test
+found the trial significantly worse than the incumbent on those prompts, so it is held
+below the incumbent whatever the estimate says. It is biased low (a trial is stopped when
+its first prompts went badly), which only makes the sampler less keen on hopeless
+regions. The value's scale is the objective's; the last *per-prompt* score (what optuna
+would otherwise take) is one prompt's and would rank the trial at random.
+
+What each sampler does with it:
+
+- ``cmaes``: ``consider_pruned_trials=True`` (optuna's option: a PRUNED trial enters its
+  generation with its last intermediate value as its value), so a generation is any
+  ``population_size`` finished trials, complete or pruned, ranked by value (a pruned one
+  below the incumbent it was tested against, near its estimate among the others). With
+  it off, pruned trials were left out and a generation waited for ``population_size``
+  complete ones: at 70-85% pruned, 32 trials made at most one CMA-ES update
+  (``benchmarks/RESULTS.md``). The option is applied only with pruning on; the state
+  CMA-ES restores on resume is the same because the values are stored in the study.
+- ``tpe``: optuna's rule: pruned trials rank below every complete trial, among
+  themselves by how far they got, then by this value.
+- ``random``: ignores values.
+- ``nsga2`` (several objectives) is refused with pruning by the config.
+
+``n_trials`` counts trials finished (complete, pruned or failed), so a pruned trial uses
+one trial of the budget, as it uses one sample of its CMA-ES generation.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -37,9 +64,14 @@ def make_sampler(cfg: SearchConfig, *, n_objectives: int, seed: int) -> optuna.s
                 f"sampler cmaes optimizes one objective, the judges define {n_objectives}; "
                 "set search.sampler to nsga2 or tpe for a Pareto front"
             )
-        return optuna.samplers.CmaEsSampler(
-            seed=seed, popsize=cfg.population_size, warn_independent_sampling=False
-        )
+        with warnings.catch_warnings():  # consider_pruned_trials is "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed,
+                popsize=cfg.population_size,
+                warn_independent_sampling=False,
+                consider_pruned_trials=cfg.pruning.enabled,
+            )
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if name == "random":

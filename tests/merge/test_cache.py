@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from evomerge.merge import MergeEngine, MergeRecipe
+from evomerge.merge import MergeEngine, MergeRecipe, iter_merged_tensors
 from evomerge.pool import ModelPool
 
 METHODS = ["ties", "breadcrumbs_ties", "dare_ties", "della"]
@@ -152,7 +152,7 @@ def test_sources_are_precomputed_on_threads_with_the_same_result(
     and give the same precomputations and merges as one thread; its counters stay exact."""
     import threading
 
-    from evomerge.merge.methods import _aux
+    from evomerge.merge.methods import _aux, _sparsify
 
     seen: set[int] = set()
     sort = _aux._mergekit_sort
@@ -162,17 +162,28 @@ def test_sources_are_precomputed_on_threads_with_the_same_result(
         return sort(delta, descending=descending)
 
     monkeypatch.setattr(_aux, "_mergekit_sort", watched)
+    pool = _pool(models)
+    ties = _recipe(pool, "ties")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = MergeEngine(_pool(models), methods=METHODS, seed=3)
+        one = MergeEngine(pool, methods=METHODS, seed=3)
+        one_off_1 = dict(iter_merged_tensors(ties, pool, seed=3))
         assert seen == {threading.get_ident()}  # one thread: a plain loop
         seen.clear()
         torch.set_num_threads(2)
         two = MergeEngine(_pool(models), methods=METHODS, seed=3, cache_dir=tmp_path / "c")
         assert threading.get_ident() not in seen and len(seen) >= 2  # sources on worker threads
+        seen.clear()
+        two.materialize(ties)
+        assert not seen  # a trial sorts nothing
+        monkeypatch.setattr(_sparsify, "_quantized", lambda _: True)  # cut by mergekit's sort
+        one_off_2 = dict(iter_merged_tensors(ties, pool, seed=3))
+        assert seen and threading.get_ident() not in seen
     finally:
         torch.set_num_threads(threads)
     assert two.cache is not None and (two.cache.hits, two.cache.misses) == (0, two.cache.misses)
     assert two.cache.misses == sum(1 for _ in (two.cache.root).rglob("*.safetensors"))
     _same(_merges(two), _merges(one))
+    for name, t in one_off_1.items():  # same kept coordinates, same arithmetic: same bits
+        assert torch.equal(t, one_off_2[name]), name

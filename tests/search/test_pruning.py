@@ -1,5 +1,6 @@
 """search.pruning, the parts that need no Ray: the Wilcoxon test (scipy as the oracle), the
-stopping rule, chunked generate-and-judge, per-prompt scores, and the config's refusals."""
+stopping rule, chunked generate-and-judge, per-prompt scores, the value a pruned trial is
+ranked by and CMA-ES ranking it, and the config's refusals."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from evomerge.config import RunConfig
+from evomerge.config import RunConfig, SearchConfig
 from evomerge.exceptions import ConfigError
 from evomerge.generate import GenerationParams, PromptItem
 from evomerge.judge import JudgingConfig, Score, build_objective
+from evomerge.search._driver import report_pruned
 from evomerge.search._pipeline import generate_and_judge
-from evomerge.search._prune import PruneGuide, fixed_order, should_stop
+from evomerge.search._prune import PruneGuide, fixed_order, pruned_value, should_stop
+from evomerge.search._sampler import make_sampler
 from evomerge.search._wilcoxon import p_worse
 from evomerge.testing.generation import FakeGenerator
 
@@ -100,7 +103,12 @@ def test_a_chunked_trial_stops_once_clearly_worse_and_keeps_what_it_used() -> No
             GenerationParams(),
             objective,
             merge_s=0.0,
-            guide=_guide([1.0] * 12, chunk_size=3),
+            guide=_guide(
+                [1.0] * 12,
+                chunk_size=3,
+                incumbent_value=1.0,
+                incumbent_judges={"length": [1.0] * 12},
+            ),
         )
     # after 3 prompts: too few pairs; after 6, six worse differences: p = 2^-6
     assert result.pruned and not result.ok and result.values is None
@@ -111,6 +119,88 @@ def test_a_chunked_trial_stops_once_clearly_worse_and_keeps_what_it_used() -> No
     ]
     assert result.extra["partial_values"] == pytest.approx([0.2])
     assert result.scores == pytest.approx({"length": 0.2})
+    assert result.extra["prompt_judge_scores"] == {"length": pytest.approx([0.2] * 6)}
+    assert result.extra["pruned_value"] == pytest.approx(1.0 + (0.2 - 1.0))  # the paired estimate
+
+
+def test_a_pruned_trial_is_ranked_by_the_paired_per_judge_estimate_below_the_incumbent() -> None:
+    weights = {"style": 1.0, "facts": 2.0}
+    # the incumbent over 8 prompts; "facts" applies to 4 of them (None elsewhere)
+    inc = {
+        "style": [0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.4],
+        "facts": [None, 1.0, None, 0.5, None, 0.25, None, 0.75],
+    }
+
+    def value(js: dict[str, list[float | None]]) -> float:  # the objective: weighted means
+        means = {n: [v for v in vs if v is not None] for n, vs in js.items()}
+        return sum(w * sum(means[n]) / len(means[n]) for n, w in weights.items())
+
+    guide = _guide(None, incumbent_value=value(inc), incumbent_judges=inc)
+    # a trial worse by a constant per judge on every prompt: the estimate from any prefix
+    # is its value over all prompts, whatever the prefix's prompts' difficulty
+    worse = {
+        "style": [v - 0.3 for v in inc["style"]],  # type: ignore[operator]
+        "facts": [None if v is None else v - 0.1 for v in inc["facts"]],
+    }
+    for k in (3, 4, 6):
+        prefix = {n: vs[:k] for n, vs in worse.items()}
+        assert pruned_value(prefix, weights, guide) == pytest.approx(value(worse), abs=1e-12)
+        # the trial's objective on the prefix alone carries the prefix's difficulty
+        assert value(prefix) != pytest.approx(value(worse), abs=0.05)
+    # a judge with no prompt of the prefix (facts on prompt 0 only) adds nothing
+    only_style = {"style": [0.5], "facts": [None]}
+    assert pruned_value(only_style, weights, guide) == pytest.approx(value(inc) - 0.4)
+    # better than the incumbent on its prompts: held just below it (the test found it worse)
+    better = {"style": [1.0, 1.0], "facts": [None, 1.0]}
+    top = pruned_value(better, weights, guide)
+    assert top is not None and top < value(inc) and top == pytest.approx(value(inc))
+    low = pruned_value({"style": [0.0]}, weights, _guide(None, maximize=False, **_inc(guide)))
+    assert low is not None and low > value(inc) and low == pytest.approx(value(inc))
+    assert pruned_value(better, weights, _guide(None)) is None  # no incumbent value given
+
+
+def _inc(guide: PruneGuide) -> dict[str, Any]:
+    return {"incumbent_value": guide.incumbent_value, "incumbent_judges": guide.incumbent_judges}
+
+
+def test_cmaes_ranks_pruned_trials_in_their_generation_by_their_pruned_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A generation of 4: 2 complete, 2 pruned. CMA-ES updates once the 4 are finished (not
+    after 4 complete ones) and ranks the pruned trials by the reported value."""
+    import cmaes
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    told: list[list[float]] = []
+    real_tell = cmaes.CMA.tell
+
+    def spy(self: Any, solutions: list[tuple[Any, float]]) -> None:
+        told.append([-y for _, y in solutions])  # optuna negates when maximizing
+        real_tell(self, solutions)
+
+    monkeypatch.setattr(cmaes.CMA, "tell", spy)
+    cfg = SearchConfig(sampler="cmaes", population_size=4, pruning=True)
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(cfg, n_objectives=1, seed=0)
+    )
+    dists = {"a": FloatDistribution(0.0, 1.0), "b": FloatDistribution(0.0, 1.0)}
+    study.tell(study.ask(dists), [0.0])  # CMA-ES starts once a trial has completed
+    first = [study.ask(dists) for _ in range(4)]
+    study.tell(first[0], [1.0])
+    study.tell(first[1], [0.9])
+    for trial, value in zip(first[2:], [0.5, 0.4], strict=True):
+        report_pruned(trial, [0.1, 0.2, 0.3, 0.4], value)  # per-prompt scores: not the value
+        study.tell(trial, state=TrialState.PRUNED)
+    nxt = study.ask(dists)
+    assert told and sorted(told[0]) == pytest.approx([0.4, 0.5, 0.9, 1.0])
+    generation = "cma:generation"
+    system = study._storage.get_trial_system_attrs
+    assert [system(t._trial_id)[generation] for t in first] == [0] * 4
+    assert system(nxt._trial_id)[generation] == 1
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert [(t.intermediate_values, t.value) for t in pruned] == [({4: 0.5}, 0.5), ({4: 0.4}, 0.4)]
 
 
 def test_a_trial_no_worse_than_the_incumbent_runs_every_prompt_with_the_same_value() -> None:

@@ -81,8 +81,12 @@ def _run_yaml(root: Path, models: dict[str, Path], *, n_trials: int, name: str) 
 
 def _check_trials(run_dir: Path) -> dict[str, int]:
     """Every finished trial is COMPLETE with all prompts or PRUNED with a prefix of the
-    run's prompt order, its partial scores and its per-prompt intermediate values."""
-    study = open_run(run_dir).study.study
+    run's prompt order, its partial scores and its ranking value (below the best's) as its
+    one intermediate value, which optuna takes as its value."""
+    view = open_run(run_dir).study
+    best = view.best()
+    assert best is not None
+    study = view.study
     order = study.user_attrs[A.PROMPT_ORDER]
     assert sorted(order) == sorted(f"p{i}" for i in range(N_PROMPTS)) and order != sorted(order)
     counts = {"complete": 0, "pruned": 0}
@@ -91,12 +95,16 @@ def _check_trials(run_dir: Path) -> dict[str, int]:
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
             assert scores is not None and len(scores) == N_PROMPTS
+            judged = t.user_attrs[A.PROMPT_JUDGE_SCORES]
+            assert set(judged) == {"chrf", "length"}
+            assert all(len(v) == N_PROMPTS for v in judged.values())
         elif t.state == TrialState.PRUNED:
             counts["pruned"] += 1
             k = len(scores)
             assert PRUNING["n_startup_steps"] <= k < N_PROMPTS
             assert t.user_attrs[A.PROMPT_IDS] == order[:k]
-            assert t.intermediate_values == {i: v for i, v in enumerate(scores) if v is not None}
+            value = t.user_attrs[A.PRUNED_VALUE]
+            assert t.intermediate_values == {k: value} and t.value == value < best.values[0]
             assert A.PARTIAL_VALUES in t.user_attrs and t.user_attrs[A.SCORES]
     return counts
 

@@ -39,6 +39,7 @@ __all__ = [
     "GPU_CHUNK",
     "NOISE_LEVELS",
     "NOISE_TABLE_MIN",
+    "TENSOR_FIELDS",
     "SlerpStats",
     "SourceAux",
     "ascending_order",
@@ -68,6 +69,14 @@ NOISE_LEVELS = 1 << 16  # noise: 65536 equally likely values (int16 range)
 #: layer matrices (262k-754k elements) were all below the former 1 << 20.
 NOISE_TABLE_MIN = 1 << 18
 _BIG_CHUNK = 1 << 20  # precomputation chunks (mergekit's slerp statistics use this size too)
+#: The :class:`SourceAux` field each tensor-valued precomputation fills.
+TENSOR_FIELDS: dict[Need, str] = {
+    Need.MAGNITUDE_RANK: "rank",
+    Need.ASCENDING_RANK: "ascending_rank",
+    Need.ROW_RANK: "row_rank",
+    Need.NOISE: "noise",
+    Need.NOISE_L1: "noise_l1",
+}
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,10 @@ class SourceAux:
     noise: torch.Tensor | None = None
     noise_l1: torch.Tensor | None = None
     slerp: SlerpStats | None = None
+
+    def lacks(self, needs: Iterable[Need]) -> bool:
+        """Whether a tensor-valued precomputation among ``needs`` is still missing."""
+        return any(getattr(self, TENSOR_FIELDS[n]) is None for n in needs if n in TENSOR_FIELDS)
 
     def nbytes(self) -> int:
         return sum(
@@ -176,12 +189,12 @@ def ranks_of(order: torch.Tensor) -> torch.Tensor:
 
 def magnitude_rank(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: each element's position in mergekit's descending order."""
-    return ranks_of(_mergekit_sort(delta, descending=True)).to(delta.device)
+    return ranks_of(_mergekit_sort(delta, descending=True).to(delta.device))
 
 
 def ascending_rank(delta: torch.Tensor) -> torch.Tensor:
     """int32 ``[numel]``: each element's position in mergekit's ascending order."""
-    return ranks_of(_mergekit_sort(delta, descending=False)).to(delta.device)
+    return ranks_of(_mergekit_sort(delta, descending=False).to(delta.device))
 
 
 def window_ranks(delta: torch.Tensor, lo: int, hi: int, *, descending: bool) -> torch.Tensor:
@@ -190,10 +203,10 @@ def window_ranks(delta: torch.Tensor, lo: int, hi: int, *, descending: bool) -> 
     :func:`magnitude_rank` / :func:`ascending_rank`, at the cost of the sort alone (a
     one-off merge cuts each task vector once, so it skips the full inverse permutation).
     """
-    window = _mergekit_sort(delta, descending=descending)[lo:hi]
-    rank = torch.full((delta.numel(),), hi, dtype=torch.int32)
+    window = _mergekit_sort(delta, descending=descending)[lo:hi].to(delta.device)
+    rank = torch.full((delta.numel(),), hi, dtype=torch.int32, device=delta.device)
     rank[window] = lo
-    return rank.to(delta.device)
+    return rank
 
 
 def _rows(delta: torch.Tensor) -> torch.Tensor:

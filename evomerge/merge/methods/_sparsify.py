@@ -72,7 +72,8 @@ class Keep:
 
     ``mag``: ``above < |x| < below`` (``below`` None: no upper bound). ``rank``:
     ``lo <= ranks < hi`` (``ranks``: each element's position in mergekit's magnitude
-    order, or, for one cut, any int32 that lies in ``[lo, hi)`` exactly there). ``noise``: ``noise < threshold``. ``della``: ``noise < a + b * row_rank``.
+    order, or, for one cut, any int32 that lies in ``[lo, hi)`` exactly there).
+    ``noise``: ``noise < threshold``. ``della``: ``noise < a + b * row_rank``.
     """
 
     kind: Literal["all", "none", "mag", "rank", "noise", "della"]

@@ -152,7 +152,13 @@ def generalized_task_arithmetic(
         a = a or SourceAux()
         return a, _keep(sparsification, rows[i], a, p, base.shape)
 
-    prepared = map_sources(prepare, len(rows))
+    # sorts and noise draws still to do (a one-off merge) run on parallel threads; a trial
+    # of the engine, whose precomputations are all there, is not worth a thread pool
+    todo = needs - {Need.NOISE_L1}
+    if todo and any(a is None or a.lacks(todo) for a in (aux if aux is not None else [None])):
+        prepared = map_sources(prepare, len(rows))
+    else:
+        prepared = [prepare(i) for i in range(len(rows))]
     keeps: list[Keep] = []
     auxes: list[SourceAux] = []
     coefs: list[float] = []
