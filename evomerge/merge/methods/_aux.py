@@ -42,13 +42,11 @@ __all__ = [
     "TENSOR_FIELDS",
     "SlerpStats",
     "SourceAux",
-    "ascending_order",
     "ascending_rank",
     "build_aux",
     "chunk_size",
     "chunks",
     "l1_norm",
-    "magnitude_order",
     "magnitude_rank",
     "make_noise",
     "map_sources",
@@ -168,16 +166,6 @@ def _mergekit_sort(delta: torch.Tensor, *, descending: bool) -> torch.Tensor:
     mag = _flat(delta).abs().float().cpu()
     # the very calls mergekit makes: TIES argsorts descending, breadcrumbs sorts ascending
     return torch.argsort(mag, descending=True) if descending else torch.sort(mag).indices
-
-
-def magnitude_order(delta: torch.Tensor) -> torch.Tensor:
-    """int32 ``[numel]``: mergekit's descending magnitude order (TIES' ``magnitude``)."""
-    return _mergekit_sort(delta, descending=True).to(device=delta.device, dtype=torch.int32)
-
-
-def ascending_order(delta: torch.Tensor) -> torch.Tensor:
-    """int32 ``[numel]``: mergekit's ascending magnitude order (``magnitude_outliers``)."""
-    return _mergekit_sort(delta, descending=False).to(device=delta.device, dtype=torch.int32)
 
 
 def ranks_of(order: torch.Tensor) -> torch.Tensor:
