@@ -65,6 +65,7 @@ class DataflowSpace(Genome):
     their layer counts. Immutable and thread-safe."""
 
     dimensions: tuple[Gene, ...]
+    spec: DataflowSpec
 
     def __init__(
         self,

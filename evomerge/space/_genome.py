@@ -18,6 +18,11 @@ from evomerge.space._spec import Bounds
 __all__ = ["Genome"]
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
 class _Coordinate(Protocol):
     @property
     def name(self) -> str: ...
@@ -31,9 +36,7 @@ class Genome:
     is used in errors)."""
 
     dimensions: tuple[_Coordinate, ...]
-
-    def _space_name(self) -> str:
-        return str(getattr(getattr(self, "spec", None), "name", type(self).__name__))
+    spec: _Named
 
     @property
     def dim(self) -> int:
@@ -69,7 +72,7 @@ class Genome:
         arr = np.asarray(x, dtype=np.float64).reshape(-1)  # (d,)
         if arr.shape[0] != self.dim:
             raise SearchError(
-                f"genome has {arr.shape[0]} values, space {self._space_name()} needs {self.dim}"
+                f"genome has {arr.shape[0]} values, space {self.spec.name} needs {self.dim}"
             )
         if not np.all(np.isfinite(arr)):
             raise SearchError(f"genome has non-finite values: {arr.tolist()}")

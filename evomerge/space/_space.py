@@ -76,6 +76,7 @@ class SearchSpace(Genome):
     """
 
     dimensions: tuple[Dimension, ...]
+    spec: SpaceSpec
 
     def __init__(
         self,

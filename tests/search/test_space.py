@@ -200,7 +200,7 @@ def test_space_errors_name_fields_and_choices() -> None:
         ConfigError, match=r"Unknown search space 'nope'.*Available: .*linear_layerwise"
     ):
         load_space_spec("nope")
-    with pytest.raises(SearchError, match="genome has 3 values"):
+    with pytest.raises(SearchError, match="genome has 3 values, space linear_layerwise needs"):
         bind("linear_layerwise").decode([0.5, 0.5, 0.5])
     with pytest.raises(SearchError, match="at most 1 source"):
         SearchSpace(

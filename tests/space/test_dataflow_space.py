@@ -81,6 +81,8 @@ def test_genome_layout_and_start_point() -> None:
     assert len(scale_genes) == 8 * 8 - 6
     assert all(g.bounds.low == 0.5 and g.bounds.high == 2.0 for g in scale_genes)
     assert sp.decode(sp.x0()) == sp.start_path() == path(("a", 0), ("a", 1), ("a", 2), ("a", 3))
+    with pytest.raises(SearchError, match=f"genome has 3 values, space dataflow needs {sp.dim}"):
+        sp.decode([0.0] * 3)
 
 
 def test_decode_keeps_on_slots_in_order_with_scales() -> None:
