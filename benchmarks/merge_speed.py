@@ -516,8 +516,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="threads per process (OMP/MKL_NUM_THREADS); 1 on a shared CPU",
     )
-    ap.add_argument("--skip-cli", action="store_true", help="skip the one-off CLI comparison")
-    ap.add_argument("--cli-only", action="store_true", help="only the one-off CLI comparison")
+    cli = ap.add_mutually_exclusive_group()
+    cli.add_argument("--skip-cli", action="store_true", help="skip the one-off CLI comparison")
+    cli.add_argument("--cli-only", action="store_true", help="only the one-off CLI comparison")
     ap.add_argument(
         "--cli-repeats", type=int, default=1, help="runs of each CLI (alternating; fastest kept)"
     )
