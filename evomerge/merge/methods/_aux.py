@@ -103,11 +103,8 @@ class SourceAux:
         return any(getattr(self, TENSOR_FIELDS[n]) is None for n in needs if n in TENSOR_FIELDS)
 
     def nbytes(self) -> int:
-        return sum(
-            t.numel() * t.element_size()
-            for t in (self.rank, self.ascending_rank, self.row_rank, self.noise, self.noise_l1)
-            if t is not None
-        )
+        tensors = (getattr(self, field) for field in TENSOR_FIELDS.values())
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 def chunk_size(device: torch.device) -> int:
