@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from evomerge.exceptions import ConfigError, JudgeError
 from evomerge.judge._context import JudgeContext, parse_options
 from evomerge.judge._types import Sample, Score, nan_score
+from evomerge.judge.harness._hflm import live_hflm
 from evomerge.judge.harness._tasks import DEFAULT_FEWSHOT_SEED, HarnessTasks, metric_value
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ class LMEvalOptions(BaseModel):
     ``num_fewshot``, ``apply_chat_template``, ``fewshot_as_multiturn``,
     ``system_instruction``, ``gen_kwargs`` and ``fewshot_seed`` mean what they mean to
     ``lm_eval.simple_evaluate``. ``batch_size``/``max_length``/``add_bos_token`` go to the
-    harness's HF wrapper. ``tasks_dirs``: folders of your own task YAMLs (relative to the
+    harness's HF wrapper. ``share_context``: score all continuations of one context from one
+    packed row (``_packed``; the same log-likelihoods up to rounding, checked against the
+    harness's path on the first context) instead of one row per request; ``batch_size`` is
+    then contexts per forward pass. ``tasks_dirs``: folders of your own task YAMLs (relative to the
     run.yaml), searched after the bundled ones.
     """
 
@@ -66,6 +70,7 @@ class LMEvalOptions(BaseModel):
     batch_size: int = Field(default=8, ge=1)
     max_length: int | None = Field(default=None, ge=1)
     add_bos_token: bool | None = None
+    share_context: bool = True
     tasks_dirs: list[Path] = []
 
     @field_validator("limit")
@@ -100,23 +105,6 @@ class LiveHFModel(Protocol):
 
     @property
     def tokenizer(self) -> Any: ...
-
-
-def _quiet_hflm(**kwargs: Any) -> Any:
-    """The harness's HF wrapper around a live model, without per-request progress bars."""
-    from lm_eval.models.huggingface import HFLM
-
-    class _QuietHFLM(HFLM):
-        def loglikelihood(self, requests: Any, disable_tqdm: bool = False) -> Any:
-            return super().loglikelihood(requests, disable_tqdm=True)
-
-        def loglikelihood_rolling(self, requests: Any, disable_tqdm: bool = False) -> Any:
-            return super().loglikelihood_rolling(requests, disable_tqdm=True)
-
-        def generate_until(self, requests: Any, disable_tqdm: bool = False) -> Any:
-            return super().generate_until(requests, disable_tqdm=True)
-
-    return _QuietHFLM(**kwargs)
 
 
 class LMEvalJudge:
@@ -205,7 +193,7 @@ class LMEvalJudge:
                 kw["max_length"] = o.max_length
             if o.add_bos_token is not None:
                 kw["add_bos_token"] = o.add_bos_token
-            self._lm = _quiet_hflm(**kw)
+            self._lm = live_hflm(share_context=o.share_context, **kw)
             self._lm_model = generator.model
         return self._lm
 
