@@ -132,6 +132,28 @@ def test_tasks_are_built_once(
     assert len(calls) == 1 and calls[0].endswith("persona_facts_mc.yaml")
 
 
+def test_requests_are_built_once_and_their_responses_cleared(
+    lm_eval_models: dict[str, Path], generator: HFGenerator
+) -> None:
+    """With a few-shot seed, later trials reuse the first trial's request objects (responses
+    cleared: a stale response would score the first trial's answers again, which the test
+    above catches); without one, every trial builds (and samples) its own."""
+    opts: dict[str, Any] = {"limit": 3, "num_fewshot": 2}
+    seeded = _judge("persona_facts_mc", **opts)
+    task = seeded.tasks.tasks["persona_facts_mc"]
+    _table(seeded, generator)
+    first = list(task.instances)
+    _table(seeded, generator)
+    assert [id(i) for i in task.instances] == [id(i) for i in first]
+    assert all(len(i.resps) == 1 for i in task.instances)  # this trial's response only
+    unseeded = _judge("persona_facts_mc", fewshot_seed=None, **opts)
+    task = unseeded.tasks.tasks["persona_facts_mc"]
+    _table(unseeded, generator)
+    first = list(task.instances)
+    _table(unseeded, generator)
+    assert not {id(i) for i in task.instances} & {id(i) for i in first}
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Records (and refuses) every attempt to reach a host other than this machine."""

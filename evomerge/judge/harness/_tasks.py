@@ -5,6 +5,9 @@ the expensive, trial-independent part: :class:`HarnessTasks` does it once. Each 
 calls the harness's ``evaluate`` on the same task objects, with the few-shot sampler
 re-seeded first, so that every trial sees the same few-shot examples (the harness's
 ``simple_evaluate`` seeds a fresh sampler per call; re-seeding gives the same prompts).
+The prompts being the same, the requests built from them are kept too (:class:`_Requests`,
+what the harness's ``cache_requests`` does on disk, here in memory): a trial only resets
+their responses.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class HarnessTasks:
         self.tasks: dict[str, Any] = dict(loaded["tasks"])
         for task in self.tasks.values():
             self._configure(task, num_fewshot, gen_kwargs)
+            if fewshot_seed is not None:  # without a seed, every trial draws new few-shot examples
+                task.build_all_requests = _Requests(task, task.build_all_requests)
 
     @staticmethod
     def _configure(
@@ -139,6 +144,38 @@ class HarnessTasks:
         if out is None:
             raise JudgeError("lm-eval returned no results (not rank 0?)")
         return _numeric(out["results"])
+
+
+class _Requests:
+    """A task's ``build_all_requests`` that builds once per set of arguments.
+
+    Later calls with the same arguments give the task the same request objects back, their
+    responses cleared (the harness appends to ``resps`` and fills ``filtered_resps`` per
+    evaluation). Only for tasks whose few-shot sampler is re-seeded before every call, so
+    that building again would give the same requests.
+    """
+
+    def __init__(self, task: Any, build: Any) -> None:
+        self.task = task
+        self.build = build
+        self.built: dict[tuple[Any, ...], list[Any]] = {}
+
+    def __call__(self, **kwargs: Any) -> None:
+        template = kwargs.get("chat_template")  # the LM's bound method: its LM and function
+        key = (
+            *(repr(kwargs.get(k)) for k in sorted(kwargs) if k != "chat_template"),
+            getattr(template, "__self__", None),
+            getattr(template, "__func__", template),
+        )
+        instances = self.built.get(key)
+        if instances is None:
+            self.build(**kwargs)
+            self.built[key] = list(self.task.instances)
+            return
+        for inst in instances:
+            inst.resps = []
+            inst.filtered_resps = {}
+        self.task._instances = list(instances)
 
 
 def _numeric(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
