@@ -191,3 +191,19 @@ def test_agreement_is_rounding_in_the_dtype() -> None:
     assert not agree((-45.5, False), (-47.5, False), torch.bfloat16)
     assert agree((-45.520649, False), (-45.520653, False), torch.float32)
     assert not agree((-45.52, False), (-45.53, False), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_greedy_flags_are_torch_argmax_with_its_tie_rule(dtype: torch.dtype) -> None:
+    from evomerge.judge.harness._packed import _is_argmax
+
+    gen = torch.Generator().manual_seed(0)
+    logp = torch.randint(-3, 1, (400, 50), generator=gen).to(dtype)  # many tied maxima
+    # tokens: the argmax, a later index tying with it, or anything
+    first = logp.argmax(dim=-1)
+    tied_later = [int(row.eq(row.max()).nonzero()[-1]) for row in logp]
+    anything = torch.randint(0, 50, (400,), generator=gen)
+    for tokens in (first, torch.tensor(tied_later), anything):
+        picked = logp.gather(1, tokens[:, None]).squeeze(1)
+        assert _is_argmax(logp, tokens, picked) == (logp.argmax(dim=-1) == tokens).tolist()
+    assert any(t != int(f) for t, f in zip(tied_later, first, strict=True))  # ties were there

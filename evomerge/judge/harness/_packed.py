@@ -137,6 +137,18 @@ def pack(
     )
 
 
+def _is_argmax(logp: torch.Tensor, tokens: torch.Tensor, picked: torch.Tensor) -> list[bool]:
+    """Per row, whether ``tokens`` is ``logp.argmax(-1)`` (the first index of the maximum, as
+    torch's argmax breaks ties), from a max reduction: several times faster than argmax on
+    CPU, whose argmax over a vocabulary is slow in every dtype."""
+    top = logp.amax(dim=-1)
+    hits = (picked == top).tolist()
+    for r, hit in enumerate(hits):
+        if hit and bool((logp[r, : int(tokens[r])] == top[r]).any()):
+            hits[r] = False  # an earlier index ties for the maximum: argmax is that one
+    return hits
+
+
 def score_packed(
     model: torch.nn.Module, packed: Packed, *, softmax_dtype: torch.dtype | None = None
 ) -> dict[int, tuple[float, bool]]:
@@ -164,9 +176,8 @@ def score_packed(
         cols = torch.cat([cols for _, _, cols, _ in packed.reads])
         tokens = torch.cat([toks for _, _, _, toks in packed.reads])
         logp = F.log_softmax(logits[rows, cols], dim=-1, dtype=softmax_dtype)
-        # argmax in float32 (exact for the narrower dtypes) is several times faster on CPU
-        hits = (logp.float().argmax(dim=-1) == tokens).tolist()
         picked = logp.gather(1, tokens[:, None]).squeeze(1)
+        hits = _is_argmax(logp, tokens, picked)
     out: dict[int, tuple[float, bool]] = {}
     start = 0
     for index, _, _, toks in packed.reads:
