@@ -38,7 +38,7 @@ from evomerge.run import attrs as A
 from evomerge.search._cluster import plan_workers, ray_session
 from evomerge.search._driver import Driver
 from evomerge.search._inputs import check_inputs
-from evomerge.search._sampler import make_sampler
+from evomerge.search._sampler import make_sampler, preload_sampler
 from evomerge.search._types import SearchSummary
 from evomerge.search._workers import WorkerGroup
 from evomerge.space import DataflowSpace, SearchSpace
@@ -256,6 +256,7 @@ def run_search(
             )
             try:
                 logger.info("starting %d %s worker(s)", plan.num, plan.device)
+                preload_sampler(config.search)  # while the workers build their models
                 info = group.start()
                 study, storage, commit = _prepare_study(config, run_dir, space, info)
                 study.set_user_attr(A.N_TARGET, target)
