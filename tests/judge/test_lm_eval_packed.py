@@ -99,8 +99,9 @@ def test_the_row_layout_on_a_worked_example() -> None:
         ContextGroup((4,), ((1, (3,)),)),
     ]
     p = pack(groups, dtype=torch.float32, pad_id=0)
-    # row 0: context 5 6, then 7 8 (9 is only predicted); 10 alone adds no token
-    assert p.input_ids.tolist() == [[5, 6, 7, 8], [4, 0, 0, 0]]
+    # row 0: context 5 6, then 7 8 (9 is only predicted); 10 alone adds no token;
+    # row 1 is padded on the left, so both rows' last positions line up
+    assert p.input_ids.tolist() == [[5, 6, 7, 8], [0, 0, 0, 4]]
     assert p.position_ids.tolist() == [[0, 1, 2, 3], [0, 0, 0, 0]]
     allowed = (p.attention_mask[:, 0] == 0).tolist()
     assert allowed[0] == [
@@ -109,17 +110,19 @@ def test_the_row_layout_on_a_worked_example() -> None:
         [True, True, True, False],
         [True, True, True, True],
     ]
-    assert allowed[1][0] == [True, False, False, False]
-    assert [row[1:] for row in allowed[1][1:]] == [
-        [True, False, False],
-        [False, True, False],
-        [False, False, True],
+    # padding attends to itself only (no empty softmax rows); the token sees no padding
+    assert allowed[1] == [
+        [True, False, False, False],
+        [False, True, False, False],
+        [False, False, True, False],
+        [False, False, False, True],
     ]
     keep = p.keep.tolist()
     reads = {
         i: (row, [keep[c] for c in cols.tolist()], toks.tolist()) for i, row, cols, toks in p.reads
     }
-    assert reads == {0: (0, [1, 2, 3], [7, 8, 9]), 2: (0, [1], [10]), 1: (1, [0], [3])}
+    assert reads == {0: (0, [1, 2, 3], [7, 8, 9]), 2: (0, [1], [10]), 1: (1, [3], [3])}
+    assert keep == [1, 2, 3]  # position 0 is read by no row: not projected
 
 
 def test_two_continuations_see_the_context_but_not_each_other() -> None:

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["agree", "live_hflm"]
 
+#: Tokenized (context, continuation) pairs kept per wrapper (a task's requests, many times over)
+ENCODED_PAIRS = 65536
+
 #: Request as the harness's ``_loglikelihood_tokens`` receives it.
 _Request = tuple[tuple[str, str] | None, list[int], list[int]]
 
@@ -54,9 +57,20 @@ def live_hflm(*, share_context: bool = True, **kwargs: Any) -> Any:
             super().__init__(**kw)
             self.share_context = share_context and self.backend == "causal"
             self.checked = False
+            self.encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
 
         def loglikelihood(self, requests: Any, disable_tqdm: bool = False) -> Any:
             return super().loglikelihood(requests, disable_tqdm=True)
+
+        def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+            # every trial asks for the same requests: tokenize each pair once
+            key = (context, continuation)
+            hit = self.encoded.get(key)
+            if hit is None:
+                if len(self.encoded) >= ENCODED_PAIRS:
+                    self.encoded.clear()
+                hit = self.encoded[key] = super()._encode_pair(context, continuation)
+            return list(hit[0]), list(hit[1])
 
         def loglikelihood_rolling(self, requests: Any, disable_tqdm: bool = False) -> Any:
             return super().loglikelihood_rolling(requests, disable_tqdm=True)

@@ -14,8 +14,10 @@ a token see the context and the earlier tokens of its own segment only, so each
 continuation's tokens see exactly what they would see in their own row: the same numbers up
 to rounding (tests compare with the harness in ulps, for several model families). The
 log-probability of a continuation's first token is read at the context's last position,
-each later one at the previous token's position; only those positions go through the
-vocabulary projection (``logits_to_keep``) where the model's forward accepts it.
+each later one at the previous token's position. Rows are padded on the left, so the
+positions read (a row's last ones) line up at the right end of the batch, and only the
+columns where some row reads go through the vocabulary projection (``logits_to_keep``),
+where the model's forward accepts it.
 
 :func:`group_by_context` groups requests, :func:`pack` builds a batch (pure tensor
 function), :func:`score_packed` runs it. :class:`evomerge.judge.harness._hflm` decides
@@ -67,7 +69,7 @@ def group_by_context(
 class Packed:
     """A batch of packed rows.
 
-    ``input_ids``/``position_ids``: ``(B, L)``, right-padded; ``attention_mask``: ``(B, 1, L,
+    ``input_ids``/``position_ids``: ``(B, L)``, left-padded; ``attention_mask``: ``(B, 1, L,
     L)`` additive (0 where a query may attend, the dtype's minimum elsewhere); ``keep``: the
     sorted positions whose logits are read; ``reads``: per request, ``(request index, row,
     indices into keep, token ids)``.
@@ -99,18 +101,18 @@ def pack(
     for row, g in enumerate(groups):
         if not g.context or any(not c for _, c in g.continuations):
             raise ValueError("every context and continuation needs at least one token")
-        n = len(g.context)
-        ids[row, :n] = torch.tensor(g.context)
-        pos[row, :n] = torch.arange(n)
-        seg[row, :n] = 0
-        start = n
+        n, left = len(g.context), width - g.length  # left: padding before the row
+        ids[row, left : left + n] = torch.tensor(g.context)
+        pos[row, left : left + n] = torch.arange(n)
+        seg[row, left : left + n] = 0
+        start = left + n
         for k, (index, cont) in enumerate(g.continuations, start=1):
             body = cont[:-1]
             end = start + len(body)
             ids[row, start:end] = torch.tensor(body, dtype=torch.long)
             pos[row, start:end] = torch.arange(n, n + len(body))
             seg[row, start:end] = k
-            where.append((index, row, [n - 1, *range(start, end)], cont))
+            where.append((index, row, [left + n - 1, *range(start, end)], cont))
             start = end
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
