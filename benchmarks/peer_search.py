@@ -296,11 +296,38 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
         "error": _tail(res["lines"], r"\w+Error: ", 1),
         "best": _tail(res["lines"], r"Best cost: ", 1),
     }
-    # 3. the on-disk path (merge to a folder, evaluate from it): mergekit-evolve's other mode
-    cmd = [*wrapper, "--logical-gpu", "--", *(c for c in common if c != "--in-memory")]
-    if "on_disk" not in modes:
-        cmd = ["true"]
-    res = _run(cmd, log=work / "logs" / "mergekit_on_disk.log", env=env)
+    # 3. the on-disk path (merge to a folder, evaluate from it): mergekit-evolve's other mode,
+    # with one evaluator actor (one logical GPU) and, as "adapted_2_actors", with two
+    on_disk = [c for c in common if c != "--in-memory"]
+    out["adapted"] = _mergekit_on_disk(
+        wrapper, on_disk, env, work, args, actors=1, skip="on_disk" not in modes
+    )
+    if "on_disk_2" in modes:
+        out["adapted_2_actors"] = _mergekit_on_disk(
+            wrapper, on_disk, env, work, args, actors=2, skip=False
+        )
+    return out
+
+
+def _mergekit_on_disk(
+    wrapper: list[str],
+    on_disk: list[str],
+    env: dict[str, str],
+    work: Path,
+    args: argparse.Namespace,
+    *,
+    actors: int,
+    skip: bool,
+) -> dict[str, Any]:
+    cmd = [*wrapper, "--logical-gpus", str(actors), "--", *on_disk]
+    if actors > 1:
+        cmd += ["--num-gpus", str(actors)]
+    log = (
+        work
+        / "logs"
+        / ("mergekit_on_disk.log" if actors == 1 else f"mergekit_on_disk_{actors}.log")
+    )
+    res = _run(["true"] if skip else cmd, log=log, env=env)
     received = [
         (t, int(m.group(1)))
         for t, ln in res["lines"]
@@ -310,14 +337,16 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
     evaluated = sum(n for _, n in received)  # CMA-ES may overshoot --max-fevals
     best_cost = _tail(res["lines"], r"Best cost: ", 1)
     best = -float(best_cost[0].split(":")[-1]) if best_cost else None
-    out["adapted"] = {
+    return {
+        "actors": actors,
         "change": (
             "on-disk mode (no --in-memory, which fails as in in_memory_with_shims); "
             "benchmarks/peers/run_mergekit_evolve.py adds a placeholder "
             "lm_eval.models.vllm_causallms (vLLM absent), a no-op torch.cpu.empty_cache, cpu as "
             "the default device of lm-eval's HF wrapper, and "
-            "starts Ray's local cluster with one logical GPU so the GPU actor is scheduled; merge "
-            "and eval on CPU, the rest is mergekit-evolve's own"
+            f"starts Ray's local cluster with {actors} logical GPU(s) so its GPU actors are "
+            f"scheduled ({actors} evaluator actor(s), one torch thread each); merge and eval on "
+            "CPU, the rest is mergekit-evolve's own"
         ),
         "command": " ".join(cmd),
         "rc": res["rc"],
@@ -326,7 +355,6 @@ def run_mergekit(models: Any, tasks: Path, work: Path, args: argparse.Namespace)
         "best": None if best is None else round(best, 4),
         **_rates(evaluated or args.trials, res["wall_s"], starts[0] if starts else res["wall_s"]),
     }
-    return out
 
 
 # ---------------------------------------------------------------------------- Mergenetic
@@ -444,8 +472,8 @@ def main() -> None:
     ap.add_argument(
         "--mergekit-modes",
         nargs="+",
-        default=["stock", "in_memory", "on_disk"],
-        help="which to run",
+        default=["stock", "in_memory", "on_disk", "on_disk_2"],
+        help="which to run (on_disk_2: the on-disk mode with two evaluator actors)",
     )
     ap.add_argument(
         "--mergenetic-modes", nargs="+", default=["stock", "adapted"], help="which to run"
@@ -477,24 +505,29 @@ def main() -> None:
     if "mergenetic" in args.only:
         tools["mergenetic"] = run_mergenetic(models, tasks, args.work, args)
 
-    def rate(t: dict[str, Any]) -> float | None:
-        r = t.get("adapted", t)
-        return r.get("trials_per_hour") if r.get("trials") else None
+    def runs(t: dict[str, Any]) -> list[dict[str, Any]]:
+        """A tool's measured runs: its adapted variants, or itself."""
+        subs = [v for k, v in t.items() if k.startswith("adapted") and isinstance(v, dict)]
+        return [r for r in (subs or [t]) if r.get("trials")]
 
-    def rate_e2e(t: dict[str, Any]) -> float | None:
-        r = t.get("adapted", t)
-        return r.get("trials_per_hour_end_to_end") if r.get("trials") else None
+    def best_rate(t: dict[str, Any], key: str) -> float:
+        return max((r.get(key) or 0.0 for r in runs(t)), default=0.0)
 
-    ours = (
-        max((rate(v) or 0.0) for k, v in tools.items() if k.startswith("evomerge"))
-        if any(k.startswith("evomerge") for k in tools)
-        else None
-    )
-    ours_e2e = max(
-        (rate_e2e(v) or 0.0 for k, v in tools.items() if k.startswith("evomerge")), default=0.0
-    )
-    peers = {k: rate(v) for k, v in tools.items() if not k.startswith("evomerge") and rate(v)}
-    peers_e2e = [rate_e2e(v) or 0.0 for k, v in tools.items() if not k.startswith("evomerge")]
+    evo = {k: v for k, v in tools.items() if k.startswith("evomerge")}
+    peer = {k: v for k, v in tools.items() if not k.startswith("evomerge")}
+    ratios: dict[str, float | None] = {}
+    for key in ("trials_per_hour", "trials_per_hour_end_to_end"):
+        ours = max((best_rate(v, key) for v in evo.values()), default=0.0)
+        theirs = max((best_rate(v, key) for v in peer.values()), default=0.0)
+        ratios[key] = round(ours / theirs, 2) if ours and theirs else None
+    # like with like: n evomerge workers against n mergekit-evolve evaluator actors
+    same: dict[str, float] = {}
+    mk = tools.get("mergekit_evolve", {})
+    for n, sub in ((1, "adapted"), (2, "adapted_2_actors")):
+        e, m = evo.get(f"evomerge_{n}_worker"), mk.get(sub)
+        if e and m and e.get("trials") and m.get("trials"):
+            for key in ("trials_per_hour", "trials_per_hour_end_to_end"):
+                same[f"{n}_{key}"] = round(e[key] / m[key], 2)
     result = {
         "benchmark": "peer_search",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -514,12 +547,9 @@ def main() -> None:
         "dtype": {"evomerge": args.dtype, "mergenetic": args.dtype, "mergekit_evolve": "bfloat16"},
         "budget": {"trials": args.trials, "population": args.pop_size, "seed": args.seed},
         "tools": tools,
-        "evomerge_vs_fastest_peer_trials_per_hour": round(ours / max(peers.values()), 2)
-        if ours and peers
-        else None,
-        "evomerge_vs_fastest_peer_trials_per_hour_end_to_end": round(ours_e2e / max(peers_e2e), 2)
-        if ours_e2e and peers_e2e and max(peers_e2e)
-        else None,
+        "evomerge_vs_fastest_peer_trials_per_hour": ratios["trials_per_hour"],
+        "evomerge_vs_fastest_peer_trials_per_hour_end_to_end": ratios["trials_per_hour_end_to_end"],
+        "evomerge_n_workers_vs_mergekit_evolve_n_actors": same,
         "total_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result, indent=2, ensure_ascii=False))

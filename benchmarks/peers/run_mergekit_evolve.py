@@ -22,7 +22,9 @@ Two changes make it run here, nothing else:
 machine Ray's automatic local cluster has none, so the actor is never scheduled (the stock
 command waits forever). With ``--logical-gpu`` this wrapper starts the local Ray cluster
 itself, declaring one *logical* GPU (a scheduling token: torch still sees no CUDA device),
-so the actor runs and merges and evaluates on the CPU (``--no-merge-cuda``). Everything
+so the actor runs and merges and evaluates on the CPU (``--no-merge-cuda``).
+``--logical-gpus N`` declares N, for mergekit-evolve's ``--num-gpus N``: N evaluator actors
+(one torch thread each, as Ray gives an actor of ``num_cpus=1``). Everything
 else is mergekit-evolve's own code path (its CLI entry point, CMA-ES, in-memory merge,
 lm-eval). Each line it prints is forwarded as is.
 """
@@ -73,18 +75,22 @@ def install_vllm_stub() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--logical-gpu", action="store_true")
+    ap.add_argument("--logical-gpu", action="store_true", help="one logical GPU (--logical-gpus 1)")
+    ap.add_argument(
+        "--logical-gpus", type=int, default=0, help="logical GPUs: one evaluator actor each"
+    )
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     rest = [a for a in args.rest if a != "--"]
     install_vllm_stub()
-    if args.logical_gpu:
+    gpus = args.logical_gpus or (1 if args.logical_gpu else 0)
+    if gpus:
         import ray
 
         ray.init(
             num_cpus=args.num_cpus,
-            num_gpus=1,
+            num_gpus=gpus,
             include_dashboard=False,
             log_to_driver=True,
             runtime_env={"worker_process_setup_hook": "run_mergekit_evolve.install_vllm_stub"},
@@ -94,7 +100,7 @@ def main() -> None:
     try:
         evolve.main(args=rest, prog_name="mergekit-evolve", standalone_mode=False)
     finally:
-        if args.logical_gpu:
+        if gpus:
             import ray
 
             ray.shutdown()
