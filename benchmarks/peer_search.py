@@ -15,6 +15,10 @@ The same models, task, trial budget and seed for every tool:
   it, and it is Mergenetic's own ``load_model`` dtype. On a CPU with bf16 matrix units it
   matters: at 60M a bfloat16 lm-eval pass is several times faster than a float32 one.
 
+mergekit-evolve runs its on-disk mode with one evaluator actor and, as ``adapted_2_actors``,
+with two (``--num-gpus 2`` on two logical GPUs: its own parallelism); the comparison is
+against the fastest peer configuration, and n evomerge workers against n actors.
+
 Peers run in their own venvs (``bash benchmarks/peers/setup.sh``; created on first use).
 Where a peer cannot run as shipped on a CPU-only, offline machine, the stock command is run
 once and where it fails is reported (command and error); then the part that does run is
