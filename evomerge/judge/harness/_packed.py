@@ -20,7 +20,7 @@ columns where some row reads go through the vocabulary projection (``logits_to_k
 where the model's forward accepts it.
 
 :func:`group_by_context` groups requests, :func:`pack` builds a batch (pure tensor
-function), :func:`score_packed` runs it. :class:`evomerge.judge.harness._hflm` decides
+function), :func:`score_packed` runs it. :mod:`evomerge.judge.harness._hflm` decides
 when to use this path.
 """
 
@@ -47,11 +47,6 @@ class ContextGroup:
     def length(self) -> int:
         """Tokens in the packed row: the context, then each continuation but its last token."""
         return len(self.context) + sum(len(c) - 1 for _, c in self.continuations)
-
-    @property
-    def max_position(self) -> int:
-        """The largest position id the row uses."""
-        return len(self.context) + max(len(c) for _, c in self.continuations) - 2
 
 
 def group_by_context(
