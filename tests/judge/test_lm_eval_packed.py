@@ -210,3 +210,27 @@ def test_greedy_flags_are_torch_argmax_with_its_tie_rule(dtype: torch.dtype) -> 
         picked = logp.gather(1, tokens[:, None]).squeeze(1)
         assert _is_argmax(logp, tokens, picked) == (logp.argmax(dim=-1) == tokens).tolist()
     assert any(t != int(f) for t, f in zip(tied_later, first, strict=True))  # ties were there
+
+
+def test_rolling_windows_of_a_long_text_take_the_packed_path_too(
+    lm_eval_models: dict[str, Path],
+) -> None:
+    """Perplexity-style tasks (``loglikelihood_rolling``) ask for windows of one text, each
+    with its own context: rows without sharing, still the harness's numbers."""
+    from lm_eval.api.instance import Instance
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(lm_eval_models["base"], dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(lm_eval_models["base"])
+    text = "user: お名前を教えてください。\nassistant: わたしの名前は白鳥麗華です。" * 4
+    requests = [
+        Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+        for i, t in enumerate([text, text[:30]])
+    ]
+    theirs = _lm(model, tok, share_context=False, max_length=48).loglikelihood_rolling(requests)
+    packed = _lm(model, tok, max_length=48)
+    ours = packed.loglikelihood_rolling(requests)
+    assert packed.share_context and packed.checked
+    assert len(tok(text)["input_ids"]) > 2 * 48  # several windows
+    for a, b in zip(ours, theirs, strict=True):
+        assert _close(a, b), (a, b)
