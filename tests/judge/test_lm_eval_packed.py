@@ -168,17 +168,18 @@ def test_a_model_that_ignores_the_packed_layout_falls_back(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import evomerge.judge.harness._hflm as hflm
+    import evomerge.judge.harness._packed as packing
 
     model = AutoModelForCausalLM.from_pretrained(lm_eval_models["base"], dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(lm_eval_models["base"])
-    real = hflm.pack
+    real = packing.pack
 
     def row_positions(*a: Any, **kw: Any) -> Any:
         p = real(*a, **kw)
         seq = torch.arange(p.input_ids.shape[1]).expand_as(p.input_ids).contiguous()
         return type(p)(p.input_ids, seq, p.attention_mask, p.keep, p.reads)
 
-    monkeypatch.setattr(hflm, "pack", row_positions)
+    monkeypatch.setattr(packing, "pack", row_positions)
     theirs = _lm(model, tok, share_context=False).loglikelihood(requests_)
     lm = _lm(model, tok)
     with caplog.at_level(logging.WARNING, logger=hflm.__name__):

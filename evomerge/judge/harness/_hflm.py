@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a wrapper is built: configs import this module
+    import torch
 
-from evomerge.judge.harness._packed import ContextGroup, group_by_context, pack, score_packed
+    from evomerge.judge.harness._packed import ContextGroup
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def agree(ours: tuple[float, bool], theirs: tuple[float, bool], dtype: torch.dty
     the position ids gives a continuation other tokens to attend to, which moves the value
     by far more in any trained model.
     """
+    import torch
+
     eps = torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(torch.float32).eps
     return abs(ours[0] - theirs[0]) <= 4 * eps * (abs(theirs[0]) + 1.0)
 
@@ -52,6 +55,9 @@ def live_hflm(*, share_context: bool = True, **kwargs: Any) -> Any:
     when ``share_context``; see the module docstring."""
     from lm_eval.models.huggingface import HFLM
 
+    from evomerge.judge.harness._packed import group_by_context, pack, score_packed
+
+    # _loglikelihood_tokens and _encode_pair are lm-eval's TemplateLM hooks for subclasses
     class LiveHFLM(HFLM):
         def __init__(self, **kw: Any) -> None:
             super().__init__(**kw)

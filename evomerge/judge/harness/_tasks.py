@@ -147,18 +147,20 @@ class HarnessTasks:
 
 
 class _Requests:
-    """A task's ``build_all_requests`` that builds once per set of arguments.
+    """A task's ``build_all_requests`` that builds once while its arguments stay the same.
 
-    Later calls with the same arguments give the task the same request objects back, their
-    responses cleared (the harness appends to ``resps`` and fills ``filtered_resps`` per
-    evaluation). Only for tasks whose few-shot sampler is re-seeded before every call, so
-    that building again would give the same requests.
+    A later call with the same arguments leaves the task holding the request objects it
+    already has (``task.instances``), their responses cleared (the harness appends to
+    ``resps`` and fills ``filtered_resps`` per evaluation); other arguments build anew. Only
+    for tasks whose few-shot sampler is re-seeded before every call, so that building again
+    would give the same requests.
     """
 
     def __init__(self, task: Any, build: Any) -> None:
         self.task = task
         self.build = build
-        self.built: dict[tuple[Any, ...], list[Any]] = {}
+        self.key: tuple[Any, ...] | None = None
+        self.instances: list[Any] | None = None
 
     def __call__(self, **kwargs: Any) -> None:
         template = kwargs.get("chat_template")  # the LM's bound method: its LM and function
@@ -167,15 +169,13 @@ class _Requests:
             getattr(template, "__self__", None),
             getattr(template, "__func__", template),
         )
-        instances = self.built.get(key)
-        if instances is None:
-            self.build(**kwargs)
-            self.built[key] = list(self.task.instances)
+        if key == self.key and self.task.instances is self.instances:
+            for inst in self.instances or []:
+                inst.resps = []
+                inst.filtered_resps = {}
             return
-        for inst in instances:
-            inst.resps = []
-            inst.filtered_resps = {}
-        self.task._instances = list(instances)
+        self.build(**kwargs)
+        self.key, self.instances = key, self.task.instances
 
 
 def _numeric(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
