@@ -23,10 +23,7 @@ class _Named(Protocol):
     def name(self) -> str: ...
 
 
-class _Coordinate(Protocol):
-    @property
-    def name(self) -> str: ...
-
+class _Coordinate(_Named, Protocol):
     @property
     def bounds(self) -> Bounds: ...
 
