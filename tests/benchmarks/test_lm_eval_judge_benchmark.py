@@ -31,6 +31,7 @@ def test_lm_eval_judge_benchmark_tiny(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["requests"] == 16 and out["contexts"] == 4  # 4 documents, 4 choices each
+    assert out["packed_rows_used"]  # not the fallback: the packed path was measured
     assert out["acc"]["evomerge"] == out["acc"]["harness"]
     assert out["greedy_flags_equal"] == out["requests"]
     assert out["max_difference_in_eps_of_value"] <= 64
