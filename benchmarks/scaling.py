@@ -151,9 +151,9 @@ def measure_search(models: Any, root: Path, workers: int, trials: int) -> dict[s
         "workers_started": started.count,
         "workers_used": len(first),
         "worker_first_trial_s": sorted(round(v, 2) for v in first.values()),
-        "wall_s": round(wall, 2),
-        "startup_s": round(wall - loop_s, 2),
-        "search_loop_s": round(loop_s, 2),
+        "wall_s": round(wall, 3),
+        "startup_s": round(wall - loop_s, 3),
+        "search_loop_s": round(loop_s, 3),
         "trials_per_hour": round(s.trials_per_hour, 1),
         "trials_per_hour_end_to_end": round(finished * 3600 / wall, 1),
         # from the moment every worker that ran a trial had taken its first one
